@@ -1,0 +1,30 @@
+# Two entry points a fresh machine needs: `make demo` (set up, run the quickstart) and
+# `make test` (set up, run the whole suite). Everything installs into .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PIP     = $(BIN)/python -m pip install -q -c constraints.txt
+
+.PHONY: setup demo test check bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/expc check examples/*.exp --no-model
+	$(BIN)/expc run examples/quickstart.exp --out runs/quickstart --force
+	$(BIN)/expc report runs/quickstart
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,1 @@
+"""torch.fx passes that turn a checked spec into an instrumented Hydra model."""

@@ -1,0 +1,1 @@
+"""Model code beneath the compiler: fx-traceable Hydra transformers and checkpoint loading."""

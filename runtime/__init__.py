@@ -1,0 +1,1 @@
+"""Execution: data, aggregation and metric state, checkpoints, the run folder, distribution."""
