@@ -1,0 +1,180 @@
+"""Lazy, validated access to a Hugging Face checkpoint folder (config.json + safetensors).
+
+The model loader materialises parameters one tensor at a time from here, so a checkpoint
+never sits twice in memory; `expc check` reads only `config.json` through `load_config`.
+Every way a folder can be broken (no folder, no or malformed config, no safetensors, a
+shard the index names but that is absent, a tensor missing or of the wrong shape) becomes
+a `Diagnostic` naming the file concerned — and the line, where a JSON file is at fault.
+Pickled `pytorch_model.bin` checkpoints are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import attrs
+import torch
+from safetensors import SafetensorError, safe_open
+
+from expc.spec.diagnostics import DiagnosticError, error
+
+CONFIG_FILE = "config.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _fail(path: str | Path, message: str, *, code: str, line: int = 1, col: int = 1,
+          help: tuple[str, ...] = ()) -> DiagnosticError:
+    return DiagnosticError(error(path, message, code=code, line=line, col=col, help=help))
+
+
+def _line_of(text: str, needle: str) -> int:
+    """1-based line of the first occurrence of `needle` in `text` (1 when absent)."""
+    at = text.find(needle)
+    return 1 if at < 0 else text.count("\n", 0, at) + 1
+
+
+def _read_json(path: Path, *, what: str) -> tuple[dict, str]:
+    """Parse a JSON object file; a syntax error points at its line and column."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"{what} is not valid JSON: {exc.msg}", code="checkpoint-bad-json",
+                    line=exc.lineno, col=exc.colno) from None
+    if not isinstance(value, dict):
+        raise _fail(path, f"{what} must hold a JSON object, found {type(value).__name__}",
+                    code="checkpoint-bad-json")
+    return value, text
+
+
+def _require_folder(folder: Path) -> None:
+    if not folder.exists():
+        raise _fail(folder, f"checkpoint folder `{folder}` does not exist",
+                    code="checkpoint-missing-folder",
+                    help=("give a local Hugging Face checkpoint folder or `builtin:NAME`",))
+    if not folder.is_dir():
+        raise _fail(folder, f"checkpoint `{folder}` is a file, expected a folder holding "
+                    f"{CONFIG_FILE} and *.safetensors", code="checkpoint-not-a-folder")
+
+
+def load_config(folder: str | Path) -> dict:
+    """The checkpoint's `config.json` as a dict, without touching the weights."""
+    folder = Path(folder)
+    _require_folder(folder)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise _fail(path, f"checkpoint folder `{folder}` has no {CONFIG_FILE}",
+                    code="checkpoint-missing-config")
+    return _read_json(path, what=CONFIG_FILE)[0]
+
+
+def _shard_keys(shard: Path) -> set[str]:
+    """Tensor names in one safetensors file (reads only its header)."""
+    try:
+        with safe_open(shard, framework="pt") as handle:
+            return set(handle.keys())
+    except (SafetensorError, OSError) as exc:
+        raise _fail(shard, f"cannot read safetensors file `{shard.name}`: {exc}",
+                    code="checkpoint-bad-safetensors") from None
+
+
+def _locate_single(folder: Path) -> tuple[dict[str, Path], Path]:
+    path = folder / SINGLE_FILE
+    return {name: path for name in _shard_keys(path)}, path
+
+
+def _locate_sharded(folder: Path) -> tuple[dict[str, Path], Path]:
+    index_path = folder / INDEX_FILE
+    index, text = _read_json(index_path, what=INDEX_FILE)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise _fail(index_path, f"{INDEX_FILE} has no `weight_map` object",
+                    code="checkpoint-bad-index")
+    locations: dict[str, Path] = {}
+    for shard_name in sorted(set(weight_map.values())):
+        shard = folder / shard_name
+        if not shard.is_file():
+            raise _fail(index_path, f"shard `{shard_name}` named in {INDEX_FILE} is missing "
+                        f"from `{folder}`", code="checkpoint-missing-shard",
+                        line=_line_of(text, f'"{shard_name}"'))
+        present = _shard_keys(shard)
+        for name in sorted(n for n, s in weight_map.items() if s == shard_name):
+            if name not in present:
+                raise _fail(index_path, f"tensor `{name}` is mapped to shard `{shard_name}` "
+                            f"but that shard does not hold it", code="checkpoint-shard-lacks-tensor",
+                            line=_line_of(text, f'"{name}"'))
+            locations[name] = shard
+    return locations, index_path
+
+
+def _locate_tensors(folder: Path) -> tuple[dict[str, Path], Path]:
+    """Tensor name -> the safetensors file that holds it, and the file that lists them."""
+    if (folder / INDEX_FILE).is_file():
+        return _locate_sharded(folder)
+    if (folder / SINGLE_FILE).is_file():
+        return _locate_single(folder)
+    pickles = [name for name in PICKLE_FILES if (folder / name).is_file()]
+    if pickles:
+        raise _fail(folder / pickles[0], f"`{pickles[0]}` is a pickled PyTorch checkpoint; "
+                    "expc reads only safetensors (pickles can run code when loaded)",
+                    code="checkpoint-pickle-refused",
+                    help=("convert it once with transformers: "
+                          "`AutoModel.from_pretrained(folder).save_pretrained(folder)` "
+                          "writes model.safetensors",))
+    raise _fail(folder, f"checkpoint folder `{folder}` holds no {SINGLE_FILE} "
+                f"and no {INDEX_FILE}", code="checkpoint-no-weights")
+
+
+@attrs.define(kw_only=True)
+class Checkpoint:
+    """An opened checkpoint folder; tensors are read from disk only when asked for."""
+
+    folder: Path
+    config: dict
+    listing: Path  # the file that names the tensors: model.safetensors or the index
+    locations: dict[str, Path]
+
+    def keys(self) -> list[str]:
+        return sorted(self.locations)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.locations
+
+    def _where(self, name: str) -> Path:
+        if name not in self.locations:
+            close = difflib.get_close_matches(name, self.locations, n=3)
+            raise _fail(self.listing, f"checkpoint has no tensor `{name}`",
+                        code="checkpoint-missing-tensor",
+                        help=tuple(f"did you mean `{c}`?" for c in close))
+        return self.locations[name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        with safe_open(self._where(name), framework="pt") as handle:
+            return tuple(handle.get_slice(name).get_shape())
+
+    def get_tensor(self, name: str, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One tensor, read now from its file and cast to `dtype` when given."""
+        with safe_open(self._where(name), framework="pt") as handle:
+            tensor = handle.get_tensor(name)
+        return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
+
+    def expect_shape(self, name: str, shape: tuple[int, ...] | torch.Size) -> None:
+        """Raise a diagnostic when tensor `name` does not have the shape the model needs."""
+        found = self.shape(name)
+        if found != tuple(shape):
+            raise _fail(self.locations[name], f"tensor `{name}` has shape {list(found)} "
+                        f"but the model built from {CONFIG_FILE} expects {list(shape)}",
+                        code="checkpoint-shape-mismatch",
+                        help=(f"check that {CONFIG_FILE} belongs to these weights",))
+
+
+def open_checkpoint(folder: str | Path) -> Checkpoint:
+    """Validate a checkpoint folder and index its tensors (headers only, no weights read)."""
+    folder = Path(folder)
+    config = load_config(folder)
+    locations, listing = _locate_tensors(folder)
+    return Checkpoint(folder=folder, config=config, listing=listing, locations=locations)
