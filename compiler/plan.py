@@ -1,0 +1,154 @@
+"""The plan: which graph site or module feeds which result key, and how.
+
+`build_plan` turns the checked IR and the model's layer count into flat, frozen entries —
+one per result key of contracts §3 — before any graph exists: a `CaptureEntry` names the
+marker (site, global layer, Hydra head) and the aggregation; a `MetricEntry` names the
+module path and the metric with its parameters. The passes only read the plan; the runtime
+builds one state object per entry and hands them back as sinks keyed by `entry.key`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+from expc.spec import ir
+from expc.spec.diagnostics import Span
+
+# Model-wide sites: `embed` sits before the trunk; `final_norm` and `logits` exist per head.
+PER_HEAD_MODEL_SITES = ("final_norm", "logits")
+
+
+@attrs.frozen(kw_only=True)
+class Layout:
+    """Where each global layer lives: layers `0..trunk-1` shared, the rest in every head."""
+
+    n_layers: int
+    trunk: int
+    n_heads: int = 1
+
+    @property
+    def split(self) -> bool:
+        """Whether layers sit in heads (then keys of head layers carry `head{h}/`)."""
+        return self.trunk < self.n_layers
+
+    @classmethod
+    def of(cls, experiment: ir.Experiment, n_layers: int) -> Layout:
+        hydra = experiment.hydra
+        if hydra is None:
+            return cls(n_layers=n_layers, trunk=n_layers)
+        return cls(n_layers=n_layers, trunk=hydra.trunk, n_heads=hydra.heads)
+
+    def heads_of_layer(self, layer: int, selector: ir.IndexSelector | None) -> tuple[int | None, ...]:
+        """`(None,)` for a trunk layer; the selected heads for a layer inside the heads."""
+        if layer < self.trunk:
+            return (None,)
+        return self.selected_heads(selector)
+
+    def selected_heads(self, selector: ir.IndexSelector | None) -> tuple[int, ...]:
+        return tuple(range(self.n_heads)) if selector is None else selector.resolve(self.n_heads)
+
+    def module_path(self, module: str, layer: int, head: int | None) -> str:
+        """The module's qualified name in the Hydra model, e.g. `heads.1.layers.3.mlp.down_proj`."""
+        prefix = "" if head is None else f"heads.{head}."
+        return f"{prefix}layers.{layer}.{module}"
+
+    def module_key(self, module: str, layer: int, head: int | None) -> str:
+        """The module's name in result keys, e.g. `head1/layers.3.mlp.down_proj`."""
+        prefix = "" if head is None else f"head{head}/"
+        return f"{prefix}layers.{layer}.{module}"
+
+
+@attrs.frozen(kw_only=True)
+class CaptureEntry:
+    """One captured tensor: the marker it reads and how it is aggregated."""
+
+    key: str  # e.g. "capture/head1/resid_out_3"
+    site: str
+    name: str  # the `as` name, else the site
+    layer: int | None
+    head: int | None  # the head label of the marker (None in the trunk / for `embed`)
+    mode: str  # full | mean | sum | max | dataset_mean
+    mask: str | None = None  # attention | last | first | field
+    field: str | None = None  # the data field of a `field(...)` mask
+    span: Span | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class MetricEntry:
+    """One importance metric at one module; its keys are `key + "/" + field`."""
+
+    key: str  # e.g. "importance/l2_norm/head1/layers.3.mlp.down_proj"
+    metric: str
+    module: str  # the role, e.g. "mlp.down_proj"
+    module_path: str  # e.g. "heads.1.layers.3.mlp.down_proj"
+    layer: int
+    head: int | None
+    params: Mapping[str, object] = attrs.field(
+        factory=dict, converter=lambda m: MappingProxyType(dict(m)))
+    span: Span | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    layout: Layout
+    captures: tuple[CaptureEntry, ...] = ()
+    metrics: tuple[MetricEntry, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every sink key, in plan order."""
+        return tuple(e.key for e in (*self.captures, *self.metrics))
+
+    @property
+    def needs_logits(self) -> bool:
+        return any(c.site == "logits" for c in self.captures)
+
+    def reads(self) -> set[tuple[int | None, int | None]]:
+        """The (layer, head) pairs some entry reads; model-wide sites have layer None."""
+        return {(e.layer, e.head) for e in (*self.captures, *self.metrics)}
+
+
+def _capture_key(layout: Layout, name: str, layer: int | None, head: int | None) -> str:
+    head_part = f"head{head}/" if head is not None and layout.split else ""
+    layer_part = "" if layer is None else f"_{layer}"
+    return f"capture/{head_part}{name}{layer_part}"
+
+
+def _capture_entries(layout: Layout, capture: ir.Capture) -> list[CaptureEntry]:
+    mask = capture.aggregate.mask
+    common = dict(site=capture.site, name=capture.key_name, mode=capture.aggregate.mode,
+                  mask=None if mask is None else mask.kind,
+                  field=None if mask is None else mask.field, span=capture.span)
+    if capture.layers is None:
+        heads = (None,) if capture.site == "embed" else layout.selected_heads(capture.heads)
+        places = [(None, h) for h in heads]
+    else:
+        places = [(layer, h) for layer in capture.layers.resolve(layout.n_layers)
+                  for h in layout.heads_of_layer(layer, capture.heads)]
+    return [CaptureEntry(key=_capture_key(layout, capture.key_name, layer, head),
+                         layer=layer, head=head, **common) for layer, head in places]
+
+
+def _metric_entries(layout: Layout, importance: ir.Importance) -> list[MetricEntry]:
+    params = {p.name: p.value for p in importance.params}
+    return [
+        MetricEntry(
+            key=f"importance/{importance.metric}/{layout.module_key(importance.module, layer, head)}",
+            metric=importance.metric, module=importance.module,
+            module_path=layout.module_path(importance.module, layer, head),
+            layer=layer, head=head, params=params, span=importance.span)
+        for layer in importance.layers.resolve(layout.n_layers)
+        for head in layout.heads_of_layer(layer, importance.heads)
+    ]
+
+
+def build_plan(experiment: ir.Experiment, *, n_layers: int) -> Plan:
+    """The plan of a checked experiment on a model with `n_layers` layers (pure)."""
+    layout = Layout.of(experiment, n_layers)
+    captures = [e for c in experiment.captures if c.aggregate.mode != "none"
+                for e in _capture_entries(layout, c)]
+    metrics = [e for i in experiment.importances for e in _metric_entries(layout, i)]
+    return Plan(layout=layout, captures=tuple(captures), metrics=tuple(metrics))

@@ -1,0 +1,56 @@
+"""Tap modules: the graph nodes through which instrumented values reach the runtime's sinks.
+
+A tap is a `call_module` node whose module calls one sink with the tensors it is fed and
+returns nothing, so no value flowing on through the model can change. Every tap lives
+under the `expc_taps` submodule, named after its result key, which keeps the generated code
+readable (`self.expc_taps.t0_capture_resid_out_1(layers_1_...)`). Taps are marked impure so
+that torch.fx's own dead-code elimination keeps them too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+
+TAPS_ROOT = "expc_taps"
+
+
+class Tap(torch.nn.Module):
+    """Feeds one sink; the result key it serves is kept for printing and emitting."""
+
+    _is_impure = True
+
+    def __init__(self, *, key: str, sink: Callable[..., None]):
+        super().__init__()
+        self.key = key
+        self.sink = sink
+
+    def forward(self, *tensors: torch.Tensor) -> None:
+        self.sink(*tensors)
+
+    def extra_repr(self) -> str:
+        return f"key={self.key!r}"
+
+
+def ignore(*tensors: torch.Tensor) -> None:
+    """The sink used when the caller gives none (e.g. for `expc compile --emit`)."""
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]+", "_", key).strip("_")
+
+
+def add_tap(gm: fx.GraphModule, *, key: str, sink: Callable[..., None]) -> str:
+    """Register a `Tap` on `gm` and return its target for a `call_module` node."""
+    existing = gm.get_submodule(TAPS_ROOT) if hasattr(gm, TAPS_ROOT) else None
+    index = 0 if existing is None else len(list(existing.children()))
+    target = f"{TAPS_ROOT}.t{index}_{_slug(key)}"
+    gm.add_submodule(target, Tap(key=key, sink=sink))
+    return target
+
+
+def is_tap(node: fx.Node) -> bool:
+    return node.op == "call_module" and str(node.target).startswith(TAPS_ROOT + ".")
