@@ -1,0 +1,195 @@
+"""The checked experiment as frozen attrs data: what the compiler and the runtime consume.
+
+Every node keeps the span of the source it came from (for diagnostics raised later, e.g. by
+the runtime about data), but spans do not take part in equality: two specs that say the
+same thing compare equal however they are laid out. Change nodes only with `attrs.evolve`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from expc.spec.diagnostics import Span
+
+_NO_SPAN = Span(path="<none>")
+
+
+def _span_field() -> Any:
+    return attrs.field(default=_NO_SPAN, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Slice:
+    """A half-open range `start:stop`; either end may be open, negatives count from the end."""
+
+    start: int | None = None
+    stop: int | None = None
+
+    def text(self) -> str:
+        return f"{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}"
+
+
+@attrs.frozen(kw_only=True)
+class IndexSelector:
+    """`[*]`, `[i]`, `[a:b]` or a list of those: which layers (or Hydra heads) to take.
+
+    `items` is empty for `*`. Indices are global; negatives count back from `n`.
+    """
+
+    all: bool = False
+    items: tuple[int | Slice, ...] = ()
+    span: Span = _span_field()
+
+    def out_of_range(self, n: int) -> tuple[int, ...]:
+        """The explicit indices that fall outside `0..n-1` (slices clamp like Python's)."""
+        return tuple(i for i in self.items if isinstance(i, int) and not -n <= i < n)
+
+    def resolve(self, n: int) -> tuple[int, ...]:
+        """The selected indices in `0..n-1`, ascending and unique.
+
+        Raises `IndexError` for an explicit index outside the range (checks report it first).
+        """
+        if self.all:
+            return tuple(range(n))
+        chosen: set[int] = set()
+        for item in self.items:
+            if isinstance(item, Slice):
+                chosen.update(range(n)[item.start:item.stop])
+            elif -n <= item < n:
+                chosen.add(item % n)
+            else:
+                raise IndexError(f"index {item} is out of range for {n} entries")
+        return tuple(sorted(chosen))
+
+    def text(self) -> str:
+        """The selector as written in the language, without brackets: `*`, `-1`, `1:3, 5`."""
+        if self.all:
+            return "*"
+        return ", ".join(i.text() if isinstance(i, Slice) else str(i) for i in self.items)
+
+
+LayerSelector = IndexSelector
+HeadSelector = IndexSelector
+
+
+@attrs.frozen(kw_only=True)
+class ModelRef:
+    """`builtin:NAME` or a checkpoint folder, as written (relative to the working directory)."""
+
+    path: str
+    span: Span = _span_field()
+
+    @property
+    def builtin_name(self) -> str | None:
+        return self.path[len("builtin:"):] if self.path.startswith("builtin:") else None
+
+
+@attrs.frozen(kw_only=True)
+class Hydra:
+    """The split: layers `0..trunk-1` shared, `heads` copies of the rest."""
+
+    trunk: int
+    heads: int
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Source:
+    """Where samples come from: `jsonl` records, `text` lines, or pre-tokenised `tokens`."""
+
+    kind: str  # jsonl | text | tokens
+    path: str
+    field: str | None = None  # record field with the text (jsonl) or the ids (tokens)
+    mask_field: str | None = None  # optional per-token 0/1 list in each record
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Data:
+    source: Source
+    batch_size: int = 8
+    max_length: int | None = None  # tokens; None = the model's maximum
+    limit: int | None = None  # samples; None = all
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Mask:
+    """Which tokens a reduction covers: `attention` (non-padding), `last`, `first`, `field`."""
+
+    kind: str
+    field: str | None = None  # the record field for kind == "field"
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Aggregate:
+    """How captured activations are kept: none | full | mean | sum | max | dataset_mean."""
+
+    mode: str
+    mask: Mask | None = None  # None for `none` and `full`
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Capture:
+    site: str
+    layers: LayerSelector | None  # None for the model-wide sites embed, final_norm, logits
+    heads: HeadSelector | None = None  # `of heads[...]`; None = every head
+    name: str | None = None  # the `as` name
+    aggregate: Aggregate
+    span: Span = _span_field()
+
+    @property
+    def key_name(self) -> str:
+        """The name its result keys use: the `as` name, else the site."""
+        return self.name or self.site
+
+
+@attrs.frozen(kw_only=True)
+class Param:
+    name: str
+    value: int | float | str | bool | None
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Importance:
+    metric: str
+    module: str  # a role after Hugging Face's Llama, e.g. "mlp.down_proj"
+    layers: LayerSelector
+    heads: HeadSelector | None = None
+    params: tuple[Param, ...] = ()  # every parameter of the metric, defaults filled in
+    span: Span = _span_field()
+
+    def param(self, name: str) -> Any:
+        for p in self.params:
+            if p.name == name:
+                return p.value
+        raise KeyError(f"metric {self.metric} has no parameter {name!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Output:
+    dir: str
+    checkpoint_every: int = 0  # batches; 0 = no intermediate checkpoints
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Experiment:
+    name: str
+    path: str = attrs.field(default="", eq=False)  # the spec file it was loaded from
+    model: ModelRef
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    compile: bool = False
+    hydra: Hydra | None = None
+    data: Data
+    captures: tuple[Capture, ...] = ()
+    importances: tuple[Importance, ...] = ()
+    output: Output
+    span: Span = _span_field()
