@@ -1,0 +1,191 @@
+"""BERT encoders (BERT, MiniLM, all-MiniLM-L6-v2): absolute positions, post-norm, GELU.
+
+Hugging Face's BERT modules are mapped onto the Llama role names every architecture shares
+(contracts §1), so captures and importance metrics address BERT exactly like a decoder:
+
+    ours                                 BERT checkpoint (optionally under `bert.`)
+    embed_tokens.word_embeddings         embeddings.word_embeddings
+    embed_tokens.position_embeddings     embeddings.position_embeddings
+    embed_tokens.token_type_embeddings   embeddings.token_type_embeddings
+    embed_tokens.norm                    embeddings.LayerNorm
+    layers.L.self_attn.q_proj|k_proj|v_proj
+                                         encoder.layer.L.attention.self.query|key|value
+    layers.L.self_attn.o_proj            encoder.layer.L.attention.output.dense
+    layers.L.post_attention_layernorm    encoder.layer.L.attention.output.LayerNorm
+    layers.L.mlp.up_proj                 encoder.layer.L.intermediate.dense
+    layers.L.mlp.down_proj               encoder.layer.L.output.dense
+    layers.L.input_layernorm             encoder.layer.L.output.LayerNorm
+
+BERT normalises *after* each residual add. Its first LayerNorm sits between attention and
+MLP and feeds the MLP, as Llama's `post_attention_layernorm` does; its second closes the
+block and its output is what the next block's attention reads, the job Llama's
+`input_layernorm` does one step later, hence the names. So, per layer: `attn_in` is the
+block input itself (no norm in front of attention), `resid_mid` = `mlp_in` is the normed
+stream after attention, and `resid_out` is the block output after its final LayerNorm,
+equal to Hugging Face's `hidden_states[L + 1]`. There is no final norm and no LM head; the
+pooler is not loaded. Token types are all 0 (single-segment input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from expc.models import markers
+from expc.models.config import ModelConfig, parse_common
+from expc.models.layers import ACTIVATIONS, ForwardContext
+from expc.models.registry import Architecture, register
+from expc.spec.diagnostics import DiagnosticError, error
+
+# Our parameter path (after `layers.L.`) -> the BERT checkpoint's (after `encoder.layer.L.`).
+LAYER_KEYS = {
+    "self_attn.q_proj": "attention.self.query",
+    "self_attn.k_proj": "attention.self.key",
+    "self_attn.v_proj": "attention.self.value",
+    "self_attn.o_proj": "attention.output.dense",
+    "post_attention_layernorm": "attention.output.LayerNorm",
+    "mlp.up_proj": "intermediate.dense",
+    "mlp.down_proj": "output.dense",
+    "input_layernorm": "output.LayerNorm",
+}
+EMBEDDING_KEYS = {
+    "word_embeddings": "word_embeddings",
+    "position_embeddings": "position_embeddings",
+    "token_type_embeddings": "token_type_embeddings",
+    "norm": "LayerNorm",
+}
+# Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
+LEGACY_NORM_NAMES = {"weight": "gamma", "bias": "beta"}
+
+
+class BertEmbeddings(nn.Module):
+    """Word + absolute position + token type (0) embeddings, then LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        token_types = torch.zeros_like(input_ids)  # [B, S]
+        summed = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_types)
+                  + self.position_embeddings(position_ids))  # [B, S, H]
+        return self.norm(summed)
+
+
+class BidirectionalAttention(nn.Module):
+    """Multi-head attention without a causal mask or rotary positions, biases everywhere."""
+
+    def __init__(self, cfg: ModelConfig, *, layer: int, head: int | None):
+        super().__init__()
+        self.layer, self.head = layer, head
+        self.n_heads, self.head_dim = cfg.n_attention_heads, cfg.head_dim
+        self.scale = cfg.head_dim ** -0.5
+        inner = self.n_heads * self.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, inner)
+        self.k_proj = nn.Linear(cfg.hidden_size, inner)
+        self.v_proj = nn.Linear(cfg.hidden_size, inner)
+        self.o_proj = nn.Linear(inner, cfg.hidden_size)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, n*d] -> [B, n, S, d]
+        return x.view(x.shape[0], x.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
+        q = self._split_heads(self.q_proj(x))  # [B, nH, S, d]
+        k = self._split_heads(self.k_proj(x))  # [B, nH, S, d]
+        v = markers.mark(self.v_proj(x), "values", self.layer, self.head)  # [B, S, nH*d]
+        out = markers.attention(q, k, self._split_heads(v), ctx.masks[None], self.scale,
+                                self.layer, self.head)  # [B, nH, S, d]
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim)
+        return self.o_proj(out)  # [B, S, H]
+
+
+class BertMLP(nn.Module):
+    """`down_proj(act(up_proj(x)))`: BERT's intermediate and output dense layers."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.act = ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+class BertBlock(nn.Module):
+    """`norm(x + attn(x))`, then `norm(x + mlp(x))`, with every capture site marked."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, head: int | None):
+        super().__init__()
+        self.layer, self.head = layer, head
+        self.self_attn = BidirectionalAttention(cfg, layer=layer, head=head)
+        self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.mlp = BertMLP(cfg)
+        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
+        layer, head = self.layer, self.head
+        x = markers.mark(x, "resid_in", layer, head)
+        attn_in = markers.mark(x, "attn_in", layer, head)
+        attn_out = markers.mark(self.self_attn(attn_in, ctx), "attn_out", layer, head)
+        x = markers.mark(self.post_attention_layernorm(x + attn_out), "resid_mid", layer, head)
+        mlp_in = markers.mark(x, "mlp_in", layer, head)
+        mlp_out = markers.mark(self.mlp(mlp_in), "mlp_out", layer, head)
+        return markers.mark(self.input_layernorm(x + mlp_out), "resid_out", layer, head)
+
+
+def bert_config(raw: Mapping, source: str) -> ModelConfig:
+    """BERT's config.json: absolute positions only, an activation we implement."""
+    positions = raw.get("position_embedding_type", "absolute")
+    if positions != "absolute":
+        raise DiagnosticError(error(
+            source, f"BERT with `position_embedding_type` = `{positions}` is not supported",
+            code="model-unsupported", help=("supported: absolute",)))
+    act = raw.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise DiagnosticError(error(
+            source, f"unsupported `hidden_act` `{act}`", code="model-unsupported",
+            help=(f"supported activations: {', '.join(ACTIVATIONS)}",)))
+    return parse_common(raw, source, hidden_act=act, qkv_bias=True, o_bias=True, mlp_bias=True,
+                        norm_eps=raw.get("layer_norm_eps", 1e-12),
+                        max_position_embeddings=raw.get("max_position_embeddings", 512),
+                        type_vocab_size=raw.get("type_vocab_size", 2))
+
+
+def build_final_norm(cfg: ModelConfig) -> nn.Module:
+    return nn.Identity()  # every BERT block already ends in a LayerNorm
+
+
+def _bert_name(name: str) -> str:
+    """One of our parameter names as BertModel saves it (without a `bert.` prefix)."""
+    parts = name.split(".")
+    if parts[0] == "embed_tokens":
+        return ".".join(["embeddings", EMBEDDING_KEYS[parts[1]], *parts[2:]])
+    if parts[0] == "layers":
+        module, param = ".".join(parts[2:-1]), parts[-1]
+        return f"encoder.layer.{parts[1]}.{LAYER_KEYS[module]}.{param}"
+    raise KeyError(f"no BERT checkpoint name for `{name}`")
+
+
+def checkpoint_keys(name: str) -> tuple[str, ...]:
+    """Where parameter `name` may sit: BertModel saves, `bert.`-prefixed heads, TF names."""
+    plain = _bert_name(name)
+    candidates = [plain, f"bert.{plain}"]
+    stem, _, param = plain.rpartition(".")
+    if stem.endswith("LayerNorm") and param in LEGACY_NORM_NAMES:
+        legacy = f"{stem}.{LEGACY_NORM_NAMES[param]}"
+        candidates += [legacy, f"bert.{legacy}"]
+    return tuple(candidates)
+
+
+BERT = register(Architecture(
+    model_type="bert", hf_architectures=("BertModel", "BertForMaskedLM", "BertForPreTraining"),
+    causal=False, uses_rope=False, has_lm_head=False, config_from_hf=bert_config,
+    build_embeddings=BertEmbeddings, build_block=BertBlock, build_final_norm=build_final_norm,
+    checkpoint_keys=checkpoint_keys,
+))
