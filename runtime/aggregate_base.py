@@ -1,0 +1,136 @@
+"""What every aggregator shares: token selection, the empty-row check, batch numbering.
+
+An aggregator is the state behind one capture: the runtime hands it each batch's `[B, S, *F]`
+tensor (dim 1 the sequence) with the batch's masks, and at the end asks for `result()`. Resume
+and multi-rank runs rely on `state_dict()` / `load_state_dict()` (plain tensors only, so they
+go straight into safetensors) and on `merge(other)` being exact and associative; snapshots
+(`pack_with_snapshot`, after d9d) combine a finished part with what was collected since.
+Results and snapshots are `{suffix: tensor}` dicts: `""` is the main tensor, `.mask`,
+`.var`, `.count` sit beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from expc.runtime.aggregate_masks import MASKS, EmptyRowGuard, select_tokens
+
+Snapshot = Mapping[str, torch.Tensor] | torch.Tensor | None
+
+
+def as_snapshot(snapshot: Snapshot) -> dict[str, torch.Tensor] | None:
+    """A snapshot as a `{suffix: tensor}` dict; a bare tensor is the main (`""`) entry."""
+    if snapshot is None:
+        return None
+    if isinstance(snapshot, torch.Tensor):
+        return {"": snapshot}
+    return dict(snapshot)
+
+
+class Aggregator:
+    """Base of every aggregation mode; subclasses implement the `_`-prefixed hooks."""
+
+    mode = ""
+
+    def __init__(self, *, mask: str = "attention", field: str | None = None,
+                 eager_checks: bool | None = None):
+        if mask not in MASKS:
+            raise ValueError(f"unknown mask {mask!r}; expected one of {', '.join(MASKS)}")
+        if (mask == "field") != (field is not None):
+            raise ValueError("a field name goes with mask = field, and only with it")
+        self.mask = mask
+        self.field = field
+        self._eager_checks = eager_checks
+        self._guard = EmptyRowGuard(mask=self.mask_label, eager=eager_checks)
+
+    @property
+    def mask_label(self) -> str:
+        """The mask as the language writes it: `attention`, `last`, `field("name")`."""
+        return f'field("{self.field}")' if self.mask == "field" else self.mask
+
+    @property
+    def batches(self) -> int:
+        """How many batches this state has seen (including merged and loaded ones)."""
+        return self._guard.batches
+
+    def add(self, hidden: torch.Tensor, *, attention_mask: torch.Tensor,
+            field_mask: torch.Tensor | Mapping[str, torch.Tensor] | None = None) -> None:
+        """Take one batch: `hidden` `[B, S, *F]`, `attention_mask` `[B, S]` 0/1."""
+        if hidden.dim() < 2 or tuple(hidden.shape[:2]) != tuple(attention_mask.shape):
+            raise ValueError(f"hidden {tuple(hidden.shape)} does not start with the "
+                             f"attention mask's [B, S] = {tuple(attention_mask.shape)}")
+        selected = select_tokens(self.mask, attention_mask=attention_mask.to(hidden.device),
+                                 field_mask=field_mask, field=self.field)  # [B, S]
+        counts = selected.sum(dim=1)  # [B]
+        self._guard.observe(counts)
+        self._add_selected(hidden, selected, counts)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The finished tensors by suffix; `{}` when nothing was collected."""
+        self._guard.check()
+        return self._result()
+
+    def pack_with_snapshot(self, snapshot: Snapshot = None) -> dict[str, torch.Tensor] | None:
+        """What was collected, combined after an earlier snapshot; None if nothing was."""
+        self._guard.check()
+        if self._empty():
+            return None
+        earlier = as_snapshot(snapshot)
+        return self._result() if earlier is None else self._combine(earlier, self._result())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        self._guard.check()
+        return {**self._state(), "batches": torch.tensor(self.batches)}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._guard = EmptyRowGuard(mask=self.mask_label, eager=self._eager_checks,
+                                    batches=int(state["batches"]))
+        self._load({key: value for key, value in state.items() if key != "batches"})
+
+    def merge(self, other: Aggregator) -> None:
+        """Fold `other` into this state as if its batches had come after this one's."""
+        if (type(other), other.mode, other.mask_label) != (type(self), self.mode,
+                                                           self.mask_label):
+            raise ValueError(f"cannot merge a {other.mode} aggregator with mask "
+                             f"{other.mask_label} into a {self.mode} one with mask "
+                             f"{self.mask_label}")
+        self._guard.check()
+        other._guard.check()
+        self._guard.batches += other.batches
+        self._merge(other)
+
+    # Hooks for the modes.
+    def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
+                      counts: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _empty(self) -> bool:
+        raise NotImplementedError
+
+    def _result(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _combine(self, earlier: dict[str, torch.Tensor],
+                 later: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _merge(self, other: Aggregator) -> None:
+        raise NotImplementedError
+
+
+def broadcast_rows(selected: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """`[B, S]` token mask viewed as `[B, S, 1, ...]` to broadcast against `hidden`."""
+    return selected.view(*selected.shape, *([1] * (hidden.dim() - 2)))
+
+
+def promoted(hidden: torch.Tensor) -> torch.Tensor:
+    """Half-precision activations summed in float32 (float64 stays float64)."""
+    return hidden if hidden.dtype == torch.float64 else hidden.float()

@@ -1,0 +1,113 @@
+"""`dataset_mean`: running mean and variance of every selected token of the run, `[*F]`.
+
+Per batch the selected tokens' count, mean and sum of squared deviations are computed in one
+pass and folded into the running moments with Chan et al.'s pairwise update, which is also
+how two states (resume, ranks) merge — exactly, in any grouping. Accumulators are float64 and
+stay on the activations' device; masked-out tokens are excluded with `where`, never with
+boolean indexing, so no batch waits for the host. The variance is the population variance
+(divided by the count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+
+from expc.runtime.aggregate_base import Aggregator, broadcast_rows
+
+
+@attrs.frozen(kw_only=True)
+class Moments:
+    """Count, mean and summed squared deviations (M2) of a set of tokens."""
+
+    count: torch.Tensor  # [] float64
+    mean: torch.Tensor  # [*F] float64
+    m2: torch.Tensor  # [*F] float64
+
+    def combine(self, other: Moments) -> Moments:
+        """Chan et al.'s exact pairwise combination of two disjoint sets' moments."""
+        other = Moments(count=other.count.to(self.count.device),
+                        mean=other.mean.to(self.mean.device), m2=other.m2.to(self.m2.device))
+        if self.mean.shape != other.mean.shape:
+            raise ValueError(f"dataset_mean features changed shape: "
+                             f"{tuple(self.mean.shape)} then {tuple(other.mean.shape)}")
+        count = self.count + other.count
+        share = other.count / count.clamp(min=1)
+        delta = other.mean - self.mean  # [*F]
+        return Moments(count=count, mean=self.mean + delta * share,
+                       m2=self.m2 + other.m2 + delta.square() * self.count * share)
+
+    def variance(self) -> torch.Tensor:
+        return self.m2 / self.count.clamp(min=1)  # [*F]
+
+    def as_result(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return {"": self.mean.to(dtype), ".var": self.variance().to(dtype),
+                ".count": self.count.round().long()}
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, torch.Tensor]) -> Moments:
+        count = result[".count"].double()
+        return cls(count=count, mean=result[""].double(), m2=result[".var"].double() * count)
+
+
+def batch_moments(hidden: torch.Tensor, selected: torch.Tensor,
+                  counts: torch.Tensor) -> Moments:
+    """Moments of the selected tokens of one `[B, S, *F]` batch."""
+    keep = broadcast_rows(selected, hidden)  # [B, S, 1, ...]
+    values = hidden.double()  # [B, S, *F]
+    count = counts.sum().double()  # []
+    mean = torch.where(keep, values, 0.0).sum(dim=(0, 1)) / count.clamp(min=1)  # [*F]
+    m2 = torch.where(keep, (values - mean).square(), 0.0).sum(dim=(0, 1))  # [*F]
+    return Moments(count=count, mean=mean, m2=m2)
+
+
+class DatasetMeanAggregator(Aggregator):
+    """Welford/Chan running moments over every selected token."""
+
+    mode = "dataset_mean"
+
+    def __init__(self, *, mask: str = "attention", field: str | None = None,
+                 eager_checks: bool | None = None):
+        super().__init__(mask=mask, field=field, eager_checks=eager_checks)
+        self._moments: Moments | None = None
+        self._dtype = torch.float32
+
+    def _fold(self, moments: Moments) -> None:
+        self._moments = moments if self._moments is None else self._moments.combine(moments)
+
+    def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
+                      counts: torch.Tensor) -> None:
+        self._dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        self._fold(batch_moments(hidden, selected, counts))
+
+    def _empty(self) -> bool:
+        return self._moments is None
+
+    def _result(self) -> dict[str, torch.Tensor]:
+        return {} if self._moments is None else self._moments.as_result(self._dtype)
+
+    def _combine(self, earlier: dict[str, torch.Tensor],
+                 later: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        combined = Moments.from_result(earlier).combine(Moments.from_result(later))
+        return combined.as_result(self._dtype)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        if self._moments is None:
+            return {}
+        return {"count": self._moments.count, "mean": self._moments.mean, "m2": self._moments.m2,
+                "float64": torch.tensor(self._dtype == torch.float64)}
+
+    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._moments = None
+        if "count" in state:
+            self._moments = Moments(count=state["count"].double(), mean=state["mean"].double(),
+                                    m2=state["m2"].double())
+            self._dtype = torch.float64 if bool(state["float64"]) else torch.float32
+
+    def _merge(self, other: Aggregator) -> None:
+        assert isinstance(other, DatasetMeanAggregator)
+        if other._moments is not None:
+            self._dtype = other._dtype if self._moments is None else self._dtype
+            self._fold(other._moments)

@@ -1,0 +1,269 @@
+"""Aggregators against the reductions written out token by token with plain torch.
+
+Each reference loops over samples and picks the tokens by hand (the non-padding ones, the
+last/first non-padding one, or those a field marks), so it shares no code with the
+vectorised masks in `expc.runtime.aggregate_*`. Batches are padded on the left and right.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load, save
+
+from expc.runtime.aggregators import EmptyMaskError, create_aggregator
+
+FEATURES = 5
+
+
+def padded_batch(lengths: list[int], seq: int, *, left: bool, generator: torch.Generator,
+                 features: tuple[int, ...] = (FEATURES,)):
+    """A batch whose row i has `lengths[i]` real tokens, padded left or right to `seq`."""
+    hidden = torch.randn(len(lengths), seq, *features, generator=generator, dtype=torch.float64)
+    mask = torch.zeros(len(lengths), seq, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        if left:
+            mask[row, seq - length:] = 1
+        else:
+            mask[row, :length] = 1
+    hidden[mask == 0] = float("nan")  # padding must never leak into a result
+    field = (torch.rand(len(lengths), seq, generator=generator) > 0.4).long()
+    for row in range(len(lengths)):  # every row keeps at least one marked real token
+        field[row, mask[row].nonzero()[0, 0]] = 1
+    return hidden, mask, field
+
+
+def batches(*, left: bool, seed: int = 0, features: tuple[int, ...] = (FEATURES,)):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [([3, 5, 1], 6), ([2, 4], 4), ([7, 7, 3, 1], 7)]
+    return [padded_batch(lengths, seq, left=left, generator=generator, features=features)
+            for lengths, seq in shapes]
+
+
+def reference_positions(mask_row: torch.Tensor, field_row: torch.Tensor, kind: str) -> list[int]:
+    real = [s for s in range(len(mask_row)) if mask_row[s] == 1]
+    if kind == "attention":
+        return real
+    if kind == "last":
+        return [real[-1]]
+    if kind == "first":
+        return [real[0]]
+    return [s for s in real if field_row[s] == 1]
+
+
+def reference_rows(data, kind: str, reduce) -> torch.Tensor:
+    rows = []
+    for hidden, mask, field in data:
+        for b in range(hidden.shape[0]):
+            tokens = hidden[b, reference_positions(mask[b], field[b], kind)]  # [T, *F]
+            rows.append(reduce(tokens))
+    return torch.stack(rows)
+
+
+def run(mode: str, kind: str, data, **options):
+    field = "marks" if kind == "field" else None
+    aggregator = create_aggregator(mode=mode, mask=kind, field=field, **options)
+    for hidden, mask, marks in data:
+        aggregator.add(hidden, attention_mask=mask, field_mask={"marks": marks})
+    return aggregator
+
+
+REDUCERS = {
+    "mean": lambda tokens: tokens.sum(0) / tokens.shape[0],
+    "sum": lambda tokens: tokens.sum(0),
+    "max": lambda tokens: tokens.max(0).values,
+}
+KINDS = ("attention", "last", "first", "field")
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right_pad", "left_pad"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mode", sorted(REDUCERS))
+def test_per_sample_reductions_match_token_by_token_reference(mode, kind, left):
+    data = batches(left=left)
+    result = run(mode, kind, data).result()
+    assert set(result) == {""}
+    expected = reference_rows(data, kind, REDUCERS[mode])
+    assert result[""].shape == (9, FEATURES)
+    torch.testing.assert_close(result[""], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right_pad", "left_pad"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_dataset_mean_matches_mean_and_population_variance_of_all_tokens(kind, left):
+    data = batches(left=left)
+    result = run("dataset_mean", kind, data).result()
+    tokens = torch.cat([hidden[b, reference_positions(mask[b], field[b], kind)]
+                        for hidden, mask, field in data for b in range(hidden.shape[0])])
+    assert int(result[".count"]) == tokens.shape[0]
+    torch.testing.assert_close(result[""], tokens.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(result[".var"], tokens.var(0, unbiased=False),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right_pad", "left_pad"])
+@pytest.mark.parametrize("kind", ["attention", "last"])
+def test_full_keeps_selected_tokens_in_place_padded_to_longest(kind, left):
+    data = batches(left=left)
+    result = run("full", kind, data).result()
+    values, mask = result[""], result[".mask"]
+    assert values.shape == (9, 7, FEATURES) and mask.shape == (9, 7)
+    n = 0
+    for hidden, attention, field in data:
+        for b in range(hidden.shape[0]):
+            chosen = reference_positions(attention[b], field[b], kind)
+            for s in range(7):
+                if s in chosen:
+                    assert bool(mask[n, s])
+                    assert torch.equal(values[n, s], hidden[b, s])
+                else:
+                    assert not bool(mask[n, s])
+                    assert torch.equal(values[n, s], torch.zeros(FEATURES, dtype=values.dtype))
+            n += 1
+
+
+def test_attention_pattern_layout_reduces_over_queries_and_pads_key_length():
+    data = batches(left=True, features=(2, 7))  # [B, S_q, n_heads, S_k]
+    data = [(hidden[..., : hidden.shape[1]], mask, field) for hidden, mask, field in data]
+    result = run("mean", "attention", data).result()
+    assert result[""].shape == (9, 2, 7)
+    expected = [torch.nn.functional.pad(REDUCERS["mean"](hidden[b][mask[b] == 1]),
+                                        (0, 7 - hidden.shape[1]))
+                for hidden, mask, _ in data for b in range(hidden.shape[0])]
+    torch.testing.assert_close(result[""], torch.stack(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_none_keeps_nothing():
+    aggregator = run("none", "attention", batches(left=False))
+    assert aggregator.result() == {}
+    assert aggregator.pack_with_snapshot(None) is None
+    assert aggregator.batches == 3
+
+
+ALL_MODES = ["full", "mean", "sum", "max", "dataset_mean"]
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_merge_of_two_halves_equals_one_pass(mode):
+    data = batches(left=True) + batches(left=False, seed=1)
+    whole = run(mode, "attention", data).result()
+    first, second = run(mode, "attention", data[:2]), run(mode, "attention", data[2:])
+    first.merge(second)
+    merged = first.result()
+    assert merged.keys() == whole.keys()
+    for suffix in whole:
+        torch.testing.assert_close(merged[suffix], whole[suffix], rtol=1e-12, atol=1e-12)
+    assert first.batches == len(data)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_merge_is_associative(mode):
+    data = batches(left=True) + batches(left=False, seed=1)
+    parts = [run(mode, "attention", data[i:i + 2]) for i in (0, 2, 4)]
+    left_first = [run(mode, "attention", data[i:i + 2]) for i in (0, 2, 4)]
+    parts[1].merge(parts[2])
+    parts[0].merge(parts[1])  # a + (b + c)
+    left_first[0].merge(left_first[1])
+    left_first[0].merge(left_first[2])  # (a + b) + c
+    for suffix, value in parts[0].result().items():
+        torch.testing.assert_close(value, left_first[0].result()[suffix], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_state_dict_round_trip_through_safetensors_then_continue(mode):
+    data = batches(left=True) + batches(left=False, seed=1)
+    whole = run(mode, "last", data).result()
+    before = run(mode, "last", data[:3])
+    restored = create_aggregator(mode=mode, mask="last")
+    restored.load_state_dict(load(save(before.state_dict())))
+    for hidden, mask, _ in data[3:]:
+        restored.add(hidden, attention_mask=mask)
+    for suffix, value in whole.items():
+        torch.testing.assert_close(restored.result()[suffix], value, rtol=1e-12, atol=1e-12)
+    assert restored.batches == len(data)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_pack_with_snapshot_appends_after_the_earlier_part(mode):
+    data = batches(left=False) + batches(left=True, seed=2)
+    whole = run(mode, "attention", data).result()
+    earlier = run(mode, "attention", data[:3]).pack_with_snapshot(None)
+    later = run(mode, "attention", data[3:])
+    packed = later.pack_with_snapshot(earlier)
+    for suffix, value in whole.items():
+        torch.testing.assert_close(packed[suffix], value, rtol=1e-6, atol=1e-6)
+    assert create_aggregator(mode=mode).pack_with_snapshot(earlier) is None
+
+
+def test_mean_snapshot_may_be_a_bare_tensor():
+    data = batches(left=False)
+    earlier = run("mean", "attention", data[:1]).result()[""]
+    packed = run("mean", "attention", data[1:]).pack_with_snapshot(earlier)
+    torch.testing.assert_close(packed[""], run("mean", "attention", data).result()[""])
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "deferred"])
+def test_all_zero_mask_row_names_the_row(mode, eager):
+    hidden = torch.randn(3, 4, FEATURES)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    aggregator = create_aggregator(mode=mode, eager_checks=eager)
+    aggregator.add(hidden, attention_mask=mask)
+    mask[2] = 0
+    if eager:
+        with pytest.raises(EmptyMaskError) as caught:
+            aggregator.add(hidden, attention_mask=mask)
+    else:
+        aggregator.add(hidden, attention_mask=mask)  # nothing read back from the device yet
+        with pytest.raises(EmptyMaskError) as caught:
+            aggregator.result()
+    assert isinstance(caught.value, ValueError)
+    assert (caught.value.row, caught.value.batch) == (2, 1)
+    assert "row 2 of batch 1" in str(caught.value)
+
+
+def test_field_mask_row_with_only_padding_marked_is_empty():
+    hidden = torch.randn(2, 3, FEATURES)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    marks = torch.tensor([[0, 0, 1], [0, 1, 0]])  # row 0 marks only its padding token
+    aggregator = create_aggregator(mode="sum", mask="field", field="marks")
+    with pytest.raises(EmptyMaskError) as caught:
+        aggregator.add(hidden, attention_mask=mask, field_mask=marks)
+    assert caught.value.row == 0 and 'field("marks")' in str(caught.value)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mode": "median"}, "unknown aggregation mode 'median'"),
+    ({"mode": "mean", "mask": "middle"}, "unknown mask 'middle'"),
+    ({"mode": "mean", "mask": "field"}, "field name"),
+    ({"mode": "mean", "field": "marks"}, "field name"),
+])
+def test_bad_options_are_value_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        create_aggregator(**options)
+
+
+def test_field_mask_missing_from_batch_is_a_value_error():
+    aggregator = create_aggregator(mode="mean", mask="field", field="marks")
+    with pytest.raises(ValueError, match="mask field"):
+        aggregator.add(torch.randn(1, 2, 3), attention_mask=torch.ones(1, 2))
+    with pytest.raises(ValueError, match="'marks'"):
+        aggregator.add(torch.randn(1, 2, 3), attention_mask=torch.ones(1, 2),
+                       field_mask={"other": torch.ones(1, 2)})
+
+
+def test_shape_mismatch_and_mixed_merge_are_value_errors():
+    aggregator = create_aggregator(mode="mean")
+    with pytest.raises(ValueError, match="does not start with"):
+        aggregator.add(torch.randn(2, 3, 4), attention_mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="cannot merge"):
+        aggregator.merge(create_aggregator(mode="sum"))
+    with pytest.raises(ValueError, match="cannot merge"):
+        aggregator.merge(create_aggregator(mode="mean", mask="last"))
+
+
+def test_reductions_of_half_precision_accumulate_in_float32():
+    hidden = torch.full((1, 600, 2), 1.0, dtype=torch.bfloat16)
+    result = run("sum", "attention", [(hidden, torch.ones(1, 600), torch.ones(1, 600))])
+    assert result.result()[""].dtype == torch.float32
+    assert torch.equal(result.result()[""], torch.full((1, 2), 600.0))
