@@ -1,0 +1,99 @@
+"""Atomic file writes: a crash leaves the old file or the new one, never a torn one.
+
+Contracts §3 promise this for every file of a run folder. Each write goes to a temporary
+file in the destination's folder (same file system, so the rename is atomic), is flushed and
+fsynced, then `os.replace`d over the destination, and the folder itself is fsynced so the
+rename survives a power loss. If anything fails before the rename, the temporary file is
+removed and the destination is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+TEMP_SUFFIX = ".tmp"
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with _replacing(Path(path)) as temp:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json_atomic(path: str | Path, value) -> None:
+    """Write `value` as indented UTF-8 JSON to `path` atomically."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                            metadata: Mapping[str, str] | None = None) -> None:
+    """Save tensors (moved to contiguous CPU, un-aliased) as a safetensors file atomically."""
+    ready = _standalone_cpu(tensors)
+    with _replacing(Path(path)) as temp:
+        save_file(ready, str(temp), metadata=dict(metadata) if metadata else None)
+        _fsync_file(temp)
+
+
+def remove_stale_temps(folder: str | Path, *, accept: Callable[[str], bool] = lambda n: True
+                       ) -> None:
+    """Delete temporary files a crashed atomic write left behind in `folder`."""
+    for entry in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if accept(entry.name):
+            entry.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success rename it over `path`, else delete it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
+    try:
+        yield temp
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _standalone_cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors that share no memory (safetensors refuses aliased tensors)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{key!r} is a {type(tensor).__name__}, not a tensor")
+        t = tensor.detach().to("cpu").contiguous()
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != t.nbytes:
+            t = t.clone()
+        if t.nbytes:
+            seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out

@@ -1,0 +1,128 @@
+"""Tokenised samples of a run, packed flat, with the way back from a sample to its file line.
+
+`load_data` streams the raw samples of a data file (`data_sources.read_samples`) through the
+tokenizer and keeps only token ids, optional per-token mask field and line numbers, packed in
+flat int tensors with offsets: ~1e5 short prompts cost a few MB, not a Python object per token.
+Truncation to `max_length` happens here; padding and batching happen in `data_batches`.
+Any later error about one sample (an all-zero mask row, say) can name the file and line
+through `TokenizedData.locate` / `sample_error`.
+"""
+
+from __future__ import annotations
+
+from array import array
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+import torch
+
+from expc.runtime.data_sources import read_samples
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
+
+
+class Tokenizer(Protocol):
+    """What the data loader needs from a tokenizer."""
+
+    pad_token_id: int | None
+
+    def encode(self, text: str, *, max_length: int | None = None) -> list[int]:
+        """Ids with the model's special tokens; at most `max_length` (specials kept)."""
+
+
+@attrs.frozen(kw_only=True)
+class TokenizedData:
+    """Every sample's token ids (truncated), mask field and source line, packed flat."""
+
+    path: str
+    token_ids: torch.Tensor  # [T] int64, all samples back to back
+    offsets: torch.Tensor  # [N + 1] int64, sample i is token_ids[offsets[i]:offsets[i+1]]
+    lines: torch.Tensor  # [N] int64, 1-based line of sample i in `path`
+    field_mask: torch.Tensor | None = None  # [T] int8 0/1 beside token_ids, or None
+
+    @property
+    def n_samples(self) -> int:
+        return self.lines.numel()
+
+    @property
+    def lengths(self) -> torch.Tensor:  # [N] int64
+        return self.offsets[1:] - self.offsets[:-1]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.token_ids.numel()
+
+    def sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids `[L]` and mask field `[L]` (or None) of one sample."""
+        lo, hi = int(self.offsets[index]), int(self.offsets[index + 1])
+        mask = None if self.field_mask is None else self.field_mask[lo:hi]
+        return self.token_ids[lo:hi], mask
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """The data file and 1-based line number that sample `index` came from."""
+        return self.path, int(self.lines[index])
+
+    def sample_error(self, index: int, message: str, *, code: str) -> Diagnostic:
+        """A diagnostic about sample `index`, placed at its line in the data file."""
+        path, line = self.locate(index)
+        return error(path, f"sample {index}: {message}", code=code, line=line)
+
+
+def load_data(*, kind: str, path: str | Path, field: str = "text",
+              mask_field: str | None = None, limit: int | None = None,
+              tokenizer: Tokenizer | None = None,
+              max_length: int | None = None) -> TokenizedData:
+    """Read, tokenise and truncate a data source; raise `DiagnosticError` for bad input.
+
+    `tokens` sources are already token ids and need no tokenizer; their truncation keeps the
+    first `max_length` ids. Texts are truncated by the tokenizer, which keeps the model's
+    special tokens (a BERT `[SEP]` stays last). A mask field must have one entry per token
+    of the untruncated sample (the tokenizer's tokens for `jsonl`); a sample with a mask
+    field is truncated by keeping its first `max_length` tokens and mask entries.
+    """
+    if kind != "tokens" and tokenizer is None:
+        raise ValueError(f"a `{kind}` source needs a tokenizer")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    path = str(path)
+    ids, offsets, lines = array("q"), array("q", [0]), array("q")
+    masks = array("b") if mask_field is not None else None
+    problems: list[Diagnostic] = []
+    for raw in read_samples(kind=kind, path=path, field=field, mask_field=mask_field,
+                            limit=limit):
+        if raw.token_ids is not None:
+            tokens = raw.token_ids
+        elif raw.mask is not None:
+            tokens = tokenizer.encode(raw.text)
+        else:
+            tokens = tokenizer.encode(raw.text, max_length=max_length)
+        if not tokens:
+            problems.append(error(path, "sample has no tokens after tokenisation",
+                                  code="data-empty-sample", line=raw.line))
+            continue
+        if raw.mask is not None and len(raw.mask) != len(tokens):
+            problems.append(error(
+                path, f"mask field `{mask_field}` has {len(raw.mask)} entries but the text "
+                      f"tokenises to {len(tokens)} tokens", code="data-field", line=raw.line,
+                help=["the mask needs one 0/1 entry per token of the model's tokenizer"]))
+            continue
+        keep = len(tokens) if max_length is None else min(len(tokens), max_length)
+        ids.extend(tokens[:keep])
+        if masks is not None:
+            masks.extend(raw.mask[:keep])
+        offsets.append(len(ids))
+        lines.append(raw.line)
+    if problems:
+        raise DiagnosticError(problems)
+    return TokenizedData(
+        path=path,
+        token_ids=_to_tensor(ids, torch.int64),
+        offsets=_to_tensor(offsets, torch.int64),
+        lines=_to_tensor(lines, torch.int64),
+        field_mask=None if masks is None else _to_tensor(masks, torch.int8),
+    )
+
+
+def _to_tensor(values: array, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor owning a copy of a (non-empty) stdlib array."""
+    return torch.frombuffer(values, dtype=dtype).clone()

@@ -1,0 +1,265 @@
+"""The run folder as `expc run` writes it: manifest, results, checkpoint folder (format `expc-run/1`).
+
+`RunStore.start` claims a folder (a manifest with status `running`, refusing a folder that
+holds another spec's run unless forced), `write_results` stores the result tensors and
+describes each one for the manifest, and `finish` / `fail` rewrite the manifest last, so a
+`complete` manifest always sits beside its results. Every file is written atomically
+(`runtime/atomic.py`). Reading goes through the report's reader (`report/run_folder.py`),
+the one place that knows how to validate a run folder; `open_run` adds lazy tensor access.
+The fields are those of `docs/run-folder.md`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import platform
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import attrs
+import torch
+
+import expc
+from expc.report.run_folder import FORMAT, MANIFEST, RESULTS, RunFolder, open_run_folder
+from expc.runtime.atomic import save_safetensors_atomic, write_json_atomic
+from expc.spec.diagnostics import DiagnosticError, error
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+DERIVED_FILES = ("report.html", "summary.md")  # made from a run; stale once it is re-run
+REQUIRED_FIELDS = {
+    "capture": ("site", "name", "layer", "head", "aggregate", "mask"),
+    "importance": ("metric", "module", "layer", "head", "field"),
+    "meta": (),
+}
+META_MEANINGS = {
+    "meta/sample_index": "index of each row's sample in the data (rows are in data order)",
+    "meta/token_count": "number of real (non-padding) tokens of each sample after truncation",
+}
+
+
+def spec_sha256(text: str) -> str:
+    """The fingerprint that ties a run folder to its spec text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@attrs.define(kw_only=True)
+class RunStore:
+    """Writes one run folder; create it with `RunStore.start`."""
+
+    run_dir: Path
+    manifest: dict
+    resuming: bool = False  # the folder holds this spec's earlier run and --resume was asked
+    _results_written: bool = False
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / MANIFEST
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / RESULTS
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+    @classmethod
+    def start(cls, run_dir: str | Path, *, spec_path: str, spec_text: str, ir: Mapping,
+              model: Mapping, data_source: str, force: bool = False,
+              resume: bool = False) -> RunStore:
+        """Claim `run_dir` for a run of `spec_text` and write its `running` manifest.
+
+        A folder holding another spec's run (or an unreadable one) is refused with a
+        `DiagnosticError` unless `force`; `resume` needs the same spec and keeps the
+        checkpoint folder, any other start clears it. Old results and reports go.
+        """
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise DiagnosticError(error(run_dir, f"output dir `{run_dir}` is a file",
+                                        code="run-folder"))
+        sha = spec_sha256(spec_text)
+        resuming = _check_previous(run_dir, sha=sha, force=force, resume=resume)
+        manifest = {
+            "format": FORMAT, "status": "running", "error": None,
+            "spec": {"path": str(spec_path), "text": spec_text, "sha256": sha},
+            "ir": dict(ir), "model": dict(model),
+            "data": {"source": data_source, "samples": 0, "tokens": 0, "batches": 0},
+            "versions": {"expc": expc.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "timings": {"started": _now(), "finished": None, "seconds": {},
+                        "tokens_per_s": None, "samples_per_s": None},
+            "checkpoint": None, "tensors": {},
+        }
+        store = cls(run_dir=run_dir, manifest=manifest, resuming=resuming)
+        store._write_manifest()
+        store._clear_stale()
+        return store
+
+    def record_checkpoint(self, *, batches_done: int) -> None:
+        """Note in the manifest that a checkpoint now covers `batches_done` batches."""
+        self.manifest["checkpoint"] = {"dir": CHECKPOINT_DIR, "batches_done": batches_done}
+        self._write_manifest()
+
+    def write_results(self, tensors: Mapping[str, torch.Tensor],
+                      descriptions: Mapping[str, Mapping]) -> None:
+        """Store every result tensor and remember its manifest entry (written by `finish`).
+
+        `descriptions[key]` holds `meaning`, `kind` and the kind's fields of
+        docs/run-folder.md; shape and dtype are taken from the tensor. The `meta/` keys
+        have a default description.
+        """
+        entries = {key: _describe(key, tensor, descriptions.get(key))
+                   for key, tensor in tensors.items()}
+        save_safetensors_atomic(self.results_path, tensors)
+        self.manifest["tensors"] = entries
+        self._results_written = True
+
+    def finish(self, *, samples: int, tokens: int, batches: int,
+               seconds: Mapping[str, float]) -> None:
+        """Mark the run `complete`: results must be written already; the manifest goes last.
+
+        `seconds` holds `load`, `compile`, `run` and `total`; throughput uses `run`.
+        """
+        if not self._results_written:
+            raise RuntimeError("write_results must come before finish")
+        self.manifest["data"].update(samples=samples, tokens=tokens, batches=batches)
+        run_seconds = seconds.get("run") or 0.0
+        self.manifest["timings"].update(
+            finished=_now(), seconds=dict(seconds),
+            tokens_per_s=tokens / run_seconds if run_seconds > 0 else None,
+            samples_per_s=samples / run_seconds if run_seconds > 0 else None)
+        self.manifest["status"] = "complete"
+        self._write_manifest()
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the run `failed`, keeping the error's message and diagnostics."""
+        diagnostics = list(getattr(exc, "diagnostics", ()))
+        message = str(exc) if diagnostics else f"{type(exc).__name__}: {exc}"
+        self.manifest["error"] = {"message": message,
+                                  "diagnostics": [d.to_json() for d in diagnostics]}
+        self.manifest["timings"]["finished"] = _now()
+        self.manifest["status"] = "failed"
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        write_json_atomic(self.manifest_path, self.manifest)
+
+    def _clear_stale(self) -> None:
+        """Remove an earlier run's outputs; its checkpoint too unless resuming from it."""
+        for name in (RESULTS, *DERIVED_FILES):
+            (self.run_dir / name).unlink(missing_ok=True)
+        if not self.resuming and self.checkpoint_dir.exists():
+            shutil.rmtree(self.checkpoint_dir)
+
+
+def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> bool:
+    """Whether a run of this spec can resume here; raise if the folder must not be used."""
+    manifest_path = run_dir / MANIFEST
+    if not manifest_path.exists():
+        if resume:
+            log.info("nothing to resume in %s: starting from the beginning", run_dir)
+        return False
+    try:
+        previous = open_run_folder(run_dir).manifest
+        previous_sha = previous["spec"]["sha256"]
+        previous_path = previous["spec"]["path"]
+    except (DiagnosticError, KeyError, TypeError) as exc:
+        if force and not resume:
+            return False
+        raise DiagnosticError(error(
+            manifest_path, f"`{run_dir}` holds a run folder that cannot be read ({exc})",
+            code="run-folder", help=["pass --force to replace it, or choose another output dir"]
+        )) from None
+    if previous_sha == sha:
+        return resume
+    if resume:
+        raise DiagnosticError(error(
+            manifest_path, f"cannot resume: `{run_dir}` holds a run of another spec "
+                           f"(`{previous_path}`, sha256 {previous_sha[:12]})",
+            code="run-folder-other-spec",
+            help=["run without --resume (and with --force) to start over"]))
+    if not force:
+        raise DiagnosticError(error(
+            manifest_path, f"`{run_dir}` holds a run of another spec "
+                           f"(`{previous_path}`, sha256 {previous_sha[:12]})",
+            code="run-folder-other-spec",
+            help=["pass --force to replace it, or choose another output dir"]))
+    return False
+
+
+def _describe(key: str, tensor: torch.Tensor, description: Mapping | None) -> dict:
+    kind = key.split("/", 1)[0]
+    if kind not in REQUIRED_FIELDS:
+        raise ValueError(f"result key {key!r} must start with capture/, importance/ or meta/")
+    if description is None and key in META_MEANINGS:
+        description = {"kind": "meta", "meaning": META_MEANINGS[key]}
+    if description is None:
+        raise ValueError(f"result key {key!r} has no description for the manifest")
+    missing = [f for f in ("meaning", "kind", *REQUIRED_FIELDS[kind]) if f not in description]
+    if missing:
+        raise ValueError(f"description of {key!r} lacks {', '.join(missing)}")
+    if description["kind"] != kind:
+        raise ValueError(f"description of {key!r} has kind {description['kind']!r}, not {kind!r}")
+    return {"shape": list(tensor.shape), "dtype": _dtype_name(tensor.dtype), **description}
+
+
+@attrs.frozen(kw_only=True)
+class Run:
+    """A run folder read back: its manifest, and its tensors loaded on first access."""
+
+    folder: RunFolder
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    @property
+    def manifest(self) -> Mapping:
+        return self.folder.manifest
+
+    @property
+    def status(self) -> str:
+        return self.folder.status
+
+    @property
+    def tensors(self) -> LazyTensors:
+        return LazyTensors(folder=self.folder)
+
+
+@attrs.frozen(kw_only=True)
+class LazyTensors(Mapping):
+    """`{key: tensor}` over results.safetensors; each tensor is read when first asked for."""
+
+    folder: RunFolder
+    _loaded: dict = attrs.field(factory=dict, init=False)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.folder.layout:
+            raise KeyError(key)
+        if key not in self._loaded:
+            self._loaded[key] = self.folder.tensor(key)
+        return self._loaded[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.folder.keys)
+
+    def __len__(self) -> int:
+        return len(self.folder.layout)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Read a run folder back (raises `DiagnosticError` naming the file if it is not one)."""
+    return Run(folder=open_run_folder(run_dir))
