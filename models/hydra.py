@@ -1,0 +1,273 @@
+"""`HydraTransformer`: one shared trunk fanning out into N heads (after olmo_tap's Hydra).
+
+The trunk is the embeddings plus layers `0..trunk-1` (`layers.{L}`); each head owns its own
+copy of layers `trunk..L-1` (`heads.{h}.layers.{L}`, global `L`); all heads share the final
+`norm` and `lm_head`. A model without a Hydra split is the same class with one head holding
+no layers, so every caller sees one shape: logits `[n_heads, B, S, V]`.
+
+Position ids follow the attention mask, so a left- or right-padded sample gives the same
+numbers as the sample run alone; every query may attend to itself, so padded rows stay
+finite. The architecture (Llama, OLMo2, BERT, ...) only supplies the embeddings, blocks and
+final norm through `expc.models.registry`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+import torch
+from torch import nn
+
+from expc.models import markers
+from expc.models.config import HydraConfig, ModelConfig
+from expc.models.layers import ForwardContext, LayerKV, RotaryEmbedding
+from expc.models.registry import architecture_named
+
+_HEAD_PREFIX = re.compile(r"^heads\.(\d+)\.")
+
+
+def split_head_prefix(path: str) -> tuple[int | None, str]:
+    """`heads.1.layers.3.mlp` -> (1, `layers.3.mlp`); a trunk path -> (None, path)."""
+    match = _HEAD_PREFIX.match(path)
+    if match is None:
+        return None, path
+    return int(match.group(1)), path[match.end():]
+
+
+def module_key(path: str) -> str:
+    """Module path -> result key: `heads.1.layers.3.mlp` -> `head1/layers.3.mlp` (contracts §3)."""
+    return _HEAD_PREFIX.sub(lambda m: f"head{m.group(1)}/", path)
+
+
+@attrs.define(kw_only=True)
+class KVCache:
+    """Keys/values of every attention layer plus which cached positions are real tokens."""
+
+    layers: dict[tuple[int, int | None], LayerKV]
+    mask: torch.Tensor  # [B, T_max] bool, True = a real (non-padding) token
+    seen: torch.Tensor  # [B] long, real tokens cached per sample (next position id)
+    length: int = 0  # positions filled so far
+
+    @property
+    def capacity(self) -> int:
+        return self.mask.shape[1]
+
+
+@attrs.define(kw_only=True)
+class TrunkState:
+    """The trunk's output and what the heads need to continue the same forward pass."""
+
+    hidden: torch.Tensor  # [B, S, H]
+    attention_mask: torch.Tensor  # [B, S] of the tokens just fed in
+    context: ForwardContext
+
+
+@attrs.define(kw_only=True)
+class ResidualOutput:
+    logits: torch.Tensor  # [n_selected, B, S, V]
+    hidden: torch.Tensor  # [n_selected, B, S, H]: last layer's output, before the final norm
+
+
+class HydraHead(nn.Module):
+    """One head: its own copy of the layers after the trunk, keyed by global layer number."""
+
+    def __init__(self, *, config: ModelConfig, hydra: HydraConfig, head: int, build_block):
+        super().__init__()
+        self.layers = nn.ModuleDict({
+            str(layer): build_block(config, layer, head)
+            for layer in range(hydra.trunk_layers, hydra.n_layers)
+        })
+
+
+class HydraTransformer(nn.Module):
+    """Shared trunk, N heads, shared final norm and `lm_head`; see the module docstring."""
+
+    def __init__(self, *, config: ModelConfig, hydra: HydraConfig):
+        super().__init__()
+        if hydra.n_layers != config.n_layers:
+            raise ValueError(f"hydra split covers {hydra.n_layers} layers, model has {config.n_layers}")
+        arch = architecture_named(config.model_type)
+        self.config, self.hydra, self.arch = config, hydra, arch
+        self.embed_tokens = arch.build_embeddings(config)
+        self.rotary = RotaryEmbedding(config) if arch.uses_rope else None
+        self.layers = nn.ModuleDict({
+            str(layer): arch.build_block(config, layer, None) for layer in range(hydra.trunk_layers)
+        })
+        self.heads = nn.ModuleList(
+            HydraHead(config=config, hydra=hydra, head=h, build_block=arch.build_block)
+            for h in range(hydra.n_heads)
+        )
+        self.norm = arch.build_final_norm(config)
+        self.lm_head = (
+            nn.Linear(config.hidden_size, config.vocab_size, bias=False) if arch.has_lm_head else None
+        )
+        self.tie_weights()
+        self.kv_cache: KVCache | None = None
+
+    @classmethod
+    def build(cls, config: ModelConfig, hydra: HydraConfig | None = None, *,
+              init_device: str | torch.device = "meta") -> HydraTransformer:
+        """Construct without weights on `init_device` (`meta`: no memory until loaded)."""
+        with torch.device(init_device):
+            return cls(config=config, hydra=hydra or HydraConfig.single(config.n_layers))
+
+    def tie_weights(self) -> None:
+        """Share `lm_head.weight` with the token embeddings when the config ties them."""
+        if self.lm_head is not None and self.config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def _head_marker(self, head: int) -> int | None:
+        return head if self.hydra.is_split else None
+
+    def _head_list(self, head_indices) -> list[int]:
+        heads = list(range(self.hydra.n_heads)) if head_indices is None else list(head_indices)
+        bad = [h for h in heads if not 0 <= h < self.hydra.n_heads]
+        if bad or not heads:
+            raise ValueError(f"head indices {heads} must be a non-empty subset of 0..{self.hydra.n_heads - 1}")
+        return heads
+
+    # ---- masks and positions -------------------------------------------------------------
+
+    def _attention_mask(self, key_valid: torch.Tensor, start: int, length, window: int | None):
+        """[B, 1, S, T] bool: causal (decoders), window, real keys, and always the token itself."""
+        q_pos = torch.arange(length, device=key_valid.device) + start  # [S]
+        k_pos = torch.arange(key_valid.shape[1], device=key_valid.device)  # [T]
+        rel = q_pos[:, None] - k_pos[None, :]  # [S, T] query minus key position
+        allowed = key_valid[:, None, :]  # [B, 1, T]
+        if self.arch.causal:
+            allowed = allowed & (rel >= 0)
+        if window is not None:
+            allowed = allowed & (rel < window)
+        allowed = allowed | (rel == 0)  # [B, S, T]
+        return allowed[:, None]
+
+    def _context(self, attention_mask: torch.Tensor) -> ForwardContext:
+        """Positions and masks for new tokens, appending them to the KV cache if one is on."""
+        real = attention_mask.to(torch.bool)  # [B, S]
+        offsets = real.to(torch.long).cumsum(-1) - 1  # [B, S] position among real tokens
+        start, cache = 0, self.kv_cache
+        key_valid = real  # [B, T]
+        if cache is not None:
+            start = cache.length
+            end = start + real.shape[1]
+            if end > cache.capacity:
+                raise ValueError(f"KV cache holds {cache.capacity} positions, {end} needed")
+            cache.mask[:, start:end] = real
+            key_valid = cache.mask[:, :end]
+            offsets = offsets + cache.seen[:, None]
+            cache.seen = cache.seen + real.sum(-1)
+            cache.length = end
+        masks = {
+            window: self._attention_mask(key_valid, start, real.shape[1], window)
+            for window in sorted(set(self.config.sliding_windows), key=lambda w: (w is None, w))
+        }
+        return ForwardContext(position_ids=offsets.clamp(min=0), masks=masks, start=start,
+                              cache=None if cache is None else cache.layers)
+
+    # ---- forward passes ------------------------------------------------------------------
+
+    def forward_trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TrunkState:
+        """Embeddings and the shared layers: `input_ids [B, S]` -> hidden `[B, S, H]`."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        ctx = self._context(attention_mask)
+        hidden = self.embed_tokens(input_ids, ctx.position_ids)  # [B, S, H]
+        hidden = markers.mark(hidden, "embed", None, None)
+        if self.rotary is not None:
+            ctx.cos, ctx.sin = self.rotary(ctx.position_ids, hidden.dtype)  # [B, S, d] each
+        for block in self.layers.values():
+            hidden = block(hidden, ctx)
+        return TrunkState(hidden=hidden, attention_mask=attention_mask, context=ctx)
+
+    def _run_head(self, state: TrunkState, head: int, last_token_only: bool):
+        """One head's layers, final norm and `lm_head`: (logits [B, S_out, V], hidden [B, S, H])."""
+        hidden = state.hidden
+        for block in self.heads[head].layers.values():
+            hidden = block(hidden, state.context)
+        out = select_last_token(hidden, state.attention_mask) if last_token_only else hidden
+        marker = self._head_marker(head)
+        out = markers.mark(self.norm(out), "final_norm", None, marker)
+        if self.lm_head is not None:
+            out = markers.mark(self.lm_head(out), "logits", None, marker)
+        return out, hidden
+
+    def forward_heads(self, state: TrunkState, head_indices=None, *,
+                      last_token_only: bool = False) -> torch.Tensor:
+        """The selected heads on a trunk output: logits `[n_selected, B, S_out, V]`."""
+        return torch.stack([
+            self._run_head(state, h, last_token_only)[0] for h in self._head_list(head_indices)
+        ])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                head_indices=None, last_token_only: bool = False) -> torch.Tensor:
+        """`input_ids [B, S]` -> logits `[n_selected, B, S_out, V]` (S_out = 1 with last_token_only).
+
+        Encoders without an `lm_head` return the final hidden states `[n, B, S, H]`.
+        """
+        state = self.forward_trunk(input_ids, attention_mask)
+        return self.forward_heads(state, head_indices, last_token_only=last_token_only)
+
+    def residual_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                         head_indices=None) -> ResidualOutput:
+        """Logits and the chosen heads' last hidden states (before the final norm)."""
+        state = self.forward_trunk(input_ids, attention_mask)
+        outputs = [self._run_head(state, h, False) for h in self._head_list(head_indices)]
+        return ResidualOutput(logits=torch.stack([o[0] for o in outputs]),
+                              hidden=torch.stack([o[1] for o in outputs]))
+
+    # ---- KV cache ------------------------------------------------------------------------
+
+    def init_kv_cache(self, batch: int, max_len: int) -> KVCache:
+        """Allocate keys/values for `max_len` positions; later forwards append to it."""
+        ref = self.embed_tokens.weight
+        shape = (batch, self.config.n_kv_heads, max_len, self.config.head_dim)
+        owners = [(layer, None) for layer in range(self.hydra.trunk_layers)] + [
+            (layer, self._head_marker(h))
+            for h in range(self.hydra.n_heads)
+            for layer in range(self.hydra.trunk_layers, self.hydra.n_layers)
+        ]
+        layers = {
+            owner: LayerKV(keys=ref.new_zeros(shape), values=ref.new_zeros(shape)) for owner in owners
+        }
+        self.kv_cache = KVCache(
+            layers=layers, mask=torch.zeros(batch, max_len, dtype=torch.bool, device=ref.device),
+            seen=torch.zeros(batch, dtype=torch.long, device=ref.device),
+        )
+        return self.kv_cache
+
+    def reset_kv_cache(self) -> None:
+        """Drop the KV cache; forwards recompute everything again."""
+        self.kv_cache = None
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                 max_new_tokens: int, head_indices=None, use_cache: bool = True) -> torch.Tensor:
+        """Greedy decoding from the heads' mean logits: `[B, S]` -> `[B, S + max_new_tokens]`."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        tokens, mask = input_ids, attention_mask
+        step_ids, step_mask = input_ids, attention_mask
+        if use_cache:
+            self.init_kv_cache(input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
+        try:
+            for _ in range(max_new_tokens):
+                if not use_cache:
+                    step_ids, step_mask = tokens, mask
+                logits = self.forward(step_ids, step_mask, head_indices, last_token_only=True)
+                next_token = logits[:, :, -1].mean(0).argmax(-1, keepdim=True)  # [B, 1]
+                tokens = torch.cat([tokens, next_token], dim=1)
+                mask = torch.cat([mask, torch.ones_like(next_token)], dim=1)
+                step_ids, step_mask = next_token, torch.ones_like(next_token)
+        finally:
+            if use_cache:
+                self.reset_kv_cache()
+        return tokens
+
+
+def select_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state of each sample's last real token: `[B, S, H]` -> `[B, 1, H]`."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # [S]
+    last = (positions * attention_mask.to(torch.long)).argmax(-1)  # [B]
+    rows = torch.arange(hidden.shape[0], device=hidden.device)  # [B]
+    return hidden[rows, last][:, None]

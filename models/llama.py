@@ -1,0 +1,101 @@
+"""Llama-style decoders: Llama, Mistral (sliding window) and Qwen2 (bias on q/k/v).
+
+All three share one pre-norm block; they differ only in how their `config.json` is read,
+which each registers with the architecture registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from expc.models import markers
+from expc.models.config import ModelConfig, parse_common, parse_rope
+from expc.models.layers import ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding
+from expc.models.registry import Architecture, register
+
+
+class PreNormBlock(nn.Module):
+    """`x + attn(norm(x))`, then `x + mlp(norm(x))`, with every capture site marked."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, head: int | None):
+        super().__init__()
+        self.layer, self.head = layer, head
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.self_attn = RotaryAttention(cfg, layer=layer, head=head)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.mlp = GatedMLP(cfg)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
+        layer, head = self.layer, self.head
+        x = markers.mark(x, "resid_in", layer, head)
+        attn_in = markers.mark(self.input_layernorm(x), "attn_in", layer, head)
+        attn_out = markers.mark(self.self_attn(attn_in, ctx), "attn_out", layer, head)
+        x = markers.mark(x + attn_out, "resid_mid", layer, head)
+        mlp_in = markers.mark(self.post_attention_layernorm(x), "mlp_in", layer, head)
+        mlp_out = markers.mark(self.mlp(mlp_in), "mlp_out", layer, head)
+        return markers.mark(x + mlp_out, "resid_out", layer, head)
+
+
+def build_token_embeddings(cfg: ModelConfig) -> nn.Module:
+    return TokenEmbedding(cfg.vocab_size, cfg.hidden_size, padding_idx=None)
+
+
+def build_rms_final_norm(cfg: ModelConfig) -> nn.Module:
+    return RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+
+def decoder_checkpoint_keys(name: str) -> tuple[str, ...]:
+    """`layers.3.mlp.down_proj.weight` -> `model.layers.3...` (or bare, for base-model saves)."""
+    if name.startswith("lm_head."):
+        return (name,)
+    return (f"model.{name}", name)
+
+
+def _windows_from_layer_types(raw: Mapping, n_layers: int) -> tuple[int | None, ...] | None:
+    types = raw.get("layer_types")
+    if not types:
+        return None
+    window = raw.get("sliding_window")
+    return tuple(window if t == "sliding_attention" else None for t in types[:n_layers])
+
+
+def llama_config(raw: Mapping, source: str) -> ModelConfig:
+    bias = bool(raw.get("attention_bias", False))
+    return parse_common(raw, source, rope=parse_rope(raw, source), qkv_bias=bias, o_bias=bias,
+                        mlp_bias=bool(raw.get("mlp_bias", False)))
+
+
+def mistral_config(raw: Mapping, source: str) -> ModelConfig:
+    n_layers = raw["num_hidden_layers"]
+    windows = _windows_from_layer_types(raw, n_layers)
+    if windows is None:
+        windows = (raw.get("sliding_window", 4096),) * n_layers
+    return parse_common(raw, source, rope=parse_rope(raw, source), sliding_windows=windows)
+
+
+def qwen2_config(raw: Mapping, source: str) -> ModelConfig:
+    n_layers = raw["num_hidden_layers"]
+    windows = _windows_from_layer_types(raw, n_layers)
+    if windows is None:
+        use = raw.get("use_sliding_window", False)
+        window, first = raw.get("sliding_window", 4096), raw.get("max_window_layers", 28)
+        windows = tuple(window if use and i >= first else None for i in range(n_layers))
+    return parse_common(raw, source, rope=parse_rope(raw, source), qkv_bias=True, o_bias=False,
+                        sliding_windows=windows)
+
+
+def _decoder(model_type: str, hf_names: tuple[str, ...], config_from_hf) -> Architecture:
+    return register(Architecture(
+        model_type=model_type, hf_architectures=hf_names, causal=True, uses_rope=True,
+        has_lm_head=True, config_from_hf=config_from_hf,
+        build_embeddings=build_token_embeddings, build_block=PreNormBlock,
+        build_final_norm=build_rms_final_norm, checkpoint_keys=decoder_checkpoint_keys,
+    ))
+
+
+LLAMA = _decoder("llama", ("LlamaForCausalLM", "LlamaModel"), llama_config)
+MISTRAL = _decoder("mistral", ("MistralForCausalLM", "MistralModel"), mistral_config)
+QWEN2 = _decoder("qwen2", ("Qwen2ForCausalLM", "Qwen2Model"), qwen2_config)

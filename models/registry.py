@@ -1,0 +1,92 @@
+"""The architecture registry: `model_type` -> how to build and load that family.
+
+Each architecture module (`llama.py`, `olmo2.py`, `bert.py`) describes itself with one
+`Architecture` and calls `register` at import; `HydraTransformer` and the loader only ever
+talk to this interface, so adding a family is one new module plus one line in
+`ARCHITECTURE_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+
+import attrs
+from torch import nn
+
+from expc.models.config import ModelConfig
+from expc.spec.diagnostics import DiagnosticError, error
+
+# Modules that register an architecture when imported.
+ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2")
+
+
+@attrs.frozen(kw_only=True)
+class Architecture:
+    """How one model family is configured, built and mapped onto its checkpoint keys.
+
+    - `config_from_hf(raw, source)`: the `ModelConfig` of a `config.json` dict.
+    - `build_embeddings(cfg)`: a module called as `(input_ids [B, S], position_ids [B, S])`
+      returning `[B, S, H]`; it becomes `embed_tokens`.
+    - `build_block(cfg, layer, head)`: the block of global `layer` (in Hydra head `head`, or
+      None in the trunk), called as `(hidden [B, S, H], ctx: ForwardContext)`.
+    - `build_final_norm(cfg)`: the shared final norm (`nn.Identity` when there is none).
+    - `checkpoint_keys(name)`: candidate checkpoint keys of one of our parameter names
+      (without the `heads.{h}.` prefix), most likely first.
+    """
+
+    model_type: str
+    hf_architectures: tuple[str, ...]
+    causal: bool
+    uses_rope: bool
+    has_lm_head: bool
+    config_from_hf: Callable[[Mapping, str], ModelConfig]
+    build_embeddings: Callable[[ModelConfig], nn.Module]
+    build_block: Callable[[ModelConfig, int, int | None], nn.Module]
+    build_final_norm: Callable[[ModelConfig], nn.Module]
+    checkpoint_keys: Callable[[str], tuple[str, ...]]
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    _REGISTRY[arch.model_type] = arch
+    return arch
+
+
+def _load_all() -> dict[str, Architecture]:
+    for module in ARCHITECTURE_MODULES:
+        importlib.import_module(module)
+    return _REGISTRY
+
+
+def supported() -> tuple[str, ...]:
+    """Every supported `model_type`."""
+    return tuple(sorted(_load_all()))
+
+
+def architecture_for(raw: Mapping, *, source: str = "config.json") -> Architecture:
+    """The architecture of a `config.json` dict, by `model_type` then `architectures`."""
+    registry = _load_all()
+    model_type = raw.get("model_type")
+    if model_type in registry:
+        return registry[model_type]
+    names = raw.get("architectures") or []
+    for arch in registry.values():
+        if any(name in arch.hf_architectures for name in names):
+            return arch
+    found = model_type or ", ".join(names) or "nothing"
+    listed = ", ".join(
+        f"{a.model_type} ({', '.join(a.hf_architectures)})" for a in sorted(
+            registry.values(), key=lambda a: a.model_type)
+    )
+    raise DiagnosticError(error(
+        source, f"unsupported model architecture `{found}`", code="model-unsupported",
+        help=(f"supported model types: {listed}",),
+    ))
+
+
+def architecture_named(model_type: str) -> Architecture:
+    """The registered architecture of a `model_type` already known to be supported."""
+    return _load_all()[model_type]

@@ -1,0 +1,55 @@
+"""torch.fx tracing of a `HydraTransformer`, and stripping its markers again.
+
+`trace` keeps `nn.Linear`, `nn.Embedding` and the norm modules as leaves, so the graph
+holds `call_module` nodes named by module path (`heads.1.layers.3.mlp.down_proj`) that
+importance metrics hook onto; `markers.mark` and `markers.attention` stay single
+`call_function` nodes. `strip_markers` removes every `mark` node, giving the plain model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+from torch import nn
+
+from expc.models import markers
+from expc.models.layers import RMSNorm
+
+LEAF_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Embedding, nn.LayerNorm, RMSNorm)
+
+
+class HydraTracer(torch.fx.Tracer):
+    """Linear, embedding and norm modules stay whole; everything else is traced through."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, LEAF_TYPES)
+
+
+def trace(model: nn.Module, *, head_indices=None, last_token_only: bool = False) -> torch.fx.GraphModule:
+    """Trace `model.forward(input_ids, attention_mask)` with the head choice fixed.
+
+    The graph takes `input_ids [B, S]` and `attention_mask [B, S]` and returns the logits
+    `[n_selected, B, S_out, V]`; it never uses a KV cache.
+    """
+    if getattr(model, "kv_cache", None) is not None:
+        raise ValueError("trace a model without an active KV cache (call reset_kv_cache())")
+    tracer = HydraTracer()
+    graph = tracer.trace(model, concrete_args={
+        "head_indices": head_indices, "last_token_only": last_token_only,
+    })
+    return torch.fx.GraphModule(tracer.root, graph, model.__class__.__name__)
+
+
+def is_marker(node: torch.fx.Node) -> bool:
+    return node.op == "call_function" and node.target is markers.mark
+
+
+def strip_markers(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Remove every `mark` node in place (each is an identity on its first argument)."""
+    for node in list(gm.graph.nodes):
+        if is_marker(node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
