@@ -1,0 +1,192 @@
+"""Checkpoints (runtime/checkpoint.py): round trip, per-rank files, crashes at every step.
+
+(Named apart from tests/models/test_checkpoint.py: pytest's default import mode needs unique
+test file names across folders without `__init__.py`.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from expc.runtime import atomic, checkpoint
+from expc.runtime.aggregate_per_sample import PerSampleAggregator
+from expc.runtime.checkpoint import Cursor, cursor_name, load_checkpoint, save_checkpoint
+from expc.runtime.data import TokenizedData
+from expc.runtime.data_batches import iter_batches, plan_batches
+from expc.spec.diagnostics import DiagnosticError
+
+
+class Crash(Exception):
+    pass
+
+
+def crash(*args, **kwargs):
+    raise Crash
+
+
+def states_at(step: int) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        "capture/head1/resid_out_3": {"sum": torch.full((2, 4), float(step)),
+                                      "count": torch.tensor(step)},
+        "importance/l2_norm/layers.0.mlp.down_proj": {"acc": torch.arange(3.0) * step,
+                                                       "rows": torch.tensor([step, 1])},
+        "nothing_yet": {},
+    }
+
+
+def cursor_at(step: int, **extra) -> Cursor:
+    return Cursor(batches_done=step, samples_done=4 * step, tokens_done=40 * step,
+                  elapsed_seconds=0.5 * step, **extra)
+
+
+def assert_states_equal(got, want):
+    assert list(got) == list(want)
+    for name in want:
+        assert list(got[name]) == list(want[name])
+        for key in want[name]:
+            assert got[name][key].dtype == want[name][key].dtype
+            assert torch.equal(got[name][key], want[name][key])
+
+
+def test_no_checkpoint_is_none(tmp_path):
+    assert load_checkpoint(tmp_path / "checkpoint") is None
+
+
+def test_round_trip_with_rng_and_fingerprint(tmp_path):
+    rng = torch.get_rng_state()
+    save_checkpoint(tmp_path, states=states_at(3),
+                    cursor=cursor_at(3, rng_state=rng, fingerprint="abc"))
+    states, cursor = load_checkpoint(tmp_path, fingerprint="abc")
+    assert_states_equal(states, states_at(3))
+    assert cursor == cursor_at(3, fingerprint="abc")
+    assert torch.equal(cursor.rng_state, rng)
+
+
+def test_a_new_checkpoint_supersedes_the_old_state_file(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(2), cursor=cursor_at(2))
+    save_checkpoint(tmp_path, states=states_at(4), cursor=cursor_at(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rank0-cursor.json", "rank0-state-00000004.safetensors"]
+    states, cursor = load_checkpoint(tmp_path)
+    assert cursor.batches_done == 4
+    assert_states_equal(states, states_at(4))
+
+
+def test_crash_between_state_and_cursor_resumes_from_previous(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, states=states_at(4), cursor=cursor_at(4))
+    monkeypatch.setattr(checkpoint, "write_json_atomic", crash)
+    with pytest.raises(Crash):
+        save_checkpoint(tmp_path, states=states_at(8), cursor=cursor_at(8))
+    assert (tmp_path / "rank0-state-00000008.safetensors").exists()  # written, not named
+    states, cursor = load_checkpoint(tmp_path)
+    assert cursor.batches_done == 4
+    assert_states_equal(states, states_at(4))
+    monkeypatch.undo()
+    save_checkpoint(tmp_path, states=states_at(12), cursor=cursor_at(12))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rank0-cursor.json", "rank0-state-00000012.safetensors"]
+
+
+@pytest.mark.parametrize("crash_on_call", [1, 2])  # 1: the state file's rename, 2: the cursor's
+def test_crash_at_either_rename_resumes_from_previous(tmp_path, monkeypatch, crash_on_call):
+    save_checkpoint(tmp_path, states=states_at(4), cursor=cursor_at(4))
+    real_replace, calls = atomic.os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == crash_on_call:
+            raise Crash
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(Crash):
+        save_checkpoint(tmp_path, states=states_at(8), cursor=cursor_at(8))
+    states, cursor = load_checkpoint(tmp_path)
+    assert cursor.batches_done == 4
+    assert_states_equal(states, states_at(4))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(atomic.TEMP_SUFFIX)]
+
+
+def test_ranks_keep_separate_files(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(2), cursor=cursor_at(2), rank=0)
+    save_checkpoint(tmp_path, states=states_at(3), cursor=cursor_at(3), rank=1)
+    save_checkpoint(tmp_path, states=states_at(5), cursor=cursor_at(5), rank=0)
+    assert load_checkpoint(tmp_path, rank=1)[1].batches_done == 3
+    assert load_checkpoint(tmp_path, rank=0)[1].batches_done == 5
+    assert load_checkpoint(tmp_path, rank=2) is None
+    assert (tmp_path / "rank1-state-00000003.safetensors").exists()
+
+
+def test_fingerprint_mismatch_is_a_diagnostic(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1, fingerprint="old"))
+    with pytest.raises(DiagnosticError) as excinfo:
+        load_checkpoint(tmp_path, fingerprint="new")
+    (diag,) = excinfo.value.diagnostics
+    assert diag.span.path == str(tmp_path / cursor_name(0))
+    assert "different run set-up" in diag.message
+
+
+def test_damaged_cursor_is_a_diagnostic_with_its_line(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
+    path = tmp_path / cursor_name(0)
+    path.write_text('{\n  "format": "expc-checkpoint/1",\n  "batches_done": \n}\n')
+    with pytest.raises(DiagnosticError) as excinfo:
+        load_checkpoint(tmp_path)
+    (diag,) = excinfo.value.diagnostics
+    assert (diag.span.path, diag.span.line) == (str(path), 4)
+    record = {"format": "expc-checkpoint/1", "state_file": "../x", "state_bytes": 1,
+              "batches_done": 1, "samples_done": 1, "tokens_done": 1, "elapsed_seconds": 1}
+    path.write_text(json.dumps(record))
+    with pytest.raises(DiagnosticError, match="plain file name"):
+        load_checkpoint(tmp_path)
+    del record["tokens_done"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(DiagnosticError, match="tokens_done"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble", "delete"])
+def test_damaged_state_file_is_a_diagnostic(tmp_path, damage):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
+    state = tmp_path / "rank0-state-00000001.safetensors"
+    data = state.read_bytes()
+    if damage == "truncate":
+        state.write_bytes(data[: len(data) // 2])
+    elif damage == "garble":
+        state.write_bytes(b"\xff" * len(data))
+    else:
+        state.unlink()
+    with pytest.raises(DiagnosticError) as excinfo:
+        load_checkpoint(tmp_path)
+    (diag,) = excinfo.value.diagnostics
+    assert diag.span.path == str(state) and diag.code == "checkpoint-damaged"
+
+
+def test_resumed_aggregation_equals_an_uninterrupted_one(tmp_path):
+    torch.manual_seed(0)
+    lengths = [3, 7, 2, 5, 5, 1, 6, 4, 2, 3, 7]
+    data = TokenizedData(path="mem", token_ids=torch.randint(0, 50, (sum(lengths),)),
+                         offsets=torch.cumsum(torch.tensor([0] + lengths), 0),
+                         lines=torch.arange(1, len(lengths) + 1))
+    plan = plan_batches(data.lengths, batch_size=2, bucket_batches=2)
+    table = torch.randn(50, 8)
+
+    def feed(aggregator, batches):
+        for batch in batches:
+            aggregator.add(table[batch.input_ids], attention_mask=batch.attention_mask)
+
+    whole = PerSampleAggregator(reduction="mean")
+    feed(whole, iter_batches(data, plan, pad_token_id=0))
+    first = PerSampleAggregator(reduction="mean")
+    feed(first, (b for b in iter_batches(data, plan, pad_token_id=0) if b.number < 3))
+    save_checkpoint(tmp_path, states={"m": first.state_dict()},
+                    cursor=Cursor(batches_done=3, samples_done=plan.samples_before(3),
+                                  tokens_done=0, elapsed_seconds=0.0))
+    states, cursor = load_checkpoint(tmp_path)
+    resumed = PerSampleAggregator(reduction="mean")
+    resumed.load_state_dict(states["m"])
+    feed(resumed, iter_batches(data, plan, pad_token_id=0, start=cursor.batches_done))
+    assert torch.equal(resumed.result()[""], whole.result()[""])
