@@ -21,7 +21,8 @@ from torch import nn
 
 from expc.models import markers
 from expc.models.config import HydraConfig, ModelConfig
-from expc.models.layers import ForwardContext, LayerKV, RotaryEmbedding
+from expc.models.generate import KVCache, greedy_generate
+from expc.models.layers import ForwardContext, RotaryEmbedding
 from expc.models.registry import architecture_named
 
 _HEAD_PREFIX = re.compile(r"^heads\.(\d+)\.")
@@ -38,20 +39,6 @@ def split_head_prefix(path: str) -> tuple[int | None, str]:
 def module_key(path: str) -> str:
     """Module path -> result key: `heads.1.layers.3.mlp` -> `head1/layers.3.mlp` (contracts §3)."""
     return _HEAD_PREFIX.sub(lambda m: f"head{m.group(1)}/", path)
-
-
-@attrs.define(kw_only=True)
-class KVCache:
-    """Keys/values of every attention layer plus which cached positions are real tokens."""
-
-    layers: dict[tuple[int, int | None], LayerKV]
-    mask: torch.Tensor  # [B, T_max] bool, True = a real (non-padding) token
-    seen: torch.Tensor  # [B] long, real tokens cached per sample (next position id)
-    length: int = 0  # positions filled so far
-
-    @property
-    def capacity(self) -> int:
-        return self.mask.shape[1]
 
 
 @attrs.define(kw_only=True)
@@ -220,19 +207,14 @@ class HydraTransformer(nn.Module):
 
     def init_kv_cache(self, batch: int, max_len: int) -> KVCache:
         """Allocate keys/values for `max_len` positions; later forwards append to it."""
-        ref = self.embed_tokens.weight
-        shape = (batch, self.config.n_kv_heads, max_len, self.config.head_dim)
         owners = [(layer, None) for layer in range(self.hydra.trunk_layers)] + [
             (layer, self._head_marker(h))
             for h in range(self.hydra.n_heads)
             for layer in range(self.hydra.trunk_layers, self.hydra.n_layers)
         ]
-        layers = {
-            owner: LayerKV(keys=ref.new_zeros(shape), values=ref.new_zeros(shape)) for owner in owners
-        }
-        self.kv_cache = KVCache(
-            layers=layers, mask=torch.zeros(batch, max_len, dtype=torch.bool, device=ref.device),
-            seen=torch.zeros(batch, dtype=torch.long, device=ref.device),
+        self.kv_cache = KVCache.allocate(
+            owners, batch=batch, max_len=max_len, n_kv_heads=self.config.n_kv_heads,
+            head_dim=self.config.head_dim, like=self.embed_tokens.weight,
         )
         return self.kv_cache
 
@@ -240,29 +222,11 @@ class HydraTransformer(nn.Module):
         """Drop the KV cache; forwards recompute everything again."""
         self.kv_cache = None
 
-    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                  max_new_tokens: int, head_indices=None, use_cache: bool = True) -> torch.Tensor:
         """Greedy decoding from the heads' mean logits: `[B, S]` -> `[B, S + max_new_tokens]`."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        tokens, mask = input_ids, attention_mask
-        step_ids, step_mask = input_ids, attention_mask
-        if use_cache:
-            self.init_kv_cache(input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
-        try:
-            for _ in range(max_new_tokens):
-                if not use_cache:
-                    step_ids, step_mask = tokens, mask
-                logits = self.forward(step_ids, step_mask, head_indices, last_token_only=True)
-                next_token = logits[:, :, -1].mean(0).argmax(-1, keepdim=True)  # [B, 1]
-                tokens = torch.cat([tokens, next_token], dim=1)
-                mask = torch.cat([mask, torch.ones_like(next_token)], dim=1)
-                step_ids, step_mask = next_token, torch.ones_like(next_token)
-        finally:
-            if use_cache:
-                self.reset_kv_cache()
-        return tokens
+        return greedy_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                               head_indices=head_indices, use_cache=use_cache)
 
 
 def select_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
