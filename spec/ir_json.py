@@ -1,0 +1,34 @@
+"""The IR as plain JSON data, for `expc compile --emit ir` and the run manifest.
+
+Spans are left out; selectors appear as written (`"*"`, `"-1"`, `"1:3, 5"`), so the JSON
+reads like the spec it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from expc.spec import ir
+
+
+def to_json(experiment: ir.Experiment) -> dict[str, Any]:
+    """A JSON-ready dict of the resolved experiment (after extends, include and --set)."""
+    return _convert(experiment)
+
+
+def _convert(value: Any) -> Any:
+    if isinstance(value, ir.IndexSelector):
+        return value.text()
+    if attrs.has(type(value)):
+        return {f.name: _params(getattr(value, f.name)) if f.name == "params"
+                else _convert(getattr(value, f.name))
+                for f in attrs.fields(type(value)) if f.name != "span"}
+    if isinstance(value, tuple):
+        return [_convert(v) for v in value]
+    return value
+
+
+def _params(params: tuple[ir.Param, ...]) -> dict[str, Any]:
+    return {p.name: p.value for p in params}

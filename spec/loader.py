@@ -1,0 +1,103 @@
+"""The public entry points: `load` one experiment, `check_file` every experiment of a file.
+
+Both run the whole front end — parse, includes, `extends`, `--set`, the checks, and (with
+`check_model`) the model-shape and file checks — and report every problem at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from expc.spec import ir
+from expc.spec.checks import lower
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, normalize
+from expc.spec.model_checks import check_against_model, check_files, duplicate_keys
+from expc.spec.model_shape import ModelShape, read_model_shape
+from expc.spec.resolve import Workspace, apply_overrides, flatten, load_workspace
+from expc.spec.suggest import did_you_mean
+
+
+def load(path: str, *, overrides: Sequence[str] = (), check_model: bool = True,
+         experiment: str | None = None) -> ir.Experiment:
+    """The checked IR of the last experiment declared in `path` (or the one named).
+
+    Raises `DiagnosticError` with every problem found.
+    """
+    ws = load_workspace(str(path))
+    own = [e.name for e in ws.root.experiments]
+    if experiment is None:
+        if not own:
+            raise DiagnosticError(Diagnostic(
+                span=_file_span(path), code="missing",
+                message="the file declares no experiment",
+                help=("add `experiment NAME { ... }`",)))
+        experiment = own[-1]
+    elif experiment not in ws.experiments:
+        raise DiagnosticError(Diagnostic(
+            span=_file_span(path), code="unknown", message=f"no experiment `{experiment}` in {path}",
+            help=did_you_mean(experiment, ws.experiments)))
+    result, diags = _check_one(ws, experiment, overrides, check_model, shapes={})
+    diags = [*ws.diagnostics, *diags]
+    if diags or result is None:
+        raise DiagnosticError(diags)
+    return result
+
+
+def check_file(path: str, *, overrides: Sequence[str] = (), check_model: bool = True
+               ) -> tuple[Diagnostic, ...]:
+    """Every problem in every experiment `path` declares (sorted, de-duplicated)."""
+    try:
+        ws = load_workspace(str(path))
+    except DiagnosticError as exc:
+        return exc.diagnostics
+    diags = list(ws.diagnostics)
+    shapes: dict[str, ModelShape | None] = {}
+    for decl in ws.root.experiments:
+        if ws.experiments.get(decl.name) is decl:
+            diags.extend(_check_one(ws, decl.name, overrides, check_model, shapes)[1])
+    return normalize(diags)
+
+
+def _check_one(ws: Workspace, name: str, overrides: Sequence[str], check_model: bool,
+               shapes: dict[str, ModelShape | None]) -> tuple[ir.Experiment | None, list[Diagnostic]]:
+    decl, diags = flatten(ws, name)
+    if decl is None:
+        return None, diags
+    decl, override_diags = apply_overrides(decl, overrides)
+    diags.extend(override_diags)
+    experiment, lower_diags = lower(decl, ws.root.path)
+    diags.extend(lower_diags)
+    if experiment is None:
+        return None, diags
+    if not check_model:
+        diags.extend(duplicate_keys(experiment))
+        return experiment, diags
+    diags.extend(check_files(experiment))
+    shape = _shape(experiment, shapes, diags)
+    if shape is None:
+        diags.extend(duplicate_keys(experiment))
+    else:
+        diags.extend(check_against_model(experiment, shape))
+    return experiment, diags
+
+
+def _shape(exp: ir.Experiment, shapes: dict[str, ModelShape | None],
+           diags: list[Diagnostic]) -> ModelShape | None:
+    key = exp.model.path
+    if key not in shapes:
+        try:
+            shapes[key] = read_model_shape(key, span=exp.model.span)
+        except DiagnosticError as exc:
+            shapes[key] = None
+            diags.extend(exc.diagnostics)
+            return None
+    elif shapes[key] is None:  # reported already, but at this experiment's line too
+        try:
+            read_model_shape(key, span=exp.model.span)
+        except DiagnosticError as exc:
+            diags.extend(exc.diagnostics)
+    return shapes[key]
+
+
+def _file_span(path: str) -> Span:
+    return Span(path=str(path))

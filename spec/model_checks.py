@@ -1,0 +1,157 @@
+"""Checks of a lowered experiment against the model's shape and the files it names.
+
+Layer indices in range, `0 < trunk < n_layers`, module roles the architecture has, heads
+selectors that reach layers inside the heads, `max_length` within the model's positions,
+the data file present — and two statements that would write the same result key. The
+key-collision check also runs without a model, on what the selectors say on their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from expc.spec import ir
+from expc.spec.diagnostics import Diagnostic, Span
+from expc.spec.model_shape import ModelShape
+from expc.spec.suggest import did_you_mean
+
+
+_STATIC_LIMIT = 4096  # wider literal slices are compared only once the layer count is known
+
+
+def _err(span: Span, message: str, code: str, help: Iterable[str] = ()) -> Diagnostic:
+    return Diagnostic(span=span, message=message, code=code, help=tuple(help))
+
+
+def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnostic]:
+    n = shape.n_layers
+    out: list[Diagnostic] = []
+    model = f"`{exp.model.path}`"
+    trunk = n
+    if exp.hydra is not None:
+        if exp.hydra.trunk >= n:
+            out.append(_err(exp.hydra.span, f"hydra trunk = {exp.hydra.trunk} leaves no layers for "
+                            f"the heads: {model} has {n} layers", "range",
+                            (f"0 < trunk < {n}",)))
+        else:
+            trunk = exp.hydra.trunk
+
+    def layers_in_range(selector: ir.IndexSelector) -> tuple[int, ...] | None:
+        bad = selector.out_of_range(n)
+        if bad:
+            out.append(_err(selector.span, f"layer {bad[0]} is out of range: {model} has {n} "
+                            f"layers (0..{n - 1}, or -{n}..-1 from the end)", "range"))
+            return None
+        chosen = selector.resolve(n)
+        if not chosen:
+            out.append(_err(selector.span, f"`[{selector.text()}]` selects no layer of the {n}",
+                            "range"))
+            return None
+        return chosen
+
+    def heads_reach(selector: ir.IndexSelector | None, layers: tuple[int, ...] | None) -> None:
+        if selector is not None and layers is not None and all(L < trunk for L in layers):
+            out.append(_err(selector.span, f"`of heads[...]` selects nothing: layers "
+                            f"{', '.join(map(str, layers))} sit in the shared trunk "
+                            f"(layers 0..{trunk - 1})", "heads", ("drop `of heads[...]`",)))
+
+    for cap in exp.captures:
+        if cap.layers is not None:
+            heads_reach(cap.heads, layers_in_range(cap.layers))
+    for imp in exp.importances:
+        layers = layers_in_range(imp.layers)
+        heads_reach(imp.heads, layers)
+        if imp.module not in shape.modules:
+            out.append(_err(imp.span, f"{shape.model_type} models have no `{imp.module}`", "module",
+                            did_you_mean(imp.module, shape.modules)
+                            or (f"modules: {', '.join(shape.modules)}",)))
+    max_positions = shape.config.get("max_position_embeddings")
+    if (exp.data.max_length is not None and isinstance(max_positions, int)
+            and exp.data.max_length > max_positions):
+        out.append(_err(exp.data.span, f"max_length = {exp.data.max_length} exceeds the model's "
+                        f"{max_positions} positions", "range"))
+    out.extend(duplicate_keys(exp, n_layers=n, trunk=trunk))
+    return out
+
+
+def check_files(exp: ir.Experiment) -> list[Diagnostic]:
+    """The data file must exist (paths resolve against the working directory)."""
+    source = exp.data.source
+    if os.path.isfile(source.path):
+        return []
+    return [_err(source.span, f"data file `{source.path}` does not exist", "data",
+                 ("paths in a spec resolve against the working directory",))]
+
+
+def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
+                   trunk: int | None = None) -> list[Diagnostic]:
+    """Two statements that would produce the same result key.
+
+    With `n_layers` selectors resolve exactly; without, `*` overlaps everything and
+    negative or open-ended selectors overlap only a selector written the same way.
+    """
+    out = []
+    seen_caps: list[ir.Capture] = []
+    for cap in exp.captures:
+        if cap.aggregate.mode == "none":
+            continue
+        for prev in seen_caps:
+            if prev.key_name == cap.key_name and _overlap(prev.layers, cap.layers, n_layers) \
+                    and _heads_overlap(prev.heads, cap.heads, exp.hydra):
+                out.append(_err(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
+                                f"the capture on line {prev.span.line}", "duplicate",
+                                ("give one of them its own name with `as NAME`",)))
+                break
+        seen_caps.append(cap)
+    seen_imps: list[ir.Importance] = []
+    for imp in exp.importances:
+        for prev in seen_imps:
+            if (prev.metric, prev.module) == (imp.metric, imp.module) and \
+                    _overlap(prev.layers, imp.layers, n_layers) and \
+                    _heads_overlap(prev.heads, imp.heads, exp.hydra):
+                out.append(_err(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
+                                f"on line {prev.span.line} for some of these layers", "duplicate",
+                                ("merge the two selectors into one statement",)))
+                break
+        seen_imps.append(imp)
+    return out
+
+
+def _overlap(a: ir.IndexSelector | None, b: ir.IndexSelector | None, n: int | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if n is not None:
+        if a.out_of_range(n) or b.out_of_range(n):
+            return False  # reported as out of range instead
+        return bool(set(a.resolve(n)) & set(b.resolve(n)))
+    if a.all or b.all or a == b:
+        return True
+    sa, sb = _static(a), _static(b)
+    return sa is not None and sb is not None and bool(sa & sb)
+
+
+def _heads_overlap(a: ir.IndexSelector | None, b: ir.IndexSelector | None,
+                   hydra: ir.Hydra | None) -> bool:
+    if a is None or b is None or hydra is None:
+        return True
+    if a.out_of_range(hydra.heads) or b.out_of_range(hydra.heads):
+        return False
+    return bool(set(a.resolve(hydra.heads)) & set(b.resolve(hydra.heads)))
+
+
+def _static(sel: ir.IndexSelector) -> set[int] | None:
+    """The indices a selector names without knowing the count, or None if that needs it."""
+    out: set[int] = set()
+    for item in sel.items:
+        if isinstance(item, int):
+            if item < 0:
+                return None
+            out.add(item)
+        elif item.start is None or item.stop is None or item.start < 0 or item.stop < 0 \
+                or item.stop - item.start > _STATIC_LIMIT:
+            return None
+        else:
+            out.update(range(item.start, item.stop))
+    return out
+

@@ -1,0 +1,275 @@
+"""Includes, `extends` and `--set`: from files on disk to one merged declaration.
+
+- `include "x.exp"` resolves against the including file's folder; an include cycle is an
+  error at the `include` that closes it; a file included twice is read once.
+- `experiment b extends a { ... }` starts from `a` and overrides: a setting replaces the
+  setting, a block merges key by key, a capture replaces every capture of `a` that
+  produces the same name (`as` name or site), an importance replaces those of `a` with the
+  same metric and module; everything else is added.
+- `--set key.path=value` sets `seed`, `data.limit`, `capture.NAME.aggregate`,
+  `importance.METRIC.PARAM`, ... on the merged declaration before it is checked, so an
+  override meets exactly the checks a value written in the file meets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from expc.spec import syntax as sx
+from expc.spec import vocabulary as vocab
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span
+from expc.spec.parser import decode, parse, parse_value
+from expc.spec.suggest import did_you_mean, one_of
+
+OVERRIDE_PATH = "--set"
+_STRING_KEYS = {("model",), ("output", "dir")}
+
+
+@attrs.define
+class Workspace:
+    """Every document reachable from the root file, and the experiments they declare."""
+
+    root: sx.Document
+    experiments: dict[str, sx.ExperimentDecl] = attrs.field(factory=dict)
+    diagnostics: list[Diagnostic] = attrs.field(factory=list)
+
+
+def read_document(path: str) -> sx.Document:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DiagnosticError(Diagnostic(span=Span(path=path), code="io",
+                                         message=f"cannot read `{path}`: {exc.strerror}")) from None
+    return parse(decode(data, path), path)
+
+
+def load_workspace(path: str) -> Workspace:
+    """Read `path` and its includes; raises `DiagnosticError` only if `path` itself fails."""
+    root = read_document(path)
+    ws = Workspace(root=root)
+    _add_document(ws, root, stack=(os.path.realpath(path),), seen=set())
+    return ws
+
+
+def _add_document(ws: Workspace, doc: sx.Document, *, stack: tuple[str, ...], seen: set[str]) -> None:
+    for item in doc.items:
+        if isinstance(item, sx.IncludeDecl):
+            _include(ws, doc, item, stack=stack, seen=seen)
+            continue
+        first = ws.experiments.get(item.name)
+        if first is not None:
+            ws.diagnostics.append(Diagnostic(
+                span=item.name_span, code="duplicate",
+                message=f"experiment `{item.name}` is defined twice",
+                help=(f"first defined at {first.name_span.path}:{first.name_span.line}",)))
+            continue
+        ws.experiments[item.name] = item
+        ws.diagnostics.extend(_duplicates(item))
+
+
+def _include(ws: Workspace, doc: sx.Document, inc: sx.IncludeDecl, *, stack: tuple[str, ...],
+             seen: set[str]) -> None:
+    target = os.path.normpath(os.path.join(os.path.dirname(doc.path), inc.path))
+    real = os.path.realpath(target)
+    if real in stack:
+        ws.diagnostics.append(Diagnostic(
+            span=inc.span, code="include-cycle",
+            message=f"include cycle: `{inc.path}` includes this file again",
+            help=("remove one of the includes",)))
+        return
+    if real in seen:
+        return
+    seen.add(real)
+    if not os.path.isfile(target):
+        ws.diagnostics.append(Diagnostic(
+            span=inc.span, code="include", message=f"included file `{target}` does not exist",
+            help=("an include resolves against the including file's folder",)))
+        return
+    try:
+        included = read_document(target)
+    except DiagnosticError as exc:
+        ws.diagnostics.extend(exc.diagnostics)
+        return
+    _add_document(ws, included, stack=(*stack, real), seen=seen)
+
+
+def _duplicates(decl: sx.ExperimentDecl) -> list[Diagnostic]:
+    """Keys, blocks and body keys set twice within one declaration."""
+    out: list[Diagnostic] = []
+
+    def scan(assigns_or_blocks: Sequence, where: str) -> None:
+        first: dict[str, Span] = {}
+        for node in assigns_or_blocks:
+            name, span = (node.key, node.key_span) if isinstance(node, sx.Assign) else (
+                node.name, node.name_span)
+            if name in first:
+                out.append(Diagnostic(
+                    span=span, code="duplicate", message=f"duplicate key `{name}` in {where}",
+                    help=(f"first set at line {first[name].line}; keep one",)))
+            else:
+                first[name] = span
+
+    top = [s for s in decl.statements if isinstance(s, sx.Assign | sx.BlockDecl)]
+    scan(top, f"experiment `{decl.name}`")
+    for st in decl.statements:
+        if isinstance(st, sx.BlockDecl):
+            scan(st.assigns, f"`{st.name}`")
+        elif isinstance(st, sx.CaptureStmt | sx.ImportanceStmt) and st.body:
+            scan(st.body, "this statement")
+    return out
+
+
+def flatten(ws: Workspace, name: str) -> tuple[sx.ExperimentDecl | None, list[Diagnostic]]:
+    """The declaration of `name` with its `extends` chain merged in."""
+    return _flatten(ws, ws.experiments[name], ())
+
+
+def _flatten(ws: Workspace, decl: sx.ExperimentDecl, chain: tuple[str, ...]
+             ) -> tuple[sx.ExperimentDecl | None, list[Diagnostic]]:
+    if decl.extends is None:
+        return decl, []
+    if decl.extends in (*chain, decl.name):
+        return None, [Diagnostic(
+            span=decl.extends_span, code="extends-cycle",
+            message=f"extends cycle: {' -> '.join((*chain, decl.name, decl.extends))}")]
+    base = ws.experiments.get(decl.extends)
+    if base is None:
+        return None, [Diagnostic(
+            span=decl.extends_span, code="unknown", message=f"unknown experiment `{decl.extends}`",
+            help=did_you_mean(decl.extends, [n for n in ws.experiments if n != decl.name])
+            or ("define it in this file or `include` the file that does",))]
+    merged_base, diags = _flatten(ws, base, (*chain, decl.name))
+    if merged_base is None:
+        return None, diags
+    return attrs.evolve(decl, extends=None,
+                        statements=merge(merged_base.statements, decl.statements)), diags
+
+
+def merge(base: Sequence[sx.Statement], child: Sequence[sx.Statement]) -> tuple[sx.Statement, ...]:
+    """`base` overridden by `child` (see the module docstring for the rules)."""
+    capture_names = {s.key_name for s in child if isinstance(s, sx.CaptureStmt)}
+    metric_modules = {(s.metric, s.module) for s in child if isinstance(s, sx.ImportanceStmt)}
+    out = [s for s in base
+           if not (isinstance(s, sx.CaptureStmt) and s.key_name in capture_names)
+           and not (isinstance(s, sx.ImportanceStmt) and (s.metric, s.module) in metric_modules)]
+    for st in child:
+        if isinstance(st, sx.Assign | sx.BlockDecl):
+            out = _replace_named(out, st)
+        else:
+            out.append(st)
+    return tuple(out)
+
+
+def _replace_named(statements: list, st: sx.Assign | sx.BlockDecl) -> list:
+    for i, old in enumerate(statements):
+        if isinstance(st, sx.Assign) and isinstance(old, sx.Assign) and old.key == st.key:
+            return [*statements[:i], st, *statements[i + 1:]]
+        if isinstance(st, sx.BlockDecl) and isinstance(old, sx.BlockDecl) and old.name == st.name:
+            merged = attrs.evolve(st, assigns=tuple(_merge_assigns(old.assigns, st.assigns)))
+            return [*statements[:i], merged, *statements[i + 1:]]
+    return [*statements, st]
+
+
+def _merge_assigns(base: Sequence[sx.Assign], child: Sequence[sx.Assign]) -> list[sx.Assign]:
+    out = list(base)
+    for a in child:
+        out = _replace_named(out, a)
+    return out
+
+
+# --set ---------------------------------------------------------------------------------
+def apply_overrides(decl: sx.ExperimentDecl, overrides: Sequence[str]
+                    ) -> tuple[sx.ExperimentDecl, list[Diagnostic]]:
+    """`decl` with every `key.path=value` applied; problems are spans in path `--set`."""
+    diags: list[Diagnostic] = []
+    for line, text in enumerate(overrides, start=1):
+        try:
+            decl = _apply_one(decl, text, line)
+        except DiagnosticError as exc:
+            diags.extend(exc.diagnostics)
+    return decl, diags
+
+
+def _override_error(line: int, text: str, message: str, *, col: int = 1, end: int | None = None,
+                    help: Sequence[str] = ()) -> DiagnosticError:
+    span = Span(path=OVERRIDE_PATH, line=line, col=col, end_line=line,
+                end_col=(len(text) + 1 if end is None else end))
+    return DiagnosticError(Diagnostic(span=span, code="override", message=message, help=tuple(help)))
+
+
+def _apply_one(decl: sx.ExperimentDecl, text: str, line: int) -> sx.ExperimentDecl:
+    key_text, sep, value_text = text.partition("=")
+    key_text = key_text.strip()
+    if not sep or not key_text:
+        raise _override_error(line, text, f"`--set {text}` is not KEY=VALUE",
+                              help=("e.g. `--set data.limit=8`",))
+    path = tuple(key_text.split("."))
+    key_end = len(text.partition("=")[0]) + 1
+    key_span = Span(path=OVERRIDE_PATH, line=line, col=1, end_line=line, end_col=key_end)
+    _check_override_path(path, decl, line, text, key_end)
+    value = _override_value(path, value_text, line, key_end + 1)
+    assign = sx.Assign(key=path[-1], value=value, key_span=key_span,
+                       span=Span(path=OVERRIDE_PATH, line=line, col=1, end_line=line,
+                                 end_col=len(text) + 1))
+    if len(path) == 1:
+        return attrs.evolve(decl, statements=tuple(_replace_named(list(decl.statements), assign)))
+    if len(path) == 2:
+        block = sx.BlockDecl(name=path[0], assigns=(assign,), name_span=key_span,
+                             span=assign.span, open_line=line)
+        return attrs.evolve(decl, statements=tuple(_replace_named(list(decl.statements), block)))
+    statements = []
+    for st in decl.statements:
+        if _targets(st, path):
+            st = attrs.evolve(st, body=tuple(_replace_named(list(st.body or ()), assign)))
+        statements.append(st)
+    return attrs.evolve(decl, statements=tuple(statements))
+
+
+def _targets(st: sx.Statement, path: tuple[str, ...]) -> bool:
+    if path[0] == "capture":
+        return isinstance(st, sx.CaptureStmt) and st.key_name == path[1]
+    return isinstance(st, sx.ImportanceStmt) and st.metric == path[1]
+
+
+def _check_override_path(path: tuple[str, ...], decl: sx.ExperimentDecl, line: int, text: str,
+                         key_end: int) -> None:
+    def fail(message: str, choices: Sequence[str]) -> DiagnosticError:
+        word = ".".join(path)
+        return _override_error(line, text, message, end=key_end,
+                               help=did_you_mean(word, choices) or (f"expected {one_of(choices)}",)
+                               if choices else ())
+
+    settable = [*vocab.TOP_KEYS, *(f"{b}.{k}" for b, keys in vocab.BLOCK_KEYS.items() for k in keys)]
+    if path[0] in ("capture", "importance"):
+        if len(path) != 3:
+            raise fail(f"write `--set {path[0]}.NAME.KEY=VALUE`", ())
+        kind = sx.CaptureStmt if path[0] == "capture" else sx.ImportanceStmt
+        names = sorted({s.key_name if kind is sx.CaptureStmt else s.metric
+                        for s in decl.statements if isinstance(s, kind)})
+        if path[1] not in names:
+            raise _override_error(line, text, f"no {path[0]} named `{path[1]}` in experiment "
+                                  f"`{decl.name}`", end=key_end,
+                                  help=did_you_mean(path[1], names) or (
+                                      (f"{path[0]}s: {', '.join(names)}",) if names else ()))
+        return
+    if ".".join(path) not in settable:
+        raise fail(f"unknown key `{'.'.join(path)}`", settable)
+
+
+def _override_value(path: tuple[str, ...], text: str, line: int, col: int) -> sx.Value:
+    """The value as the language reads it; a string where a path is expected or it is no value."""
+    start = len(text) - len(text.lstrip())
+    raw = text.strip()
+    span = Span(path=OVERRIDE_PATH, line=line, col=col + start, end_line=line,
+                end_col=col + start + max(1, len(raw)))
+    try:
+        value = parse_value("\n" * (line - 1) + " " * (col - 1) + text, OVERRIDE_PATH)
+    except DiagnosticError:
+        return sx.Str(value=raw, span=span)
+    if path in _STRING_KEYS and not isinstance(value, sx.Str):
+        return sx.Str(value=raw, span=span)
+    return value

@@ -1,0 +1,70 @@
+"""The words of the language: keys, blocks, sites, aggregation modes, masks, metrics.
+
+One place for the names the checker accepts, the formatter knows and the docs list; the
+model code keeps its own copy of the sites (`expc.models.markers`), and a test keeps the two
+in step without this package importing torch.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+TOP_KEYS = ("model", "dtype", "device", "seed", "compile")
+BLOCKS = ("hydra", "data", "output")
+BLOCK_KEYS = {
+    "hydra": ("trunk", "heads"),
+    "data": ("source", "batch_size", "max_length", "limit"),
+    "output": ("dir", "checkpoint_every"),
+}
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
+
+LAYER_SITES = ("resid_in", "resid_mid", "resid_out", "attn_in", "attn_out", "mlp_in",
+               "mlp_out", "attn_pattern", "values")
+MODEL_SITES = ("embed", "final_norm", "logits")
+SITES = LAYER_SITES + MODEL_SITES
+CAPTURE_KEYS = ("aggregate",)
+
+AGGREGATE_MODES = ("none", "full", "mean", "sum", "max", "dataset_mean")
+REDUCING_MODES = ("mean", "sum", "max", "dataset_mean")  # take `mask = ...`
+MASKS = ("attention", "last", "first", "field")
+DEFAULT_MASK = "attention"
+
+SOURCES = {  # kind -> (keyword arguments it takes, default of `field`)
+    "jsonl": (("path", "field", "mask_field"), "text"),
+    "text": (("path",), None),
+    "tokens": (("path", "field", "mask_field"), "input_ids"),
+}
+
+
+@attrs.frozen(kw_only=True)
+class ParamSpec:
+    """One metric parameter: an integer range or a choice of words, with its default."""
+
+    name: str
+    default: int | str
+    choices: tuple[str, ...] = ()  # empty for integers
+    minimum: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class MetricSpec:
+    name: str
+    modules: str  # "linear", "norm", "any" or "attention_output"
+    params: tuple[ParamSpec, ...] = ()
+
+
+METRICS = {m.name: m for m in (
+    MetricSpec(name="l2_norm", modules="any"),
+    MetricSpec(name="channel_contribution", modules="linear"),
+    MetricSpec(name="kv_head_contribution", modules="attention_output", params=(
+        ParamSpec(name="optimize_for", default="memory", choices=("memory", "latency")),)),
+    MetricSpec(name="layernorm_contribution", modules="norm"),
+    MetricSpec(name="iterative_channel", modules="linear", params=(
+        ParamSpec(name="iterations", default=8),
+        ParamSpec(name="calibration", default="none", choices=("none", "scale_by_magnitude")))),
+)}
+
+INT_MAX = 2**31 - 1
+SEED_MAX = 2**63 - 1
