@@ -1,0 +1,44 @@
+"""Build the metric behind an `importance NAME at MODULE { params }` statement.
+
+`create_metric` is the one entry point the runtime uses; each metric lives in its own
+`importance_<metric>` file. Parameters are checked here (unknown names, bad values are
+`ValueError`s the runtime turns into diagnostics), and each metric receives only the model
+facts it uses: the module weight, the KV head layout, the run's batch count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from expc.runtime.importance_base import ImportanceMetric
+from expc.runtime.importance_channel_contribution import ChannelContributionMetric
+from expc.runtime.importance_iterative_channel import IterativeChannelMetric
+from expc.runtime.importance_kv_head_contribution import KvHeadContributionMetric
+from expc.runtime.importance_l2_norm import L2NormMetric
+from expc.runtime.importance_layernorm_contribution import LayernormContributionMetric
+
+METRICS: dict[str, type[ImportanceMetric]] = {
+    cls.name: cls for cls in (L2NormMetric, ChannelContributionMetric, KvHeadContributionMetric,
+                              LayernormContributionMetric, IterativeChannelMetric)
+}
+
+__all__ = ["METRICS", "ImportanceMetric", "create_metric"]
+
+
+def create_metric(name: str, *, weight: torch.Tensor | None,
+                  params: Mapping[str, object] | None = None, n_kv_heads: int | None = None,
+                  head_dim: int | None = None, total_batches: int | None = None
+                  ) -> ImportanceMetric:
+    """The state object of one metric at one module; bad name or params are ValueErrors."""
+    if name not in METRICS:
+        raise ValueError(f"unknown importance metric {name!r}; expected one of "
+                         f"{', '.join(METRICS)}")
+    cls = METRICS[name]
+    checked = cls.checked_params(params or {})
+    if "weight" in cls.CONTEXT and (weight is None or weight.dim() != 2):
+        raise ValueError(f"{name} needs the module's 2-D weight (a Linear)")
+    facts = {"weight": weight, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
+             "total_batches": total_batches}
+    return cls(**checked, **{key: facts[key] for key in cls.CONTEXT})

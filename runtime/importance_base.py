@@ -1,0 +1,157 @@
+"""What every importance metric shares (after NVIDIA Model Optimizer's activation hooks).
+
+A metric is the state behind one `importance` statement at one module. The runtime feeds it
+each batch's module input `x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in
+`needs`) with the batch's attention mask; padding tokens never count. Unlike the hooks it
+comes from, every metric can checkpoint (`state_dict` holds plain tensors only, so it goes
+straight into safetensors), resume and `merge` exactly, and accumulators stay on the
+activations' device in float64 so a batch never waits for the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+INPUT, OUTPUT = "input", "output"
+
+
+def choice(*allowed: str):
+    """A parameter check: one of the given words."""
+    def check(name: str, value: object) -> object:
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        return value
+    return check
+
+
+def positive_int(name: str, value: object) -> object:
+    """A parameter check: an integer of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+class ImportanceMetric:
+    """Base of the five metrics; subclasses implement `_update`, `to_dict` and the state."""
+
+    name = ""
+    needs: frozenset[str] = frozenset()
+    # parameter -> (default, check); the language's `{ key = value }` block of the statement
+    PARAMS: dict[str, tuple[object, object]] = {}
+    # which of weight / n_kv_heads / head_dim / total_batches the constructor takes
+    CONTEXT: tuple[str, ...] = ()
+
+    @classmethod
+    def checked_params(cls, params: Mapping[str, object]) -> dict[str, object]:
+        """`params` with defaults filled in; unknown names and bad values are ValueErrors."""
+        unknown = sorted(set(params) - set(cls.PARAMS))
+        if unknown:
+            known = ", ".join(cls.PARAMS) or "none"
+            raise ValueError(f"{cls.name} has no parameter {unknown[0]!r} (it takes: {known})")
+        return {key: check(key, params.get(key, default))
+                for key, (default, check) in cls.PARAMS.items()}
+
+    def __init__(self) -> None:
+        self._batches = 0
+
+    def update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None, *,
+               attention_mask: torch.Tensor) -> None:
+        """Take one batch: `x_in` `[B, S, D]`, `y_out` `[B, S, O]`, mask `[B, S]` 0/1."""
+        for need, tensor in ((INPUT, x_in), (OUTPUT, y_out)):
+            if need in self.needs:
+                if tensor is None:
+                    raise ValueError(f"{self.name} needs the module's {need}")
+                if tuple(tensor.shape[:2]) != tuple(attention_mask.shape):
+                    raise ValueError(f"{self.name}: module {need} {tuple(tensor.shape)} does "
+                                     f"not start with the mask's {tuple(attention_mask.shape)}")
+        device = (x_in if x_in is not None else y_out).device
+        self._update(x_in, y_out, attention_mask.to(device).bool())
+        self._batches += 1
+
+    def progress(self) -> dict[str, int]:
+        return {"batches": self._batches}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**self._state(), "batches": torch.tensor(self._batches)}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._batches = int(state["batches"])
+        self._load({key: value for key, value in state.items() if key != "batches"})
+
+    def merge(self, other: ImportanceMetric) -> None:
+        """Fold another state of the same metric (other batches) into this one."""
+        if type(other) is not type(self):
+            raise ValueError(f"cannot merge {other.name} state into {self.name}")
+        self._merge(other)
+        self._batches += other._batches
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
+                mask: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _merge(self, other: ImportanceMetric) -> None:
+        raise NotImplementedError
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """Half-precision activations are scored in float32; float64 stays float64."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def masked_token_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of `[B, S, C]` over the tokens where `mask` `[B, S]` is set, in float64: `[C]`."""
+    return torch.where(mask.unsqueeze(-1), values.double(), 0.0).sum(dim=(0, 1))
+
+
+class TokenMeanMetric(ImportanceMetric):
+    """A metric whose score is a per-token quantity `[B, S, C]` averaged over every token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sum: torch.Tensor | None = None  # [C] float64
+        self._count = torch.zeros((), dtype=torch.float64)  # tokens seen
+
+    def per_token(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None) -> torch.Tensor:
+        """The `[B, S, C]` quantity whose token mean this metric reports."""
+        raise NotImplementedError
+
+    def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
+                mask: torch.Tensor) -> None:
+        batch_sum = masked_token_sum(self.per_token(x_in, y_out), mask)  # [C]
+        self._sum = batch_sum if self._sum is None else self._sum + batch_sum.to(self._sum)
+        self._count = self._count.to(mask.device) + mask.sum()
+
+    def token_mean(self) -> torch.Tensor:
+        """The mean over every unmasked token so far, `[C]` float64."""
+        if self._sum is None:
+            raise ValueError(f"{self.name} has seen no batch yet")
+        return self._sum / self._count.to(self._sum.device).clamp(min=1)
+
+    def progress(self) -> dict[str, int]:
+        return {**super().progress(), "tokens": int(self._count)}
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"count": self._count} if self._sum is None else {"count": self._count,
+                                                                  "sum": self._sum}
+
+    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._count = state["count"].double()
+        self._sum = state["sum"].double() if "sum" in state else None
+
+    def _merge(self, other: ImportanceMetric) -> None:
+        assert isinstance(other, TokenMeanMetric)
+        if other._sum is not None:
+            self._sum = other._sum.clone() if self._sum is None else (
+                self._sum + other._sum.to(self._sum.device))
+        self._count = self._count + other._count.to(self._count.device)
