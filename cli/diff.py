@@ -1,0 +1,35 @@
+"""`expc diff RUN_A RUN_B [--atol --rtol --format text|json]`: compare two run folders key
+by key and name the first layer where they diverge. Exit 0 same, 1 different (or an
+unreadable run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from expc.cli._errors import DiagnosticsFailed
+
+
+@click.command(name="diff")
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option("--atol", type=click.FloatRange(min=0.0), default=1e-6, show_default=True,
+              help="Absolute tolerance.")
+@click.option("--rtol", type=click.FloatRange(min=0.0), default=1e-5, show_default=True,
+              help="Relative tolerance (of RUN_B's values).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@click.pass_context
+def command(ctx: click.Context, run_a: Path, run_b: Path, atol: float, rtol: float,
+            fmt: str) -> None:
+    """Compare two run folders key by key; exit 0 if the same within tolerance, else 1."""
+    from expc.report.diff import diff_runs, render_json, render_text
+    from expc.spec.diagnostics import DiagnosticError
+
+    try:
+        result = diff_runs(str(run_a), str(run_b), atol=atol, rtol=rtol)
+    except DiagnosticError as exc:
+        raise DiagnosticsFailed(exc.diagnostics, fmt="json" if fmt == "json" else "text") from exc
+    click.echo(render_json(result) if fmt == "json" else render_text(result))
+    ctx.exit(0 if result.same else 1)

@@ -1,0 +1,112 @@
+"""Numbers the captures section plots, computed from the captured tensors alone.
+
+Every capture becomes per-sample vectors `[N, H]`: a `mean`/`sum`/`max` capture already is
+one, a `full` capture `[N, S, H]` is averaged over its mask's tokens, a `dataset_mean` `[H]`
+is one vector. Captures with the same name and aggregation form a family: the trunk's
+layers plus each head's layers. From a family come the per-layer mean norm, the cosine
+similarity between consecutive layers along each head's path, and the disagreement across
+heads at a layer (variance across heads, averaged over samples and channels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+
+from expc.report.keys import KeyInfo, parse_key
+from expc.report.run_folder import RunFolder
+
+NOT_VECTORS = ("attn_pattern",)  # sites whose captures are not hidden states
+
+
+@attrs.frozen(kw_only=True)
+class Family:
+    """The captures of one name and aggregation, by layer: trunk and per head."""
+
+    name: str
+    aggregate: str
+    trunk: Mapping[int, torch.Tensor]  # layer -> [N, H] float64
+    heads: Mapping[int, Mapping[int, torch.Tensor]]  # head -> layer -> [N, H] float64
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.aggregate})"
+
+    def paths(self) -> dict[int | None, list[tuple[int, torch.Tensor]]]:
+        """Each head's forward path (trunk layers then its own), or the trunk alone."""
+        trunk = sorted(self.trunk.items())
+        if not self.heads:
+            return {None: trunk}
+        return {h: trunk + sorted(layers.items()) for h, layers in sorted(self.heads.items())}
+
+
+def _site(folder: RunFolder, info: KeyInfo) -> str:
+    return folder.entry(info.key).get("site", info.name)
+
+
+def sample_vectors(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A capture as per-sample vectors `[N, H]` (float64), or None if it has no such form."""
+    value = value.double()
+    if value.dim() == 1:  # [H], dataset_mean
+        return value[None]
+    if value.dim() == 2:  # [N, H]
+        return value
+    if value.dim() == 3:  # [N, S, H] full
+        weights = (torch.ones(value.shape[:2], dtype=torch.float64) if mask is None
+                   else mask.double())  # [N, S]
+        counts = weights.sum(dim=1, keepdim=True).clamp_min(1.0)  # [N, 1]
+        return (value * weights[..., None]).sum(dim=1) / counts
+    return None
+
+
+def families(folder: RunFolder) -> list[Family]:
+    """Every per-layer hidden-state capture of the run, grouped into families."""
+    wanted = [parse_key(k) for k in folder.keys]
+    wanted = [i for i in wanted if i.kind == "capture" and i.suffix is None
+              and i.layer is not None and _site(folder, i) not in NOT_VECTORS]
+    masks = {k[: -len(".mask")]: k for k in folder.keys if k.endswith(".mask")}
+    loaded = folder.tensors([i.key for i in wanted] + [masks[i.key] for i in wanted
+                                                       if i.key in masks])
+    grouped: dict[tuple[str, str], dict] = {}
+    for info in wanted:
+        mask = loaded.get(masks.get(info.key, ""))
+        vectors = sample_vectors(loaded[info.key], mask)
+        if vectors is None:
+            continue
+        aggregate = folder.entry(info.key).get("aggregate", "")
+        slot = grouped.setdefault((info.name, aggregate), {"trunk": {}, "heads": {}})
+        if info.head is None:
+            slot["trunk"][info.layer] = vectors
+        else:
+            slot["heads"].setdefault(info.head, {})[info.layer] = vectors
+    return [Family(name=name, aggregate=aggregate, trunk=slot["trunk"], heads=slot["heads"])
+            for (name, aggregate), slot in sorted(grouped.items())]
+
+
+def mean_norm(vectors: torch.Tensor) -> float:
+    """Mean over samples of the L2 norm of each sample's vector."""
+    return float(vectors.norm(dim=-1).mean())
+
+
+def consecutive_cosine(path: list[tuple[int, torch.Tensor]]) -> list[tuple[int, float]]:
+    """(L+1, mean over samples of cos(x_L, x_{L+1})) for each consecutive pair on a path."""
+    out = []
+    for (layer, a), (next_layer, b) in zip(path, path[1:]):
+        if next_layer == layer + 1 and a.shape == b.shape:
+            cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)  # [N]
+            out.append((next_layer, float(cos.mean())))
+    return out
+
+
+def head_disagreement(family: Family) -> list[tuple[int, float]]:
+    """(layer, variance across heads averaged over samples and channels) where >= 2 heads
+    captured that layer."""
+    layers = sorted({layer for per_head in family.heads.values() for layer in per_head})
+    out = []
+    for layer in layers:
+        stack = [per_head[layer] for per_head in family.heads.values() if layer in per_head]
+        if len(stack) >= 2 and all(s.shape == stack[0].shape for s in stack):
+            out.append((layer, float(torch.stack(stack).var(dim=0, unbiased=False).mean())))
+    return out

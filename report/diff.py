@@ -1,0 +1,168 @@
+"""`expc diff`: compare two run folders key by key and name the first layer where they drift.
+
+For every key in either run: missing on one side, shape or dtype mismatch, and the largest
+absolute and relative difference (values compared in float64, so a float32 run can be held
+against a bfloat16 one). A key differs when some element is outside `atol + rtol * |b|`
+(NaNs equal only to NaNs at the same place). Keys are walked in forward order (data, embed,
+trunk layers, each head's layers, final_norm, logits), so the first differing key names the
+layer where the numbers first diverge.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+import attrs
+import torch
+
+from expc.report.keys import forward_position, parse_key, place_label
+from expc.report.run_folder import RunFolder, open_run_folder
+
+DEFAULT_ATOL = 1e-6
+DEFAULT_RTOL = 1e-5
+
+
+@attrs.frozen(kw_only=True)
+class KeyDiff:
+    """How one key compares between run A and run B."""
+
+    key: str
+    status: str  # same | differs | shape | missing_in_a | missing_in_b
+    place: str
+    shape_a: tuple[int, ...] | None = None
+    shape_b: tuple[int, ...] | None = None
+    dtype_a: str | None = None
+    dtype_b: str | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+
+    @property
+    def same(self) -> bool:
+        return self.status == "same"
+
+
+@attrs.frozen(kw_only=True)
+class RunDiff:
+    """All keys compared, in forward order."""
+
+    run_a: str
+    run_b: str
+    atol: float
+    rtol: float
+    keys: tuple[KeyDiff, ...]
+
+    @property
+    def same(self) -> bool:
+        return all(k.same for k in self.keys)
+
+    @property
+    def first_divergence(self) -> KeyDiff | None:
+        """The first key in forward order that is not the same."""
+        return next((k for k in self.keys if not k.same), None)
+
+    def to_json(self) -> dict:
+        first = self.first_divergence
+        return {
+            "run_a": self.run_a, "run_b": self.run_b, "atol": self.atol, "rtol": self.rtol,
+            "same": self.same,
+            "first_divergence": None if first is None else {"place": first.place,
+                                                            "key": first.key},
+            "keys": [attrs.asdict(k) for k in self.keys],
+        }
+
+
+def compare_values(a: torch.Tensor, b: torch.Tensor, *, atol: float, rtol: float
+                   ) -> tuple[bool, float, float]:
+    """(within tolerance, max |a-b|, max |a-b| / |b|) of two same-shape tensors in float64.
+
+    The relative difference of an element where b is 0 is 0 if a is 0 too, else inf; NaN
+    against NaN counts as equal, NaN against a number as infinitely different."""
+    a, b = a.double(), b.double()
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    same_inf = torch.isinf(a) & (a == b)
+    delta = (a - b).abs().masked_fill(both_nan | same_inf, 0.0).nan_to_num(nan=float("inf"))
+    scale = b.abs().masked_fill(both_nan | same_inf, 1.0).nan_to_num(nan=1.0)
+    relative = torch.where(delta == 0, torch.zeros_like(delta), delta / scale)  # inf at b == 0
+    within = bool((delta <= atol + rtol * scale).all()) if a.numel() else True
+    max_abs = float(delta.max()) if a.numel() else 0.0
+    max_rel = float(relative.max()) if a.numel() else 0.0
+    return within, max_abs, max_rel
+
+
+def _compare_key(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: float) -> KeyDiff:
+    place = place_label(parse_key(key))
+    if key not in a.layout:
+        shape, dtype = b.layout[key]
+        return KeyDiff(key=key, status="missing_in_a", place=place, shape_b=shape, dtype_b=dtype)
+    if key not in b.layout:
+        shape, dtype = a.layout[key]
+        return KeyDiff(key=key, status="missing_in_b", place=place, shape_a=shape, dtype_a=dtype)
+    (shape_a, dtype_a), (shape_b, dtype_b) = a.layout[key], b.layout[key]
+    sides = dict(shape_a=shape_a, shape_b=shape_b, dtype_a=dtype_a, dtype_b=dtype_b)
+    if shape_a != shape_b:
+        return KeyDiff(key=key, status="shape", place=place, **sides)
+    within, max_abs, max_rel = compare_values(a.tensor(key), b.tensor(key), atol=atol, rtol=rtol)
+    status = "same" if within and dtype_a == dtype_b else "differs"
+    return KeyDiff(key=key, status=status, place=place, max_abs=max_abs, max_rel=max_rel,
+                   **sides)
+
+
+def diff_runs(run_a: str, run_b: str, *, atol: float = DEFAULT_ATOL,
+              rtol: float = DEFAULT_RTOL) -> RunDiff:
+    """Compare every key of two run folders (raises `DiagnosticError` for unreadable ones)."""
+    a, b = open_run_folder(run_a), open_run_folder(run_b)
+    keys = sorted(set(a.layout) | set(b.layout),
+                  key=lambda k: (forward_position(parse_key(k)), k))
+    return RunDiff(run_a=str(run_a), run_b=str(run_b), atol=atol, rtol=rtol,
+                   keys=tuple(_compare_key(k, a, b, atol=atol, rtol=rtol) for k in keys))
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, tuple):
+        return "x".join(map(str, value)) or "scalar"
+    return str(value)
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def render_text(result: RunDiff) -> str:
+    """A table of the keys that are not the same, then the verdict and first divergence."""
+    header = ("key", "status", "place", "shape a", "shape b", "dtype a", "dtype b",
+              "max abs", "max rel")
+    rows = [header] + [
+        (k.key, k.status, k.place, _cell(k.shape_a), _cell(k.shape_b), _cell(k.dtype_a),
+         _cell(k.dtype_b), _cell(k.max_abs), _cell(k.max_rel))
+        for k in result.keys if not k.same]
+    same = sum(k.same for k in result.keys)
+    lines = _columns(rows) if len(rows) > 1 else []
+    lines.append(f"{same} of {len(result.keys)} keys the same "
+                 f"(atol {result.atol:g}, rtol {result.rtol:g})")
+    first = result.first_divergence
+    if first is None:
+        lines.append("runs are the same")
+    else:
+        lines.append(f"runs differ; first divergence: {first.place} ({first.key})")
+    return "\n".join(lines)
+
+
+def render_json(result: RunDiff) -> str:
+    """The whole comparison as JSON; an infinite difference (JSON has no inf) is null."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(result.to_json()), indent=2)

@@ -1,0 +1,54 @@
+"""Matplotlib figures turned into inline SVG for a self-contained, printable HTML page.
+
+Figures are made with the object API (`matplotlib.figure.Figure`, Agg-family canvases, no
+pyplot state), so a report can be built in any process without a display. The SVG keeps text
+as text (small files, selectable, prints sharply); its XML prolog, DOCTYPE and metadata are
+dropped so it can sit inside HTML and carries no URLs; ids come from a fixed salt so the
+same run gives the same page.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+
+STYLE = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "expc-report",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+TRUNK_COLOR = "#222222"
+_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+
+
+def head_color(head: int) -> str:
+    """A stable color per Hydra head (tab10, cycled)."""
+    return matplotlib.colormaps["tab10"](head % 10)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A blank figure of `width` x `height` inches with the report's style."""
+    with matplotlib.rc_context(STYLE):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def to_svg(figure: Figure) -> str:
+    """The figure as an `<svg>` element ready to inline in HTML."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context(STYLE):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = _METADATA.sub("", _PROLOG.sub("", buffer.getvalue(), count=1), count=1)
+    return svg.replace('xmlns:xlink="http://www.w3.org/1999/xlink"', "", 1).replace(
+        "xlink:href", "href")

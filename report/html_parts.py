@@ -1,0 +1,61 @@
+"""Small HTML builders for the report; every value passes through `esc`.
+
+Paths, prompts, spec text, tensor meanings and error messages are user input. Nothing is
+written into the page except through these helpers (or as an SVG made by matplotlib), so
+escaping cannot be forgotten in one place.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+
+def esc(value: object) -> str:
+    """Any value as HTML text, quotes included (safe in attributes too)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+@attrs.frozen(kw_only=True)
+class Section:
+    """One section of the report: a heading, its figures and tables as HTML."""
+
+    anchor: str
+    title: str
+    body: str
+
+
+def figure(svg: str, caption: str) -> str:
+    """An inline SVG figure with an escaped caption."""
+    return f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], *, numeric: Sequence[int] = ()
+          ) -> str:
+    """A table with escaped cells; columns in `numeric` are right-aligned."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{esc(v)}</td>' if i in numeric else f"<td>{esc(v)}</td>"
+            for i, v in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def facts(pairs: Iterable[tuple[str, object]]) -> str:
+    """A definition list of label/value pairs, skipping empty values."""
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in pairs
+                    if v not in (None, "", {}))
+    return f"<dl>{items}</dl>" if items else ""
+
+
+def fmt_number(value: float | int | None, digits: int = 4) -> str:
+    """Numbers for tables: ints as is, floats to `digits` significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}"

@@ -1,0 +1,107 @@
+"""The captures section: per-layer norms (trunk and each head on one plot), cosine
+similarity between consecutive layers, and, for Hydra runs, the heads' disagreement.
+
+Each family (capture name + aggregation) gets its own panel, because norms of different
+sites live on different scales. Plots with nothing to show are left out.
+"""
+
+from __future__ import annotations
+
+import math
+
+from expc.report.capture_stats import (Family, consecutive_cosine, families,
+                                       head_disagreement, mean_norm)
+from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
+from expc.report.html_parts import Section, figure
+from expc.report.run_folder import RunFolder
+
+PANEL_COLUMNS = 3
+
+
+def _path_lines(family: Family, values) -> list[tuple[int | None, list[tuple[int, float]]]]:
+    """(head, points) per line: the trunk in black, each head from the trunk's last point."""
+    paths = family.paths()
+    trunk_layers = set(family.trunk)
+    lines = []
+    trunk_points = [p for p in values(next(iter(paths.values()))) if p[0] in trunk_layers]
+    if trunk_points:
+        lines.append((None, trunk_points))
+    for head, path in paths.items():
+        if head is None:
+            continue
+        points = values(path)
+        own = [p for p in points if p[0] not in trunk_layers]
+        joined = trunk_points[-1:] + own if own and trunk_points else own
+        if joined:
+            lines.append((head, joined))
+    return lines
+
+
+def _panels(families_: list[Family], values, ylabel: str) -> str | None:
+    """A grid of panels, one per family with any points; None when all are empty."""
+    drawn = [(f, _path_lines(f, values)) for f in families_]
+    drawn = [(f, lines) for f, lines in drawn if lines]
+    if not drawn:
+        return None
+    columns = min(PANEL_COLUMNS, len(drawn))
+    rows = math.ceil(len(drawn) / columns)
+    fig = new_figure(3.4 * columns, 2.6 * rows)
+    for i, (family, lines) in enumerate(drawn):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        for head, points in lines:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3,
+                    color=TRUNK_COLOR if head is None else head_color(head),
+                    label="trunk" if head is None else f"head {head}")
+        ax.set_title(family.label)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(ylabel)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    return to_svg(fig)
+
+
+def _norm_points(path):
+    return [(layer, mean_norm(v)) for layer, v in path]
+
+
+def _disagreement_svg(families_: list[Family]) -> str | None:
+    lines = [(f, head_disagreement(f)) for f in families_]
+    lines = [(f, points) for f, points in lines if points]
+    if not lines:
+        return None
+    fig = new_figure(6.5, 3.0)
+    ax = fig.add_subplot()
+    for family, points in lines:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o", markersize=3, label=family.label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("variance across heads")
+    ax.legend(fontsize=7)
+    return to_svg(fig)
+
+
+def captures_section(folder: RunFolder) -> Section | None:
+    """The captures section, or None when the run captured no per-layer hidden states."""
+    found = families(folder)
+    if not found:
+        return None
+    parts = []
+    norms = _panels(found, _norm_points, "mean ||x||")
+    if norms:
+        parts.append(figure(norms, "Per-layer norm: mean over samples of each sample's L2 "
+                                   "norm; the trunk in black, each head from where it leaves "
+                                   "the trunk."))
+    cosine = _panels(found, consecutive_cosine, "cos(x_L-1, x_L)")
+    if cosine:
+        parts.append(figure(cosine, "Cosine similarity between consecutive layers: mean over "
+                                    "samples of the cosine between a layer's capture "
+                                    "and the previous layer's, along each head's path."))
+    disagreement = _disagreement_svg(found)
+    if disagreement:
+        parts.append(figure(disagreement, "Disagreement across heads: variance across heads "
+                                          "of the captured state, averaged over samples and "
+                                          "channels."))
+    if not parts:
+        return None
+    return Section(anchor="captures", title="Captures", body="".join(parts))

@@ -1,0 +1,60 @@
+"""`summary.md`: the report in a few Markdown lines for CI logs and pull requests.
+
+Values from the manifest are user input: they are escaped for Markdown tables and for the
+HTML that Markdown renderers let through.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from expc.report.html_parts import fmt_number
+from expc.report.run_folder import RunFolder
+
+CANDIDATE_LINES = 20
+
+
+def md(value: object) -> str:
+    """A value safe inside Markdown (and table cells): HTML-escaped, pipes and ticks escaped."""
+    text = html.escape("" if value is None else str(value), quote=False)
+    return text.replace("|", "\\|").replace("`", "\\`").replace("\n", " ")
+
+
+def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: list[dict]) -> str:
+    """Markdown summary of a run and its report."""
+    m = folder.manifest
+    model = m.get("model", {})
+    hydra = model.get("hydra") or {}
+    data = m.get("data", {})
+    timings = m.get("timings", {})
+    kinds: dict[str, int] = {}
+    for key in folder.keys:
+        kinds[key.partition("/")[0]] = kinds.get(key.partition("/")[0], 0) + 1
+    lines = [
+        f"# expc report: {md(folder.name)}",
+        "",
+        f"- status: **{md(m.get('status'))}**",
+        f"- model: {md(model.get('path'))} ({md(model.get('architecture'))}, "
+        f"{md(model.get('n_layers'))} layers, trunk {md(hydra.get('trunk'))}, "
+        f"heads {md(hydra.get('heads'))})",
+        f"- data: {md(data.get('samples'))} samples, {md(data.get('tokens'))} tokens",
+        f"- time: {fmt_number((timings.get('seconds') or {}).get('total'))} s, "
+        f"{fmt_number(timings.get('tokens_per_s'))} tokens/s",
+        f"- tensors: {len(folder.keys)} ("
+        + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ")",
+        f"- sections: {', '.join(sections)}",
+        f"- spec sha256: {md(m.get('spec', {}).get('sha256'))}",
+    ]
+    if m.get("error"):
+        lines.append(f"- error: {md(m['error'].get('message'))}")
+    if candidates:
+        lines += ["", "## Pruning candidates (lowest scores first)", "",
+                  "| metric | module | unit | lowest |", "| --- | --- | --- | --- |"]
+        for row in candidates[:CANDIDATE_LINES]:
+            lowest = ", ".join(str(c["index"]) for c in row["lowest"])
+            lines.append(f"| {md(row['metric'])} | {md(row['module'])} | {md(row['unit'])} "
+                         f"| {lowest} |")
+        if len(candidates) > CANDIDATE_LINES:
+            lines.append(f"\n{len(candidates) - CANDIDATE_LINES} more modules in report.html.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,222 @@
+"""Synthetic run folders for the report and diff tests (and `bench/bench_report.py`).
+
+The runtime that writes run folders is built elsewhere, so these tests write their own, after
+docs/run-folder.md and the key names of contracts §3: a Hydra run (trunk + heads) with mean
+captures at every layer, a `full` capture with its mask, an `as`-named capture in the heads,
+an attention pattern, all five importance metrics with their extra fields and the meta keys.
+`write_run` is deterministic: the same arguments give byte-identical results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+SPEC_TEMPLATE = """\
+# A synthetic Hydra run for the report tests.
+experiment synthetic {{
+    model  = "{model}"
+    dtype  = float32
+    hydra {{ trunk = {trunk}  heads = {heads} }}
+    data {{
+        source     = jsonl("{source}", field = "text")
+        batch_size = 4
+    }}
+    capture resid_out[*]                            {{ aggregate = mean(mask = attention) }}
+    capture attn_out[1]                             {{ aggregate = full }}
+    capture attn_pattern[1]                         {{ aggregate = full }}
+    capture resid_out[-1] of heads[*] as resid_last {{ aggregate = mean(mask = last) }}
+    importance l2_norm                at mlp.down_proj[*]
+    importance channel_contribution   at mlp.down_proj[*]
+    importance kv_head_contribution   at self_attn.o_proj[*]
+    importance layernorm_contribution at post_attention_layernorm[*]
+    importance iterative_channel      at mlp.down_proj[-1] {{ iterations = 4 }}
+    output {{ dir = "runs/synthetic" }}
+}}
+"""
+
+
+def _module_path(layer: int, trunk: int, head: int, module: str) -> tuple[str, int | None]:
+    """The key's module path and head for a module at a global layer (contracts §3)."""
+    if layer < trunk:
+        return f"layers.{layer}.{module}", None
+    return f"head{head}/layers.{layer}.{module}", head
+
+
+class _Builder:
+    """Collects tensors with their manifest entries."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.entries: dict[str, dict] = {}
+
+    def add(self, key: str, value: torch.Tensor, meaning: str, **fields) -> None:
+        self.tensors[key] = value.clone().contiguous()
+        self.entries[key] = {"shape": list(value.shape), "dtype": str(value.dtype).split(".")[1],
+                             "meaning": meaning, **fields}
+
+
+def _captures(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, heads: int,
+              hidden: int, samples: int, seq: int, attn_heads: int) -> None:
+    lengths = torch.randint(seq // 2, seq + 1, (samples,), generator=g)  # [N]
+    lengths[0] = seq
+    mask = torch.arange(seq)[None, :] < lengths[:, None]  # [N, S]
+    b.add("meta/sample_index", torch.arange(samples), "index of each sample in data order",
+          kind="meta")
+    b.add("meta/token_count", lengths.to(torch.int64), "non-padding tokens per sample",
+          kind="meta")
+
+    def capture(key, value, site, name, layer, head, aggregate, mask_name):
+        where = "" if layer is None else f" at layer {layer}"
+        where += "" if head is None else f", head {head}"
+        b.add(key, value, f"{aggregate} of {site}{where}", kind="capture", site=site, name=name,
+              layer=layer, head=head, aggregate=aggregate, mask=mask_name)
+
+    state = torch.randn(samples, hidden, generator=g)  # [N, H]
+    capture("capture/embed", state, "embed", "embed", None, None, "mean", "attention")
+    paths = {}
+    for layer in range(n_layers):
+        branches = [None] if layer < trunk else list(range(heads))
+        for head in branches:
+            previous = state if head is None else paths.get(head, state)
+            update = 0.3 * torch.randn(samples, hidden, generator=g)  # [N, H]
+            current = 1.1 * previous + update
+            if head is None:
+                state = current
+                key = f"capture/resid_out_{layer}"
+            else:
+                paths[head] = current
+                key = f"capture/head{head}/resid_out_{layer}"
+            capture(key, current, "resid_out", "resid_out", layer, head, "mean", "attention")
+    for head in range(heads):
+        last = paths[head] + 0.05 * torch.randn(samples, hidden, generator=g)  # [N, H]
+        capture(f"capture/head{head}/resid_last_{n_layers - 1}", last, "resid_out",
+                "resid_last", n_layers - 1, head, "mean", "last")
+        normed = paths[head] / paths[head].norm(dim=-1, keepdim=True)  # [N, H]
+        capture(f"capture/head{head}/final_norm", normed, "final_norm", "final_norm", None,
+                head, "mean", "attention")
+
+    full = torch.randn(samples, seq, hidden, generator=g) * mask[..., None]  # [N, S, H]
+    capture("capture/attn_out_1", full, "attn_out", "attn_out", 1, None, "full", None)
+    b.add("capture/attn_out_1.mask", mask, "attention mask of the full capture attn_out_1",
+          kind="capture", site="attn_out", name="attn_out", layer=1, head=None,
+          aggregate="full", mask=None)
+    scores = torch.randn(samples, attn_heads, seq, seq, generator=g)  # [N, A, S, S]
+    causal = torch.ones(seq, seq, dtype=torch.bool).tril()  # [S, S]
+    allowed = causal[None, None] & mask[:, None, None, :]  # [N, 1, S, S]
+    pattern = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+    capture("capture/attn_pattern_1", pattern, "attn_pattern", "attn_pattern", 1, None, "full",
+            None)
+    b.add("capture/attn_pattern_1.mask", mask, "attention mask of the full capture attn_pattern_1",
+          kind="capture", site="attn_pattern", name="attn_pattern", layer=1, head=None,
+          aggregate="full", mask=None)
+
+
+def _importance(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, heads: int,
+                hidden: int, intermediate: int, kv_heads: int) -> None:
+    def metric(name, layer, module, fields):
+        for head in ([None] if layer < trunk else range(heads)):
+            path, key_head = _module_path(layer, trunk, 0 if head is None else head, module)
+            for field, value in fields().items():
+                b.add(f"importance/{name}/{path}/{field}", value,
+                      f"{field} of {name} at {path}", kind="importance", metric=name,
+                      module=path, layer=layer, head=key_head, field=field)
+
+    def positive(size):
+        return torch.rand(size, generator=g) * 2 + 0.01
+
+    for layer in range(n_layers):
+        metric("l2_norm", layer, "mlp.down_proj", lambda: {"score": positive(intermediate)})
+
+        def contribution():
+            weight_norm, activation = positive(intermediate), positive(intermediate)
+            return {"score": weight_norm * activation, "weight_norm": weight_norm,
+                    "activation_mean": activation}
+
+        metric("channel_contribution", layer, "mlp.down_proj", contribution)
+        metric("kv_head_contribution", layer, "self_attn.o_proj",
+               lambda: {"score": positive(kv_heads)})
+        metric("layernorm_contribution", layer, "post_attention_layernorm",
+               lambda: {"score": positive(hidden)})
+
+    def iterative():
+        order = torch.randperm(intermediate, generator=g)  # ascending importance
+        rank = torch.empty(intermediate)
+        rank[order] = torch.arange(intermediate, dtype=torch.float32)
+        return {"score": rank, "channels_importance_ascending": order}
+
+    metric("iterative_channel", n_layers - 1, "mlp.down_proj", iterative)
+
+
+def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk: int = 2,
+              heads: int = 3, hidden: int = 32, intermediate: int = 64, samples: int = 6,
+              seq: int = 10, attn_heads: int = 4, kv_heads: int = 2, seed: int = 0,
+              model_path: str = "builtin:tiny-llama",
+              source: str = "examples/data/prompts.jsonl", spec_path: str = "synthetic.exp",
+              error_message: str = "data line 3: missing field `text`",
+              edit: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
+    """Write a synthetic run folder at `path` and return it.
+
+    `status="running"` writes only the manifest (no results yet); `"failed"` writes the
+    results gathered so far and an error. `edit` may change the tensors before they are
+    written (perturb, drop, add keys); the manifest follows what is written.
+    """
+    g = torch.Generator().manual_seed(seed)
+    b = _Builder()
+    _captures(b, g, n_layers=n_layers, trunk=trunk, heads=heads, hidden=hidden,
+              samples=samples, seq=seq, attn_heads=attn_heads)
+    _importance(b, g, n_layers=n_layers, trunk=trunk, heads=heads, hidden=hidden,
+                intermediate=intermediate, kv_heads=kv_heads)
+    if edit is not None:
+        edit(b.tensors)
+    for key in list(b.entries):
+        if key not in b.tensors:
+            del b.entries[key]
+    for key, value in b.tensors.items():
+        b.entries.setdefault(key, {"kind": key.partition("/")[0], "meaning": "added by a test"})
+        b.entries[key].update(shape=list(value.shape), dtype=str(value.dtype).split(".")[1])
+
+    spec_text = SPEC_TEMPLATE.format(model=model_path, source=source, trunk=trunk, heads=heads)
+    tokens = int(b.tensors["meta/token_count"].sum()) if "meta/token_count" in b.tensors else 0
+    manifest = {
+        "format": "expc-run/1",
+        "status": status,
+        "error": ({"message": error_message, "diagnostics": []} if status == "failed"
+                  else None),
+        "spec": {"path": spec_path, "text": spec_text,
+                 "sha256": hashlib.sha256(spec_text.encode()).hexdigest()},
+        "ir": {"name": "synthetic"},
+        "model": {"path": model_path, "architecture": "llama",
+                  "config": {"hidden_size": hidden, "num_hidden_layers": n_layers,
+                             "num_attention_heads": attn_heads,
+                             "num_key_value_heads": kv_heads,
+                             "intermediate_size": intermediate},
+                  "n_layers": n_layers, "hydra": {"trunk": trunk, "heads": heads}},
+        "data": {"source": f'jsonl("{source}", field="text")', "samples": samples,
+                 "tokens": tokens, "batches": (samples + 3) // 4},
+        "versions": {"expc": "0.1.0", "torch": torch.__version__, "python": "3.11"},
+        "timings": {"started": "2026-11-23T22:00:00+00:00",
+                    "finished": None if status == "running" else "2026-11-23T22:00:03+00:00",
+                    "seconds": {"load": 0.5, "compile": 0.25, "run": 2.0, "total": 2.75},
+                    "tokens_per_s": tokens / 2.0, "samples_per_s": samples / 2.0},
+        "checkpoint": ({"dir": "checkpoint", "batches_done": 1} if status != "complete"
+                       else None),
+        "tensors": {} if status == "running" else b.entries,
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    if status != "running":
+        save_file(b.tensors, str(path / "results.safetensors"))
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def hydra_run(tmp_path: Path) -> Path:
+    """A complete synthetic Hydra run: 4 layers, trunk 2, 3 heads."""
+    return write_run(tmp_path / "run")
