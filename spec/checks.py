@@ -65,7 +65,7 @@ class Checker:
             return self.error(value.span, f"`{key}` must be one of {one_of(choices)}, found "
                               f"{describe(value)}", code="type", help=help_)
         if value.name not in choices:
-            return self.unknown(value.span, f"value for `{key}`", value.name, choices)
+            return self.unknown(value.span, key, value.name, choices)
         return value.name
 
     def boolean(self, value: sx.Value, key: str) -> object:
@@ -74,15 +74,15 @@ class Checker:
         return self.error(value.span, f"`{key}` must be `true` or `false`, found {describe(value)}",
                           code="type")
 
-    def assigns(self, assigns: Iterable[sx.Assign], allowed: Iterable[str], where: str) -> dict:
-        """Key → Assign for the allowed keys; unknown keys reported."""
+    def assigns(self, assigns: Iterable[sx.Assign], allowed: Iterable[str], what: str) -> dict:
+        """Key → Assign for the allowed keys; unknown keys reported as "unknown {what}"."""
         allowed = tuple(allowed)
         out = {}
         for a in assigns:
             if a.key in allowed:
                 out[a.key] = a
             else:
-                self.unknown(a.key_span, f"key in {where}", a.key, allowed)
+                self.unknown(a.key_span, what, a.key, allowed)
         return out
 
 
@@ -163,7 +163,7 @@ def _device(c: Checker, value: sx.Value) -> object:
 
 
 def _hydra(c: Checker, block: sx.BlockDecl) -> object:
-    keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["hydra"], "hydra")
+    keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["hydra"], "`hydra` key")
     values = {}
     for key in ("trunk", "heads"):
         if key not in keys:
@@ -179,7 +179,7 @@ def _data(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> ob
     if block is None:
         return c.error(decl.name_span, f"experiment `{decl.name}` has no `data {{ ... }}` block",
                        code="missing", help=('add `data { source = jsonl("prompts.jsonl") }`',))
-    keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["data"], "data")
+    keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["data"], "`data` key")
     if "source" not in keys:
         source = c.error(block.name_span, "`data` needs `source = ...`", code="missing",
                          help=('e.g. `source = jsonl("prompts.jsonl", field = "text")`',))
@@ -213,7 +213,7 @@ def _source(c: Checker, value: sx.Value) -> object:
         given["path"] = value.args[0]
     for kw in value.kwargs:
         if kw.key not in allowed:
-            c.unknown(kw.key_span, f"argument of `{value.name}`", kw.key, allowed)
+            c.unknown(kw.key_span, f"`{value.name}` argument", kw.key, allowed)
         elif kw.key in given:
             c.error(kw.key_span, f"`{kw.key}` given twice", code="duplicate")
         else:
@@ -231,7 +231,7 @@ def _source(c: Checker, value: sx.Value) -> object:
 
 
 def _output(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> object:
-    keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["output"], "output") if block else {}
+    keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["output"], "`output` key") if block else {}
     dir_ = c.string(keys["dir"].value, "dir") if "dir" in keys else f"runs/{decl.name}"
     every = (c.integer(keys["checkpoint_every"].value, "checkpoint_every", minimum=0)
              if "checkpoint_every" in keys else 0)
@@ -273,7 +273,7 @@ def _capture(c: Checker, st: sx.CaptureStmt, hydra: object) -> object:
                 code="heads")
         ok = False
     heads = _heads(c, st.heads, hydra, f"`{st.site}`")
-    keys = c.assigns(st.body or (), vocab.CAPTURE_KEYS, "capture")
+    keys = c.assigns(st.body or (), vocab.CAPTURE_KEYS, "capture key")
     if "aggregate" in keys:
         aggregate = _aggregate(c, keys["aggregate"].value)
     else:
@@ -309,7 +309,7 @@ def _aggregate(c: Checker, value: sx.Value) -> object:
     mask = ir.Mask(kind=vocab.DEFAULT_MASK, span=value.span)
     for kw in value.kwargs:
         if kw.key != "mask":
-            c.unknown(kw.key_span, f"argument of `{value.name}`", kw.key, ("mask",))
+            c.unknown(kw.key_span, f"`{value.name}` argument", kw.key, ("mask",))
             mask = _BAD
         else:
             mask = _mask(c, kw.value)
@@ -385,7 +385,7 @@ def _params(c: Checker, spec: vocab.MetricSpec, body: tuple[sx.Assign, ...]) -> 
     if body and not names:
         c.error(body[0].key_span, f"`{spec.name}` takes no parameters", code="unknown")
         return _BAD
-    given = c.assigns(body, names, f"`{spec.name}`")
+    given = c.assigns(body, names, f"`{spec.name}` parameter")
     params = []
     for p in spec.params:
         if p.name not in given:

@@ -6,6 +6,7 @@ reads like the spec it came from.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -32,3 +33,26 @@ def _convert(value: Any) -> Any:
 
 def _params(params: tuple[ir.Param, ...]) -> dict[str, Any]:
     return {p.name: p.value for p in params}
+
+
+def to_text(data: Any, indent: int = 0) -> str:
+    """The JSON data of `to_json` as indented `key: value` lines, for people."""
+    pad = "  " * indent
+    if isinstance(data, dict):
+        lines = []
+        for key, value in data.items():
+            if isinstance(value, dict | list) and value:
+                lines.append(f"{pad}{key}:")
+                lines.append(to_text(value, indent + 1))
+            else:
+                lines.append(f"{pad}{key}: {_scalar(value)}")
+        return "\n".join(lines)
+    if isinstance(data, list):
+        return "\n".join(f"{pad}- {to_text(item, indent + 1).lstrip()}" for item in data)
+    return pad + _scalar(data)
+
+
+def _scalar(value: Any) -> str:
+    if value == {} or value == []:
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value, ensure_ascii=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from expc.spec import ir
+from expc.spec import syntax as sx
 from expc.spec.checks import lower
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, normalize
 from expc.spec.model_checks import check_against_model, check_files, duplicate_keys
@@ -67,13 +68,12 @@ def _check_one(ws: Workspace, name: str, overrides: Sequence[str], check_model: 
     diags.extend(override_diags)
     experiment, lower_diags = lower(decl, ws.root.path)
     diags.extend(lower_diags)
+    # the model is looked up even when other checks failed: a wrong path is worth knowing
+    shape = _shape(decl, shapes, diags) if check_model else None
     if experiment is None:
         return None, diags
-    if not check_model:
-        diags.extend(duplicate_keys(experiment))
-        return experiment, diags
-    diags.extend(check_files(experiment))
-    shape = _shape(experiment, shapes, diags)
+    if check_model:
+        diags.extend(check_files(experiment))
     if shape is None:
         diags.extend(duplicate_keys(experiment))
     else:
@@ -81,22 +81,26 @@ def _check_one(ws: Workspace, name: str, overrides: Sequence[str], check_model: 
     return experiment, diags
 
 
-def _shape(exp: ir.Experiment, shapes: dict[str, ModelShape | None],
+def _shape(decl: sx.ExperimentDecl, shapes: dict[str, ModelShape | None],
            diags: list[Diagnostic]) -> ModelShape | None:
-    key = exp.model.path
-    if key not in shapes:
+    """The shape of the model `decl` names (a string; other values the checks report)."""
+    value = next((s.value for s in reversed(decl.statements)
+                  if isinstance(s, sx.Assign) and s.key == "model"), None)
+    if not isinstance(value, sx.Str):
+        return None
+    if value.value not in shapes:
         try:
-            shapes[key] = read_model_shape(key, span=exp.model.span)
+            shapes[value.value] = read_model_shape(value.value, span=value.span)
         except DiagnosticError as exc:
-            shapes[key] = None
+            shapes[value.value] = None
             diags.extend(exc.diagnostics)
             return None
-    elif shapes[key] is None:  # reported already, but at this experiment's line too
+    elif shapes[value.value] is None:  # reported already, but at this experiment's line too
         try:
-            read_model_shape(key, span=exp.model.span)
+            read_model_shape(value.value, span=value.span)
         except DiagnosticError as exc:
             diags.extend(exc.diagnostics)
-    return shapes[key]
+    return shapes[value.value]
 
 
 def _file_span(path: str) -> Span:
