@@ -14,7 +14,9 @@ from safetensors.torch import load_file, save_file
 from expc.models.builtin import open_builtin
 from expc.models.hydra import HydraTransformer
 from expc.models.loading import load_model
+from expc.models.markers import LAYER_SITES, attention
 from expc.models.tokenizer import load_tokenizer
+from expc.models.tracing import is_marker, strip_markers, trace
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import DiagnosticError
 
@@ -210,6 +212,26 @@ def test_builtin_tiny_bert_equals_transformers_with_the_same_weights() -> None:
     ids = torch.tensor([tokenizer.encode("hello, world")])
     compare_every_module(ours, hf, ids, torch.ones_like(ids))
     assert ids[0, 0].item() == 257 and ids[0, -1].item() == 258
+
+
+def test_hydra_bert_traces_with_every_site_marked_and_strips_to_eager(folder: Path) -> None:
+    hydra = load_model(folder, trunk=2, heads=2)
+    graph = trace(hydra)
+    marks = {node.args[1:] for node in graph.graph.nodes if is_marker(node)}
+    per_layer = set(LAYER_SITES) - {"attn_pattern"}  # patterns come from the attention leaf
+    expected = {("embed", None, None)} | {("final_norm", None, h) for h in (0, 1)}
+    expected |= {(site, layer, None) for layer in (0, 1) for site in per_layer}
+    expected |= {(site, layer, h) for layer in (2,) for h in (0, 1) for site in per_layer}
+    assert marks == expected
+    attention_nodes = [n.args[5:] for n in graph.graph.nodes if n.target is attention]
+    assert sorted(attention_nodes, key=str) == sorted([(0, None), (1, None), (2, 0), (2, 1)], key=str)
+    ids, mask = right_padded_batch([7, 4], 97, seed=5)
+    with torch.no_grad():
+        eager = hydra(ids, mask)
+        torch.testing.assert_close(graph(ids, mask), eager, atol=0, rtol=0)
+        stripped = strip_markers(graph)
+        assert not any(is_marker(n) for n in stripped.graph.nodes)
+        torch.testing.assert_close(stripped(ids, mask), eager, atol=0, rtol=0)
 
 
 # ---- the real trained all-MiniLM-L6-v2 ---------------------------------------------------
