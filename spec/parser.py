@@ -166,7 +166,8 @@ def _tok_span(path: str, tok: Token) -> Span:
 def unescape(literal: str) -> str:
     """The value of a quoted string literal; escapes as in Python (\\n, \\t, \\", \\uXXXX)."""
     body = literal[1:-1]
-    simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0"}
+    simple = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0",
+              "\\": "\\", '"': '"', "'": "'"}
 
     def one(m: re.Match) -> str:
         esc = m.group(1)
