@@ -20,6 +20,8 @@ import torch
 from expc.runtime.data_sources import read_samples
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
 
+_ID_LIMIT = 2**31  # token ids are kept as int32
+
 
 class Tokenizer(Protocol):
     """What the data loader needs from a tokenizer."""
@@ -35,7 +37,7 @@ class TokenizedData:
     """Every sample's token ids (truncated), mask field and source line, packed flat."""
 
     path: str
-    token_ids: torch.Tensor  # [T] int64, all samples back to back
+    token_ids: torch.Tensor  # [T] int32, all samples back to back (int64 once batched)
     offsets: torch.Tensor  # [N + 1] int64, sample i is token_ids[offsets[i]:offsets[i+1]]
     lines: torch.Tensor  # [N] int64, 1-based line of sample i in `path`
     field_mask: torch.Tensor | None = None  # [T] int8 0/1 beside token_ids, or None
@@ -70,22 +72,24 @@ class TokenizedData:
 
 def load_data(*, kind: str, path: str | Path, field: str = "text",
               mask_field: str | None = None, limit: int | None = None,
-              tokenizer: Tokenizer | None = None,
-              max_length: int | None = None) -> TokenizedData:
+              tokenizer: Tokenizer | None = None, max_length: int | None = None,
+              vocab_size: int | None = None) -> TokenizedData:
     """Read, tokenise and truncate a data source; raise `DiagnosticError` for bad input.
 
     `tokens` sources are already token ids and need no tokenizer; their truncation keeps the
     first `max_length` ids. Texts are truncated by the tokenizer, which keeps the model's
     special tokens (a BERT `[SEP]` stays last). A mask field must have one entry per token
     of the untruncated sample (the tokenizer's tokens for `jsonl`); a sample with a mask
-    field is truncated by keeping its first `max_length` tokens and mask entries.
+    field is truncated by keeping its first `max_length` tokens and mask entries. With
+    `vocab_size`, ids outside the model's vocabulary are errors at their line (they would
+    otherwise fail deep inside the embedding).
     """
     if kind != "tokens" and tokenizer is None:
         raise ValueError(f"a `{kind}` source needs a tokenizer")
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
     path = str(path)
-    ids, offsets, lines = array("q"), array("q", [0]), array("q")
+    ids, offsets, lines = array("i"), array("q", [0]), array("q")
     masks = array("b") if mask_field is not None else None
     problems: list[Diagnostic] = []
     for raw in read_samples(kind=kind, path=path, field=field, mask_field=mask_field,
@@ -99,6 +103,13 @@ def load_data(*, kind: str, path: str | Path, field: str = "text",
         if not tokens:
             problems.append(error(path, "sample has no tokens after tokenisation",
                                   code="data-empty-sample", line=raw.line))
+            continue
+        id_limit = min(vocab_size or _ID_LIMIT, _ID_LIMIT)
+        if max(tokens) >= id_limit:
+            problems.append(error(
+                path, f"token id {max(tokens)} is outside the vocabulary (size {id_limit})",
+                code="data-token-id", line=raw.line,
+                help=["pre-tokenised ids must come from the model's own tokenizer"]))
             continue
         if raw.mask is not None and len(raw.mask) != len(tokens):
             problems.append(error(
@@ -116,7 +127,7 @@ def load_data(*, kind: str, path: str | Path, field: str = "text",
         raise DiagnosticError(problems)
     return TokenizedData(
         path=path,
-        token_ids=_to_tensor(ids, torch.int64),
+        token_ids=_to_tensor(ids, torch.int32),
         offsets=_to_tensor(offsets, torch.int64),
         lines=_to_tensor(lines, torch.int64),
         field_mask=None if masks is None else _to_tensor(masks, torch.int8),
@@ -124,5 +135,5 @@ def load_data(*, kind: str, path: str | Path, field: str = "text",
 
 
 def _to_tensor(values: array, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor owning a copy of a (non-empty) stdlib array."""
-    return torch.frombuffer(values, dtype=dtype).clone()
+    """A tensor over a (non-empty) stdlib array's memory, no copy; it keeps the array alive."""
+    return torch.frombuffer(values, dtype=dtype)

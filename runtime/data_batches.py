@@ -101,7 +101,8 @@ def collate(data: TokenizedData, indices: torch.Tensor, *, pad_token_id: int | N
     attention = (positions[None, :] < counts[:, None]).to(torch.int64)  # [B, S]
     gather_at = (starts[:, None] + positions[None, :]).clamp(max=max(data.n_tokens - 1, 0))
     pad = 0 if pad_token_id is None else pad_token_id
-    input_ids = torch.where(attention.bool(), data.token_ids[gather_at], pad)  # [B, S]
+    input_ids = torch.where(attention.bool(), data.token_ids[gather_at].to(torch.int64),
+                            pad)  # [B, S]
     field_mask = None
     if data.field_mask is not None:
         field_mask = torch.where(attention.bool(), data.field_mask[gather_at].to(torch.int64),

@@ -83,6 +83,7 @@ def test_tokens_source_with_mask_field(tmp_path):
     path = write(tmp_path, jsonl({"ids": [5, 6, 7], "m": [0, 1, 1]}, {"ids": [9], "m": [1]}))
     data = load_data(kind="tokens", path=path, field="ids", mask_field="m")
     assert data.token_ids.tolist() == [5, 6, 7, 9]
+    assert data.token_ids.dtype == torch.int32
     assert data.field_mask.tolist() == [0, 1, 1, 1]
     assert data.offsets.tolist() == [0, 3, 4]
 
@@ -136,6 +137,9 @@ BAD_INPUTS = [
     ("tokens", {"field": "ids", "mask_field": "m"}, '{"ids": [1, 2]}\n', 1, 1,
      "field `m` is missing"),
     ("tokens", {"field": "ids"}, '{"ids": [1]}\n{"ids": []}\n', 2, 1, "no tokens"),
+    ("tokens", {"field": "ids", "vocab_size": 10}, '{"ids": [1]}\n{"ids": [3, 10]}\n', 2, 1,
+     "token id 10 is outside the vocabulary (size 10)"),
+    ("tokens", {"field": "ids"}, '{"ids": [4294967296]}\n', 1, 1, "outside the vocabulary"),
     ("jsonl", {}, b'{"text": "a"}\n{"text": "\xff"}\n', 2, 11, "not valid UTF-8"),
     ("jsonl", {}, "", 1, 1, "holds no samples"),
     ("jsonl", {}, "\n  \n", 1, 1, "holds no samples"),
