@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -86,3 +90,30 @@ def test_stale_temps_are_removed_on_request(tmp_path):
     (tmp_path / "a.json").write_text("{}")
     atomic.remove_stale_temps(tmp_path, accept=lambda name: name.startswith(".a."))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".b.json.1-abc.tmp", "a.json"]
+
+
+WRITER = """
+import sys
+from expc.runtime.atomic import write_json_atomic
+path = sys.argv[1]
+i = 0
+while True:
+    i += 1
+    write_json_atomic(path, {"i": i, "pad": str(i % 10) * 200_000})
+"""
+
+
+def test_sigkill_mid_write_leaves_a_whole_file(tmp_path):
+    path = tmp_path / "f.json"
+    for delay in (0.05, 0.2, 0.4):
+        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+        try:
+            deadline = time.monotonic() + 30
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(delay)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        record = json.loads(path.read_text(encoding="utf-8"))
+        assert record["pad"] == str(record["i"] % 10) * 200_000
