@@ -51,15 +51,17 @@ class NullAggregator(Aggregator):
         pass
 
 
-def create_aggregator(*, mode: str, mask: str = "attention", field: str | None = None,
+def create_aggregator(*, mode: str, mask: str | None = "attention", field: str | None = None,
                       eager_checks: bool | None = None) -> Aggregator:
     """The aggregator for one capture; unknown mode or mask is a `ValueError`.
 
+    `mask=None` (a statement that names none) means `attention`.
     `eager_checks` (default: by device) says whether an all-zero mask row is reported at
     the batch that has it or at the next result/state request; see `aggregate_masks`.
     """
     if mode not in MODES:
         raise ValueError(f"unknown aggregation mode {mode!r}; expected one of {', '.join(MODES)}")
+    mask = mask or "attention"
     if mask not in MASKS:
         raise ValueError(f"unknown mask {mask!r}; expected one of {', '.join(MASKS)}")
     options = {"mask": mask, "field": field, "eager_checks": eager_checks}

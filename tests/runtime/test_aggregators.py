@@ -267,3 +267,29 @@ def test_reductions_of_half_precision_accumulate_in_float32():
     result = run("sum", "attention", [(hidden, torch.ones(1, 600), torch.ones(1, 600))])
     assert result.result()[""].dtype == torch.float32
     assert torch.equal(result.result()[""], torch.full((1, 2), 600.0))
+
+
+def test_no_mask_means_attention():
+    data = batches(left=True)
+    unnamed = run_with(create_aggregator(mode="mean", mask=None), data)
+    named = run_with(create_aggregator(mode="mean", mask="attention"), data)
+    assert torch.equal(unnamed.result()[""], named.result()[""])
+
+
+def run_with(aggregator, data):
+    for hidden, mask, _ in data:
+        aggregator.add(hidden, attention_mask=mask)
+    return aggregator
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_merging_an_empty_state_changes_nothing(mode):
+    data = batches(left=False)
+    filled = run(mode, "attention", data)
+    before = filled.result()
+    filled.merge(create_aggregator(mode=mode))
+    empty = create_aggregator(mode=mode)
+    empty.merge(run(mode, "attention", data))
+    for suffix, value in before.items():
+        assert torch.equal(filled.result()[suffix], value)
+        assert torch.equal(empty.result()[suffix], value)

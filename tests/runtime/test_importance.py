@@ -276,3 +276,16 @@ def test_bad_metric_options_are_value_errors(name, options, message):
 
 def test_every_metric_is_registered():
     assert sorted(METRICS) == sorted(ALL_METRICS)
+
+
+@pytest.mark.parametrize("name", TOKEN_METRICS)
+def test_scores_before_any_batch_are_a_value_error(name):
+    with pytest.raises(ValueError, match="seen no batch"):
+        build(name).to_dict()
+
+
+def test_half_precision_inputs_are_scored_in_float32():
+    x = torch.full((1, 300, D_IN), 1.0, dtype=torch.bfloat16)
+    metric = create_metric("layernorm_contribution", weight=None)
+    metric.update(None, x, attention_mask=torch.ones(1, 300))
+    assert torch.equal(metric.to_dict()["score"], torch.ones(D_IN))
