@@ -1,4 +1,4 @@
-"""The run folder as `expc run` writes it: manifest, results, checkpoint folder (format `expc-run/1`).
+"""The run folder as `expc run` writes it: manifest, results, checkpoint dir (`expc-run/1`).
 
 `RunStore.start` claims a folder (a manifest with status `running`, refusing a folder that
 holds another spec's run unless forced), `write_results` stores the result tensors and
