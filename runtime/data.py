@@ -70,7 +70,7 @@ class TokenizedData:
         return error(path, f"sample {index}: {message}", code=code, line=line)
 
 
-def load_data(*, kind: str, path: str | Path, field: str = "text",
+def load_data(*, kind: str, path: str | Path, field: str | None = None,
               mask_field: str | None = None, limit: int | None = None,
               tokenizer: Tokenizer | None = None, max_length: int | None = None,
               vocab_size: int | None = None) -> TokenizedData:

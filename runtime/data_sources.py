@@ -18,8 +18,8 @@ from pathlib import Path
 import attrs
 
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
+from expc.spec.vocabulary import SOURCES
 
-SOURCE_KINDS = ("jsonl", "text", "tokens")
 MAX_ERRORS = 20  # stop collecting after this many bad lines; the user fixes them in rounds
 
 
@@ -33,15 +33,17 @@ class RawSample:
     mask: list[int] | None = None
 
 
-def read_samples(*, kind: str, path: str | Path, field: str = "text",
+def read_samples(*, kind: str, path: str | Path, field: str | None = None,
                  mask_field: str | None = None, limit: int | None = None) -> Iterator[RawSample]:
     """Yield the samples of a data file in file order; raise `DiagnosticError` on bad lines.
 
+    `field` defaults as in the language (`text` for jsonl, `input_ids` for tokens).
     All bad lines up to `MAX_ERRORS` (among the first `limit` samples) are reported at once.
     A missing file or a file with no samples is an error too.
     """
-    if kind not in SOURCE_KINDS:
-        raise ValueError(f"unknown data source kind {kind!r}; expected one of {SOURCE_KINDS}")
+    if kind not in SOURCES:
+        raise ValueError(f"unknown data source kind {kind!r}; expected one of {list(SOURCES)}")
+    field = SOURCES[kind][1] if field is None else field
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
     path = str(path)

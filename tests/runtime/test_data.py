@@ -88,6 +88,13 @@ def test_tokens_source_with_mask_field(tmp_path):
     assert data.offsets.tolist() == [0, 3, 4]
 
 
+def test_field_defaults_follow_the_language(tmp_path):
+    path = write(tmp_path, jsonl({"input_ids": [4, 5]}))
+    assert load_data(kind="tokens", path=path).token_ids.tolist() == [4, 5]
+    path = write(tmp_path, jsonl({"text": "a"}), name="t.jsonl")
+    assert load_data(kind="jsonl", path=path, tokenizer=CharTokenizer()).n_tokens == 2
+
+
 def test_truncation_keeps_the_tokenizers_specials_and_cuts_masks_alongside(tmp_path):
     path = write(tmp_path, jsonl({"text": "abcdef"}))
     data = load_data(kind="jsonl", path=path, tokenizer=CharTokenizer(), max_length=3)
