@@ -46,6 +46,9 @@ def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: li
         f"- sections: {', '.join(sections)}",
         f"- spec sha256: {md(m.get('spec', {}).get('sha256'))}",
     ]
+    metrics = sorted({row["metric"] for row in candidates})
+    if metrics:
+        lines.append(f"- importance: {', '.join(md(x) for x in metrics)}")
     if m.get("error"):
         lines.append(f"- error: {md(m['error'].get('message'))}")
     if candidates:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ experiment synthetic {{
         batch_size = 4
     }}
     capture resid_out[*]                            {{ aggregate = mean(mask = attention) }}
+    capture mlp_out[0]                              {{ aggregate = dataset_mean }}
     capture attn_out[1]                             {{ aggregate = full }}
     capture attn_pattern[1]                         {{ aggregate = full }}
     capture resid_out[-1] of heads[*] as resid_last {{ aggregate = mean(mask = last) }}
@@ -94,14 +96,21 @@ def _captures(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, hea
                 paths[head] = current
                 key = f"capture/head{head}/resid_out_{layer}"
             capture(key, current, "resid_out", "resid_out", layer, head, "mean", "attention")
-    for head in range(heads):
-        last = paths[head] + 0.05 * torch.randn(samples, hidden, generator=g)  # [N, H]
-        capture(f"capture/head{head}/resid_last_{n_layers - 1}", last, "resid_out",
+    finals = paths if paths else {None: state}  # no split: the trunk is the only path
+    for head, final in finals.items():
+        prefix = "" if head is None else f"head{head}/"
+        last = final + 0.05 * torch.randn(samples, hidden, generator=g)  # [N, H]
+        capture(f"capture/{prefix}resid_last_{n_layers - 1}", last, "resid_out",
                 "resid_last", n_layers - 1, head, "mean", "last")
-        normed = paths[head] / paths[head].norm(dim=-1, keepdim=True)  # [N, H]
-        capture(f"capture/head{head}/final_norm", normed, "final_norm", "final_norm", None,
+        normed = final / final.norm(dim=-1, keepdim=True)  # [N, H]
+        capture(f"capture/{prefix}final_norm", normed, "final_norm", "final_norm", None,
                 head, "mean", "attention")
 
+    moments = torch.randn(2, hidden, generator=g)  # [2, H]
+    capture("capture/mlp_out_0", moments[0], "mlp_out", "mlp_out", 0, None, "dataset_mean",
+            "attention")
+    capture("capture/mlp_out_0.var", moments[1].abs(), "mlp_out", "mlp_out", 0, None,
+            "dataset_mean", "attention")
     full = torch.randn(samples, seq, hidden, generator=g) * mask[..., None]  # [N, S, H]
     capture("capture/attn_out_1", full, "attn_out", "attn_out", 1, None, "full", None)
     b.add("capture/attn_out_1.mask", mask, "attention mask of the full capture attn_out_1",
@@ -137,7 +146,7 @@ def _importance(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, h
         def contribution():
             weight_norm, activation = positive(intermediate), positive(intermediate)
             return {"score": weight_norm * activation, "weight_norm": weight_norm,
-                    "activation_mean": activation}
+                    "activation_mean_abs": activation}
 
         metric("channel_contribution", layer, "mlp.down_proj", contribution)
         metric("kv_head_contribution", layer, "self_attn.o_proj",
@@ -147,8 +156,8 @@ def _importance(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, h
 
     def iterative():
         order = torch.randperm(intermediate, generator=g)  # ascending importance
-        rank = torch.empty(intermediate)
-        rank[order] = torch.arange(intermediate, dtype=torch.float32)
+        rank = torch.empty(intermediate, dtype=torch.int64)
+        rank[order] = torch.arange(intermediate)
         return {"score": rank, "channels_importance_ascending": order}
 
     metric("iterative_channel", n_layers - 1, "mlp.down_proj", iterative)
@@ -220,3 +229,49 @@ def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk:
 def hydra_run(tmp_path: Path) -> Path:
     """A complete synthetic Hydra run: 4 layers, trunk 2, 3 heads."""
     return write_run(tmp_path / "run")
+
+
+class PageParser(HTMLParser):
+    """What the tests check in a report: sections with their figures, every URL attribute,
+    script elements, and the page's text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections: dict[str, int] = {}  # section id -> number of <figure>s
+        self.urls: list[str] = []
+        self.scripts = 0
+        self.text: list[str] = []
+        self._section: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "section":
+            self._section = values.get("id") or ""
+            self.sections[self._section] = 0
+        elif tag == "figure" and self._section is not None:
+            self.sections[self._section] += 1
+        elif tag == "script":
+            self.scripts += 1
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href", "action", "srcset") and value:
+                self.urls.append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "section":
+            self._section = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_page(html: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+@pytest.fixture
+def page_parser():
+    """`parse_page(html) -> PageParser`."""
+    return parse_page
