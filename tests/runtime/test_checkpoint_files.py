@@ -190,3 +190,16 @@ def test_resumed_aggregation_equals_an_uninterrupted_one(tmp_path):
     resumed.load_state_dict(states["m"])
     feed(resumed, iter_batches(data, plan, pad_token_id=0, start=cursor.batches_done))
     assert torch.equal(resumed.result()[""], whole.result()[""])
+
+
+def test_temp_files_of_a_killed_write_are_cleared_by_the_next_checkpoint(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
+    torn = [tmp_path / ".rank0-state-00000002.safetensors.99-dead.tmp",
+            tmp_path / ".rank0-cursor.json.99-dead.tmp"]
+    other_rank = tmp_path / ".rank1-cursor.json.98-live.tmp"
+    for path in (*torn, other_rank):
+        path.write_bytes(b"torn")
+    assert load_checkpoint(tmp_path)[1].batches_done == 1
+    save_checkpoint(tmp_path, states=states_at(2), cursor=cursor_at(2))
+    assert not any(path.exists() for path in torn)
+    assert other_rank.exists()
