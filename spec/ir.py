@@ -13,11 +13,11 @@ import attrs
 
 from expc.spec.diagnostics import Span
 
-_NO_SPAN = Span(path="<none>")
+NO_SPAN = Span(path="<none>")  # for nodes built in code rather than parsed
 
 
 def _span_field() -> Any:
-    return attrs.field(default=_NO_SPAN, eq=False, repr=False)
+    return attrs.field(default=NO_SPAN, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)

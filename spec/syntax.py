@@ -12,11 +12,11 @@ from typing import Any, Union
 import attrs
 
 from expc.spec.diagnostics import Span
-from expc.spec.ir import IndexSelector
+from expc.spec.ir import NO_SPAN, IndexSelector
 
 
-def _layout() -> Any:
-    return attrs.field(eq=False, repr=False)
+def _layout(default: Any = NO_SPAN) -> Any:
+    return attrs.field(default=default, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -28,7 +28,7 @@ class Str:
 @attrs.frozen(kw_only=True)
 class Num:
     value: int | float
-    text: str = attrs.field(eq=False)  # as written, so the formatter keeps `1e3` or `0.50`
+    text: str = attrs.field(default="", eq=False)  # as written, so the formatter keeps `1e3` or `0.50`
     span: Span = _layout()
 
 
@@ -83,7 +83,7 @@ class BlockDecl:
     assigns: tuple[Assign, ...] = ()
     name_span: Span = _layout()
     span: Span = _layout()
-    open_line: int = _layout()  # line of `{`, for the formatter
+    open_line: int = _layout(0)  # line of `{`, for the formatter
 
 
 @attrs.frozen(kw_only=True)
@@ -94,7 +94,7 @@ class CaptureStmt:
     name: str | None = None
     body: tuple[Assign, ...] | None = None
     site_span: Span = _layout()
-    name_span: Span | None = _layout()
+    name_span: Span | None = _layout(None)
     span: Span = _layout()
 
     @property
@@ -123,9 +123,9 @@ class ExperimentDecl:
     extends: str | None = None
     statements: tuple[Statement, ...] = ()
     name_span: Span = _layout()
-    extends_span: Span | None = _layout()
+    extends_span: Span | None = _layout(None)
     span: Span = _layout()
-    open_line: int = _layout()
+    open_line: int = _layout(0)
 
 
 @attrs.frozen(kw_only=True)
