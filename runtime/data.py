@@ -17,7 +17,7 @@ from typing import Protocol
 import attrs
 import torch
 
-from expc.runtime.data_sources import read_samples
+from expc.runtime.data_sources import MAX_ERRORS, RawSample, read_samples
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
 
 _ID_LIMIT = 2**31  # token ids are kept as int32
@@ -92,37 +92,32 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
     ids, offsets, lines = array("i"), array("q", [0]), array("q")
     masks = array("b") if mask_field is not None else None
     problems: list[Diagnostic] = []
-    for raw in read_samples(kind=kind, path=path, field=field, mask_field=mask_field,
-                            limit=limit):
-        if raw.token_ids is not None:
-            tokens = raw.token_ids
-        elif raw.mask is not None:
-            tokens = tokenizer.encode(raw.text)
-        else:
-            tokens = tokenizer.encode(raw.text, max_length=max_length)
-        if not tokens:
-            problems.append(error(path, "sample has no tokens after tokenisation",
-                                  code="data-empty-sample", line=raw.line))
-            continue
-        id_limit = min(vocab_size or _ID_LIMIT, _ID_LIMIT)
-        if max(tokens) >= id_limit:
-            problems.append(error(
-                path, f"token id {max(tokens)} is outside the vocabulary (size {id_limit})",
-                code="data-token-id", line=raw.line,
-                help=["pre-tokenised ids must come from the model's own tokenizer"]))
-            continue
-        if raw.mask is not None and len(raw.mask) != len(tokens):
-            problems.append(error(
-                path, f"mask field `{mask_field}` has {len(raw.mask)} entries but the text "
-                      f"tokenises to {len(tokens)} tokens", code="data-field", line=raw.line,
-                help=["the mask needs one 0/1 entry per token of the model's tokenizer"]))
-            continue
-        keep = len(tokens) if max_length is None else min(len(tokens), max_length)
-        ids.extend(tokens[:keep])
-        if masks is not None:
-            masks.extend(raw.mask[:keep])
-        offsets.append(len(ids))
-        lines.append(raw.line)
+    samples = read_samples(kind=kind, path=path, field=field, mask_field=mask_field, limit=limit)
+    try:
+        for raw in samples:
+            if raw.token_ids is not None:
+                tokens = raw.token_ids
+            elif raw.mask is not None:
+                tokens = tokenizer.encode(raw.text)
+            else:
+                tokens = tokenizer.encode(raw.text, max_length=max_length)
+            problem = _check_tokens(raw, tokens, path=path, mask_field=mask_field,
+                                    vocab_size=vocab_size)
+            if problem is not None:
+                problems.append(problem)
+                if len(problems) >= MAX_ERRORS:
+                    break
+                continue
+            keep = len(tokens) if max_length is None else min(len(tokens), max_length)
+            ids.extend(tokens[:keep])
+            if masks is not None:
+                masks.extend(raw.mask[:keep])
+            offsets.append(len(ids))
+            lines.append(raw.line)
+    except DiagnosticError as exc:  # the reader's own problems, after ours of earlier lines
+        problems.extend(exc.diagnostics)
+    finally:
+        samples.close()
     if problems:
         raise DiagnosticError(problems)
     return TokenizedData(
@@ -132,6 +127,25 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
         lines=_to_tensor(lines, torch.int64),
         field_mask=None if masks is None else _to_tensor(masks, torch.int8),
     )
+
+
+def _check_tokens(raw: RawSample, tokens: list[int], *, path: str, mask_field: str | None,
+                  vocab_size: int | None) -> Diagnostic | None:
+    """What is wrong with one sample's tokens, if anything."""
+    if not tokens:
+        return error(path, "sample has no tokens after tokenisation", code="data-empty-sample",
+                     line=raw.line)
+    id_limit = min(vocab_size or _ID_LIMIT, _ID_LIMIT)
+    if max(tokens) >= id_limit:
+        return error(path, f"token id {max(tokens)} is outside the vocabulary (size {id_limit})",
+                     code="data-token-id", line=raw.line,
+                     help=["pre-tokenised ids must come from the model's own tokenizer"])
+    if raw.mask is not None and len(raw.mask) != len(tokens):
+        return error(path, f"mask field `{mask_field}` has {len(raw.mask)} entries but the text "
+                           f"tokenises to {len(tokens)} tokens", code="data-field",
+                     line=raw.line,
+                     help=["the mask needs one 0/1 entry per token of the model's tokenizer"])
+    return None
 
 
 def _to_tensor(values: array, dtype: torch.dtype) -> torch.Tensor:

@@ -17,7 +17,7 @@ from expc.runtime.data import TokenizedData, load_data
 from expc.runtime.data_batches import (
     collate, iter_batches, plan_batches, restore_data_order,
 )
-from expc.runtime.data_sources import read_samples
+from expc.runtime.data_sources import MAX_ERRORS, read_samples
 from expc.spec.diagnostics import DiagnosticError
 
 BOS, PAD = 1, 0
@@ -181,6 +181,20 @@ def test_missing_field_suggests_the_closest_name(tmp_path):
     with pytest.raises(DiagnosticError) as excinfo:
         list(read_samples(kind="jsonl", path=path, field="text"))
     assert only_error(excinfo).help == ("did you mean `txt`?",)
+
+
+def test_tokenisation_and_reading_problems_are_reported_together(tmp_path):
+    path = write(tmp_path, jsonl({"ids": [1], "m": [1]}, {"ids": [], "m": []}) + "{oops\n")
+    with pytest.raises(DiagnosticError) as excinfo:
+        load_data(kind="tokens", path=path, field="ids", mask_field="m")
+    assert [d.span.line for d in excinfo.value.diagnostics] == [2, 3]
+
+
+def test_error_count_is_capped(tmp_path):
+    path = write(tmp_path, jsonl(*[{"input_ids": []}] * 50))
+    with pytest.raises(DiagnosticError) as excinfo:
+        load_data(kind="tokens", path=path)
+    assert len(excinfo.value.diagnostics) == MAX_ERRORS < 50
 
 
 def test_all_bad_lines_are_reported_together(tmp_path):
