@@ -220,7 +220,8 @@ def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk:
     }
     path.mkdir(parents=True, exist_ok=True)
     if status != "running":
-        save_file(b.tensors, str(path / "results.safetensors"))
+        save_file({k: v.contiguous() for k, v in b.tensors.items()},
+                  str(path / "results.safetensors"))
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return path
 
