@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from expc.compiler.manager import fresh_copy, visit
+from expc.compiler.manager import graph_pass, visit
 from expc.compiler.nodes import TAPS_META, attention_arguments, is_attention
 from expc.models import markers
 
 
+@graph_pass
 def explicit_attention(gm: fx.GraphModule) -> fx.GraphModule:
     """Replace the labelled fused attention nodes by softmax weights, a matmul and a marker."""
-    gm = fresh_copy(gm)
     graph = gm.graph
     for node in visit(graph):
         if not (is_attention(node) and node.meta.get(TAPS_META)):

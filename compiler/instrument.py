@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import torch.fx as fx
 
-from expc.compiler.manager import fresh_copy, visit
+from expc.compiler.manager import graph_pass, visit
 from expc.compiler.nodes import TAPS_META, is_marker, marker_input
 from expc.compiler.taps import add_tap, ignore
 
@@ -30,9 +30,9 @@ def _sink(sinks: Mapping[str, Callable] | None, key: str) -> Callable:
     return sinks[key]
 
 
+@graph_pass
 def instrument(gm: fx.GraphModule, *, sinks: Mapping[str, Callable] | None) -> fx.GraphModule:
     """Tap every labelled node; `sinks=None` taps into no-op sinks (for printing)."""
-    gm = fresh_copy(gm)
     graph = gm.graph
     for node in visit(graph):
         entries = node.meta.get(TAPS_META, ())

@@ -22,10 +22,8 @@ from expc.compiler.plan import Plan, build_plan
 from expc.compiler.prune import prune
 from expc.compiler.resolve import resolve
 from expc.compiler.strip import strip
+from expc.models.tracing import trace
 from expc.spec import ir
-
-Tracer = Callable[[torch.nn.Module], fx.GraphModule]
-
 
 @attrs.frozen(kw_only=True)
 class Compiled:
@@ -38,12 +36,6 @@ class Compiled:
     graph_module: fx.GraphModule
     plan: Plan
     returns_output: bool
-
-
-def _default_tracer(model: torch.nn.Module) -> fx.GraphModule:
-    from expc.models.tracing import trace
-
-    return trace(model)
 
 
 def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *,
@@ -59,16 +51,16 @@ def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *,
 
 
 def compile_plan(plan: Plan, model: torch.nn.Module, sinks: Mapping[str, Callable] | None = None,
-                 *, keep_output: bool = False, tracer: Tracer | None = None) -> Compiled:
+                 *, keep_output: bool = False) -> Compiled:
     """Trace `model` and instrument it per `plan`; `sinks=None` uses no-op sinks."""
-    gm = (tracer or _default_tracer)(model)
+    gm = trace(model)
     gm = run_passes(gm, passes_for(plan, sinks, keep_output=keep_output))
     return Compiled(graph_module=gm, plan=plan, returns_output=keep_output)
 
 
 def compile_experiment(experiment: ir.Experiment, model: torch.nn.Module,
-                       sinks: Mapping[str, Callable] | None = None, *, keep_output: bool = False,
-                       tracer: Tracer | None = None) -> Compiled:
+                       sinks: Mapping[str, Callable] | None = None, *,
+                       keep_output: bool = False) -> Compiled:
     """Plan `experiment` for `model` (a `HydraTransformer`) and compile it."""
     plan = build_plan(experiment, n_layers=model.config.n_layers)
-    return compile_plan(plan, model, sinks, keep_output=keep_output, tracer=tracer)
+    return compile_plan(plan, model, sinks, keep_output=keep_output)

@@ -14,10 +14,12 @@ from types import MappingProxyType
 
 import attrs
 
+from expc.models.hydra import module_key
 from expc.spec import ir
 from expc.spec.diagnostics import Span
 
-# Model-wide sites: `embed` sits before the trunk; `final_norm` and `logits` exist per head.
+# Model-wide sites: `embed` sits before the trunk; `final_norm` and `logits` exist per head,
+# labelled with their head only when there is a Hydra split (like layers inside the heads).
 PER_HEAD_MODEL_SITES = ("final_norm", "logits")
 
 
@@ -55,11 +57,6 @@ class Layout:
         prefix = "" if head is None else f"heads.{head}."
         return f"{prefix}layers.{layer}.{module}"
 
-    def module_key(self, module: str, layer: int, head: int | None) -> str:
-        """The module's name in result keys, e.g. `head1/layers.3.mlp.down_proj`."""
-        prefix = "" if head is None else f"head{head}/"
-        return f"{prefix}layers.{layer}.{module}"
-
 
 @attrs.frozen(kw_only=True)
 class CaptureEntry:
@@ -69,7 +66,7 @@ class CaptureEntry:
     site: str
     name: str  # the `as` name, else the site
     layer: int | None
-    head: int | None  # the head label of the marker (None in the trunk / for `embed`)
+    head: int | None  # the head label of the marker: None in the trunk, for `embed`, unsplit
     mode: str  # full | mean | sum | max | dataset_mean
     mask: str | None = None  # attention | last | first | field
     field: str | None = None  # the data field of a `field(...)` mask
@@ -111,8 +108,8 @@ class Plan:
         return {(e.layer, e.head) for e in (*self.captures, *self.metrics)}
 
 
-def _capture_key(layout: Layout, name: str, layer: int | None, head: int | None) -> str:
-    head_part = f"head{head}/" if head is not None and layout.split else ""
+def _capture_key(name: str, layer: int | None, head: int | None) -> str:
+    head_part = "" if head is None else f"head{head}/"
     layer_part = "" if layer is None else f"_{layer}"
     return f"capture/{head_part}{name}{layer_part}"
 
@@ -123,26 +120,27 @@ def _capture_entries(layout: Layout, capture: ir.Capture) -> list[CaptureEntry]:
                   mask=None if mask is None else mask.kind,
                   field=None if mask is None else mask.field, span=capture.span)
     if capture.layers is None:
-        heads = (None,) if capture.site == "embed" else layout.selected_heads(capture.heads)
+        per_head = capture.site in PER_HEAD_MODEL_SITES and layout.split
+        heads = layout.selected_heads(capture.heads) if per_head else (None,)
         places = [(None, h) for h in heads]
     else:
         places = [(layer, h) for layer in capture.layers.resolve(layout.n_layers)
                   for h in layout.heads_of_layer(layer, capture.heads)]
-    return [CaptureEntry(key=_capture_key(layout, capture.key_name, layer, head),
+    return [CaptureEntry(key=_capture_key(capture.key_name, layer, head),
                          layer=layer, head=head, **common) for layer, head in places]
 
 
 def _metric_entries(layout: Layout, importance: ir.Importance) -> list[MetricEntry]:
     params = {p.name: p.value for p in importance.params}
-    return [
-        MetricEntry(
-            key=f"importance/{importance.metric}/{layout.module_key(importance.module, layer, head)}",
-            metric=importance.metric, module=importance.module,
-            module_path=layout.module_path(importance.module, layer, head),
-            layer=layer, head=head, params=params, span=importance.span)
-        for layer in importance.layers.resolve(layout.n_layers)
-        for head in layout.heads_of_layer(layer, importance.heads)
-    ]
+    entries = []
+    for layer in importance.layers.resolve(layout.n_layers):
+        for head in layout.heads_of_layer(layer, importance.heads):
+            path = layout.module_path(importance.module, layer, head)
+            entries.append(MetricEntry(
+                key=f"importance/{importance.metric}/{module_key(path)}",
+                metric=importance.metric, module=importance.module, module_path=path,
+                layer=layer, head=head, params=params, span=importance.span))
+    return entries
 
 
 def build_plan(experiment: ir.Experiment, *, n_layers: int) -> Plan:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import networkx as nx
 import torch.fx as fx
 
-from expc.compiler.manager import fresh_copy, visit
+from expc.compiler.manager import graph_pass, visit
 from expc.compiler.taps import is_tap
 
 
@@ -30,15 +30,14 @@ def needed_nodes(graph: fx.Graph) -> set[fx.Node]:
     """The taps, impure nodes and the output, with everything they depend on."""
     dag = dependency_graph(graph)
     roots = [n for n in graph.nodes if n.op == "output" or is_tap(n) or n.is_impure()]
-    needed: set[fx.Node] = set(roots)
-    for root in roots:
-        needed |= nx.ancestors(dag, root)
-    return needed
+    wanted = "everything a root needs"  # one search from a node every root feeds
+    dag.add_edges_from((root, wanted) for root in roots)
+    return nx.ancestors(dag, wanted)
 
 
+@graph_pass
 def prune(gm: fx.GraphModule, *, keep_output: bool) -> fx.GraphModule:
     """Erase what no tap (and, if `keep_output`, no output) needs."""
-    gm = fresh_copy(gm)
     graph = gm.graph
     if not keep_output:
         graph.output_node().args = (None,)

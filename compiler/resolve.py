@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import torch.fx as fx
 
-from expc.compiler.manager import fresh_copy, visit
+from expc.compiler.manager import graph_pass, visit
 from expc.compiler.nodes import (
     TAPS_META, attention_label, is_attention, is_marker, marker_label,
 )
@@ -54,9 +54,9 @@ def _missing(entry: PlanEntry) -> Diagnostic:
                       message=f"the model has no {what} (needed for `{entry.key}`)")
 
 
+@graph_pass
 def resolve(gm: fx.GraphModule, *, plan: Plan) -> fx.GraphModule:
     """Label each node that a plan entry reads with the entries it serves."""
-    gm = fresh_copy(gm)
     wanted: dict[tuple, list[PlanEntry]] = defaultdict(list)
     for entry in (*plan.captures, *plan.metrics):
         wanted[_entry_key(entry)].append(entry)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from expc.compiler.manager import fresh_copy, visit
+from expc.compiler.manager import graph_pass, visit
 from expc.compiler.nodes import is_marker, marker_input
 
 
+@graph_pass
 def strip(gm: fx.GraphModule) -> fx.GraphModule:
     """Replace every marker node by the value it passes through."""
-    gm = fresh_copy(gm)
     graph = gm.graph
     for node in visit(graph):
         if is_marker(node):

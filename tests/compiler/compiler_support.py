@@ -1,0 +1,68 @@
+"""Shared pieces of the compiler tests: the model under test, inputs, plans and sinks."""
+# `trace` is re-exported for the tests: the tracer the compiler itself uses.
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from expc.compiler.plan import CaptureEntry, Layout, MetricEntry, Plan
+from expc.models.loading import load_model
+from expc.models.tracing import trace
+
+N_LAYERS, TRUNK, HEADS = 4, 2, 3
+LAYOUT = Layout(n_layers=N_LAYERS, trunk=TRUNK, n_heads=HEADS)
+
+
+def make_model() -> torch.nn.Module:
+    """The built-in tiny Llama (4 layers, hidden 64) split into a 2-layer trunk and 3 heads."""
+    return load_model("builtin:tiny-llama", trunk=TRUNK, heads=HEADS)
+
+
+def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids `[3, 7]`; the mask pads the second row on the right, the third on the left."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 256, (3, 7), generator=generator)
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [0] * 3 + [1] * 4])
+    return ids, mask
+
+
+def capture(site: str, layer: int | None = None, head: int | None = None, *,
+            mode: str = "full") -> CaptureEntry:
+    """An entry keyed like the plan keys it (contracts §3)."""
+    head_part = "" if head is None else f"head{head}/"
+    layer_part = "" if layer is None else f"_{layer}"
+    return CaptureEntry(key=f"capture/{head_part}{site}{layer_part}", site=site, name=site,
+                        layer=layer, head=head, mode=mode)
+
+
+def metric(name: str, module: str, layer: int, head: int | None = None) -> MetricEntry:
+    path = LAYOUT.module_path(module, layer, head)
+    key_path = path if head is None else path.replace(f"heads.{head}.", f"head{head}/")
+    return MetricEntry(key=f"importance/{name}/{key_path}", metric=name, module=module,
+                       module_path=path, layer=layer, head=head)
+
+
+def plan_of(*entries) -> Plan:
+    return Plan(layout=LAYOUT,
+                captures=tuple(e for e in entries if isinstance(e, CaptureEntry)),
+                metrics=tuple(e for e in entries if isinstance(e, MetricEntry)))
+
+
+class Recorder:
+    """Sinks that keep every call's tensors, per key."""
+
+    def __init__(self, plan: Plan):
+        self.calls: dict[str, list[tuple[torch.Tensor, ...]]] = defaultdict(list)
+        self.sinks = {key: self._sink(key) for key in plan.keys}
+
+    def _sink(self, key: str):
+        def sink(*tensors: torch.Tensor) -> None:
+            self.calls[key].append(tuple(t.detach().clone() for t in tensors))
+        return sink
+
+    def one(self, key: str) -> tuple[torch.Tensor, ...]:
+        """The tensors of the single call a key received."""
+        assert len(self.calls[key]) == 1, (key, len(self.calls[key]))
+        return self.calls[key][0]

@@ -1,0 +1,80 @@
+"""The pass manager: order, lint after each pass, and errors that name the pass and node."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.fx as fx
+
+from expc.compiler.manager import CompilerPassError, fresh_copy, run_passes, visit
+from expc.spec.diagnostics import DiagnosticError, error
+
+
+class Small(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.relu(self.linear(x)) + 1
+
+
+def _traced() -> fx.GraphModule:
+    return fx.symbolic_trace(Small())
+
+
+def fails_at_relu(gm: fx.GraphModule) -> fx.GraphModule:
+    for node in visit(gm.graph):
+        if node.target is torch.relu:
+            raise ValueError("cannot handle relu")
+    return gm
+
+
+def breaks_the_graph(gm: fx.GraphModule) -> fx.GraphModule:
+    gm = fresh_copy(gm)
+    with gm.graph.inserting_before(gm.graph.output_node()):
+        gm.graph.call_module("no_such_module", (next(iter(gm.graph.nodes)),))
+    return gm
+
+
+def rejects_the_spec(gm: fx.GraphModule) -> fx.GraphModule:
+    raise DiagnosticError(error("a.exp", "bad spec", code="x", line=3))
+
+
+def doubles_the_output(gm: fx.GraphModule) -> fx.GraphModule:
+    gm = fresh_copy(gm)
+    out = gm.graph.output_node()
+    with gm.graph.inserting_before(out):
+        doubled = gm.graph.call_function(torch.mul, (out.args[0], 2))
+    out.args = (doubled,)
+    return gm
+
+
+def test_passes_run_in_order_and_the_result_is_recompiled():
+    gm = _traced()
+    x = torch.randn(2, 4)
+    out = run_passes(gm, [doubles_the_output, doubles_the_output])
+    assert torch.allclose(out(x), 4 * gm(x))
+    assert out.code.count("torch.mul") == 2
+    assert "torch.mul" not in gm.code  # the input graph module is untouched
+
+
+def test_a_failing_pass_is_named_with_its_node():
+    with pytest.raises(CompilerPassError) as info:
+        run_passes(_traced(), [doubles_the_output, fails_at_relu])
+    assert info.value.pass_name == "fails_at_relu"
+    assert info.value.node == "relu"
+    assert "fails_at_relu" in str(info.value) and "cannot handle relu" in str(info.value)
+
+
+def test_a_pass_that_breaks_the_graph_is_caught_by_lint():
+    with pytest.raises(CompilerPassError) as info:
+        run_passes(_traced(), [breaks_the_graph])
+    assert info.value.pass_name == "breaks_the_graph"
+    assert "no_such_module" in str(info.value)
+
+
+def test_user_errors_pass_through_as_diagnostics():
+    with pytest.raises(DiagnosticError) as info:
+        run_passes(_traced(), [rejects_the_spec])
+    assert info.value.diagnostics[0].span.line == 3
