@@ -2,8 +2,67 @@
 
 The repository keeps the design card's folders at its root (`grammar/`, `spec/`, `models/`,
 `compiler/`, `runtime/`, `report/`, `cli/`); installed, each is a subpackage of `expc`.
-The notebook API (`expc.load`, `expc.compile`, `expc.run`, `expc.open_run`) arrives with the
-runtime; importing `expc` itself stays cheap so that `expc check` never imports torch.
+The notebook API below imports its machinery on first use, so `import expc` stays cheap and
+`expc check` never imports torch:
+
+    spec = expc.load("examples/quickstart.exp", overrides=["data.limit=8"])
+    results = expc.run(spec, out="runs/nb")          # an ActivationCache-like `Results`
+    compiled = expc.compile(spec)                    # instrumented fx graph + plan
+    run = expc.open_run("runs/nb")                   # read a run folder back
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def load(path: str | Path, *, overrides: tuple[str, ...] = (), check_model: bool = True) -> Any:
+    """Parse and check a spec file into its IR (`expc.spec.ir.Experiment`)."""
+    from expc.spec import load as load_spec
+
+    return load_spec(path, overrides=tuple(overrides), check_model=check_model)
+
+
+def compile(experiment: Any, *, model: Any = None, sinks: Any = None) -> Any:  # noqa: A001
+    """Compile a checked experiment into an instrumented graph (`Compiled`).
+
+    Without `model`, the spec's model is loaded; without `sinks`, taps do nothing.
+    """
+    from expc.compiler.pipeline import compile_experiment
+    from expc.models.loading import load_model
+    from expc.runtime.device import DTYPES, resolve_device
+
+    if model is None:
+        hydra = experiment.hydra
+        model = load_model(experiment.model.path, trunk=None if hydra is None else hydra.trunk,
+                           heads=1 if hydra is None else hydra.heads,
+                           dtype=DTYPES[experiment.dtype], device=resolve_device(experiment.device))
+    return compile_experiment(experiment, model, sinks)
+
+
+def run(spec: Any, *, out: str | Path | None = None, overrides: tuple[str, ...] = (),
+        resume: bool = False, force: bool = False, quiet: bool = True) -> Any:
+    """Run a spec (a path, or an IR from `expc.load`) and return its `Results`."""
+    from expc.runtime.execute import RunRequest, run_experiment
+    from expc.runtime.execute import run as run_file
+
+    out_dir = None if out is None else Path(out)
+    if isinstance(spec, (str, Path)):
+        return run_file(RunRequest(spec_path=Path(spec), overrides=tuple(overrides),
+                                   out_dir=out_dir, resume=resume, force=force, quiet=quiet))
+    from expc.spec import to_json
+    import json
+
+    text = json.dumps(to_json(spec), sort_keys=True)
+    return run_experiment(spec, spec_path="<ir>", spec_text=text, out_dir=out_dir,
+                          resume=resume, force=force, quiet=quiet)
+
+
+def open_run(run_dir: str | Path) -> Any:
+    """Read a run folder back: manifest plus lazily loaded tensors."""
+    from expc.runtime.store import open_run as open_run_folder
+
+    return open_run_folder(run_dir)

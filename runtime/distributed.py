@@ -1,0 +1,61 @@
+"""Distributed runs on torchrun's engine: which rank this is, and merging state on rank 0.
+
+`torchrun --nproc-per-node N -m expc run SPEC` sets RANK / WORLD_SIZE; each rank runs its
+shard of the batches (every N-th batch), then every rank's aggregator and metric state goes
+to rank 0, which merges them in rank order with the states' exact `merge` and writes the one
+run folder. gloo on CPU, NCCL on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import attrs
+import torch
+import torch.distributed as dist
+
+
+@attrs.frozen(kw_only=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def current_world(device: torch.device) -> World:
+    """This process's place in a torchrun job (a single process when not launched by one)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(rank=dist.get_rank(), size=dist.get_world_size())
+
+
+def gather_states(world: World, states: Mapping[str, Mapping[str, torch.Tensor]]
+                  ) -> list[dict[str, dict[str, torch.Tensor]]] | None:
+    """Every rank's state dicts on rank 0 (in rank order); None on the other ranks."""
+    cpu = {name: {k: v.detach().cpu() for k, v in state.items()} for name, state in states.items()}
+    if not world.distributed:
+        return [cpu]
+    gathered: list | None = [None] * world.size if world.is_main else None
+    dist.gather_object(cpu, gathered, dst=0)
+    return gathered
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,286 @@
+"""`expc run`: from a checked spec to a complete run folder, batch by batch, resumable.
+
+The order of things is what makes a run folder trustworthy: the folder is claimed (status
+`running`) before anything can fail, every failure after that marks it `failed` with its
+diagnostics, checkpoints save all state and then the cursor, and `complete` is written only
+after the results. Ctrl-C finishes the batch in flight, saves a checkpoint and stops with
+a message telling how to resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import torch
+
+from expc.compiler.pipeline import compile_plan
+from expc.compiler.plan import Plan, build_plan
+from expc.models.loading import load_model
+from expc.models.tokenizer import load_tokenizer
+from expc.runtime.aggregate_masks import EmptyMaskError
+from expc.runtime.cache import Results
+from expc.runtime.checkpoint import Cursor, load_checkpoint, save_checkpoint
+from expc.runtime.data import TokenizedData, load_data
+from expc.runtime.data_batches import BatchPlan, iter_batches, plan_batches
+from expc.runtime.device import DTYPES, resolve_device
+from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
+from expc.runtime.progress import Progress
+from expc.runtime.sinks import BatchContext, capture_sink, metric_sink
+from expc.runtime.state import build_states, collect_results
+from expc.runtime.store import RunStore, spec_sha256
+from expc.spec import ir
+from expc.spec import load as load_spec
+from expc.spec import to_json
+from expc.spec.diagnostics import DiagnosticError
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped the run after a checkpoint; `--resume` continues it."""
+
+    def __init__(self, *, run_dir: Path, batches_done: int):
+        self.run_dir = run_dir
+        self.batches_done = batches_done
+        super().__init__(f"interrupted after {batches_done} batches; checkpoint saved in "
+                         f"{run_dir / 'checkpoint'}")
+
+
+@attrs.frozen(kw_only=True)
+class RunRequest:
+    """What `expc run` was asked to do."""
+
+    spec_path: Path
+    overrides: tuple[str, ...] = ()
+    out_dir: Path | None = None
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+
+
+def spec_fingerprint_text(spec_text: str, overrides: Sequence[str]) -> str:
+    """The spec text as run: the file plus its `--set` overrides (both change results)."""
+    return spec_text + "".join(f"\n# --set {o}" for o in overrides)
+
+
+def run(request: RunRequest) -> Results:
+    """Run a spec file end to end and return its results; see the module docstring."""
+    experiment = load_spec(request.spec_path, overrides=request.overrides)
+    spec_text = spec_fingerprint_text(
+        Path(request.spec_path).read_text(encoding="utf-8"), request.overrides)
+    return run_experiment(experiment, spec_path=str(request.spec_path), spec_text=spec_text,
+                          out_dir=request.out_dir, resume=request.resume, force=request.force,
+                          quiet=request.quiet)
+
+
+def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
+                   out_dir: Path | None = None, resume: bool = False, force: bool = False,
+                   quiet: bool = False) -> Results:
+    """Run a checked experiment; rank 0 writes the run folder."""
+    device = resolve_device(experiment.device)
+    world = current_world(device)
+    run_dir = Path(out_dir or experiment.output.dir)
+    store = None
+    if world.is_main:
+        store = RunStore.start(run_dir, spec_path=spec_path, spec_text=spec_text,
+                               ir=to_json(experiment), model={"path": experiment.model.path},
+                               data_source=experiment.data.source.path, force=force,
+                               resume=resume)
+    barrier(world)
+    try:
+        results = _execute(experiment, store=store, run_dir=run_dir, world=world,
+                           device=device, resume=resume, quiet=quiet,
+                           fingerprint=f"{spec_sha256(spec_text)}/world{world.size}")
+    except Interrupted:
+        if store is not None:
+            store.manifest["error"] = {"message": "interrupted; run again with --resume",
+                                       "diagnostics": []}
+            store.fail(KeyboardInterrupt("interrupted; resumable with --resume"))
+        raise
+    except BaseException as exc:
+        if store is not None:
+            store.fail(exc)
+        raise
+    finally:
+        shutdown(world)
+    return results
+
+
+@attrs.define(kw_only=True)
+class _Loop:
+    """The per-rank state of one run: data, batches, model graph and state objects."""
+
+    data: TokenizedData
+    batches: BatchPlan
+    graph: torch.nn.Module
+    plan: Plan
+    states: dict[str, object]
+    context: BatchContext
+    pad_token_id: int | None
+
+
+def _describe_model(experiment: ir.Experiment, model) -> dict:
+    hydra = model.hydra
+    return {"path": experiment.model.path, "architecture": model.config.model_type,
+            "config": dict(model.config.raw), "n_layers": model.config.n_layers,
+            "hydra": {"trunk": hydra.trunk_layers, "heads": hydra.n_heads}}
+
+
+def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
+             seconds: dict[str, float], store: RunStore | None) -> _Loop:
+    t0 = time.perf_counter()
+    torch.manual_seed(experiment.seed)
+    hydra = experiment.hydra
+    model = load_model(experiment.model.path, trunk=None if hydra is None else hydra.trunk,
+                       heads=1 if hydra is None else hydra.heads,
+                       dtype=DTYPES[experiment.dtype], device=device)
+    if store is not None:
+        store.manifest["model"] = _describe_model(experiment, model)
+    source = experiment.data.source
+    tokenizer = None if source.kind == "tokens" else load_tokenizer(experiment.model.path)
+    data = load_data(kind=source.kind, path=source.path, field=source.field,
+                     mask_field=source.mask_field, limit=experiment.data.limit,
+                     tokenizer=tokenizer, max_length=experiment.data.max_length,
+                     vocab_size=model.config.vocab_size)
+    batches = plan_batches(data.lengths, batch_size=experiment.data.batch_size)
+    batches = batches.shard(rank=world.rank, world_size=world.size)
+    seconds["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    plan = build_plan(experiment, n_layers=model.config.n_layers)
+    states = build_states(plan, model, total_batches=len(batches))
+    context = BatchContext()
+    metric_keys = {entry.key for entry in plan.metrics}
+    sinks = {key: (metric_sink if key in metric_keys else capture_sink)(state, context)
+             for key, state in states.items()}
+    graph = compile_plan(plan, model, sinks).graph_module
+    if experiment.compile:
+        graph = torch.compile(graph)
+    seconds["compile"] = time.perf_counter() - t0
+    return _Loop(data=data, batches=batches, graph=graph, plan=plan, states=states,
+                 context=context, pad_token_id=_pad_token_id(tokenizer, model.config))
+
+
+def _pad_token_id(tokenizer, config) -> int | None:
+    """The tokenizer's pad id; for pre-tokenised data, the model config's."""
+    return config.pad_token_id if tokenizer is None else tokenizer.pad_token_id
+
+
+def _empty_mask_error(exc: EmptyMaskError, loop: _Loop, batch_number: int) -> DiagnosticError:
+    number = batch_number if exc.batch is None else exc.batch
+    sample = int(loop.batches.batch(number)[exc.row])
+    return DiagnosticError(loop.data.sample_error(
+        sample, f"the `{exc.mask or 'attention'}` mask selects no token of this sample",
+        code="empty-mask"))
+
+
+class _StopFlag:
+    """SIGINT sets a flag the loop reads between batches (a batch is never half-counted)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path, world: World,
+             device: torch.device, resume: bool, quiet: bool, fingerprint: str) -> Results:
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    loop = _prepare(experiment, device=device, world=world, seconds=seconds, store=store)
+    checkpoint_dir = run_dir / "checkpoint"
+    start, elapsed = 0, 0.0
+    if resume:
+        restored = load_checkpoint(checkpoint_dir, rank=world.rank, fingerprint=fingerprint)
+        if restored is not None:
+            state_dicts, cursor = restored
+            for key, state in loop.states.items():
+                state.load_state_dict(state_dicts[key])
+            start, elapsed = cursor.batches_done, cursor.elapsed_seconds
+            log.info("resuming after batch %d of %d", start, len(loop.batches))
+
+    def checkpoint(done: int) -> None:
+        cursor = Cursor(batches_done=done, samples_done=loop.batches.samples_before(done),
+                        tokens_done=0, elapsed_seconds=elapsed + time.perf_counter() - t_run,
+                        fingerprint=fingerprint)
+        states = {key: state.state_dict() for key, state in loop.states.items()}
+        save_checkpoint(checkpoint_dir, states=states, cursor=cursor, rank=world.rank)
+        if store is not None:
+            store.record_checkpoint(batches_done=done)
+
+    every = experiment.output.checkpoint_every
+    t_run = time.perf_counter()
+    progress = Progress(total=len(loop.batches), done=start, quiet=quiet or not world.is_main)
+    number = start
+    with _StopFlag() as stop, torch.inference_mode(), progress:
+        try:
+            for batch in iter_batches(loop.data, loop.batches, pad_token_id=loop.pad_token_id,
+                                      start=start):
+                number = batch.number
+                attention_mask = batch.attention_mask.to(device)
+                loop.context.set(attention_mask=attention_mask,
+                                 field_mask=None if batch.field_mask is None
+                                 else batch.field_mask.to(device))
+                loop.graph(batch.input_ids.to(device), attention_mask)
+                progress.advance(samples=batch.size, tokens=int(batch.token_count.sum()))
+                done = number + 1
+                if every and done % every == 0 and done < len(loop.batches):
+                    checkpoint(done)
+                if stop.raised:
+                    checkpoint(done)
+                    raise Interrupted(run_dir=run_dir, batches_done=done)
+            gathered = gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
+        except EmptyMaskError as exc:
+            raise _empty_mask_error(exc, loop, number) from None
+    seconds["run"] = elapsed + time.perf_counter() - t_run
+    if not world.is_main:
+        return Results({})
+    return _finish(experiment, loop, gathered, store=store, world=world, seconds=seconds,
+                   started=started)
+
+
+def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore,
+            world: World, seconds: dict[str, float], started: float) -> Results:
+    """Merge every rank's state (rank order), write results, then the `complete` manifest."""
+    full = plan_batches(loop.data.lengths, batch_size=experiment.data.batch_size)
+    states = merge_ranks(loop.states, gathered)
+    run_order = torch.cat([full.shard(rank=r, world_size=world.size).order
+                           for r in range(world.size)])
+    tensors, descriptions = collect_results(loop.plan, states, sample_index=run_order,
+                                            token_count=loop.data.lengths)
+    store.write_results(tensors, descriptions)
+    seconds["total"] = time.perf_counter() - started
+    store.finish(samples=loop.data.n_samples, tokens=loop.data.n_tokens, batches=len(full),
+                 seconds=seconds)
+    log.info("run complete: %d samples, %d tokens -> %s", loop.data.n_samples,
+             loop.data.n_tokens, store.run_dir)
+    return Results(tensors, metadata={"run_dir": str(store.run_dir)})
+
+
+def merge_ranks(states: dict[str, object], gathered) -> dict[str, object]:
+    """Rank 0's state objects with every other rank's state merged in, in rank order."""
+    for other in gathered[1:]:
+        for key, state in states.items():
+            twin = copy.deepcopy(state)
+            twin.load_state_dict(other[key])
+            state.merge(twin)
+    return states

@@ -1,0 +1,45 @@
+"""Bind state objects to the compiler's taps, with the current batch's masks.
+
+The compiler calls a capture sink as `sink(hidden)` and a metric sink as `sink(x_in, y_out)`;
+aggregators and metrics also need the batch's attention mask (and a per-token mask field).
+`BatchContext` holds those for the batch being run, set by the execution loop before each
+forward, so the graph itself stays free of runtime objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import torch
+
+
+@attrs.define(kw_only=True)
+class BatchContext:
+    """The masks of the batch currently flowing through the instrumented graph."""
+
+    attention_mask: torch.Tensor | None = None  # [B, S] 0/1
+    field_mask: torch.Tensor | None = None  # [B, S] 0/1, from the data's mask field
+
+    def set(self, *, attention_mask: torch.Tensor, field_mask: torch.Tensor | None) -> None:
+        self.attention_mask = attention_mask
+        self.field_mask = field_mask
+
+
+def capture_sink(aggregator, context: BatchContext) -> Callable[[torch.Tensor], None]:
+    """A tap callback feeding one aggregator with the current batch's masks."""
+
+    def sink(hidden: torch.Tensor) -> None:
+        aggregator.add(hidden, attention_mask=context.attention_mask,
+                       field_mask=context.field_mask)
+
+    return sink
+
+
+def metric_sink(metric, context: BatchContext) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """A tap callback feeding one importance metric its module's input and output."""
+
+    def sink(x_in: torch.Tensor, y_out: torch.Tensor) -> None:
+        metric.update(x_in, y_out, attention_mask=context.attention_mask)
+
+    return sink

@@ -1,0 +1,104 @@
+"""One state object per plan entry, and the result tensors they finish into.
+
+The compiler's plan names every result key; here each capture entry gets an aggregator and
+each metric entry an importance metric (given its module's weight and the model's KV-head
+layout), and at the end their results become the contract's tensors, per-sample ones put
+back in data order, each with the manifest description of docs/run-folder.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
+from expc.models.hydra import module_key
+from expc.runtime.aggregators import create_aggregator
+from expc.runtime.data_batches import restore_data_order
+from expc.runtime.importance import create_metric
+from expc.spec.diagnostics import DiagnosticError, error
+
+PER_SAMPLE_MODES = ("full", "mean", "sum", "max")
+
+
+def _metric_error(entry: MetricEntry, message: str) -> DiagnosticError:
+    span = entry.span
+    if span is None:
+        return DiagnosticError(error("<spec>", message, code="metric"))
+    return DiagnosticError(error(span.path, message, code="metric", line=span.line,
+                                 col=span.col, end_line=span.end_line, end_col=span.end_col))
+
+
+def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> dict[str, object]:
+    """An aggregator or metric for every plan key, in plan order."""
+    config = model.config
+    states: dict[str, object] = {}
+    for entry in plan.captures:
+        states[entry.key] = create_aggregator(mode=entry.mode, mask=entry.mask or "attention",
+                                              field=entry.field)
+    for entry in plan.metrics:
+        weight = getattr(model.get_submodule(entry.module_path), "weight", None)
+        try:
+            states[entry.key] = create_metric(
+                entry.metric, weight=None if weight is None else weight.detach(),
+                params=entry.params, n_kv_heads=config.n_kv_heads, head_dim=config.head_dim,
+                total_batches=total_batches)
+        except ValueError as exc:
+            raise _metric_error(entry, f"{entry.metric} at {entry.module_path}: {exc}") from None
+    return states
+
+
+def _capture_meaning(entry: CaptureEntry) -> str:
+    how = {"full": "every token of", "mean": "masked mean over the sequence of",
+           "sum": "masked sum over the sequence of", "max": "masked max over the sequence of",
+           "dataset_mean": "running mean over every selected token of the run of"}[entry.mode]
+    where = "" if entry.layer is None else f" at layer {entry.layer}"
+    head = "" if entry.head is None else f", head {entry.head}"
+    mask = "" if entry.mask is None else f" (mask = {entry.field or entry.mask})"
+    return f"{how} {entry.site}{where}{head}{mask}"
+
+
+SUFFIX_MEANINGS = {"": "", ".mask": " — its token mask", ".var": " — variance",
+                   ".count": " — number of tokens counted"}
+
+
+def _capture_description(entry: CaptureEntry, suffix: str) -> dict:
+    """The manifest entry of one capture tensor (docs/run-folder.md)."""
+    return {"kind": "capture", "meaning": _capture_meaning(entry) + SUFFIX_MEANINGS.get(suffix, suffix),
+            "site": entry.site, "name": entry.name, "layer": entry.layer, "head": entry.head,
+            "aggregate": entry.mode, "mask": entry.field or entry.mask}
+
+
+def _metric_description(entry: MetricEntry, field: str) -> dict:
+    """The manifest entry of one importance tensor (docs/run-folder.md)."""
+    module = module_key(entry.module_path)
+    return {"kind": "importance", "metric": entry.metric, "module": module,
+            "layer": entry.layer, "head": entry.head, "field": field,
+            "meaning": f"{entry.metric} {field} of {module}"}
+
+
+def collect_results(plan: Plan, states: Mapping[str, object], *, sample_index: torch.Tensor,
+                    token_count: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """Every result tensor (contract keys, CPU, data order) and its manifest description.
+
+    `sample_index` `[N]` names each collected row's sample in run order; `token_count` `[N]`
+    is given in data order.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    descriptions: dict[str, dict] = {}
+    for entry in plan.captures:
+        for suffix, tensor in states[entry.key].result().items():
+            tensor = tensor.detach().cpu()
+            if entry.mode in PER_SAMPLE_MODES:
+                tensor = restore_data_order(tensor, sample_index)
+            tensors[entry.key + suffix] = tensor.contiguous()
+            descriptions[entry.key + suffix] = _capture_description(entry, suffix)
+    for entry in plan.metrics:
+        for field, tensor in states[entry.key].to_dict().items():
+            key = f"{entry.key}/{field}"
+            tensors[key] = tensor.detach().cpu().contiguous()
+            descriptions[key] = _metric_description(entry, field)
+    tensors["meta/sample_index"] = torch.arange(sample_index.numel(), dtype=torch.int64)
+    tensors["meta/token_count"] = token_count.to(torch.int64).contiguous()
+    return tensors, descriptions
