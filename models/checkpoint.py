@@ -6,6 +6,12 @@ Every way a folder can be broken (no folder, no or malformed config, no safetens
 shard the index names but that is absent, a tensor missing or of the wrong shape) becomes
 a `Diagnostic` naming the file concerned — and the line, where a JSON file is at fault.
 Pickled `pytorch_model.bin` checkpoints are refused, never unpickled.
+
+Tensors come back as safetensors gives them: views of one private memory map per shard
+(copy-on-write), so loading costs no copy and pages are read from disk when first used.
+A cast to another dtype makes an ordinary in-memory copy instead (read through a
+short-lived map, so the source pages are released as it goes). Overwriting a checkpoint
+file in place while a model loaded from it is alive is therefore not supported.
 """
 
 from __future__ import annotations
@@ -137,6 +143,8 @@ class Checkpoint:
     config: dict
     listing: Path  # the file that names the tensors: model.safetensors or the index
     locations: dict[str, Path]
+    # One open handle (one memory map) per shard, shared by every tensor read from it.
+    handles: dict[Path, object] = attrs.field(factory=dict, repr=False)
 
     def keys(self) -> list[str]:
         return sorted(self.locations)
@@ -152,15 +160,24 @@ class Checkpoint:
                         help=tuple(f"did you mean `{c}`?" for c in close))
         return self.locations[name]
 
+    def _handle(self, name: str):
+        shard = self._where(name)
+        if shard not in self.handles:
+            self.handles[shard] = safe_open(shard, framework="pt")
+        return self.handles[shard]
+
     def shape(self, name: str) -> tuple[int, ...]:
-        with safe_open(self._where(name), framework="pt") as handle:
-            return tuple(handle.get_slice(name).get_shape())
+        return tuple(self._handle(name).get_slice(name).get_shape())
 
     def get_tensor(self, name: str, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """One tensor, read now from its file and cast to `dtype` when given."""
-        with safe_open(self._where(name), framework="pt") as handle:
-            tensor = handle.get_tensor(name)
-        return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
+        """One tensor (a view of the shard's memory map), cast to `dtype` when given."""
+        tensor = self._handle(name).get_tensor(name)  # a view: no page read yet
+        if dtype is None or tensor.dtype == dtype:
+            return tensor
+        # A cast copies. Read through a map of its own, unmapped right after, so the
+        # source pages do not stay resident beside the copies of the whole model.
+        with safe_open(self._where(name), framework="pt") as transient:
+            return transient.get_tensor(name).to(dtype)
 
     def expect_shape(self, name: str, shape: tuple[int, ...] | torch.Size) -> None:
         """Raise a diagnostic when tensor `name` does not have the shape the model needs."""
