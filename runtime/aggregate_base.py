@@ -125,12 +125,3 @@ class Aggregator:
     def _merge(self, other: Aggregator) -> None:
         raise NotImplementedError
 
-
-def broadcast_rows(selected: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """`[B, S]` token mask viewed as `[B, S, 1, ...]` to broadcast against `hidden`."""
-    return selected.view(*selected.shape, *([1] * (hidden.dim() - 2)))
-
-
-def promoted(hidden: torch.Tensor) -> torch.Tensor:
-    """Half-precision activations summed in float32 (float64 stays float64)."""
-    return hidden if hidden.dtype == torch.float64 else hidden.float()

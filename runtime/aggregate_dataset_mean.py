@@ -2,10 +2,11 @@
 
 Per batch the selected tokens' count, mean and sum of squared deviations are computed in one
 pass and folded into the running moments with Chan et al.'s pairwise update, which is also
-how two states (resume, ranks) merge — exactly, in any grouping. Accumulators are float64 and
-stay on the activations' device; masked-out tokens are excluded with `where`, never with
-boolean indexing, so no batch waits for the host. The variance is the population variance
-(divided by the count).
+how two states (resume, ranks) merge — exactly, in any grouping. The running accumulators
+are float64 on the activations' device; a batch's own sums are taken in the activations'
+precision (float32 at least). Unselected tokens are excluded by zeroing, never by boolean
+indexing, so no batch waits for the host. The variance is the population variance (divided
+by the count).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-from expc.runtime.aggregate_base import Aggregator, broadcast_rows
+from expc.runtime.aggregate_base import Aggregator
+from expc.runtime.token_sums import broadcast_rows, promoted_dtype, sum_selected
 
 
 @attrs.frozen(kw_only=True)
@@ -55,11 +57,11 @@ class Moments:
 def batch_moments(hidden: torch.Tensor, selected: torch.Tensor,
                   counts: torch.Tensor) -> Moments:
     """Moments of the selected tokens of one `[B, S, *F]` batch."""
-    keep = broadcast_rows(selected, hidden)  # [B, S, 1, ...]
-    values = hidden.double()  # [B, S, *F]
     count = counts.sum().double()  # []
-    mean = torch.where(keep, values, 0.0).sum(dim=(0, 1)) / count.clamp(min=1)  # [*F]
-    m2 = torch.where(keep, (values - mean).square(), 0.0).sum(dim=(0, 1))  # [*F]
+    mean = sum_selected(hidden, selected).sum(dim=0).double() / count.clamp(min=1)  # [*F]
+    deviation = hidden - mean.to(promoted_dtype(hidden))  # [B, S, *F], our own temporary
+    deviation.masked_fill_(~broadcast_rows(selected, hidden), 0.0).square_()
+    m2 = deviation.sum(dim=(0, 1)).double()  # [*F]
     return Moments(count=count, mean=mean, m2=m2)
 
 

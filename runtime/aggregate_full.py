@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.aggregate_base import Aggregator, broadcast_rows
+from expc.runtime.aggregate_base import Aggregator
 from expc.runtime.aggregate_packing import padded_cat
+from expc.runtime.token_sums import broadcast_rows
 
 
 class FullAggregator(Aggregator):

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.aggregate_base import Aggregator, broadcast_rows, promoted
+from expc.runtime.aggregate_base import Aggregator
 from expc.runtime.aggregate_packing import padded_cat
+from expc.runtime.token_sums import broadcast_rows, sum_selected
 
 REDUCTIONS = ("mean", "sum", "max")
 
@@ -31,11 +32,11 @@ class PerSampleAggregator(Aggregator):
 
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
                       counts: torch.Tensor) -> None:
-        keep = broadcast_rows(selected, hidden)  # [B, S, 1, ...]
         if self.mode == "max":
+            keep = broadcast_rows(selected, hidden)  # [B, S, 1, ...]
             row = torch.where(keep, hidden, float("-inf")).amax(dim=1)  # [B, *F]
         else:
-            row = torch.where(keep, promoted(hidden), 0.0).sum(dim=1)  # [B, *F]
+            row = sum_selected(hidden, selected)  # [B, *F]
             if self.mode == "mean":
                 # clamp: an empty row is reported by the guard, never divided by zero
                 row = row / counts.clamp(min=1).view(-1, *([1] * (row.dim() - 1)))

@@ -2,7 +2,10 @@
 
 Each reference loops over samples and picks the tokens by hand (the non-padding ones, the
 last/first non-padding one, or those a field marks), so it shares no code with the
-vectorised masks in `expc.runtime.aggregate_*`. Batches are padded on the left and right.
+vectorised masks in `expc.runtime.aggregate_*`. Batches are padded on the left and right;
+the first batch's padding holds NaN and the others' large finite junk, so both the fast
+(matrix product) and the safe (`where`) summing paths are exercised, and any padding that
+leaked into a result would show.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ FEATURES = 5
 
 
 def padded_batch(lengths: list[int], seq: int, *, left: bool, generator: torch.Generator,
-                 features: tuple[int, ...] = (FEATURES,)):
+                 features: tuple[int, ...] = (FEATURES,), nan_padding: bool = False):
     """A batch whose row i has `lengths[i]` real tokens, padded left or right to `seq`."""
     hidden = torch.randn(len(lengths), seq, *features, generator=generator, dtype=torch.float64)
     mask = torch.zeros(len(lengths), seq, dtype=torch.long)
@@ -26,7 +29,8 @@ def padded_batch(lengths: list[int], seq: int, *, left: bool, generator: torch.G
             mask[row, seq - length:] = 1
         else:
             mask[row, :length] = 1
-    hidden[mask == 0] = float("nan")  # padding must never leak into a result
+    junk = float("nan") if nan_padding else 1e3 * torch.randn((), generator=generator).item()
+    hidden[mask == 0] = junk  # padding must never leak into a result
     field = (torch.rand(len(lengths), seq, generator=generator) > 0.4).long()
     for row in range(len(lengths)):  # every row keeps at least one marked real token
         field[row, mask[row].nonzero()[0, 0]] = 1
@@ -36,8 +40,9 @@ def padded_batch(lengths: list[int], seq: int, *, left: bool, generator: torch.G
 def batches(*, left: bool, seed: int = 0, features: tuple[int, ...] = (FEATURES,)):
     generator = torch.Generator().manual_seed(seed)
     shapes = [([3, 5, 1], 6), ([2, 4], 4), ([7, 7, 3, 1], 7)]
-    return [padded_batch(lengths, seq, left=left, generator=generator, features=features)
-            for lengths, seq in shapes]
+    return [padded_batch(lengths, seq, left=left, generator=generator, features=features,
+                         nan_padding=index == 0)
+            for index, (lengths, seq) in enumerate(shapes)]
 
 
 def reference_positions(mask_row: torch.Tensor, field_row: torch.Tensor, kind: str) -> list[int]:
