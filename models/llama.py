@@ -40,7 +40,10 @@ class PreNormBlock(nn.Module):
 
 
 def build_token_embeddings(cfg: ModelConfig) -> nn.Module:
-    return TokenEmbedding(cfg.vocab_size, cfg.hidden_size, padding_idx=None)
+    # An explicit empty weight skips nn.Embedding's random init, which on the meta device
+    # costs seconds of one-time imports; the loader fills every weight anyway.
+    weight = torch.empty(cfg.vocab_size, cfg.hidden_size)
+    return TokenEmbedding(cfg.vocab_size, cfg.hidden_size, _weight=weight)
 
 
 def build_rms_final_norm(cfg: ModelConfig) -> nn.Module:

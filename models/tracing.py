@@ -15,6 +15,7 @@ from torch import nn
 from expc.models import markers
 from expc.models.layers import RMSNorm
 
+DATA_INPUTS = ("input_ids", "attention_mask")
 LEAF_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Embedding, nn.LayerNorm, RMSNorm)
 
 
@@ -37,7 +38,35 @@ def trace(model: nn.Module, *, head_indices=None, last_token_only: bool = False)
     graph = tracer.trace(model, concrete_args={
         "head_indices": head_indices, "last_token_only": last_token_only,
     })
+    _drop_fixed_arguments(graph)
     return torch.fx.GraphModule(tracer.root, graph, model.__class__.__name__)
+
+
+def _drop_fixed_arguments(graph: torch.fx.Graph) -> None:
+    """Leave only `(input_ids, attention_mask)` as inputs.
+
+    fx keeps the fixed (concrete) arguments as placeholders, each guarded by `_assert`
+    nodes and behind a pytree signature; none of them feeds the computation, so they and
+    everything hanging off them are removed and the signature made plain again.
+    """
+    doomed: list[torch.fx.Node] = []
+    pending = [n for n in graph.nodes if n.op == "placeholder" and n.target not in DATA_INPUTS]
+    while pending:
+        node = pending.pop()
+        if node not in doomed:
+            doomed.append(node)
+            pending.extend(node.users)
+    if any(node.op == "output" for node in doomed):
+        raise RuntimeError("a fixed trace argument reaches the model output")
+    for node in reversed(list(graph.nodes)):
+        if node in doomed:
+            graph.erase_node(node)
+    graph.set_codegen(torch.fx.graph.CodeGen())
+    output = next(node for node in graph.nodes if node.op == "output")
+    (result,) = output.args
+    if isinstance(result, (list, tuple)):  # the pytree signature flattened the one output
+        (tensor,) = result
+        output.args = (tensor,)
 
 
 def is_marker(node: torch.fx.Node) -> bool:

@@ -1,0 +1,100 @@
+"""The Hydra split: module layout, cloned heads, head selection, per-head checkpoints."""
+
+import pytest
+import torch
+from hf_reference import VOCAB, hf_layer_outputs, hf_model, save
+
+from expc.models.hydra import module_key, split_head_prefix
+from expc.models.loading import load_model
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save(hf_model("llama", num_hidden_layers=4), tmp_path_factory.mktemp("llama"))
+
+
+def _ids(seed=3):
+    return torch.randint(1, VOCAB, (2, 9), generator=torch.Generator().manual_seed(seed))
+
+
+def test_module_paths_use_global_layer_numbers(folder):
+    model = load_model(folder, trunk=1, heads=3)
+    names = dict(model.named_modules())
+    assert "layers.0.mlp.down_proj" in names and "layers.1" not in names
+    assert {f"heads.{h}.layers.{layer}.self_attn.o_proj" for h in range(3) for layer in (1, 2, 3)} <= set(names)
+    assert "norm" in names and "lm_head" in names and "embed_tokens" in names
+
+
+def test_cloned_heads_each_equal_the_base_model(folder):
+    base = load_model(folder)
+    hydra = load_model(folder, trunk=2, heads=3)
+    ids = _ids()
+    expected = base(ids)[0]  # [B, S, V]
+    logits = hydra(ids)
+    assert logits.shape == (3, *expected.shape)
+    for head in range(3):
+        torch.testing.assert_close(logits[head], expected, atol=ATOL, rtol=0)
+    assert hydra.heads[0].layers["2"].mlp.up_proj.weight is not hydra.heads[1].layers["2"].mlp.up_proj.weight
+
+
+def test_head_selection_and_last_token_only(folder):
+    hydra = load_model(folder, trunk=2, heads=3)
+    with torch.no_grad():  # make head 2 differ so selecting it is visible
+        hydra.heads[2].layers["3"].mlp.down_proj.weight.mul_(2.0)
+    ids = _ids()
+    full = hydra(ids)
+    picked = hydra(ids, head_indices=[2, 0])
+    torch.testing.assert_close(picked, full[[2, 0]])
+    assert not torch.allclose(full[2], full[0])
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # right padding: the last real token of sample 1 is position 5
+    last = hydra(ids, mask, last_token_only=True)
+    assert last.shape == (3, 2, 1, VOCAB)
+    torch.testing.assert_close(last[:, 0, 0], hydra(ids, mask)[:, 0, -1])
+    torch.testing.assert_close(last[:, 1, 0], hydra(ids[1:, :6])[:, 0, -1], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="head indices"):
+        hydra(ids, head_indices=[3])
+
+
+def test_trunk_then_heads_and_residual_forward(folder):
+    hydra = load_model(folder, trunk=2, heads=2)
+    ids = _ids()
+    state = hydra.forward_trunk(ids)
+    assert state.hidden.shape == (2, 9, 32)
+    torch.testing.assert_close(hydra.forward_heads(state, [1]), hydra(ids, head_indices=[1]))
+    residual = hydra.residual_forward(ids, head_indices=[0, 1])
+    hf = hf_model("llama", num_hidden_layers=4)
+    _, hf_hidden = hf_layer_outputs(hf, ids)
+    assert residual.hidden.shape == (2, 2, 9, 32)
+    torch.testing.assert_close(residual.hidden[1], hf_hidden[-1], atol=ATOL, rtol=0)
+    torch.testing.assert_close(residual.logits, hydra(ids))
+
+
+def test_a_head_can_come_from_another_checkpoint(folder, tmp_path):
+    other = save(hf_model("llama", num_hidden_layers=4, seed=7), tmp_path / "other")
+    hydra = load_model(folder, trunk=2, heads=2, head_checkpoints={1: other})
+    ids = _ids()
+    base = load_model(folder)(ids)[0]
+    torch.testing.assert_close(hydra(ids, head_indices=[0])[0], base, atol=ATOL, rtol=0)
+    expected = load_model(folder)
+    expected.layers["2"].load_state_dict(load_model(other).layers["2"].state_dict())
+    expected.layers["3"].load_state_dict(load_model(other).layers["3"].state_dict())
+    torch.testing.assert_close(hydra(ids, head_indices=[1])[0], expected(ids)[0], atol=ATOL, rtol=0)
+
+
+def test_hydra_split_errors_are_diagnostics(folder):
+    from expc.spec.diagnostics import DiagnosticError
+
+    with pytest.raises(DiagnosticError, match="between 1 and 3"):
+        load_model(folder, trunk=4, heads=2)
+    with pytest.raises(DiagnosticError, match="at least one head"):
+        load_model(folder, trunk=2, heads=0)
+
+
+def test_module_keys_for_results():
+    assert module_key("heads.1.layers.3.mlp.down_proj") == "head1/layers.3.mlp.down_proj"
+    assert module_key("layers.0.mlp.down_proj") == "layers.0.mlp.down_proj"
+    assert split_head_prefix("heads.12.layers.3.mlp") == (12, "layers.3.mlp")
+    assert split_head_prefix("norm") == (None, "norm")
