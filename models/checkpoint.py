@@ -7,8 +7,10 @@ shard the index names but that is absent, a tensor missing or of the wrong shape
 a `Diagnostic` naming the file concerned — and the line, where a JSON file is at fault.
 Pickled `pytorch_model.bin` checkpoints are refused, never unpickled.
 
-Tensors come back as safetensors gives them: views of one private memory map per shard
-(copy-on-write), so loading costs no copy and pages are read from disk when first used.
+Tensors come back as safetensors gives them: views of a private (copy-on-write) memory map
+of their shard, so loading costs no copy and pages are read from disk when first used; a
+tensor read twice (each Hydra head's clone of a layer) gets a map of its own, so writing
+into one copy never changes another.
 A cast to another dtype makes an ordinary in-memory copy instead (read through a
 short-lived map, so the source pages are released as it goes). Overwriting a checkpoint
 file in place while a model loaded from it is alive is therefore not supported.
@@ -143,8 +145,9 @@ class Checkpoint:
     config: dict
     listing: Path  # the file that names the tensors: model.safetensors or the index
     locations: dict[str, Path]
-    # One open handle (one memory map) per shard, shared by every tensor read from it.
+    # One open handle (one memory map) per shard, shared by the first read of each tensor.
     handles: dict[Path, object] = attrs.field(factory=dict, repr=False)
+    handed_out: set[str] = attrs.field(factory=set, repr=False)
 
     def keys(self) -> list[str]:
         return sorted(self.locations)
@@ -160,24 +163,28 @@ class Checkpoint:
                         help=tuple(f"did you mean `{c}`?" for c in close))
         return self.locations[name]
 
-    def _handle(self, name: str):
-        shard = self._where(name)
+    def _handle(self, shard: Path):
         if shard not in self.handles:
             self.handles[shard] = safe_open(shard, framework="pt")
         return self.handles[shard]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handle(name).get_slice(name).get_shape())
+        return tuple(self._handle(self._where(name)).get_slice(name).get_shape())
 
     def get_tensor(self, name: str, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """One tensor (a view of the shard's memory map), cast to `dtype` when given."""
-        tensor = self._handle(name).get_tensor(name)  # a view: no page read yet
-        if dtype is None or tensor.dtype == dtype:
-            return tensor
-        # A cast copies. Read through a map of its own, unmapped right after, so the
-        # source pages do not stay resident beside the copies of the whole model.
-        with safe_open(self._where(name), framework="pt") as transient:
-            return transient.get_tensor(name).to(dtype)
+        """Tensor `name`, cast to `dtype` when given; it never shares memory with another."""
+        shard = self._where(name)
+        if name not in self.handed_out:
+            self.handed_out.add(name)
+            tensor = self._handle(shard).get_tensor(name)  # a view: no page read yet
+            if dtype is None or tensor.dtype == dtype:
+                return tensor
+        # A second read (a Hydra head's clone) or a cast: through a map of its own, so the
+        # result never aliases another tensor, and a cast's source pages are unmapped
+        # right after instead of staying resident beside the copies of the whole model.
+        with safe_open(shard, framework="pt") as transient:
+            tensor = transient.get_tensor(name)
+        return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
 
     def expect_shape(self, name: str, shape: tuple[int, ...] | torch.Size) -> None:
         """Raise a diagnostic when tensor `name` does not have the shape the model needs."""

@@ -151,6 +151,12 @@ def test_hydra_heads_cloned_from_the_checkpoint_equal_the_base_model(folder, our
     names = {n for n, _ in hydra.named_parameters()}
     assert "heads.2.layers.2.mlp.down_proj.weight" in names
     assert "layers.0.self_attn.q_proj.weight" in names
+    with torch.no_grad():  # each head owns its copy: editing one leaves the others alone
+        hydra.heads[0].layers["2"].mlp.down_proj.weight.zero_()
+        edited = hydra(ids, mask)
+    assert not torch.allclose(edited[0], base, atol=ATOL)
+    torch.testing.assert_close(edited[1], base, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours(ids, mask)[0], base, atol=ATOL, rtol=0)
 
 
 def test_masked_lm_checkpoint_with_bert_prefix(tmp_path: Path) -> None:

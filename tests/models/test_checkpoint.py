@@ -65,6 +65,16 @@ def test_sharded_matches_single(single: Path, sharded: Path) -> None:
     assert many.listing == sharded / INDEX_FILE
 
 
+def test_each_read_owns_its_memory(single: Path) -> None:
+    ckpt = open_checkpoint(single)
+    name = "encoder.layer.0.attention.self.query.weight"
+    first, second = ckpt.get_tensor(name), ckpt.get_tensor(name)
+    assert torch.equal(first, second)
+    first.zero_()  # a Hydra head pruned in place must not change its sibling
+    assert second.abs().sum() > 0
+    assert torch.equal(second, open_checkpoint(single).get_tensor(name))
+
+
 def test_dtype_cast_on_read(single: Path) -> None:
     ckpt = open_checkpoint(single)
     name = "embeddings.word_embeddings.weight"
