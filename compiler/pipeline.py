@@ -61,6 +61,10 @@ def compile_plan(plan: Plan, model: torch.nn.Module, sinks: Mapping[str, Callabl
 def compile_experiment(experiment: ir.Experiment, model: torch.nn.Module,
                        sinks: Mapping[str, Callable] | None = None, *,
                        keep_output: bool = False) -> Compiled:
-    """Plan `experiment` for `model` (a `HydraTransformer`) and compile it."""
+    """Plan `experiment` for `model` (a `HydraTransformer` built with its Hydra split)."""
     plan = build_plan(experiment, n_layers=model.config.n_layers)
+    split = (model.hydra.trunk_layers, model.hydra.n_heads)
+    if split != (plan.layout.trunk, plan.layout.n_heads):
+        raise ValueError(f"the model is split as (trunk, heads) = {split}, the experiment as "
+                         f"{(plan.layout.trunk, plan.layout.n_heads)}")
     return compile_plan(plan, model, sinks, keep_output=keep_output)
