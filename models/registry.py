@@ -18,7 +18,7 @@ from expc.models.config import ModelConfig
 from expc.spec.diagnostics import DiagnosticError, error
 
 # Modules that register an architecture when imported.
-ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2")
+ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.bert")
 
 
 @attrs.frozen(kw_only=True)
