@@ -172,7 +172,8 @@ def _hydra(c: Checker, block: sx.BlockDecl) -> object:
             values[key] = c.integer(keys[key].value, f"hydra.{key}", minimum=1)
     if _BAD in values.values():
         return _BAD
-    return ir.Hydra(trunk=values["trunk"], heads=values["heads"], span=block.span)
+    return ir.Hydra(trunk=values["trunk"], heads=values["heads"], span=block.span,
+                    trunk_span=keys["trunk"].value.span)
 
 
 def _data(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> object:
@@ -192,7 +193,8 @@ def _data(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> ob
     if _BAD in (source, batch_size, max_length, limit):
         return _BAD
     return ir.Data(source=source, batch_size=batch_size, max_length=max_length, limit=limit,
-                   span=block.span)
+                   span=block.span,
+                   max_length_span=keys["max_length"].value.span if "max_length" in keys else block.span)
 
 
 def _source(c: Checker, value: sx.Value) -> object:

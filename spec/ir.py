@@ -93,6 +93,7 @@ class Hydra:
     trunk: int
     heads: int
     span: Span = _span_field()
+    trunk_span: Span = _span_field()
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +114,7 @@ class Data:
     max_length: int | None = None  # tokens; None = the model's maximum
     limit: int | None = None  # samples; None = all
     span: Span = _span_field()
+    max_length_span: Span = _span_field()
 
 
 @attrs.frozen(kw_only=True)

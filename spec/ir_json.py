@@ -25,7 +25,7 @@ def _convert(value: Any) -> Any:
     if attrs.has(type(value)):
         return {f.name: _params(getattr(value, f.name)) if f.name == "params"
                 else _convert(getattr(value, f.name))
-                for f in attrs.fields(type(value)) if f.name != "span"}
+                for f in attrs.fields(type(value)) if not f.name.endswith("span")}
     if isinstance(value, tuple):
         return [_convert(v) for v in value]
     return value

@@ -31,7 +31,7 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
     trunk = n
     if exp.hydra is not None:
         if exp.hydra.trunk >= n:
-            out.append(_err(exp.hydra.span, f"hydra trunk = {exp.hydra.trunk} leaves no layers for "
+            out.append(_err(exp.hydra.trunk_span, f"hydra trunk = {exp.hydra.trunk} leaves no layers for "
                             f"the heads: {model} has {n} layers", "range",
                             (f"0 < trunk < {n}",)))
         else:
@@ -69,7 +69,7 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
     max_positions = shape.config.get("max_position_embeddings")
     if (exp.data.max_length is not None and isinstance(max_positions, int)
             and exp.data.max_length > max_positions):
-        out.append(_err(exp.data.span, f"max_length = {exp.data.max_length} exceeds the model's "
+        out.append(_err(exp.data.max_length_span, f"max_length = {exp.data.max_length} exceeds the model's "
                         f"{max_positions} positions", "range"))
     out.extend(duplicate_keys(exp, n_layers=n, trunk=trunk))
     return out

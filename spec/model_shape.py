@@ -9,6 +9,7 @@ the mapping), so `mlp.down_proj` means the same thing for OLMo2 and BERT.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,12 @@ def read_model_shape(model: str, *, span: Span) -> ModelShape:
         return shape_from_config(BUILTIN_CONFIGS[name], span=span, source=model)
     folder = Path(model)
     config_path = folder / "config.json"
-    if not folder.is_dir():
+    if not os.path.isdir(folder):  # unlike Path.is_dir, never raises (long names, NUL bytes)
         raise DiagnosticError(Diagnostic(
             span=span, code="model", message=f"model folder `{model}` does not exist",
             help=("paths resolve against the working directory; use `--no-model` where "
                   "checkpoints are absent",)))
-    if not config_path.is_file():
+    if not os.path.isfile(config_path):
         raise DiagnosticError(Diagnostic(
             span=span, code="model", message=f"model folder `{model}` has no config.json"))
     try:

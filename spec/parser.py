@@ -283,14 +283,14 @@ class _ToSyntax(lark.visitors.Transformer_NonRecursive):
         return sx.CaptureStmt(
             site=site, site_span=site_span, layers=layers, heads=parts.get("heads"),
             name=as_part[0] if as_part else None, name_span=as_part[1] if as_part else None,
-            body=parts.get("body"), span=self._span(meta))
+            body=parts.get("body") or None, span=self._span(meta))
 
     def importance(self, meta, children):
         metric, (module, module_span, layers), *rest = children
         parts = _tagged(rest)
         return sx.ImportanceStmt(
             metric=str(metric), module=module, layers=layers, heads=parts.get("heads"),
-            body=parts.get("body"), metric_span=_tok_span(self.path, metric),
+            body=parts.get("body") or None, metric_span=_tok_span(self.path, metric),
             module_span=module_span, span=self._span(meta))
 
     def extends(self, meta, children):
@@ -320,13 +320,7 @@ def _tagged(parts: list) -> dict:
 # syntax errors ------------------------------------------------------------------------
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
     line, col, width = _error_place(exc, text)
-    label = None
-    if isinstance(exc, UnexpectedToken | UnexpectedEOF):
-        try:
-            label = exc.match_examples(lambda t: _parser().parse(t, start="start"),
-                                       SYNTAX_EXAMPLES, use_accepts=True)
-        except Exception:  # noqa: BLE001 - a failed match only costs the friendlier name
-            label = None
+    label = _example_label(exc)
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if 0 <= exc.pos_in_stream < len(text) else ""
         if ch in "\"'":
@@ -342,6 +336,38 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
             help_.append("expected " + ", ".join(expected))
     return Diagnostic(span=Span(path=path, line=line, col=col, end_line=line, end_col=col + width),
                       message=message, code="syntax", help=tuple(help_))
+
+
+def _example_label(exc: UnexpectedInput) -> str | None:
+    """The name of the common mistake this error looks like, if any.
+
+    lark's `match_examples` matches only when the parser stack has the example's exact
+    depth (so only for a mistake in the first statement of a top-level block); the table
+    of example states, keyed by the LALR state on top of the stack and the tokens that
+    would fit, finds the same mistake anywhere.
+    """
+    if not isinstance(exc, UnexpectedToken | UnexpectedEOF) or exc.state is None:
+        return None
+    label = exc.match_examples(lambda t: _parser().parse(t, start="start"), SYNTAX_EXAMPLES,
+                               use_accepts=True)
+    return label or _example_states().get(_state_key(exc))
+
+
+def _state_key(exc: UnexpectedInput) -> tuple:
+    accepts = getattr(exc, "accepts", None) or getattr(exc, "expected", None) or ()
+    return exc.state.position, frozenset(accepts)
+
+
+@functools.cache
+def _example_states() -> dict[tuple, str]:
+    table: dict[tuple, str] = {}
+    for label, examples in SYNTAX_EXAMPLES.items():
+        for example in examples:
+            try:
+                _parser().parse(example, start="start")
+            except (UnexpectedToken, UnexpectedEOF) as exc:
+                table.setdefault(_state_key(exc), label)
+    return table
 
 
 def _error_place(exc: UnexpectedInput, text: str) -> tuple[int, int, int]:

@@ -156,7 +156,7 @@ MODEL_CASES = [
     ("empty-slice", "capture resid_out[3:1]", 7, "selects no layer"),
     ("heads-reach-only-trunk", "hydra { trunk = 2 heads = 2 }\ncapture resid_out[0, 1] of heads[0]", 8,
      "sit in the shared trunk"),
-    ("max-length-beyond-positions", "", 3, "exceeds the model's 512 positions"),
+    ("max-length-beyond-positions", "", 5, "exceeds the model's 512 positions"),
 ]
 
 
