@@ -1,0 +1,118 @@
+"""What `expc compile FILE --emit graph|code|dot` prints.
+
+`graph` is the rewritten torch.fx graph node by node, `code` the Python that torch.fx
+generates from it (what actually runs), `dot` a Graphviz drawing of the plan: the trunk's
+layers fanning out into each head's layers, every result key hanging off the layer or
+site it reads, and the layers nothing needs drawn dashed as pruned. The graph views are
+compiled on the meta device with no-op sinks, so no weights are read.
+"""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import torch.fx as fx
+
+from expc.compiler.pipeline import compile_plan
+from expc.compiler.plan import CaptureEntry, Plan, build_plan
+from expc.models.config import ModelConfig
+from expc.models.hydra import HydraTransformer
+from expc.models.loading import config_source, hydra_split, open_source
+from expc.spec import ir
+
+EMITS = ("graph", "code", "dot")
+
+
+def emit_graph(gm: fx.GraphModule) -> str:
+    return str(gm.graph)
+
+
+def emit_code(gm: fx.GraphModule) -> str:
+    return gm.code.strip() + "\n"
+
+
+def _place(plan: Plan, layer: int | None, head: int | None, site: str) -> str:
+    """The drawing's node for what an entry reads."""
+    prefix = "" if head is None else f"head{head}/"
+    if layer is None:
+        return site if site == "embed" else f"{prefix}{site}"
+    return f"{prefix}layers.{layer}"
+
+
+def plan_graph(plan: Plan) -> nx.DiGraph:
+    """The plan as a DAG: model places (embed, layers, final_norm, logits) and result keys."""
+    layout = plan.layout
+    heads = range(layout.n_heads) if layout.split else (None,)
+    dag = nx.DiGraph()
+    trunk = ["embed", *(f"layers.{L}" for L in range(layout.trunk))]
+    nx.add_path(dag, trunk, kind="flow")
+    for head in heads:
+        prefix = "" if head is None else f"head{head}/"
+        branch = [f"{prefix}layers.{L}" for L in range(layout.trunk, layout.n_layers)]
+        nx.add_path(dag, [trunk[-1], *branch, f"{prefix}final_norm", f"{prefix}logits"],
+                    kind="flow")
+    for node in list(dag.nodes):
+        dag.nodes[node]["kind"] = "place"
+    for entry in (*plan.captures, *plan.metrics):
+        site = entry.site if isinstance(entry, CaptureEntry) else entry.module
+        if isinstance(entry, CaptureEntry):
+            mask = f"(mask = {entry.mask})" if entry.mask else ""
+            detail = f"{entry.mode}{mask}"
+        else:
+            detail = ", ".join(f"{k} = {v}" for k, v in entry.params.items())
+        dag.add_node(entry.key, kind="result", detail=detail)
+        dag.add_edge(_place(plan, entry.layer, entry.head, site), entry.key, kind="tap")
+    results = [n for n, kind in dag.nodes(data="kind") if kind == "result"]
+    needed = set(results).union(*(nx.ancestors(dag, r) for r in results))
+    for node in dag.nodes:
+        dag.nodes[node]["needed"] = node in needed
+    return dag
+
+
+def _quote(text: str) -> str:
+    """A DOT string: JSON's escaping, whose `\n` Graphviz also reads as a line break."""
+    return json.dumps(text)
+
+
+def to_dot(dag: nx.DiGraph, *, name: str) -> str:
+    lines = [f"digraph {_quote(name)} {{", "  rankdir=LR;", '  node [fontname="Helvetica"];']
+    for node, data in dag.nodes(data=True):
+        if data["kind"] == "result":
+            label = node + (f"\n{data['detail']}" if data["detail"] else "")
+            attrs = f"shape=note, label={_quote(label)}"
+        elif data["needed"]:
+            attrs = "shape=box"
+        else:
+            attrs = 'shape=box, style=dashed, color=gray, fontcolor=gray, xlabel="pruned"'
+        lines.append(f"  {_quote(node)} [{attrs}];")
+    for source, target, data in dag.edges(data=True):
+        style = " [style=dotted]" if data["kind"] == "tap" else ""
+        lines.append(f"  {_quote(source)} -> {_quote(target)}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def emit_dot(plan: Plan, *, name: str = "plan") -> str:
+    return to_dot(plan_graph(plan), name=name)
+
+
+def meta_model(experiment: ir.Experiment) -> HydraTransformer:
+    """The experiment's model with its Hydra split, built on the meta device (no weights)."""
+    ref = experiment.model.path
+    source = config_source(ref)
+    config = ModelConfig.from_hf(open_source(ref).config, source=source)
+    hydra = experiment.hydra
+    split = hydra_split(config.n_layers, trunk=None if hydra is None else hydra.trunk,
+                        heads=1 if hydra is None else hydra.heads, source=source)
+    return HydraTransformer.build(config, split, init_device="meta")
+
+
+def emit(experiment: ir.Experiment, what: str) -> str:
+    """The text `expc compile --emit WHAT` prints for a checked experiment."""
+    model = meta_model(experiment)
+    plan = build_plan(experiment, n_layers=model.config.n_layers)
+    if what == "dot":
+        return emit_dot(plan, name=experiment.name)
+    gm = compile_plan(plan, model).graph_module
+    return emit_graph(gm) if what == "graph" else emit_code(gm)
