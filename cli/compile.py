@@ -1,7 +1,7 @@
 """`expc compile FILE --emit ir`: show what a spec resolves to.
 
 `ir` is the checked IR after `extends`, `include` and `--set`, as indented text or JSON.
-The graph views (`graph`, `code`, `dot`) belong to the compiler.
+The graph views (`graph`, `code`, `dot`) come from `expc.compiler.emit`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ EMITS = ("ir", "graph", "code", "dot")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a setting, e.g. --set data.limit=8.")
 def command(file: str, emit: str, fmt: str, no_model: bool, overrides: tuple[str, ...]) -> None:
-    """Print the resolved IR of FILE (graph, code and dot arrive with the compiler)."""
-    if emit != "ir":
-        raise click.ClickException(f"--emit {emit} arrives with the compiler; use --emit ir")
+    """Print the resolved IR of FILE, its instrumented fx graph, that graph's code, or a DOT plan."""
+    if emit != "ir" and no_model:
+        raise click.UsageError(f"--emit {emit} needs the model's config; drop --no-model")
     try:
         experiment = load(file, overrides=overrides, check_model=not no_model)
+        if emit != "ir":
+            from expc.compiler.emit import emit as emit_view  # imports torch
+
+            click.echo(emit_view(experiment, emit), nl=False)
+            return
     except DiagnosticError as exc:
         raise DiagnosticsFailed(exc.diagnostics) from None
     data = to_json(experiment)
