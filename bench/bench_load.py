@@ -6,8 +6,8 @@ it imports expc, resets the kernel's peak-RSS counter (`/proc/self/clear_refs`),
 checkpoint with `expc.models.loading.load_model`, then reads every parameter (they are views
 of the file's memory map, paged in on first use), and reports how far the peak resident set
 rose above the level before loading, right after loading and once every weight is in. A
-tiny built-in model is loaded first, so the one-time cost of torch's meta-device machinery
-(reported as "warm-up") is not charged to the checkpoint. Checkpoints: a random Llama (hidden 512, 8 layers)
+tiny built-in model is loaded first, so one-time import costs (reported as "warm-up") are
+not charged to the checkpoint. Checkpoints: a random Llama (hidden 512, 8 layers)
 saved once by `transformers`, single-file and sharded, plus the trained all-MiniLM-L6-v2
 when `scripts/fetch_minilm.py` has put it in `.cache/models/`.
 
@@ -66,8 +66,8 @@ def measure_in_this_process(folder: str, dtype: str) -> dict:
     from expc.models.loading import load_model
 
     torch.set_num_threads(1)
-    # One-time cost, independent of the checkpoint: the first model built on `meta` pulls
-    # in torch's meta-tensor machinery (~75 MB). Pay it on a tiny model, then measure.
+    # One-time cost, independent of the checkpoint: the first model built pulls in lazy
+    # imports (a few MB). Pay it on a tiny model, then measure.
     warm_start = _status_kib("VmRSS")
     load_model("builtin:tiny-llama")
     warm_up = (_status_kib("VmRSS") - warm_start) * 1024
