@@ -91,7 +91,7 @@ class RunStore:
             raise DiagnosticError(error(run_dir, f"output dir `{run_dir}` is a file",
                                         code="run-folder"))
         sha = spec_sha256(spec_text)
-        resuming = _check_previous(run_dir, sha=sha, force=force, resume=resume)
+        resumed = _check_previous(run_dir, sha=sha, force=force, resume=resume)
         manifest = {
             "format": FORMAT, "status": "running", "error": None,
             "spec": {"path": str(spec_path), "text": spec_text, "sha256": sha},
@@ -101,9 +101,10 @@ class RunStore:
                          "python": platform.python_version()},
             "timings": {"started": _now(), "finished": None, "seconds": {},
                         "tokens_per_s": None, "samples_per_s": None},
-            "checkpoint": None, "tensors": {},
+            "checkpoint": None if resumed is None else resumed.get("checkpoint"),
+            "tensors": {},
         }
-        store = cls(run_dir=run_dir, manifest=manifest, resuming=resuming)
+        store = cls(run_dir=run_dir, manifest=manifest, resuming=resumed is not None)
         store._write_manifest()
         store._clear_stale()
         return store
@@ -165,26 +166,26 @@ class RunStore:
             shutil.rmtree(self.checkpoint_dir)
 
 
-def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> bool:
-    """Whether a run of this spec can resume here; raise if the folder must not be used."""
+def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> dict | None:
+    """The manifest of this spec's run to resume, if any; raise if the folder must not be used."""
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         if resume:
             log.info("nothing to resume in %s: starting from the beginning", run_dir)
-        return False
+        return None
     try:
         previous = open_run_folder(run_dir).manifest
         previous_sha = previous["spec"]["sha256"]
         previous_path = previous["spec"]["path"]
     except (DiagnosticError, KeyError, TypeError) as exc:
         if force and not resume:
-            return False
+            return None
         raise DiagnosticError(error(
             manifest_path, f"`{run_dir}` holds a run folder that cannot be read ({exc})",
             code="run-folder", help=["pass --force to replace it, or choose another output dir"]
         )) from None
     if previous_sha == sha:
-        return resume
+        return previous if resume else None
     if resume:
         raise DiagnosticError(error(
             manifest_path, f"cannot resume: `{run_dir}` holds a run of another spec "
@@ -197,7 +198,7 @@ def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> bo
                            f"(`{previous_path}`, sha256 {previous_sha[:12]})",
             code="run-folder-other-spec",
             help=["pass --force to replace it, or choose another output dir"]))
-    return False
+    return None
 
 
 def _describe(key: str, tensor: torch.Tensor, description: Mapping | None) -> dict:

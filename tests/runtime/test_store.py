@@ -155,13 +155,15 @@ def test_force_replaces_another_specs_run_and_its_leftovers(tmp_path):
 
 
 def test_same_spec_restarts_fresh_unless_resuming(tmp_path):
-    start(tmp_path)
+    start(tmp_path).record_checkpoint(batches_done=1)
     save_checkpoint(tmp_path / "checkpoint", states={}, cursor=Cursor(
         batches_done=1, samples_done=1, tokens_done=1, elapsed_seconds=1.0))
     store = start(tmp_path, resume=True)
     assert store.resuming and (tmp_path / "checkpoint" / "rank0-cursor.json").exists()
+    assert manifest(tmp_path)["checkpoint"] == {"dir": "checkpoint", "batches_done": 1}
     store = start(tmp_path)
     assert not store.resuming and not (tmp_path / "checkpoint").exists()
+    assert manifest(tmp_path)["checkpoint"] is None
 
 
 def test_resume_with_another_spec_is_refused_even_with_force(tmp_path):
