@@ -14,16 +14,17 @@ Hugging Face's BERT modules are mapped onto the Llama role names every architect
     layers.L.post_attention_layernorm    encoder.layer.L.attention.output.LayerNorm
     layers.L.mlp.up_proj                 encoder.layer.L.intermediate.dense
     layers.L.mlp.down_proj               encoder.layer.L.output.dense
-    layers.L.input_layernorm             encoder.layer.L.output.LayerNorm
+    layers.L.post_feedforward_layernorm  encoder.layer.L.output.LayerNorm
 
-BERT normalises *after* each residual add. Its first LayerNorm sits between attention and
-MLP and feeds the MLP, as Llama's `post_attention_layernorm` does; its second closes the
-block and its output is what the next block's attention reads, the job Llama's
-`input_layernorm` does one step later, hence the names. So, per layer: `attn_in` is the
-block input itself (no norm in front of attention), `resid_mid` = `mlp_in` is the normed
-stream after attention, and `resid_out` is the block output after its final LayerNorm,
-equal to Hugging Face's `hidden_states[L + 1]`. There is no final norm and no LM head; the
-pooler is not loaded. Token types are all 0 (single-segment input).
+BERT normalises *after* each residual add, and has no norm in front of attention (so no
+`input_layernorm` and, its MLP not being gated, no `mlp.gate_proj`). Its first LayerNorm
+sits between attention and MLP and feeds the MLP, as Llama's `post_attention_layernorm`
+does; its second follows the feed-forward add and takes OLMo2's name for a norm after the
+MLP, `post_feedforward_layernorm` (the role names `expc check` knows for BERT). So, per
+layer: `attn_in` is the block input itself, `resid_mid` = `mlp_in` is the normed stream
+after attention, and `resid_out` is the block output after its final LayerNorm, equal to
+Hugging Face's `hidden_states[L + 1]`. There is no final norm and no LM head; the pooler
+is not loaded. Token types are all 0 (single-segment input).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ LAYER_KEYS = {
     "post_attention_layernorm": "attention.output.LayerNorm",
     "mlp.up_proj": "intermediate.dense",
     "mlp.down_proj": "output.dense",
-    "input_layernorm": "output.LayerNorm",
+    "post_feedforward_layernorm": "output.LayerNorm",
 }
 EMBEDDING_KEYS = {
     "word_embeddings": "word_embeddings",
@@ -132,7 +133,7 @@ class BertBlock(nn.Module):
         self.self_attn = BidirectionalAttention(cfg, layer=layer, head=head)
         self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.mlp = BertMLP(cfg)
-        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.post_feedforward_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
         layer, head = self.layer, self.head
@@ -142,7 +143,7 @@ class BertBlock(nn.Module):
         x = markers.mark(self.post_attention_layernorm(x + attn_out), "resid_mid", layer, head)
         mlp_in = markers.mark(x, "mlp_in", layer, head)
         mlp_out = markers.mark(self.mlp(mlp_in), "mlp_out", layer, head)
-        return markers.mark(self.input_layernorm(x + mlp_out), "resid_out", layer, head)
+        return markers.mark(self.post_feedforward_layernorm(x + mlp_out), "resid_out", layer, head)
 
 
 def bert_config(raw: Mapping, source: str) -> ModelConfig:

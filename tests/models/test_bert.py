@@ -34,7 +34,7 @@ ROLES = {
     "post_attention_layernorm": "attention.output.LayerNorm",
     "mlp.up_proj": "intermediate.dense",
     "mlp.down_proj": "output.dense",
-    "input_layernorm": "output.LayerNorm",
+    "post_feedforward_layernorm": "output.LayerNorm",
 }
 
 
