@@ -53,28 +53,27 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
                   f"`{mask_field}`", code="data-mask-field",
             help=["use a `jsonl` or `tokens` source whose objects hold the mask list"]))
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        handle = open(path, "rb")
     except OSError as exc:
         raise DiagnosticError(error(path, f"cannot read data file: {exc.strerror or exc}",
                                     code="data-file")) from None
     problems: list[Diagnostic] = []
     produced = 0
-    try:
+    with handle:
         for number, raw in enumerate(handle, start=1):
             if limit is not None and produced >= limit:
                 break
             text = _decode(raw, path=path, line=number, problems=problems)
-            if text is None or not text.strip():
+            if text is not None and not text.strip():
                 continue
-            sample = _parse_line(text, kind=kind, path=path, line=number, field=field,
-                                 mask_field=mask_field, problems=problems)
             produced += 1
+            sample = None if text is None else _parse_line(
+                text, kind=kind, path=path, line=number, field=field, mask_field=mask_field,
+                problems=problems)
             if len(problems) >= MAX_ERRORS:
                 break
             if sample is not None and not problems:
                 yield sample
-    finally:
-        handle.close()
     if problems:
         raise DiagnosticError(problems)
     if produced == 0:
