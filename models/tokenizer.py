@@ -33,7 +33,7 @@ class Tokenizer(Protocol):
 
     pad_token_id: int
     vocab_size: int
-    n_special_tokens: int  # added to every text; a `max_length` must exceed it
+    n_special_tokens: int  # added to every text; `max_length` must exceed it
 
     def encode(self, text: str, *, max_length: int | None = None) -> list[int]:
         """Ids with the model's special tokens; at most `max_length` of them (specials kept)."""
@@ -42,12 +42,15 @@ class Tokenizer(Protocol):
         """Text of `ids`, special tokens left out."""
 
 
-def _room_for_text(max_length: int | None, n_special: int) -> int | None:
-    """How many text tokens fit; callers check `max_length > n_special_tokens` up front."""
+def _room_for_text(max_length: int | None, n_special: int, source: str) -> int | None:
+    """How many text tokens fit in `max_length` beside the special tokens."""
     if max_length is None:
         return None
     if max_length <= n_special:
-        raise ValueError(f"max_length {max_length} leaves no room beside {n_special} special tokens")
+        raise DiagnosticError(error(
+            source, f"max_length = {max_length} leaves no room for text beside the "
+            f"{n_special} special tokens this tokenizer adds", code="tokenizer-max-length",
+            help=(f"set data.max_length to at least {n_special + 1}",)))
     return max_length - n_special
 
 
@@ -55,6 +58,7 @@ def _room_for_text(max_length: int | None, n_special: int) -> int | None:
 class ByteTokenizer:
     """UTF-8 bytes as ids 0..255; pad 256, bos 257, eos 258."""
 
+    source: str  # the `builtin:NAME` reference, for diagnostics
     add_bos: bool = True
     add_eos: bool = False
     pad_token_id: int = BYTE_PAD
@@ -65,7 +69,7 @@ class ByteTokenizer:
         return int(self.add_bos) + int(self.add_eos)
 
     def encode(self, text: str, *, max_length: int | None = None) -> list[int]:
-        room = _room_for_text(max_length, self.n_special_tokens)
+        room = _room_for_text(max_length, self.n_special_tokens, self.source)
         ids = list(text.encode("utf-8"))[:room]
         return [BYTE_BOS] * self.add_bos + ids + [BYTE_EOS] * self.add_eos
 
@@ -78,6 +82,7 @@ class HFTokenizer:
     """A `tokenizer.json` pipeline, with the special tokens its post-processor adds."""
 
     backend: tokenizers.Tokenizer
+    source: str  # the tokenizer.json path, for diagnostics
     pad_token_id: int
     vocab_size: int
 
@@ -87,7 +92,7 @@ class HFTokenizer:
 
     def encode(self, text: str, *, max_length: int | None = None) -> list[int]:
         encoding = self.backend.encode(text, add_special_tokens=False)
-        room = _room_for_text(max_length, self.n_special_tokens)
+        room = _room_for_text(max_length, self.n_special_tokens, self.source)
         if room is not None:
             encoding.truncate(room)
         return self.backend.post_process(encoding).ids
@@ -145,7 +150,7 @@ def _load_folder(folder: Path) -> HFTokenizer:
                                     code="tokenizer-bad-file")) from None
     backend.no_truncation()
     backend.no_padding()
-    return HFTokenizer(backend=backend, pad_token_id=_pad_token_id(folder, backend),
+    return HFTokenizer(backend=backend, source=str(path), pad_token_id=_pad_token_id(folder, backend),
                        vocab_size=backend.get_vocab_size(with_added_tokens=True))
 
 
@@ -157,7 +162,7 @@ def _load_builtin(ref: str) -> ByteTokenizer:
         raise DiagnosticError(error(ref, f"unknown built-in model `{ref}`",
                                     code="tokenizer-unknown-builtin", help=(f"known: {known}",)))
     is_encoder = config["model_type"] in ENCODER_MODEL_TYPES
-    return ByteTokenizer(add_bos=True, add_eos=is_encoder)
+    return ByteTokenizer(source=ref, add_bos=True, add_eos=is_encoder)
 
 
 def load_tokenizer(ref: str | Path) -> Tokenizer:

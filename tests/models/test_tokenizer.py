@@ -119,9 +119,16 @@ def test_builtin_bytes_decoder_and_encoder() -> None:
     assert (llama.pad_token_id, llama.vocab_size) == (256, 259)
 
 
-def test_max_length_without_room_for_text_is_rejected() -> None:
-    with pytest.raises(ValueError, match="no room"):
-        load_tokenizer("builtin:tiny-bert").encode("abc", max_length=2)
+@pytest.mark.parametrize("max_length", [1, 2])
+def test_max_length_without_room_for_text_is_a_diagnostic(tmp_path: Path, max_length: int) -> None:
+    folder = bert_style(tmp_path / "bert")
+    for ref, source in (("builtin:tiny-bert", "builtin:tiny-bert"),
+                        (folder, str(folder / "tokenizer.json"))):
+        with pytest.raises(DiagnosticError) as excinfo:
+            load_tokenizer(ref).encode("abc", max_length=max_length)
+        (diag,) = excinfo.value.diagnostics
+        assert diag.code == "tokenizer-max-length" and diag.span.path == source
+        assert "at least 3" in diag.help[0]
 
 
 def test_unknown_builtin_lists_known_ones() -> None:
