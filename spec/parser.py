@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 import functools
+import os
 import re
 
 import lark
-from lark import Token, Tree, v_args
+from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from expc.grammar import GRAMMAR_PATH
@@ -64,7 +65,26 @@ def _parser() -> lark.Lark:
     return lark.Lark(
         GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
         propagate_positions=True, maybe_placeholders=False, start=["start", "value"],
+        cache=_table_cache() or False,
     )
+
+
+def _table_cache() -> str | None:
+    """Where lark keeps the built LALR tables between runs (it checks the grammar's hash).
+
+    Building the tables costs more than checking a spec, so `expc check` reuses them. The
+    file lives in the user's own cache folder, never in a shared temporary folder, since
+    lark stores it as a pickle. None (no caching) when that folder cannot be written.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "expc")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return None
+    return os.path.join(folder, f"grammar-lark{lark.__version__}.cache")
 
 
 def decode(data: bytes, path: str) -> str:
@@ -86,12 +106,7 @@ def parse(text: str, path: str = "<string>") -> sx.Document:
     except UnexpectedInput as exc:
         raise DiagnosticError(_syntax_diagnostic(exc, text, path)) from None
     _check_nesting(tree, path)
-    try:
-        items = _ToSyntax(path).transform(tree).children
-    except lark.exceptions.VisitError as exc:
-        if isinstance(exc.orig_exc, DiagnosticError):
-            raise exc.orig_exc from None
-        raise
+    items = _ToSyntax(path).convert(tree)
     lines = text.split("\n")
     return sx.Document(
         path=path, items=tuple(items), text=text,
@@ -106,13 +121,7 @@ def parse_value(text: str, path: str = "<--set>") -> sx.Value:
     except UnexpectedInput as exc:
         raise DiagnosticError(_syntax_diagnostic(exc, text, path)) from None
     _check_nesting(tree, path)
-    wrapped = Tree("start", [tree])
-    try:
-        return _ToSyntax(path).transform(wrapped).children[0]
-    except lark.exceptions.VisitError as exc:
-        if isinstance(exc.orig_exc, DiagnosticError):
-            raise exc.orig_exc from None
-        raise
+    return _ToSyntax(path).convert(Tree("start", [tree]))[0]
 
 
 _COMMENT_OR_STRING = re.compile(r"\"([^\"\\\n]|\\.)*\"|'([^'\\\n]|\\.)*'|#[^\n]*")
@@ -178,13 +187,20 @@ def unescape(literal: str) -> str:
     return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", one, body)
 
 
-@v_args(meta=True)
-class _ToSyntax(lark.visitors.Transformer_NonRecursive):
-    """Lark tree → syntax nodes, bottom-up without recursion."""
+class _ToSyntax:
+    """Lark tree → syntax nodes, bottom-up without recursion: one method per rule, called
+    with the node's positions and its already converted children."""
 
     def __init__(self, path: str):
-        super().__init__()
         self.path = path
+
+    def convert(self, root: Tree) -> list:
+        """The converted children of `root`."""
+        done: dict[int, object] = {}
+        for node in root.iter_subtrees():  # children always come before their parent
+            children = [done.pop(id(c)) if isinstance(c, Tree) else c for c in node.children]
+            done[id(node)] = children if node is root else getattr(self, node.data)(node.meta, children)
+        return done[id(root)]
 
     def _span(self, meta) -> Span:
         return _meta_span(self.path, meta)
