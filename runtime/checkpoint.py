@@ -103,12 +103,13 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0, fingerprint: str | Non
             raise ValueError(f"size differs from the {record['state_bytes']} bytes recorded")
         flat, metadata = _read_state(state_path)
         layout = json.loads(metadata[_LAYOUT_KEY])
-    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        states = {name: {key: flat[f"{position}/{key}"] for key in keys}
+                  for position, (name, keys) in enumerate(layout.items())}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:
         raise DiagnosticError(error(
-            state_path, f"checkpoint state file is unreadable: {exc}", code="checkpoint-damaged",
+            state_path, f"checkpoint state file is unreadable: {exc!r}",
+            code="checkpoint-damaged",
             help=["delete the checkpoint folder and run again without --resume"])) from None
-    states = {name: {key: flat[f"{position}/{key}"] for key in keys}
-              for position, (name, keys) in enumerate(layout.items())}
     cursor = Cursor(batches_done=record["batches_done"], samples_done=record["samples_done"],
                     tokens_done=record["tokens_done"], elapsed_seconds=record["elapsed_seconds"],
                     rng_state=flat.get(RNG_KEY), fingerprint=record["fingerprint"])

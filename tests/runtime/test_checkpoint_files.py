@@ -148,7 +148,7 @@ def test_damaged_cursor_is_a_diagnostic_with_its_line(tmp_path):
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garble", "delete"])
+@pytest.mark.parametrize("damage", ["truncate", "garble", "delete", "layout"])
 def test_damaged_state_file_is_a_diagnostic(tmp_path, damage):
     save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
     state = tmp_path / "rank0-state-00000001.safetensors"
@@ -157,8 +157,11 @@ def test_damaged_state_file_is_a_diagnostic(tmp_path, damage):
         state.write_bytes(data[: len(data) // 2])
     elif damage == "garble":
         state.write_bytes(b"\xff" * len(data))
-    else:
+    elif damage == "delete":
         state.unlink()
+    else:  # same size, but the layout names a key the file does not hold
+        assert b'\\"sum\\"' in data
+        state.write_bytes(data.replace(b'\\"sum\\"', b'\\"mus\\"', 1))
     with pytest.raises(DiagnosticError) as excinfo:
         load_checkpoint(tmp_path)
     (diag,) = excinfo.value.diagnostics
