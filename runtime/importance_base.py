@@ -5,7 +5,9 @@ each batch's module input `x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (
 `needs`) with the batch's attention mask; padding tokens never count. Unlike the hooks it
 comes from, every metric can checkpoint (`state_dict` holds plain tensors only, so it goes
 straight into safetensors), resume and `merge` exactly, and accumulators stay on the
-activations' device in float64 so a batch never waits for the host.
+activations' device in float64 so a batch never waits for the host. Per batch, metrics work
+on temporaries of their own, zeroing padding in place (`masked_fill_`, NaN-safe) rather than
+allocating masked copies: on CPU each fresh `[B, S, D]` tensor costs more than its arithmetic.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+
+from expc.runtime.token_sums import WIDE
 
 INPUT, OUTPUT = "input", "output"
 
@@ -104,31 +108,28 @@ class ImportanceMetric:
         raise NotImplementedError
 
 
-def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    """Half-precision activations are scored in float32; float64 stays float64."""
-    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
-
-
-def masked_token_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of `[B, S, C]` over the tokens where `mask` `[B, S]` is set, in float64: `[C]`."""
-    return torch.where(mask.unsqueeze(-1), values.double(), 0.0).sum(dim=(0, 1))
+def masked_abs(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`|values|` `[B, S, C]` as a new tensor (float32 at least) with padding zeroed."""
+    magnitude = values.abs() if values.dtype in WIDE else values.float().abs_()
+    return magnitude.masked_fill_(~mask.unsqueeze(-1), 0.0)
 
 
 class TokenMeanMetric(ImportanceMetric):
-    """A metric whose score is a per-token quantity `[B, S, C]` averaged over every token."""
+    """A metric whose score is a per-token quantity `[C]` averaged over every real token."""
 
     def __init__(self) -> None:
         super().__init__()
         self._sum: torch.Tensor | None = None  # [C] float64
         self._count = torch.zeros((), dtype=torch.float64)  # tokens seen
 
-    def per_token(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None) -> torch.Tensor:
-        """The `[B, S, C]` quantity whose token mean this metric reports."""
+    def token_sum(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
+                  mask: torch.Tensor) -> torch.Tensor:
+        """The per-token quantity summed over the batch's real tokens, `[C]`."""
         raise NotImplementedError
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
                 mask: torch.Tensor) -> None:
-        batch_sum = masked_token_sum(self.per_token(x_in, y_out), mask)  # [C]
+        batch_sum = self.token_sum(x_in, y_out, mask).double()  # [C]
         self._sum = batch_sum if self._sum is None else self._sum + batch_sum.to(self._sum)
         self._count = self._count.to(mask.device) + mask.sum()
 

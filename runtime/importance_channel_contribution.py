@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import INPUT, TokenMeanMetric, compute_dtype
+from expc.runtime.importance_base import INPUT, TokenMeanMetric, masked_abs
 
 
 class ChannelContributionMetric(TokenMeanMetric):
@@ -21,9 +21,10 @@ class ChannelContributionMetric(TokenMeanMetric):
         super().__init__()
         self.weight = weight.detach()  # [O, D]
 
-    def per_token(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None) -> torch.Tensor:
+    def token_sum(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
+                  mask: torch.Tensor) -> torch.Tensor:
         assert x_in is not None
-        return x_in.to(compute_dtype(x_in)).abs()  # [B, S, D]
+        return masked_abs(x_in, mask).sum(dim=(0, 1))  # [D]
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         activation = self.token_mean()  # [D]

@@ -23,33 +23,13 @@ from collections.abc import Mapping
 import torch
 
 from expc.runtime.importance_base import (INPUT, OUTPUT, ImportanceMetric, choice,
-                                          compute_dtype, masked_token_sum, positive_int)
-
-EPSILON = 1e-8
-
+                                          positive_int)
+from expc.runtime.importance_iterative_contributions import direct, through_pruned
+from expc.runtime.token_sums import promoted_dtype
 
 def prune_budgets(*, channels: int, rounds: int) -> list[int]:
     """How many channels each round prunes: as even as possible, summing to `channels`."""
     return [(r + 1) * channels // rounds - r * channels // rounds for r in range(rounds)]
-
-
-def channel_contributions(x_in: torch.Tensor, y_out: torch.Tensor, weight: torch.Tensor,
-                          pruned: torch.Tensor, calibration: str) -> torch.Tensor:
-    """`||S + X_j W[:, j]||_2` for every token and channel: `[B, S, D]`.
-
-    Expanded as `||S||^2 + 2 X_j (S . W_j) + X_j^2 ||W_j||^2` so no `[B, S, D, O]` exists.
-    """
-    kept = x_in.index_fill(-1, pruned, 0.0)  # [B, S, D]
-    y_kept = kept @ weight.T  # [B, S, O]
-    if calibration == "scale_by_magnitude":
-        scale = y_kept.norm(dim=-1) / (y_out.norm(dim=-1) + EPSILON)  # [B, S]
-    else:
-        scale = torch.ones_like(y_out[..., 0])  # [B, S]
-    residual = scale.unsqueeze(-1) * y_out - y_kept  # [B, S, O]
-    squared = (residual.square().sum(dim=-1, keepdim=True)  # [B, S, 1]
-               + 2 * x_in * (residual @ weight)  # [B, S, D]
-               + x_in.square() * weight.square().sum(dim=0))  # [B, S, D]
-    return squared.clamp(min=0).sqrt()  # [B, S, D]
 
 
 class IterativeChannelMetric(ImportanceMetric):
@@ -77,6 +57,7 @@ class IterativeChannelMetric(ImportanceMetric):
         self._pruned = torch.zeros(0, dtype=torch.long)  # [P] channel ids in pruning order
         self._round_sum = torch.zeros(weight.shape[1], dtype=torch.float64)  # [D]
         self._round_count = torch.zeros((), dtype=torch.float64)
+        self._pruned_gram: tuple[tuple, torch.Tensor] | None = None  # the round's W_P^T W
 
     def _round_of(self, batch: int) -> int:
         return batch * self.iterations // self.total_batches
@@ -102,12 +83,26 @@ class IterativeChannelMetric(ImportanceMetric):
                              "batches and got more")
         while self._rounds_closed < self._round_of(self._batches):
             self._close_round()
-        dtype = compute_dtype(x_in)
+        dtype = promoted_dtype(x_in)
+        x_in, y_out = x_in.to(dtype), y_out.to(dtype)
         weight = self.weight.to(device=x_in.device, dtype=dtype)
-        contribution = channel_contributions(x_in.to(dtype), y_out.to(dtype), weight,
-                                             self._pruned.to(x_in.device), self.calibration)
-        self._round_sum = self._round_sum.to(x_in.device) + masked_token_sum(contribution, mask)
+        pruned = self._pruned.to(x_in.device)
+        if self.calibration == "none" and len(pruned) <= weight.shape[0]:
+            contribution = through_pruned(x_in, y_out, weight, pruned,
+                                          self.pruned_gram(weight, pruned), mask)
+        else:
+            contribution = direct(x_in, y_out, weight, pruned, self.calibration)
+        contribution.masked_fill_(~mask.unsqueeze(-1), 0.0)  # [B, S, D]
+        batch_sum = contribution.sum(dim=(0, 1)).double()  # [D]
+        self._round_sum = self._round_sum.to(x_in.device) + batch_sum
         self._round_count = self._round_count.to(x_in.device) + mask.sum()
+
+    def pruned_gram(self, weight: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+        """`W_P^T W` `[P, D]` for this round's pruned set, computed once per round."""
+        key = (self._rounds_closed, weight.device, weight.dtype)
+        if self._pruned_gram is None or self._pruned_gram[0] != key:
+            self._pruned_gram = (key, weight.index_select(1, pruned).T @ weight)
+        return self._pruned_gram[1]
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         if self._batches < self.total_batches:
@@ -130,6 +125,7 @@ class IterativeChannelMetric(ImportanceMetric):
                 "round_sum": self._round_sum, "round_count": self._round_count}
 
     def _load(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._pruned_gram = None
         self._rounds_closed = int(state["rounds_closed"])
         self._pruned = state["pruned"].long()
         self._round_sum = state["round_sum"].double()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.importance_base import INPUT, ImportanceMetric, compute_dtype
+from expc.runtime.importance_base import INPUT, ImportanceMetric, masked_abs
 
 
 class L2NormMetric(ImportanceMetric):
@@ -26,9 +26,8 @@ class L2NormMetric(ImportanceMetric):
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
                 mask: torch.Tensor) -> None:
         assert x_in is not None
-        magnitude = x_in.to(compute_dtype(x_in)).abs()  # [B, S, D]
         counts = mask.sum(dim=1, keepdim=True)  # [B, 1]
-        per_sample = torch.where(mask.unsqueeze(-1), magnitude, 0.0).sum(dim=1)  # [B, D]
+        per_sample = masked_abs(x_in, mask).sum(dim=1)  # [B, D]
         per_sample = per_sample / counts.clamp(min=1)  # a row with no token adds nothing
         batch = per_sample.double().square().sum(dim=0)  # [D]
         self._squares = batch if self._squares is None else self._squares + batch

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import OUTPUT, TokenMeanMetric, compute_dtype
+from expc.runtime.importance_base import OUTPUT, TokenMeanMetric, masked_abs
 
 
 class LayernormContributionMetric(TokenMeanMetric):
     name = "layernorm_contribution"
     needs = frozenset({OUTPUT})
 
-    def per_token(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None) -> torch.Tensor:
+    def token_sum(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
+                  mask: torch.Tensor) -> torch.Tensor:
         assert y_out is not None
-        return y_out.to(compute_dtype(y_out)).abs()  # [B, S, C]
+        return masked_abs(y_out, mask).sum(dim=(0, 1))  # [C]
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         return {"score": self.token_mean().float()}

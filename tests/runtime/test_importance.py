@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load, save
 
 from expc.runtime.importance import METRICS, create_metric
+from expc.runtime.importance_iterative_contributions import direct, through_pruned
 
 D_IN, D_OUT = 12, 6
 N_KV, HEAD_DIM = 3, 2  # 12 input channels = 6 query heads of 2, in 3 KV groups of 4
@@ -47,9 +48,10 @@ def real_tokens(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
             for b in range(x.shape[0])]
 
 
-def feed(metric, batches, w):
+def feed(metric, batches, w, bias=None):
     for x, mask in batches:
-        metric.update(x, x @ w.T, attention_mask=mask)
+        y = x @ w.T if bias is None else x @ w.T + bias
+        metric.update(x, y, attention_mask=mask)
     return metric
 
 
@@ -113,7 +115,7 @@ def test_layernorm_contribution_is_mean_abs_output_over_real_tokens():
     torch.testing.assert_close(result["score"], outputs.abs().mean(0).float())
 
 
-def reference_iterative(batches, w, *, iterations: int, calibration: str):
+def reference_iterative(batches, w, *, iterations: int, calibration: str, bias=None):
     """Greedy rounds written out directly: every channel's `||S + X_j W_j||` per token."""
     total = len(batches)
     pruned: list[int] = []
@@ -124,7 +126,7 @@ def reference_iterative(batches, w, *, iterations: int, calibration: str):
             x, mask = batches[b]
             for tokens in real_tokens(x, mask):
                 for token in tokens:  # [D_IN]
-                    y = w @ token  # [D_OUT]
+                    y = w @ token if bias is None else w @ token + bias  # [D_OUT]
                     kept = token.clone()
                     kept[pruned] = 0.0
                     y_kept = w @ kept
@@ -139,17 +141,36 @@ def reference_iterative(batches, w, *, iterations: int, calibration: str):
     return pruned
 
 
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
 @pytest.mark.parametrize("calibration", ["none", "scale_by_magnitude"])
 @pytest.mark.parametrize("iterations", [1, 3, 5])
-def test_iterative_channel_prunes_like_the_written_out_rounds(iterations, calibration):
+def test_iterative_channel_prunes_like_the_written_out_rounds(iterations, calibration,
+                                                              with_bias):
+    """With 12 channels into 6 outputs, calibration `none` takes the |P|-wide path while at
+    most 6 are pruned and the direct one after; `scale_by_magnitude` always the direct one."""
     batches, w = make_batches(), weight()
-    expected = reference_iterative(batches, w, iterations=iterations, calibration=calibration)
+    bias = torch.randn(D_OUT, dtype=torch.float64) if with_bias else None
+    expected = reference_iterative(batches, w, iterations=iterations, calibration=calibration,
+                                   bias=bias)
     metric = build("iterative_channel",
                    params={"iterations": iterations, "calibration": calibration})
-    result = feed(metric, batches, w).to_dict()
+    result = feed(metric, batches, w, bias).to_dict()
     assert result["channels_importance_ascending"].tolist() == expected
     assert [result["score"][j].item() for j in expected] == list(range(D_IN))
     assert metric.progress()["rounds_closed"] == iterations
+
+
+@pytest.mark.parametrize("n_pruned", [0, 2, 6])
+def test_both_contribution_paths_agree_token_by_token(n_pruned):
+    x, mask = make_batches()[1]
+    w, bias = weight(), torch.randn(D_OUT, dtype=torch.float64)
+    y = x @ w.T + bias
+    pruned = torch.randperm(D_IN, generator=torch.Generator().manual_seed(n_pruned))[:n_pruned]
+    gram = w[:, pruned].T @ w  # [P, D_IN]
+    real = mask.bool()
+    torch.testing.assert_close(
+        through_pruned(x, y, w, pruned, gram, real)[real],
+        direct(x, y, w, pruned, "none")[real], rtol=1e-9, atol=1e-9)
 
 
 def test_iterative_channel_needs_a_batch_per_round():
