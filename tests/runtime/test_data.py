@@ -66,6 +66,22 @@ def test_jsonl_samples_keep_their_lines_and_skip_blank_lines(tmp_path):
     assert data.locate(2) == (path, 5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.text(min_size=1).filter(str.strip), st.booleans()),
+                     min_size=1, max_size=20))
+def test_any_text_round_trips_through_jsonl_with_its_line(tmp_path_factory, rows):
+    lines, expected = [], []
+    for text, blank_before in rows:
+        if blank_before:
+            lines.append("")
+        lines.append(json.dumps({"text": text}, ensure_ascii=False))
+        expected.append((len(lines), text))
+    path = tmp_path_factory.mktemp("rt") / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    got = [(s.line, s.text) for s in read_samples(kind="jsonl", path=path)]
+    assert got == expected
+
+
 def test_text_source_is_one_sample_a_line(tmp_path):
     path = write(tmp_path, "hello\nworld wide\n", name="data.txt")
     data = load_data(kind="text", path=path, tokenizer=CharTokenizer())
