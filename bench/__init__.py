@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` compares expc with the tools researchers use (BENCHMARKS.md)."""

@@ -1,0 +1,114 @@
+"""`python -m bench [--quick]`: run the comparison suite, write BENCHMARKS.md and bench/results.json.
+
+Run it from the benchmark's environment (`bash bench/setup_env.sh` once, then
+`.venv-bench/bin/python -m bench`); in an environment without TransformerLens or nnsight
+those rows say so and the rest still runs. `--quick` runs smaller workloads and fewer
+repetitions (under two minutes); the full suite stays under ten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import TORCH_THREADS, quiet_libraries, run_workload
+from bench.methods import ALL_METHODS
+from bench.report_md import write_reports
+from bench.results import SuiteResult, WorkloadResult
+from bench.workloads import BUILDERS, DESCRIPTIONS, REPO_ROOT, build_workload, unavailable_reason
+
+log = logging.getLogger("bench")
+
+REPETITIONS = {"full": 5, "quick": 3}
+PACKAGES = ("torch", "transformers", "transformer-lens", "nnsight", "expc")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_total() -> str:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
+    return "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
+
+
+def describe_machine() -> dict[str, str]:
+    machine = {
+        "CPU": f"{_cpu_model()}, {os.cpu_count()} cores visible, torch threads {TORCH_THREADS}",
+        "memory": _memory_total(),
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "expc commit": _commit(),
+    }
+    machine.update({package: _version(package) for package in PACKAGES})
+    return machine
+
+
+def _command_line(argv: list[str]) -> str:
+    python = Path(sys.executable)
+    shown = os.path.relpath(python, REPO_ROOT) if python.is_relative_to(REPO_ROOT) else str(python)
+    return " ".join([shown, "-m", "bench", *argv])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, fewer repetitions")
+    parser.add_argument("--workloads", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
+    parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    quiet_libraries()
+
+    started = time.perf_counter()
+    repetitions = REPETITIONS["quick" if args.quick else "full"]
+    workloads = []
+    for name in args.workloads:
+        reason = unavailable_reason(name)
+        if reason:
+            log.warning("skipping %s: %s", name, reason)
+            workloads.append(WorkloadResult(name=name, description=DESCRIPTIONS[name],
+                                            status="skipped", note=reason))
+            continue
+        workload = build_workload(name, quick=args.quick)
+        workloads.append(run_workload(workload, ALL_METHODS, repetitions=repetitions,
+                                      quick=args.quick, measure_memory=not args.no_memory))
+    suite = SuiteResult(
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=_command_line(argv), quick=args.quick, machine=describe_machine(),
+        workloads=tuple(workloads), seconds=time.perf_counter() - started,
+    )
+    write_reports(suite, markdown_path=args.markdown, json_path=args.json)
+    log.info("wrote %s and %s in %.0f s", args.markdown, args.json, suite.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Side-by-side measurement of capture methods on one workload: time, memory, agreement.
+
+The machine is shared and noisy, so absolute times are context only; the headline number is
+the paired ratio. Within each repetition every method runs the whole workload once, in an
+order rotated by one place per repetition (no method is always first or always after the
+same neighbour), and its time is divided by the plain forward's time of the same
+repetition; the reported ratio is the median of those per-repetition ratios.
+
+Memory is measured in a fresh process per method (`bench.rss_probe`), since a process's
+high-water mark only grows: the probe notes its RSS after imports and data, then loads and
+wraps the model and runs every batch, and reports the RSS after set-up and the peak RSS,
+both above that starting point.
+
+Agreement: every method's per-sample masked means are compared with a float64 reference
+(transformers' forward in double precision, raw block outputs, masked mean in float64).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from bench.peers import Method, Runner, masked_mean
+from bench.results import MethodResult, WorkloadResult
+from bench.workloads import REPO_ROOT, Batch, Workload
+
+log = logging.getLogger(__name__)
+
+BASELINE = "plain"
+TORCH_THREADS = 2
+
+
+def quiet_libraries() -> None:
+    """Torch on the benchmark's thread count; no progress bars or load reports from transformers."""
+    torch.set_num_threads(TORCH_THREADS)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def rotated(items: Sequence, shift: int) -> list:
+    """`items` rotated left by `shift` places (the run order of one repetition)."""
+    if not items:
+        return []
+    shift %= len(items)
+    return list(items[shift:]) + list(items[:shift])
+
+
+def paired_ratios(times: Mapping[str, Sequence[float]], *, baseline: str = BASELINE,
+                  ) -> dict[str, tuple[float, float, float]]:
+    """Per method: (median, min, max) over repetitions of its time / the baseline's time."""
+    base = times[baseline]
+    summary = {}
+    for name, method_times in times.items():
+        if len(method_times) != len(base):
+            raise ValueError(f"{name} has {len(method_times)} repetitions, {baseline} has {len(base)}")
+        ratios = [t / b for t, b in zip(method_times, base)]
+        summary[name] = (statistics.median(ratios), min(ratios), max(ratios))
+    return summary
+
+
+def max_abs_difference(outputs: Mapping[int, torch.Tensor], reference: Mapping[int, torch.Tensor],
+                       ) -> float | None:
+    """Largest |output - reference| over every captured layer; None when nothing was captured."""
+    if not outputs:
+        return None
+    if set(outputs) != set(reference):
+        raise ValueError(f"captured layers {sorted(outputs)} differ from the reference's {sorted(reference)}")
+    return max(float((outputs[layer].double() - reference[layer]).abs().max()) for layer in reference)
+
+
+def reference_means(workload: Workload) -> dict[int, torch.Tensor]:
+    """Float64 masked means of every captured layer's raw block output: {layer: [N, H]}."""
+    model = workload.load_model(dtype=torch.float64)
+    model.config.tie_last_hidden_states = False
+    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in workload.layers}
+    with torch.no_grad():
+        for batch in workload.batches:
+            hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                           output_hidden_states=True).hidden_states
+            for layer in workload.layers:
+                parts[layer].append(masked_mean(hidden[layer + 1], batch.attention_mask))  # [B, H]
+    return {layer: torch.cat(chunks) for layer, chunks in parts.items()}  # [N, H]
+
+
+def time_repetitions(runners: Mapping[str, Runner], batches: Sequence[Batch], *,
+                     repetitions: int) -> dict[str, list[float]]:
+    """Seconds per whole-workload pass, per method and repetition, in rotated order."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with torch.no_grad():
+        for repetition in range(repetitions):
+            for name in rotated(list(runners), repetition):
+                start = time.perf_counter()
+                runners[name](batches)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def probe_memory(workload_name: str, method_name: str, *, quick: bool) -> dict[str, float]:
+    """Run `bench.rss_probe` in a fresh interpreter; {"setup_mib": ..., "peak_mib": ...}."""
+    command = [sys.executable, "-m", "bench.rss_probe", workload_name, method_name]
+    if quick:
+        command.append("--quick")
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _failure(exc: BaseException) -> str:
+    log.debug("method failed:\n%s", "".join(traceback.format_exception(exc)))
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}"[:300]
+
+
+def run_workload(workload: Workload, methods: Sequence[Method], *, repetitions: int, quick: bool,
+                 measure_memory: bool = True) -> WorkloadResult:
+    """Measure every available method on `workload`; a method that fails is recorded, not fatal."""
+    reference = reference_means(workload)
+    results: dict[str, MethodResult] = {}
+    runners: dict[str, Runner] = {}
+    diffs: dict[str, float | None] = {}
+    for method in methods:
+        reason = method.unavailable_reason()
+        if reason:
+            results[method.name] = MethodResult(name=method.name, label=method.label,
+                                                status="skipped", note=reason)
+            continue
+        log.info("%s: setting up %s", workload.name, method.name)
+        try:
+            runner = method.build(workload)
+            with torch.no_grad():  # the agreement pass doubles as the warm-up
+                diffs[method.name] = max_abs_difference(runner(workload.batches), reference)
+        except Exception as exc:  # a tool that cannot run this workload is a finding
+            results[method.name] = MethodResult(name=method.name, label=method.label,
+                                                status="failed", note=_failure(exc))
+            continue
+        runners[method.name] = runner
+    if BASELINE not in runners:
+        raise RuntimeError(f"the plain forward failed on {workload.name}: {results[BASELINE].note}")
+
+    log.info("%s: timing %d methods × %d repetitions", workload.name, len(runners), repetitions)
+    times = time_repetitions(runners, workload.batches, repetitions=repetitions)
+    ratios = paired_ratios(times)
+    runners.clear()  # free the models before the memory probes
+
+    for method in methods:
+        if method.name in results:
+            continue
+        memory, note = {}, ""
+        if measure_memory:
+            log.info("%s: memory probe for %s", workload.name, method.name)
+            try:
+                memory = probe_memory(workload.name, method.name, quick=quick)
+            except RuntimeError as exc:
+                note = str(exc)
+        seconds = statistics.median(times[method.name])
+        median_ratio, low, high = ratios[method.name]
+        results[method.name] = MethodResult(
+            name=method.name, label=method.label, status="ok", note=note,
+            seconds_per_batch=seconds / len(workload.batches),
+            tokens_per_s=workload.real_tokens / seconds,
+            ratio_to_plain=median_ratio, ratio_min=low, ratio_max=high,
+            rss_setup_mib=memory.get("setup_mib"), rss_peak_mib=memory.get("peak_mib"),
+            max_abs_diff=diffs[method.name], repetition_seconds=tuple(times[method.name]),
+        )
+    return WorkloadResult(
+        name=workload.name, description=workload.description, status="ok",
+        shape=workload.shape_text, real_tokens=workload.real_tokens,
+        n_batches=len(workload.batches), repetitions=repetitions,
+        methods=tuple(results[method.name] for method in methods),
+    )

@@ -1,0 +1,138 @@
+"""Render a `SuiteResult` as BENCHMARKS.md (for people) and results.json (raw numbers).
+
+The markdown says what was run (exact commands), where (machine, versions, date), and for
+every workload one table of medians and paired ratios. Nothing is interpreted here beyond
+formatting: a method that was skipped or failed shows its reason in the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import attrs
+
+from bench.results import MethodResult, SuiteResult, WorkloadResult
+
+SETUP_COMMAND = "bash bench/setup_env.sh"
+HEADER = ("| method | time / batch | tokens/s | ratio to plain (min–max) | RSS Δ set-up | "
+          "peak RSS Δ | peak vs plain | max abs diff vs reference | note |")
+RULE = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+DASH = "—"
+
+INTRO = """\
+Every comparison below is measured side by side in one run, on the same checkpoint and the
+same batches (float32, CPU, {threads} torch threads). The machine is shared and noisy, so
+absolute times are context only; compare methods by the **paired ratio**: in each repetition
+every method runs the whole workload once (order rotated by one place per repetition), its
+time is divided by the plain forward's time in that repetition, and the table shows the
+median over repetitions (with the smallest and largest ratio).
+
+- **time / batch** and **tokens/s**: median pass time over repetitions, divided by the
+  number of batches, and real (non-padding) tokens per second.
+- **RSS Δ set-up** / **peak RSS Δ**: measured in a fresh process per method, above the
+  process's RSS after importing torch + transformers and building the data: RSS after
+  loading and wrapping the model, and peak RSS over one full pass. **peak vs plain**
+  divides by the plain forward's peak.
+- **max abs diff vs reference**: largest difference between the method's per-sample masked
+  means of `resid_out[L]` (raw block output, padding excluded) and a float64 reference
+  (transformers in double precision, hand-written masked mean). Tools that disagree beyond
+  float32 rounding (~1e-6) are a finding, not noise.
+"""
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return DASH if value is None else pattern.format(value)
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+
+
+def _ratio(method: MethodResult) -> str:
+    if method.ratio_to_plain is None:
+        return DASH
+    return f"{method.ratio_to_plain:.2f}× ({method.ratio_min:.2f}–{method.ratio_max:.2f})"
+
+
+def _versus_plain(method: MethodResult, plain: MethodResult | None) -> str:
+    if method.rss_peak_mib is None or plain is None or not plain.rss_peak_mib:
+        return DASH
+    return f"{method.rss_peak_mib / plain.rss_peak_mib:.2f}×"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def method_row(method: MethodResult, plain: MethodResult | None) -> str:
+    if method.status != "ok":
+        note = f"{method.status}: {method.note}"
+        return f"| {_cell(method.label)} | {' | '.join([DASH] * 7)} | {_cell(note)} |"
+    cells = [
+        _cell(method.label),
+        _time(method.seconds_per_batch),
+        _fmt(method.tokens_per_s, "{:,.0f}"),
+        _ratio(method),
+        _fmt(method.rss_setup_mib, "{:+.0f} MiB"),
+        _fmt(method.rss_peak_mib, "{:+.0f} MiB"),
+        _versus_plain(method, plain),
+        _fmt(method.max_abs_diff, "{:.1e}"),
+        _cell(method.note),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def workload_section(workload: WorkloadResult) -> str:
+    lines = [f"### `{workload.name}`", "", workload.description + "."]
+    if workload.status != "ok":
+        lines += ["", f"**Skipped:** {workload.note}", ""]
+        return "\n".join(lines)
+    lines += ["", f"Data: {workload.shape} (batches × [batch × padded length]), "
+                  f"{workload.real_tokens:,} real tokens; {workload.repetitions} repetitions.", "",
+              HEADER, RULE]
+    plain = next((m for m in workload.methods if m.name == "plain" and m.status == "ok"), None)
+    lines += [method_row(method, plain) for method in workload.methods]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(suite: SuiteResult, *, threads: int = 2) -> str:
+    machine = "\n".join(f"- {key}: {value}" for key, value in suite.machine.items())
+    sections = "\n".join(workload_section(workload) for workload in suite.workloads)
+    mode = "quick" if suite.quick else "full"
+    return f"""# Benchmarks
+
+Measured {suite.date} ({mode} suite, {suite.seconds:.0f} s). Raw numbers: `bench/results.json`.
+
+## Commands
+
+```
+{SETUP_COMMAND}          # once: .venv-bench with expc, TransformerLens and nnsight
+{suite.command}
+```
+
+## Machine
+
+{machine}
+
+## How to read the tables
+
+{INTRO.format(threads=threads)}
+## Results
+
+{sections}"""
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_reports(suite: SuiteResult, *, markdown_path: Path, json_path: Path) -> None:
+    """Write BENCHMARKS.md and the raw-number JSON (each atomically)."""
+    _write_atomic(markdown_path, render_markdown(suite))
+    _write_atomic(json_path, json.dumps(attrs.asdict(suite), indent=2) + "\n")

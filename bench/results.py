@@ -1,0 +1,51 @@
+"""The numbers one benchmark run produces, as plain frozen records.
+
+`harness` fills them, `report_md` renders them to BENCHMARKS.md and `bench/results.json`;
+keeping them apart from both lets the markdown writer be tested on hand-made numbers.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class MethodResult:
+    """One method on one workload. Times are medians over repetitions; None = not measured."""
+
+    name: str
+    label: str
+    status: str  # "ok" | "skipped" | "failed"
+    note: str = ""
+    seconds_per_batch: float | None = None
+    tokens_per_s: float | None = None
+    ratio_to_plain: float | None = None  # median of per-repetition (method / plain) times
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+    rss_setup_mib: float | None = None  # RSS after loading + wrapping, above the pre-run RSS
+    rss_peak_mib: float | None = None  # peak RSS during the run, above the pre-run RSS
+    max_abs_diff: float | None = None  # against the float64 reference; None when nothing captured
+    repetition_seconds: tuple[float, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class WorkloadResult:
+    name: str
+    description: str
+    status: str  # "ok" | "skipped"
+    note: str = ""
+    shape: str = ""
+    real_tokens: int = 0
+    n_batches: int = 0
+    repetitions: int = 0
+    methods: tuple[MethodResult, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class SuiteResult:
+    date: str
+    command: str
+    quick: bool
+    machine: dict[str, str]
+    workloads: tuple[WorkloadResult, ...]
+    seconds: float
