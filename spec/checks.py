@@ -362,7 +362,7 @@ def _importance(c: Checker, st: sx.ImportanceStmt, hydra: object) -> object:
     if not ok or _BAD in (heads, params):
         return _BAD
     return ir.Importance(metric=st.metric, module=st.module, layers=st.layers, heads=heads,
-                         params=params, span=st.span)
+                         params=params, span=st.span, module_span=st.module_span)
 
 
 def _fits(kind: str, module: str) -> bool:

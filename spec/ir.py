@@ -165,6 +165,7 @@ class Importance:
     heads: HeadSelector | None = None
     params: tuple[Param, ...] = ()  # every parameter of the metric, defaults filled in
     span: Span = _span_field()
+    module_span: Span = _span_field()
 
     def param(self, name: str) -> Any:
         for p in self.params:

@@ -63,7 +63,7 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
         layers = layers_in_range(imp.layers)
         heads_reach(imp.heads, layers)
         if imp.module not in shape.modules:
-            out.append(_err(imp.span, f"{shape.model_type} models have no `{imp.module}`", "module",
+            out.append(_err(imp.module_span, f"{shape.model_type} models have no `{imp.module}`", "module",
                             did_you_mean(imp.module, shape.modules)
                             or (f"modules: {', '.join(shape.modules)}",)))
     max_positions = shape.config.get("max_position_embeddings")
