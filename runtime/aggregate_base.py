@@ -61,6 +61,7 @@ class Aggregator:
         if hidden.dim() < 2 or tuple(hidden.shape[:2]) != tuple(attention_mask.shape):
             raise ValueError(f"hidden {tuple(hidden.shape)} does not start with the "
                              f"attention mask's [B, S] = {tuple(attention_mask.shape)}")
+        hidden = hidden.detach()  # state never keeps an autograd graph alive
         selected = select_tokens(self.mask, attention_mask=attention_mask.to(hidden.device),
                                  field_mask=field_mask, field=self.field)  # [B, S]
         counts = selected.sum(dim=1)  # [B]

@@ -70,6 +70,8 @@ class ImportanceMetric:
                 if tuple(tensor.shape[:2]) != tuple(attention_mask.shape):
                     raise ValueError(f"{self.name}: module {need} {tuple(tensor.shape)} does "
                                      f"not start with the mask's {tuple(attention_mask.shape)}")
+        x_in = None if x_in is None else x_in.detach()  # never keep an autograd graph alive
+        y_out = None if y_out is None else y_out.detach()
         device = (x_in if x_in is not None else y_out).device
         self._update(x_in, y_out, attention_mask.to(device).bool())
         self._batches += 1

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load, save
 
 from expc.runtime.aggregators import EmptyMaskError, create_aggregator
@@ -298,3 +300,25 @@ def test_merging_an_empty_state_changes_nothing(mode):
     for suffix, value in before.items():
         assert torch.equal(filled.result()[suffix], value)
         assert torch.equal(empty.result()[suffix], value)
+
+
+@settings(max_examples=25, deadline=None)
+@given(mode=st.sampled_from(ALL_MODES), kind=st.sampled_from(KINDS),
+       cuts=st.lists(st.integers(min_value=0, max_value=6), max_size=3))
+def test_any_split_merged_in_order_equals_one_pass(mode, kind, cuts):
+    data = batches(left=True) + batches(left=False, seed=1)
+    bounds = [0, *sorted(cuts), len(data)]
+    parts = [run(mode, kind, data[a:b]) for a, b in zip(bounds, bounds[1:])]
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    for suffix, value in run(mode, kind, data).result().items():
+        torch.testing.assert_close(merged.result()[suffix], value, rtol=1e-12, atol=1e-12)
+
+
+def test_state_keeps_no_autograd_graph():
+    hidden = torch.randn(2, 3, FEATURES, requires_grad=True)
+    for mode in ALL_MODES:
+        aggregator = create_aggregator(mode=mode)
+        aggregator.add(hidden * 2, attention_mask=torch.ones(2, 3))
+        assert not any(t.requires_grad for t in aggregator.result().values())

@@ -310,3 +310,15 @@ def test_half_precision_inputs_are_scored_in_float32():
     metric = create_metric("layernorm_contribution", weight=None)
     metric.update(None, x, attention_mask=torch.ones(1, 300))
     assert torch.equal(metric.to_dict()["score"], torch.ones(D_IN))
+
+
+@pytest.mark.parametrize("name", ALL_METRICS)
+def test_state_keeps_no_autograd_graph(name):
+    w = weight().requires_grad_()
+    metric = build(name, w=w, params={"iterations": 1} if name == "iterative_channel" else {},
+                   total_batches=1)
+    x, mask = make_batches()[0]
+    x = x.nan_to_num().requires_grad_()
+    metric.update(x * 2, (x @ w.T) * 2, attention_mask=mask)
+    assert not any(t.requires_grad for t in metric.state_dict().values())
+    assert not any(t.requires_grad for t in metric.to_dict().values())
