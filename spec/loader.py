@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
+
 from expc.spec import ir
 from expc.spec import syntax as sx
 from expc.spec.checks import lower
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, normalize
 from expc.spec.model_checks import check_against_model, check_files, duplicate_keys
 from expc.spec.model_shape import ModelShape, read_model_shape
-from expc.spec.resolve import Workspace, apply_overrides, flatten, load_workspace
+from expc.spec.resolve import OVERRIDE_PATH, Workspace, apply_overrides, flatten, load_workspace
 from expc.spec.suggest import did_you_mean
 
 
@@ -67,7 +69,7 @@ def _check_one(ws: Workspace, name: str, overrides: Sequence[str], check_model: 
     decl, override_diags = apply_overrides(decl, overrides)
     diags.extend(override_diags)
     experiment, lower_diags = lower(decl, ws.root.path)
-    diags.extend(lower_diags)
+    diags.extend(_name_override(d, overrides) for d in lower_diags)
     # the model is looked up even when other checks failed: a wrong path is worth knowing
     shape = _shape(decl, shapes, diags) if check_model else None
     if experiment is None:
@@ -79,6 +81,13 @@ def _check_one(ws: Workspace, name: str, overrides: Sequence[str], check_model: 
     else:
         diags.extend(check_against_model(experiment, shape))
     return experiment, diags
+
+
+def _name_override(d: Diagnostic, overrides: Sequence[str]) -> Diagnostic:
+    """A problem in a `--set` value, with the option it came from (there is no file to show)."""
+    if d.span.path != OVERRIDE_PATH or not 1 <= d.span.line <= len(overrides):
+        return d
+    return attrs.evolve(d, help=(*d.help, f"in `--set {overrides[d.span.line - 1]}`"))
 
 
 def _shape(decl: sx.ExperimentDecl, shapes: dict[str, ModelShape | None],

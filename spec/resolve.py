@@ -198,7 +198,8 @@ def _override_error(line: int, text: str, message: str, *, col: int = 1, end: in
                     help: Sequence[str] = ()) -> DiagnosticError:
     span = Span(path=OVERRIDE_PATH, line=line, col=col, end_line=line,
                 end_col=(len(text) + 1 if end is None else end))
-    return DiagnosticError(Diagnostic(span=span, code="override", message=message, help=tuple(help)))
+    return DiagnosticError(Diagnostic(span=span, code="override", message=message,
+                                      help=(*help, f"in `--set {text}`")))
 
 
 def _apply_one(decl: sx.ExperimentDecl, text: str, line: int) -> sx.ExperimentDecl:
