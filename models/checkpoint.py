@@ -133,8 +133,11 @@ def _locate_tensors(folder: Path) -> tuple[dict[str, Path], Path]:
                     help=("convert it once with transformers: "
                           "`AutoModel.from_pretrained(folder).save_pretrained(folder)` "
                           "writes model.safetensors",))
+    others = sorted(path.name for path in folder.glob("*.safetensors"))
     raise _fail(folder, f"checkpoint folder `{folder}` holds no {SINGLE_FILE} "
-                f"and no {INDEX_FILE}", code="checkpoint-no-weights")
+                f"and no {INDEX_FILE}", code="checkpoint-no-weights",
+                help=(f"found {', '.join(others)}; a sharded checkpoint needs its {INDEX_FILE}",)
+                if others else ())
 
 
 @attrs.define(kw_only=True)

@@ -93,6 +93,15 @@ def test_load_config_needs_no_weights(tmp_path: Path) -> None:
     assert diag.span.path == str(tmp_path)
 
 
+def test_shards_without_their_index(sharded: Path) -> None:
+    (sharded / INDEX_FILE).unlink()
+    with pytest.raises(DiagnosticError) as excinfo:
+        open_checkpoint(sharded)
+    diag = diagnostic_of(excinfo)
+    assert diag.code == "checkpoint-no-weights"
+    assert "model-00001-of-" in diag.help[0] and INDEX_FILE in diag.help[0]
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DiagnosticError) as excinfo:
         open_checkpoint(tmp_path / "nope")
