@@ -8,12 +8,12 @@ a `Diagnostic` naming the file concerned — and the line, where a JSON file is 
 Pickled `pytorch_model.bin` checkpoints are refused, never unpickled.
 
 Tensors come back as safetensors gives them: views of a private (copy-on-write) memory map
-of their shard, so loading costs no copy and pages are read from disk when first used; a
+of their shard, so loading costs no copy and pages are read from disk when first used. A
 tensor read twice (each Hydra head's clone of a layer) gets a map of its own, so writing
-into one copy never changes another.
-A cast to another dtype makes an ordinary in-memory copy instead (read through a
-short-lived map, so the source pages are released as it goes). Overwriting a checkpoint
-file in place while a model loaded from it is alive is therefore not supported.
+into one copy never changes another. A cast to another dtype makes an ordinary in-memory
+copy, read through a short-lived map so the source pages are released as it goes.
+Overwriting a checkpoint file in place while a model loaded from it is alive is therefore
+not supported.
 """
 
 from __future__ import annotations
