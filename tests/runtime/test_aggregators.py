@@ -322,3 +322,21 @@ def test_state_keeps_no_autograd_graph():
         aggregator = create_aggregator(mode=mode)
         aggregator.add(hidden * 2, attention_mask=torch.ones(2, 3))
         assert not any(t.requires_grad for t in aggregator.result().values())
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_fed_under_inference_mode_then_merged_and_finished_outside(mode):
+    data = batches(left=True)
+    expected = run(mode, "attention", data + data).result()
+    with torch.inference_mode():
+        first, second = run(mode, "attention", data), run(mode, "attention", data)
+    first.merge(second)
+    restored = create_aggregator(mode=mode)
+    restored.load_state_dict(first.state_dict())
+    with torch.inference_mode():
+        for hidden, mask, _ in data:
+            restored.add(hidden, attention_mask=mask)
+    for suffix, value in expected.items():
+        torch.testing.assert_close(first.result()[suffix], value, rtol=1e-12, atol=1e-12)
+    for suffix, value in run(mode, "attention", data * 3).result().items():
+        torch.testing.assert_close(restored.result()[suffix], value, rtol=1e-12, atol=1e-12)

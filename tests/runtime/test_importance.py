@@ -322,3 +322,24 @@ def test_state_keeps_no_autograd_graph(name):
     metric.update(x * 2, (x @ w.T) * 2, attention_mask=mask)
     assert not any(t.requires_grad for t in metric.state_dict().values())
     assert not any(t.requires_grad for t in metric.to_dict().values())
+
+
+@pytest.mark.parametrize("name", ALL_METRICS)
+def test_fed_under_inference_mode_then_merged_and_finished_outside(name):
+    """The runtime feeds state under `torch.inference_mode()` and finishes it outside."""
+    batches, w = make_batches(), weight()
+    params = {"iterations": 2} if name == "iterative_channel" else {}
+    expected = feed(build(name, params=params), batches, w).to_dict()
+    first, second = build(name, params=params), build(name, params=params)
+    with torch.inference_mode():
+        feed(first, batches, w)
+        if name != "iterative_channel":
+            feed(second, batches[:2], w)
+    if name != "iterative_channel":
+        second.merge(build(name, params=params))
+        assert second.state_dict()["batches"] == 2
+    restored = build(name, params=params)
+    restored.load_state_dict(first.state_dict())
+    for field, value in first.to_dict().items():
+        assert torch.equal(value, expected[field])
+        assert torch.equal(restored.to_dict()[field], expected[field])
