@@ -96,14 +96,8 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
     try:
         results = _execute(experiment, store=store, run_dir=run_dir, world=world,
                            device=device, resume=resume, quiet=quiet,
-                           fingerprint=f"{spec_sha256(spec_text)}/world{world.size}")
-    except Interrupted:
-        if store is not None:
-            store.manifest["error"] = {"message": "interrupted; run again with --resume",
-                                       "diagnostics": []}
-            store.fail(KeyboardInterrupt("interrupted; resumable with --resume"))
-        raise
-    except BaseException as exc:
+                           spec_sha=spec_sha256(spec_text))
+    except BaseException as exc:  # Ctrl-C (`Interrupted`) too: resumable, not complete
         if store is not None:
             store.fail(exc)
         raise
@@ -203,10 +197,13 @@ class _StopFlag:
 
 
 def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path, world: World,
-             device: torch.device, resume: bool, quiet: bool, fingerprint: str) -> Results:
+             device: torch.device, resume: bool, quiet: bool, spec_sha: str) -> Results:
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     loop = _prepare(experiment, device=device, world=world, seconds=seconds, store=store)
+    # A checkpoint resumes only the same spec over the same data with the same world size.
+    fingerprint = (f"{spec_sha}/world{world.size}/samples{loop.data.n_samples}"
+                   f"/tokens{loop.data.n_tokens}")
     checkpoint_dir = run_dir / "checkpoint"
     start, elapsed = 0, 0.0
     if resume:

@@ -129,8 +129,9 @@ def _cursor_batches(run_dir: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("kill_after", [2, 7, 15])
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path, kill_after):
+@pytest.mark.parametrize("kill_after,sig", [(2, signal.SIGKILL), (7, signal.SIGKILL),
+                                            (15, signal.SIGKILL), (4, signal.SIGINT)])
+def test_resume_after_kill_or_ctrl_c_equals_uninterrupted(tmp_path, kill_after, sig):
     spec = write_spec(tmp_path, f"""
 experiment resumable {{
     model = "builtin:tiny-llama"
@@ -149,15 +150,22 @@ experiment resumable {{
 """)
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "expc", "run", str(spec), "--quiet"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 240
     while proc.poll() is None and _cursor_batches(killed) < kill_after:
         assert time.monotonic() < deadline, "run made no progress"
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    status = json.loads((killed / "manifest.json").read_text())["status"]
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+        assert status == "running"
+    else:  # Ctrl-C: the batch in flight finishes, a checkpoint is saved, the user is told
+        assert proc.returncode == 1, stderr
+        assert "--resume" in stderr and "Traceback" not in stderr
+        assert status == "failed"
 
     resumed = expc_cli("run", str(spec), "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
