@@ -3,8 +3,9 @@
 Keys are the run folder's (`capture/resid_out_3`, `capture/attn_out_1.mask`,
 `importance/l2_norm/layers.3.mlp.down_proj/score`, `meta/sample_index`). Beyond a dict it
 offers what notebooks want: metadata, memory per key or per key family, `map_to_dict`,
-`to(device)`, pickling, and `cat(other)` to combine the results of two runs over different
-samples. `cat` picks a strategy per key — a function registered for the longest matching
+`to(device)`, pickling, and `cat(*others)` to combine the results of runs over different
+samples (any number at once, one concatenation per key: what easyroutine's deferred mode is
+for). `cat` picks a strategy per key — a function registered for the longest matching
 prefix, else the one the key's kind implies — and raises when two tensors cannot be
 combined, where easyroutine would silently fall back to a list:
 - a `full` capture (a `.mask` beside it) concatenates samples, padding the sequence dims;
@@ -18,7 +19,8 @@ Registered strategies must be module-level functions for the object to stay pick
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+import functools
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
 
@@ -44,24 +46,31 @@ def key_family(key: str) -> str:
     return re.sub(r"_\d+(?=$|\.|/)", "_{L}", key)
 
 
-def _concat_samples(key: str, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    if first.shape[1:] != second.shape[1:] or first.dtype != second.dtype:
-        raise ValueError(f"cannot combine {key!r}: {first.dtype} {tuple(first.shape)} and "
-                         f"{second.dtype} {tuple(second.shape)} differ beyond the sample axis")
-    return torch.cat([first, second.to(first.device)])
+def _describe(tensors: Sequence[torch.Tensor]) -> str:
+    return ", ".join(f"{t.dtype} {tuple(t.shape)}" for t in tensors)
 
 
-def _concat_padded(key: str, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def _concat_samples(key: str, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-sample tensors: everything after the sample axis must agree."""
+    if len({(t.shape[1:], t.dtype) for t in tensors}) != 1:
+        raise ValueError(f"cannot combine {key!r}: {_describe(tensors)} differ beyond the "
+                         "sample axis")
+    return torch.cat([t.to(tensors[0].device) for t in tensors])
+
+
+def _concat_padded(key: str, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Samples of a `full` capture: only sequence-length dims (sized like dim 1) may differ."""
     def sequence_dims(tensor: torch.Tensor) -> set[int]:
         return {d for d in range(1, tensor.dim()) if tensor.shape[d] == tensor.shape[1]}
 
-    differing = {d for d in range(1, first.dim()) if first.shape[d] != second.shape[d]}
-    if (first.dim() != second.dim() or first.dtype != second.dtype
-            or not differing <= sequence_dims(first) & sequence_dims(second)):
-        raise ValueError(f"cannot combine {key!r}: {first.dtype} {tuple(first.shape)} and "
-                         f"{second.dtype} {tuple(second.shape)} differ beyond sequence length")
-    return padded_cat([first, second])
+    first = tensors[0]
+    for other in tensors[1:]:
+        differing = {d for d in range(1, first.dim()) if first.shape[d] != other.shape[d]}
+        if (first.dim() != other.dim() or first.dtype != other.dtype
+                or not differing <= sequence_dims(first) & sequence_dims(other)):
+            raise ValueError(f"cannot combine {key!r}: {_describe(tensors)} differ beyond "
+                             "sequence length")
+    return padded_cat(tensors)
 
 
 class Results(MutableMapping[str, torch.Tensor]):
@@ -154,34 +163,39 @@ class Results(MutableMapping[str, torch.Tensor]):
         matching = [prefix for prefix in self._aggregations if key.startswith(prefix)]
         return self._aggregations[max(matching, key=len)] if matching else None
 
-    def cat(self, other: Results) -> Results:
-        """These results followed by `other`'s (other samples of the same experiment)."""
-        if set(self) != set(other):
-            only = sorted(set(self) ^ set(other))
-            raise ValueError(f"cannot combine results with different keys (e.g. {only[0]!r} "
-                             "is in only one)")
+    def cat(self, *others: Results) -> Results:
+        """These results followed by each of `others`' (other samples of the same
+        experiment), combined in one go: one concatenation per key however many parts."""
+        parts = [self, *others]
+        for other in others:
+            if set(self) != set(other):
+                only = sorted(set(self) ^ set(other))
+                raise ValueError(f"cannot combine results with different keys (e.g. "
+                                 f"{only[0]!r} is in only one)")
         combined: dict[str, torch.Tensor] = {}
         for key in self:
             registered = self._registered(key)
             if registered is not None:
-                combined[key] = registered(self[key], other[key])
+                combined[key] = functools.reduce(registered, [part[key] for part in parts])
             elif key not in combined:
                 combined.update({name: value for name, value
-                                 in self._default_combination(key, other).items()
+                                 in self._default_combination(key, parts).items()
                                  if self._registered(name) is None})
         return Results(combined, metadata=self.metadata, aggregations=self._aggregations)
 
-    def _default_combination(self, key: str, other: Results) -> dict[str, torch.Tensor]:
+    def _default_combination(self, key: str, parts: Sequence[Results]
+                             ) -> dict[str, torch.Tensor]:
         base, _ = split_suffix(key)
         if base + ".count" in self:
             group = {suffix: base + suffix for suffix in ("", ".var", ".count")}
-            mine = Moments.from_result({s: self[k] for s, k in group.items()})
-            theirs = Moments.from_result({s: other[k] for s, k in group.items()})
-            merged = mine.combine(theirs).as_result(self[base].dtype)
+            moments = [Moments.from_result({s: part[k] for s, k in group.items()})
+                       for part in parts]
+            merged = functools.reduce(Moments.combine, moments).as_result(self[base].dtype)
             return {group[suffix]: merged[suffix] for suffix in group}
+        tensors = [part[key] for part in parts]
         if base + ".mask" in self:
-            return {key: _concat_padded(key, self[key], other[key])}
+            return {key: _concat_padded(key, tensors)}
         if key.startswith("importance/"):
             raise ValueError(f"cannot combine {key!r}: importance scores have no sample axis; "
                              "merge the metric states, or register_aggregation a strategy")
-        return {key: _concat_samples(key, self[key], other[key])}
+        return {key: _concat_samples(key, tensors)}

@@ -129,6 +129,14 @@ def test_cat_equals_one_run_over_all_samples():
         torch.testing.assert_close(combined[key], whole[key], rtol=1e-6, atol=1e-6)
 
 
+def test_cat_of_many_parts_at_once_equals_one_run():
+    parts = [results_of([batch]) for batch in RUN_A + RUN_B]
+    combined = parts[0].cat(*parts[1:])
+    whole = results_of(RUN_A + RUN_B)
+    for key in whole:
+        torch.testing.assert_close(combined[key], whole[key], rtol=1e-6, atol=1e-6)
+
+
 def test_cat_refuses_mismatched_keys_shapes_and_importance():
     with pytest.raises(ValueError, match="different keys"):
         results_of(RUN_A).cat(results_of(RUN_B, layer=3))
