@@ -18,8 +18,8 @@ Registered strategies must be module-level functions for the object to stay pick
 
 from __future__ import annotations
 
-import re
 import functools
+import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
