@@ -15,8 +15,6 @@ import click
 
 from expc.cli._errors import DiagnosticsFailed
 from expc.spec.diagnostics import DiagnosticError
-from expc.spec.formatter import format_text
-from expc.spec.parser import decode
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,9 @@ def _write_atomic(path: Path, text: str) -> None:
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if a file would change.")
 def command(files: tuple[Path, ...], check: bool) -> None:
     """Format .exp files in place (idempotent; comments are kept)."""
+    from expc.spec.formatter import format_text  # only this command needs the formatter
+    from expc.spec.parser import decode
+
     diagnostics = []
     changed = []
     for path in files:
