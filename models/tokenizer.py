@@ -150,7 +150,8 @@ def _load_folder(folder: Path) -> HFTokenizer:
                                     code="tokenizer-bad-file")) from None
     backend.no_truncation()
     backend.no_padding()
-    return HFTokenizer(backend=backend, source=str(path), pad_token_id=_pad_token_id(folder, backend),
+    return HFTokenizer(backend=backend, source=str(path),
+                       pad_token_id=_pad_token_id(folder, backend),
                        vocab_size=backend.get_vocab_size(with_added_tokens=True))
 
 

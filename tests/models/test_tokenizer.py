@@ -18,7 +18,8 @@ CORPUS = [
     "Hydra heads share a trunk; each head owns a copy of the late layers.",
     "Ünïcödé text, emoji 🙂 and numbers 12345 survive a round trip.",
 ]
-TEXTS = CORPUS + ["unseen words: zyzzyva quixotic", "", "  leading and trailing spaces  "]
+TEXTS = CORPUS + ["unseen words: zyzzyva quixotic", "", "  leading and trailing spaces  ",
+                  "a special token <|endoftext|> inside the text"]
 
 
 def bert_style(folder: Path) -> Path:
@@ -59,7 +60,22 @@ def llama_style(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("build", [bert_style, llama_style])
+def qwen_style(folder: Path) -> Path:
+    """Byte-level BPE adding no special tokens, with `<|endoftext|>` as its pad token."""
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=350, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_object=backend,
+                                              pad_token="<|endoftext|>", eos_token="<|endoftext|>")
+    hf.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("build", [bert_style, llama_style, qwen_style])
 def test_encode_decode_match_transformers(tmp_path: Path, build) -> None:
     folder = build(tmp_path / build.__name__)
     ours, theirs = load_tokenizer(folder), transformers.AutoTokenizer.from_pretrained(folder)
@@ -77,6 +93,13 @@ def test_bert_style_specials_and_pad(tmp_path: Path) -> None:
     assert ids[0] == backend.token_to_id("[CLS]") and ids[-1] == backend.token_to_id("[SEP]")
     assert tok.pad_token_id == backend.token_to_id("[PAD]")
     assert tok.n_special_tokens == 2
+
+
+def test_qwen_style_adds_nothing_and_pads_with_its_declared_token(tmp_path: Path) -> None:
+    tok = load_tokenizer(qwen_style(tmp_path / "qwen"))
+    assert tok.n_special_tokens == 0
+    assert tok.pad_token_id == 0  # <|endoftext|>, the only special token
+    assert tok.encode("fox", max_length=1) == tok.encode("fox")[:1]
 
 
 def test_llama_style_pad_falls_back_to_eos(tmp_path: Path) -> None:
