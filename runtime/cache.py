@@ -10,7 +10,8 @@ prefix, else the one the key's kind implies — and raises when two tensors cann
 combined, where easyroutine would silently fall back to a list:
 - a `full` capture (a `.mask` beside it) concatenates samples, padding the sequence dims;
 - a `dataset_mean` (`.var` and `.count` beside it) merges the running moments exactly;
-- any other capture and `meta/` concatenates samples and needs equal trailing shapes;
+- any other capture and `meta/` concatenates samples and needs equal trailing shapes
+  (`meta/sample_index` shifted so later parts' samples follow the earlier ones');
 - `importance/` scores have no sample axis: merge the metric states instead, or register
   a strategy.
 Registered strategies must be module-level functions for the object to stay picklable.
@@ -19,6 +20,7 @@ Registered strategies must be module-level functions for the object to stay pick
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 
@@ -29,6 +31,7 @@ from expc.runtime.aggregate_packing import padded_cat
 
 Aggregation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SUFFIXES = (".mask", ".var", ".count")
+SAMPLE_INDEX = "meta/sample_index"
 
 
 def split_suffix(key: str) -> tuple[str, str]:
@@ -193,6 +196,9 @@ class Results(MutableMapping[str, torch.Tensor]):
             merged = functools.reduce(Moments.combine, moments).as_result(self[base].dtype)
             return {group[suffix]: merged[suffix] for suffix in group}
         tensors = [part[key] for part in parts]
+        if key == SAMPLE_INDEX:  # later parts' samples come after the earlier ones'
+            starts = itertools.accumulate([0, *(len(t) for t in tensors[:-1])])
+            tensors = [t + start for t, start in zip(tensors, starts)]
         if base + ".mask" in self:
             return {key: _concat_padded(key, tensors)}
         if key.startswith("importance/"):

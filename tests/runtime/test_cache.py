@@ -48,7 +48,7 @@ def results_of(batches, *, layer: int = 2) -> Results:
     results = Results.from_states(captures=aggregators, metadata={"model": "tiny"})
     samples = sum(mask.shape[0] for _, mask in batches)
     results["meta/token_count"] = torch.cat([mask.sum(1) for _, mask in batches])
-    assert len(results["meta/token_count"]) == samples
+    results["meta/sample_index"] = torch.arange(samples)
     return results
 
 
