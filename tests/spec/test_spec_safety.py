@@ -21,9 +21,9 @@ CANARY = "canary_file_made_by_a_spec"
     f'model = exec("open(\'{CANARY}\', \'w\')")',
     f'data {{ source = jsonl(open("{CANARY}", "w")) }}',
     f'capture resid_out[*] {{ aggregate = mean(mask = field(__import__("os").system("touch {CANARY}"))) }}',
-    f'seed = {{"__class__": 1}}',
+    'seed = {"__class__": 1}',
     f'seed = lambda: open("{CANARY}", "w")',
-    f'import os',
+    'import os',
     f'model = f"{{open(\'{CANARY}\', \'w\')}}"',
 ])
 def test_code_in_a_spec_is_never_run(workdir, diagnose, attempt):
