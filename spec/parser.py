@@ -76,7 +76,10 @@ def _table_cache() -> str | None:
     file lives in the user's own cache folder, never in a shared temporary folder, since
     lark stores it as a pickle. None (no caching) when that folder cannot be written.
     """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.path.expanduser("~")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    if not os.path.isabs(base):  # no home folder: never litter the working directory
+        return None
     folder = os.path.join(base, "expc")
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
