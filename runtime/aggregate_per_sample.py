@@ -20,7 +20,7 @@ REDUCTIONS = ("mean", "sum", "max")
 
 
 class PerSampleAggregator(Aggregator):
-    """One reduced row per sample, in data order."""
+    """One reduced row per sample, in the order the batches came."""
 
     def __init__(self, *, reduction: str, mask: str = "attention", field: str | None = None,
                  eager_checks: bool | None = None):

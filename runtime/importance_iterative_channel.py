@@ -27,6 +27,7 @@ from expc.runtime.importance_base import (INPUT, OUTPUT, ImportanceMetric, choic
 from expc.runtime.importance_iterative_contributions import direct, through_pruned
 from expc.runtime.token_sums import promoted_dtype
 
+
 def prune_budgets(*, channels: int, rounds: int) -> list[int]:
     """How many channels each round prunes: as even as possible, summing to `channels`."""
     return [(r + 1) * channels // rounds - r * channels // rounds for r in range(rounds)]
@@ -132,7 +133,11 @@ class IterativeChannelMetric(ImportanceMetric):
         self._round_count = state["round_count"].double()
 
     def merge(self, other: ImportanceMetric) -> None:
-        """Add a data-parallel shard's sums: both must be at the same batch of the same rounds."""
+        """Add a data-parallel shard's sums: both must be at the same batch of the same rounds.
+
+        Shards merge at each round boundary (after a round's last batch), and every shard then
+        continues from the merged state, so all prune the same channels.
+        """
         if not isinstance(other, IterativeChannelMetric):
             raise ValueError(f"cannot merge {other.name} state into {self.name}")
         same = (other._batches == self._batches and other._rounds_closed == self._rounds_closed
