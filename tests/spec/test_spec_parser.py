@@ -115,3 +115,21 @@ def test_non_utf8_bytes_point_at_the_byte():
         decode(b"experiment a {\n  model = \"\xff\"\n}", "x.exp")
     d = info.value.diagnostics[0]
     assert (d.code, d.span.line, d.span.col) == ("encoding", 2, 12)
+
+
+def test_grammar_tables_are_cached_per_user_and_a_broken_cache_is_rebuilt(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from expc.spec.parser import parse, _table_cache\n"
+            f"parse(open({str(QUICKSTART)!r}).read())\n"
+            "print(_table_cache())\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    cache = Path(first.stdout.strip())
+    assert cache.parent == tmp_path / "expc" and cache.is_file()
+    cache.write_bytes(b"not a pickle at all")
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert cache.read_bytes() != b"not a pickle at all"  # rebuilt and saved again
