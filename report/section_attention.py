@@ -58,7 +58,9 @@ def attention_section(folder: RunFolder) -> Section | None:
         return None
     shown = patterns[:MAX_ROWS]
     heads = min(MAX_HEADS, max(p.shape[0] for _, p in shown))
-    fig = new_figure(1.3 * heads + 0.8, 1.4 * len(shown) + 0.4)
+    rows = len(shown)
+    fig = new_figure(1.3 * heads + 0.45, 1.3 * rows + 0.3, rows=rows, columns=heads,
+                     left=0.45, right=0.1, bottom=0.1, top=0.3, gap_x=0.1, gap_y=0.1)
     grid = fig.subplots(len(shown), heads, squeeze=False)
     for row, (key, mean) in enumerate(shown):
         info = parse_key(key)

@@ -45,7 +45,7 @@ def _panels(families_: list[Family], values, ylabel: str) -> str | None:
         return None
     columns = min(PANEL_COLUMNS, len(drawn))
     rows = math.ceil(len(drawn) / columns)
-    fig = new_figure(3.4 * columns, 2.6 * rows)
+    fig = new_figure(3.4 * columns, 2.6 * rows, rows=rows, columns=columns)
     for i, (family, lines) in enumerate(drawn):
         ax = fig.add_subplot(rows, columns, i + 1)
         for head, points in lines:

@@ -33,7 +33,8 @@ def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
 def hydra_svg(n_layers: int, trunk: int, heads: int) -> str:
     """Trunk -> heads -> shared output, as an SVG diagram."""
     drawn = min(heads, MAX_DRAWN_HEADS)
-    fig = new_figure(7.5, max(1.6, 0.45 * drawn + 0.6))
+    fig = new_figure(7.5, max(1.6, 0.45 * drawn + 0.6), left=0.05, right=0.05, bottom=0.05,
+                     top=0.05)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_xlim(0, 10)
