@@ -182,7 +182,7 @@ class HydraTransformer(nn.Module):
     def forward_heads(self, state: TrunkState, head_indices=None, *,
                       last_token_only: bool = False) -> torch.Tensor:
         """The selected heads on a trunk output: logits `[n_selected, B, S_out, V]`."""
-        return torch.stack([
+        return _stack([
             self._run_head(state, h, last_token_only)[0] for h in self._head_list(head_indices)
         ])
 
@@ -200,8 +200,8 @@ class HydraTransformer(nn.Module):
         """Logits and the chosen heads' last hidden states (before the final norm)."""
         state = self.forward_trunk(input_ids, attention_mask)
         outputs = [self._run_head(state, h, False) for h in self._head_list(head_indices)]
-        return ResidualOutput(logits=torch.stack([o[0] for o in outputs]),
-                              hidden=torch.stack([o[1] for o in outputs]))
+        return ResidualOutput(logits=_stack([o[0] for o in outputs]),
+                              hidden=_stack([o[1] for o in outputs]))
 
     # ---- KV cache ------------------------------------------------------------------------
 
@@ -227,6 +227,11 @@ class HydraTransformer(nn.Module):
         """Greedy decoding from the heads' mean logits: `[B, S]` -> `[B, S + max_new_tokens]`."""
         return greedy_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                                head_indices=head_indices, use_cache=use_cache)
+
+
+def _stack(per_head: list[torch.Tensor]) -> torch.Tensor:
+    """`[n, ...]` from n tensors; a single head becomes a view, not a copy of its logits."""
+    return per_head[0][None] if len(per_head) == 1 else torch.stack(per_head)
 
 
 def select_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
