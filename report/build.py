@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import attrs
+import torch
 
 from expc.report.page import render_page
 from expc.report.run_folder import open_run_folder
@@ -47,8 +49,24 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    """The report's tensor math is small: torch's worker threads would only spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build_report(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     """(HTML, Markdown summary, section titles) of a run folder."""
+    with _one_torch_thread():
+        return _build(run_dir)
+
+
+def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     started = time.perf_counter()
     folder = open_run_folder(run_dir)
     importance, candidates = importance_section(folder)
