@@ -24,7 +24,7 @@ import torch
 
 from expc.runtime.importance_base import (INPUT, OUTPUT, ImportanceMetric, choice,
                                           positive_int)
-from expc.runtime.importance_iterative_contributions import direct, through_pruned
+from expc.runtime.importance_iterative_contributions import PrunedGrams, direct, through_pruned
 from expc.runtime.token_sums import promoted_dtype
 
 
@@ -58,7 +58,7 @@ class IterativeChannelMetric(ImportanceMetric):
         self._pruned = torch.zeros(0, dtype=torch.long)  # [P] channel ids in pruning order
         self._round_sum = torch.zeros(weight.shape[1], dtype=torch.float64)  # [D]
         self._round_count = torch.zeros((), dtype=torch.float64)
-        self._pruned_gram: tuple[tuple, torch.Tensor] | None = None  # the round's W_P^T W
+        self._round_cache: dict[tuple, object] = {}  # kept channels, Gram blocks
 
     def _round_of(self, batch: int) -> int:
         return batch * self.iterations // self.total_batches
@@ -71,6 +71,7 @@ class IterativeChannelMetric(ImportanceMetric):
         return torch.cat([self._pruned.to(chosen.device), chosen])
 
     def _close_round(self) -> None:
+        self._round_cache.clear()
         self._pruned = self._closed(self._rounds_closed)
         self._round_sum = torch.zeros_like(self._round_sum)
         self._round_count = torch.zeros_like(self._round_count)
@@ -86,24 +87,42 @@ class IterativeChannelMetric(ImportanceMetric):
             self._close_round()
         dtype = promoted_dtype(x_in)
         x_in, y_out = x_in.to(dtype), y_out.to(dtype)
-        weight = self.weight.to(device=x_in.device, dtype=dtype)
-        pruned = self._pruned.to(x_in.device)
-        if self.calibration == "none" and len(pruned) <= weight.shape[0]:
-            contribution = through_pruned(x_in, y_out, weight, pruned,
-                                          self.pruned_gram(weight, pruned), mask)
+        weight = self.weight.to(device=x_in.device, dtype=dtype)  # [O, D]
+        pruned = self._pruned.to(x_in.device)  # [P]
+        kept = self.kept_channels(x_in.device)  # [K]
+        if self.through_pruned_is_cheaper(weight):
+            contribution = through_pruned(x_in, y_out, weight, pruned, kept,
+                                          self.pruned_grams(weight, pruned, kept), mask)
         else:
-            contribution = direct(x_in, y_out, weight, pruned, self.calibration)
-        contribution.masked_fill_(~mask.unsqueeze(-1), 0.0)  # [B, S, D]
-        batch_sum = contribution.sum(dim=(0, 1)).double()  # [D]
-        self._round_sum = self._round_sum.to(x_in.device) + batch_sum
+            contribution = direct(x_in, y_out, weight, kept, self.calibration)
+        contribution.masked_fill_(~mask.unsqueeze(-1), 0.0)  # [B, S, K]
+        batch_sum = contribution.sum(dim=(0, 1)).double()  # [K]
+        self._round_sum = self._round_sum.to(x_in.device).index_add(0, kept, batch_sum)
         self._round_count = self._round_count.to(x_in.device) + mask.sum()
 
-    def pruned_gram(self, weight: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
-        """`W_P^T W` `[P, D]` for this round's pruned set, computed once per round."""
-        key = (self._rounds_closed, weight.device, weight.dtype)
-        if self._pruned_gram is None or self._pruned_gram[0] != key:
-            self._pruned_gram = (key, weight.index_select(1, pruned).T @ weight)
-        return self._pruned_gram[1]
+    def kept_channels(self, device: torch.device) -> torch.Tensor:
+        """The channels not pruned yet, ascending: `[K]`, found once per round."""
+        if ("kept", device) not in self._round_cache:
+            keep = torch.ones(self.weight.shape[1], dtype=torch.bool, device=device)
+            keep = keep.index_fill(0, self._pruned.to(device), False)
+            self._round_cache[("kept", device)] = keep.nonzero().squeeze(1)
+        return self._round_cache[("kept", device)]
+
+    def through_pruned_is_cheaper(self, weight: torch.Tensor) -> bool:
+        """Without calibration, take the |P|-wide way when it costs fewer multiplications
+        than the direct one (|P| D against 2 |K| O) and its Gram blocks are no larger than W."""
+        outputs, channels = weight.shape
+        n_pruned = len(self._pruned)
+        return (self.calibration == "none" and n_pruned <= outputs
+                and n_pruned * channels <= 2 * (channels - n_pruned) * outputs)
+
+    def pruned_grams(self, weight: torch.Tensor, pruned: torch.Tensor,
+                     kept: torch.Tensor) -> PrunedGrams:
+        """This round's Gram blocks, computed once per round."""
+        key = ("grams", weight.device, weight.dtype)
+        if key not in self._round_cache:
+            self._round_cache[key] = PrunedGrams.of(weight, pruned, kept)
+        return self._round_cache[key]
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         if self._batches < self.total_batches:
@@ -126,7 +145,7 @@ class IterativeChannelMetric(ImportanceMetric):
                 "round_sum": self._round_sum, "round_count": self._round_count}
 
     def _load(self, state: Mapping[str, torch.Tensor]) -> None:
-        self._pruned_gram = None
+        self._round_cache.clear()
         self._rounds_closed = int(state["rounds_closed"])
         self._pruned = state["pruned"].long()
         self._round_sum = state["round_sum"].double()
