@@ -64,6 +64,7 @@ class Workload:
     n_layers: int
     layers: tuple[int, ...]
     batches: tuple[Batch, ...]
+    texts: tuple[str, ...]  # per sample, the text whose tokenisation gives the batches (for `expc run`)
 
     @property
     def real_tokens(self) -> int:
@@ -136,6 +137,22 @@ def random_batches(*, n_batches: int, batch_size: int, seq_len: int, seed: int) 
     return tuple(batches)
 
 
+def word_texts(batches: tuple[Batch, ...]) -> tuple[str, ...]:
+    """Each sample's real tokens as the words the bench tokenizer maps back to the same ids."""
+    texts = []
+    for batch in batches:
+        for ids, mask in zip(batch.input_ids, batch.attention_mask):
+            texts.append(" ".join(f"w{int(i) - FIRST_WORD_ID}" for i in ids[mask.bool()]))
+    return tuple(texts)
+
+
+def _decoder_workload(name: str, *, n_layers: int, layers: tuple[int, ...],
+                      batches: tuple[Batch, ...]) -> Workload:
+    return Workload(name=name, description=DESCRIPTIONS[name], family="decoder",
+                    checkpoint=ensure_llama_checkpoint(n_layers), n_layers=n_layers, layers=layers,
+                    batches=batches, texts=word_texts(batches))
+
+
 def sentence_batches(tokenizer, sentences: list[str], *, batch_size: int) -> tuple[Batch, ...]:
     """Tokenise real sentences into padded batches (padding to the longest in each batch)."""
     batches = []
@@ -157,27 +174,18 @@ DESCRIPTIONS = {
 
 
 def _compute_bound(quick: bool) -> Workload:
-    return Workload(
-        name="compute_bound", description=DESCRIPTIONS["compute_bound"],
-        checkpoint=ensure_llama_checkpoint(8), family="decoder", n_layers=8, layers=tuple(range(8)),
-        batches=random_batches(n_batches=1 if quick else 2, batch_size=8, seq_len=256, seed=1),
-    )
+    return _decoder_workload("compute_bound", n_layers=8, layers=tuple(range(8)), batches=random_batches(
+        n_batches=1 if quick else 2, batch_size=8, seq_len=256, seed=1))
 
 
 def _latency_bound(quick: bool) -> Workload:
-    return Workload(
-        name="latency_bound", description=DESCRIPTIONS["latency_bound"],
-        checkpoint=ensure_llama_checkpoint(8), family="decoder", n_layers=8, layers=tuple(range(8)),
-        batches=random_batches(n_batches=50 if quick else 200, batch_size=1, seq_len=16, seed=2),
-    )
+    return _decoder_workload("latency_bound", n_layers=8, layers=tuple(range(8)), batches=random_batches(
+        n_batches=50 if quick else 200, batch_size=1, seq_len=16, seed=2))
 
 
 def _deep_selective(quick: bool) -> Workload:
-    return Workload(
-        name="deep_selective", description=DESCRIPTIONS["deep_selective"],
-        checkpoint=ensure_llama_checkpoint(32), family="decoder", n_layers=32, layers=(1,),
-        batches=random_batches(n_batches=1 if quick else 2, batch_size=4, seq_len=128, seed=3),
-    )
+    return _decoder_workload("deep_selective", n_layers=32, layers=(1,), batches=random_batches(
+        n_batches=1 if quick else 2, batch_size=4, seq_len=128, seed=3))
 
 
 def _minilm(quick: bool) -> Workload:
@@ -185,11 +193,12 @@ def _minilm(quick: bool) -> Workload:
 
     sentences = [line.strip() for line in SENTENCES_FILE.read_text(encoding="utf-8").splitlines()
                  if line.strip()]
+    sentences = sentences[:32] if quick else sentences
     tokenizer = AutoTokenizer.from_pretrained(MINILM_DIR)
     return Workload(
         name="minilm_sentences", description=DESCRIPTIONS["minilm_sentences"],
         checkpoint=MINILM_DIR, family="encoder", n_layers=6, layers=tuple(range(6)),
-        batches=sentence_batches(tokenizer, sentences[:32] if quick else sentences, batch_size=16),
+        batches=sentence_batches(tokenizer, sentences, batch_size=16), texts=tuple(sentences),
     )
 
 

@@ -18,7 +18,7 @@ from bench.harness import max_abs_difference, paired_ratios, rotated, run_worklo
 from bench.peers import PEERS, masked_mean, over_batches
 from bench.report_md import render_markdown, write_reports
 from bench.results import MethodResult, SuiteResult, WorkloadResult
-from bench.workloads import Batch, Workload, random_batches
+from bench.workloads import Batch, Workload, random_batches, word_texts
 
 
 def test_rotation_puts_every_method_in_every_position():
@@ -143,9 +143,9 @@ def test_transformers_only_peers_agree_with_the_float64_reference(tiny_llama, mo
     import bench.workloads as workloads
 
     monkeypatch.setattr(workloads, "VOCAB_SIZE", 64)
+    batches = random_batches(n_batches=2, batch_size=3, seq_len=8, seed=0)
     workload = Workload(name="tiny", description="tiny", checkpoint=tiny_llama, family="decoder",
-                        n_layers=2, layers=(0, 1),
-                        batches=random_batches(n_batches=2, batch_size=3, seq_len=8, seed=0))
+                        n_layers=2, layers=(0, 1), batches=batches, texts=word_texts(batches))
     methods = [m for m in PEERS if m.name in ("plain", "hidden_states", "forward_hooks")]
     result = run_workload(workload, methods, repetitions=2, quick=True, measure_memory=False)
     by_name = {m.name: m for m in result.methods}
