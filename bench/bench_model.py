@@ -89,21 +89,27 @@ def lm_head_in_layers(vocab: int) -> float:
     return vocab * hidden / block
 
 
-def run(folder: Path, repeats: int) -> dict:
+def versus_transformers(folder: Path, ours, ids: torch.Tensor, mask: torch.Tensor,
+                        repeats: int) -> tuple[float, dict]:
+    """Largest logit difference, and paired timing ratios ours / transformers."""
     import transformers
 
+    theirs = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    difference = (ours(ids, mask)[0] - theirs(input_ids=ids, attention_mask=mask).logits).abs().max()
+    timing = paired_ratios(lambda: ours(ids, mask),
+                           lambda: theirs(input_ids=ids, attention_mask=mask), repeats)
+    return float(difference), timing
+
+
+def run(folder: Path, repeats: int) -> dict:
     from expc.models.loading import load_model
 
     ids = torch.randint(0, 1000, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
-    theirs = transformers.LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     ours = load_model(folder)
     hydra = load_model(folder, trunk=TRUNK, heads=HEADS)
     with torch.inference_mode():
-        difference = (ours(ids, mask)[0] - theirs(input_ids=ids, attention_mask=mask).logits).abs().max()
-        versus_hf = paired_ratios(lambda: ours(ids, mask),
-                                  lambda: theirs(input_ids=ids, attention_mask=mask), repeats)
-        del theirs
+        difference, versus_hf = versus_transformers(folder, ours, ids, mask, repeats)
         full_runs = paired_ratios(lambda: [ours(ids, mask) for _ in range(HEADS)],
                                   lambda: hydra(ids, mask), repeats)
     ideal = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK)
@@ -113,7 +119,7 @@ def run(folder: Path, repeats: int) -> dict:
     return {
         "threads": torch.get_num_threads(),
         "batch": BATCH, "seq": SEQ, **SHAPE, "vocab_size": ours.config.vocab_size,
-        "max_abs_logit_difference": float(difference),
+        "max_abs_logit_difference": difference,
         "ours_vs_transformers": versus_hf,
         "hydra": {"heads": HEADS, "trunk": TRUNK, "speedup_vs_full_forwards": full_runs,
                   "ideal_speedup": ideal, "fraction_of_ideal": speedup / ideal,

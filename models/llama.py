@@ -13,8 +13,11 @@ from torch import nn
 
 from expc.models import markers
 from expc.models.config import ModelConfig, parse_common, parse_rope
-from expc.models.layers import ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding
+from expc.models.layers import (
+    ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding,
+)
 from expc.models.registry import Architecture, register
+from expc.spec.diagnostics import DiagnosticError, error
 
 
 class PreNormBlock(nn.Module):
@@ -65,29 +68,39 @@ def _windows_from_layer_types(raw: Mapping, n_layers: int) -> tuple[int | None, 
     return tuple(window if t == "sliding_attention" else None for t in types[:n_layers])
 
 
+def decoder_config(raw: Mapping, source: str, **overrides) -> ModelConfig:
+    """`parse_common` plus what every rotary decoder needs: rope and a known activation."""
+    act = raw.get("hidden_act", "silu")
+    if act not in ACTIVATIONS:
+        raise DiagnosticError(error(
+            source, f"unsupported activation `{act}`", code="model-unsupported",
+            help=(f"supported activations: {', '.join(ACTIVATIONS)}",),
+        ))
+    return parse_common(raw, source, rope=parse_rope(raw, source), **overrides)
+
+
 def llama_config(raw: Mapping, source: str) -> ModelConfig:
     bias = bool(raw.get("attention_bias", False))
-    return parse_common(raw, source, rope=parse_rope(raw, source), qkv_bias=bias, o_bias=bias,
-                        mlp_bias=bool(raw.get("mlp_bias", False)))
+    return decoder_config(raw, source, qkv_bias=bias, o_bias=bias,
+                          mlp_bias=bool(raw.get("mlp_bias", False)))
 
 
 def mistral_config(raw: Mapping, source: str) -> ModelConfig:
-    n_layers = raw["num_hidden_layers"]
+    n_layers = raw.get("num_hidden_layers", 0)
     windows = _windows_from_layer_types(raw, n_layers)
     if windows is None:
         windows = (raw.get("sliding_window", 4096),) * n_layers
-    return parse_common(raw, source, rope=parse_rope(raw, source), sliding_windows=windows)
+    return decoder_config(raw, source, sliding_windows=windows)
 
 
 def qwen2_config(raw: Mapping, source: str) -> ModelConfig:
-    n_layers = raw["num_hidden_layers"]
+    n_layers = raw.get("num_hidden_layers", 0)
     windows = _windows_from_layer_types(raw, n_layers)
     if windows is None:
         use = raw.get("use_sliding_window", False)
         window, first = raw.get("sliding_window", 4096), raw.get("max_window_layers", 28)
         windows = tuple(window if use and i >= first else None for i in range(n_layers))
-    return parse_common(raw, source, rope=parse_rope(raw, source), qkv_bias=True, o_bias=False,
-                        sliding_windows=windows)
+    return decoder_config(raw, source, qkv_bias=True, o_bias=False, sliding_windows=windows)
 
 
 def _decoder(model_type: str, hf_names: tuple[str, ...], config_from_hf) -> Architecture:

@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from expc.models import markers
-from expc.models.config import ModelConfig, parse_common, parse_rope
+from expc.models.config import ModelConfig
 from expc.models.layers import ForwardContext, GatedMLP, RMSNorm, RotaryAttention
-from expc.models.llama import build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys
+from expc.models.llama import (
+    build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys, decoder_config,
+)
 from expc.models.registry import Architecture, register
 
 
@@ -45,7 +47,7 @@ class Olmo2Block(nn.Module):
 
 def olmo2_config(raw: Mapping, source: str) -> ModelConfig:
     bias = bool(raw.get("attention_bias", False))
-    return parse_common(raw, source, rope=parse_rope(raw, source), qkv_bias=bias, o_bias=bias)
+    return decoder_config(raw, source, qkv_bias=bias, o_bias=bias)
 
 
 OLMO2 = register(Architecture(

@@ -94,3 +94,9 @@ def test_builtin_weights_are_deterministic_and_distinct():
     checkpoint = open_builtin("builtin:tiny-llama")
     assert "model.layers.3.mlp.down_proj.weight" in checkpoint.keys()
     assert "lm_head.weight" in checkpoint.keys()
+
+
+def test_unknown_activation_is_a_diagnostic():
+    with pytest.raises(DiagnosticError, match="activation `swiglu_x`"):
+        ModelConfig.from_hf({**LLAMA, "hidden_act": "swiglu_x"})
+    assert ModelConfig.from_hf({**LLAMA, "hidden_act": "gelu_pytorch_tanh"}).hidden_act == "gelu_pytorch_tanh"
