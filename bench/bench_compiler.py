@@ -1,0 +1,189 @@
+"""What the compiler costs and saves, measured side by side in one process.
+
+Model: Llama-shaped, hidden 512, intermediate 1024, 8 attention heads, 4 KV heads, a
+vocabulary of 4096, random weights (std 0.02), CPU float32; input: batch 8 x 256 tokens
+with mixed real lengths (right padding). Each repetition times the plain eager forward and
+the compiled graph once, alternating which goes first; the reported number is the median
+of the per-repetition ratios. The machine is shared with other jobs, so every ratio is
+given twice: by wall-clock time and by this process's CPU time (`time.process_time`),
+which other processes do not inflate.
+
+1. stripped graph (no captures, output kept) vs plain forward       target <= 1.01x
+2. `resid_out[*]` into a masked-mean sink vs plain forward           target <= 1.05x
+   (with the logits kept, i.e. the same work plus taps; and as compiled by default, where
+   the unread `norm`/`lm_head` are pruned)
+3. capture only `resid_out[1]` of a 32-layer model vs its full forward  target <= 0.15
+4. compile time (trace + passes) of a 32-layer spec on the meta device   target < 2 s
+   (`resid_out[*]`; and `resid_out[*]` plus a metric at every layer's down_proj)
+
+    .venv/bin/python bench/bench_compiler.py [--repeats 15] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from expc.compiler.pipeline import compile_plan
+from expc.compiler.plan import CaptureEntry, Layout, MetricEntry, Plan
+from expc.models.config import ModelConfig
+from expc.models.hydra import HydraTransformer
+
+log = logging.getLogger("bench_compiler")
+
+BATCH, SEQ, VOCAB = 8, 256, 4096
+
+
+def config(n_layers: int) -> ModelConfig:
+    return ModelConfig.from_hf({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB,
+        "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": n_layers,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu",
+    })
+
+
+def random_model(n_layers: int) -> HydraTransformer:
+    """Built on meta, then given deterministic random weights (norms at 1)."""
+    model = HydraTransformer.build(config(n_layers), init_device="meta").to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.fill_(1.0)
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+    return model.eval()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=generator)  # [B, S]
+    lengths = torch.randint(SEQ // 4, SEQ + 1, (BATCH,), generator=generator)
+    lengths[0] = SEQ
+    mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).long()  # [B, S]
+    return ids, mask
+
+
+def resid_plan(n_layers: int, layers) -> Plan:
+    return Plan(layout=Layout(n_layers=n_layers, trunk=n_layers), captures=tuple(
+        CaptureEntry(key=f"capture/resid_out_{L}", site="resid_out", name="resid_out", layer=L,
+                     head=None, mode="mean", mask="attention") for L in layers))
+
+
+def with_metrics(plan: Plan) -> Plan:
+    n = plan.layout.n_layers
+    metrics = tuple(
+        MetricEntry(key=f"importance/l2_norm/layers.{L}.mlp.down_proj", metric="l2_norm",
+                    module="mlp.down_proj", module_path=f"layers.{L}.mlp.down_proj", layer=L,
+                    head=None) for L in range(n))
+    return Plan(layout=plan.layout, captures=plan.captures, metrics=metrics)
+
+
+def masked_mean_sinks(plan: Plan, mask: torch.Tensor, kept: list) -> dict[str, Callable]:
+    """A simple `mean(mask = attention)` per key: `[B, S, H]` -> `[B, H]`, kept in `kept`."""
+    weights = mask.to(torch.float32)[:, :, None]  # [B, S, 1]
+    counts = weights.sum(1)  # [B, 1]
+
+    def sink(hidden: torch.Tensor) -> None:  # [B, S, H]
+        kept.append((hidden * weights).sum(1) / counts)  # [B, H]
+
+    return {key: sink for key in plan.keys}
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def paired_ratio(plain: Callable[[], object], other: Callable[[], object], repeats: int) -> dict:
+    """Medians over repetitions of other / plain (wall and CPU time), alternating the order."""
+    wall, cpu, plain_wall = [], [], []
+    with torch.inference_mode():
+        plain(), other()  # warm-up
+        for rep in range(repeats):
+            order = (plain, other) if rep % 2 == 0 else (other, plain)
+            spent = {}
+            for fn in order:
+                start = _clocks()
+                fn()
+                end = _clocks()
+                spent[fn] = (end[0] - start[0], end[1] - start[1])
+            wall.append(spent[other][0] / spent[plain][0])
+            cpu.append(spent[other][1] / spent[plain][1])
+            plain_wall.append(spent[plain][0])
+    return {"ratio_wall": statistics.median(wall), "ratio_cpu": statistics.median(cpu),
+            "plain_wall_s": statistics.median(plain_wall), "repeats": repeats}
+
+
+def compile_seconds(plan: Plan, n_layers: int, repeats: int) -> dict:
+    """Medians of wall and CPU seconds for trace + passes on the meta device."""
+    model = HydraTransformer.build(config(n_layers), init_device="meta")
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start = _clocks()
+        compile_plan(plan, model)
+        end = _clocks()
+        wall.append(end[0] - start[0])
+        cpu.append(end[1] - start[1])
+    return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "repeats": repeats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--json", help="also write the numbers to this file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(2)
+    ids, mask = batch()
+    results = {}
+
+    model = random_model(8)
+    plain = lambda: model(ids, mask)  # noqa: E731
+    stripped = compile_plan(resid_plan(8, ()), model, keep_output=True).graph_module
+    results["stripped_vs_plain"] = paired_ratio(plain, lambda: stripped(ids, mask), args.repeats)
+    kept: list = []
+    plan = resid_plan(8, range(8))
+    sinks = masked_mean_sinks(plan, mask, kept)
+    for name, keep in (("resid_out_mean_vs_plain", True), ("resid_out_mean_pruned_vs_plain", False)):
+        gm = compile_plan(plan, model, sinks, keep_output=keep).graph_module
+
+        def instrumented(gm=gm):
+            kept.clear()
+            return gm(ids, mask)
+
+        results[name] = paired_ratio(plain, instrumented, args.repeats)
+    del model, stripped, gm
+
+    deep = random_model(32)
+    deep_plain = lambda: deep(ids, mask)  # noqa: E731
+    layer1 = compile_plan(resid_plan(32, (1,)), deep, masked_mean_sinks(
+        resid_plan(32, (1,)), mask, kept)).graph_module
+    results["resid_out_1_of_32_vs_plain"] = paired_ratio(
+        deep_plain, lambda: layer1(ids, mask), max(3, args.repeats // 3))
+    del deep, layer1
+
+    results["compile_32_layers_resid_s"] = compile_seconds(resid_plan(32, range(32)), 32, 3)
+    results["compile_32_layers_resid_metrics_s"] = compile_seconds(
+        with_metrics(resid_plan(32, range(32))), 32, 3)
+
+    for name, value in results.items():
+        if "ratio_wall" in value:
+            shown = (f"{value['ratio_wall']:.3f}x wall, {value['ratio_cpu']:.3f}x cpu "
+                     f"(plain {value['plain_wall_s'] * 1e3:.0f} ms, {value['repeats']} reps)")
+        else:
+            shown = f"{value['wall_s']:.2f} s wall, {value['cpu_s']:.2f} s cpu"
+        log.info("%-32s %s", name, shown)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
