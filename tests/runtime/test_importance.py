@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load, save
 
 from expc.runtime.importance import METRICS, create_metric
@@ -217,6 +219,19 @@ def test_merge_is_associative(name):
     a2.merge(c2)
     for field, value in a.to_dict().items():
         torch.testing.assert_close(a2.to_dict()[field], value)
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(TOKEN_METRICS),
+       cuts=st.lists(st.integers(min_value=0, max_value=6), max_size=3))
+def test_any_split_merged_in_order_equals_one_pass(name, cuts):
+    batches, w = make_batches(count=6), weight()
+    bounds = [0, *sorted(cuts), len(batches)]
+    parts = [feed(build(name), batches[a:b], w) for a, b in zip(bounds, bounds[1:])]
+    for part in parts[1:]:
+        parts[0].merge(part)
+    for field, value in feed(build(name), batches, w).to_dict().items():
+        torch.testing.assert_close(parts[0].to_dict()[field], value)
 
 
 def split_rows(batch):
