@@ -252,7 +252,7 @@ def _heads(c: Checker, selector: ir.IndexSelector | None, hydra: object, what: s
     if isinstance(hydra, ir.Hydra):
         bad = selector.out_of_range(hydra.heads)
         if bad:
-            return c.error(selector.span, f"head {bad[0]} is out of range: hydra has {hydra.heads} "
+            return c.error(selector.span_of(bad[0]), f"head {bad[0]} is out of range: hydra has {hydra.heads} "
                            f"heads (0..{hydra.heads - 1})", code="range")
     return selector
 

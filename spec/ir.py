@@ -41,6 +41,14 @@ class IndexSelector:
     all: bool = False
     items: tuple[int | Slice, ...] = ()
     span: Span = _span_field()
+    item_spans: tuple[Span, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    def span_of(self, item: int | Slice) -> Span:
+        """Where `item` is written (the whole selector's span when unknown)."""
+        for candidate, span in zip(self.items, self.item_spans):
+            if candidate == item:
+                return span
+        return self.span
 
     def out_of_range(self, n: int) -> tuple[int, ...]:
         """The explicit indices that fall outside `0..n-1` (slices clamp like Python's)."""

@@ -40,7 +40,7 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
     def layers_in_range(selector: ir.IndexSelector) -> tuple[int, ...] | None:
         bad = selector.out_of_range(n)
         if bad:
-            out.append(_err(selector.span, f"layer {bad[0]} is out of range: {model} has {n} "
+            out.append(_err(selector.span_of(bad[0]), f"layer {bad[0]} is out of range: {model} has {n} "
                             f"layers (0..{n - 1}, or -{n}..-1 from the end)", "range"))
             return None
         chosen = selector.resolve(n)

@@ -244,10 +244,11 @@ class _ToSyntax:
         return IndexSelector(all=True, span=self._span(meta))
 
     def index_list(self, meta, children):
-        return IndexSelector(items=tuple(children), span=self._span(meta))
+        return IndexSelector(items=tuple(item for item, _ in children),
+                             item_spans=tuple(span for _, span in children), span=self._span(meta))
 
     def index(self, meta, children):
-        return self._int(children[0])
+        return self._int(children[0]), self._span(meta)
 
     def slice(self, meta, children):
         start = stop = None
@@ -259,7 +260,7 @@ class _ToSyntax:
                 stop = self._int(c)
             else:
                 start = self._int(c)
-        return Slice(start=start, stop=stop)
+        return Slice(start=start, stop=stop), self._span(meta)
 
     def _int(self, tok: Token) -> int:
         if len(tok.lstrip("+-")) > 18:
