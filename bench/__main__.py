@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
+
 from bench.harness import TORCH_THREADS, quiet_libraries, run_workload
 from bench.methods import ALL_METHODS
 from bench.report_md import write_reports
@@ -99,8 +101,14 @@ def main(argv: list[str] | None = None) -> None:
                                             status="skipped", note=reason))
             continue
         workload = build_workload(name, quick=args.quick)
-        workloads.append(run_workload(workload, ALL_METHODS, repetitions=repetitions,
-                                      quick=args.quick, measure_memory=not args.no_memory))
+        # A memory probe is a fresh interpreter per method: --quick keeps only the first workload's.
+        measure_memory = not args.no_memory and not (args.quick and name != args.workloads[0])
+        result = run_workload(workload, ALL_METHODS, repetitions=repetitions, quick=args.quick,
+                              measure_memory=measure_memory)
+        if not measure_memory:
+            result = attrs.evolve(result, note="peak memory not measured in this run "
+                                               "(`--no-memory`, or `--quick` beyond the first workload)")
+        workloads.append(result)
     suite = SuiteResult(
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command=_command_line(argv), quick=args.quick, machine=describe_machine(),

@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 
 from bench.results import MethodResult, SuiteResult, WorkloadResult
+from bench.targets import verdicts
 
 SETUP_COMMAND = "bash bench/setup_env.sh"
 HEADER = ("| method | time / batch | tokens/s | ratio to plain (min–max) | RSS Δ set-up | "
@@ -40,6 +41,26 @@ median over repetitions (with the smallest and largest ratio).
   (transformers in double precision, hand-written masked mean). Tools that disagree beyond
   float32 rounding (~1e-6) are a finding, not noise.
 """
+
+
+NOTES = """\
+- Every method runs the model's full forward, the way its documentation shows (the causal
+  LM head included for the Llama checkpoints); expc's compiled graph drops what no capture
+  needs. TransformerLens (`stop_at_layer`) and nnsight (`tracer.stop()`) can also stop early
+  when the user asks; those variants are not measured here.
+- TransformerLens wraps BERT only as a masked LM whose head the MiniLM checkpoint lacks; its
+  MiniLM row stops after the last block (`stop_at_layer=6`) so it does not pay for that head.
+- Decoder batches are right-padded random token ids; the masked means exclude padding.
+- `expc run` is timed end to end (load, tokenise, compile, run, write the run folder) where
+  every other row times the forward loop alone.
+"""
+
+
+def targets_section(suite: SuiteResult) -> str:
+    rows = ["| target | measured | met |", "| --- | --- | :---: |"]
+    marks = {True: "yes", False: "**no**", None: "not measured"}
+    rows += [f"| {v.target} | {_cell(v.measured)} | {marks[v.met]} |" for v in verdicts(suite)]
+    return "\n".join(rows) + "\n"
 
 
 def _fmt(value: float | None, pattern: str) -> str:
@@ -92,8 +113,10 @@ def workload_section(workload: WorkloadResult) -> str:
         lines += ["", f"**Skipped:** {workload.note}", ""]
         return "\n".join(lines)
     lines += ["", f"Data: {workload.shape} (batches × [batch × padded length]), "
-                  f"{workload.real_tokens:,} real tokens; {workload.repetitions} repetitions.", "",
-              HEADER, RULE]
+                  f"{workload.real_tokens:,} real tokens; {workload.repetitions} repetitions."]
+    if workload.note:
+        lines += ["", f"Note: {workload.note}."]
+    lines += ["", HEADER, RULE]
     plain = next((m for m in workload.methods if m.name == "plain" and m.status == "ok"), None)
     lines += [method_row(method, plain) for method in workload.methods]
     return "\n".join(lines) + "\n"
@@ -121,8 +144,12 @@ Measured {suite.date} ({mode} suite, {suite.seconds:.0f} s). Raw numbers: `bench
 ## How to read the tables
 
 {INTRO.format(threads=threads)}
+## Targets (from the issue; reported, not enforced)
+
+{targets_section(suite)}
 ## Results
 
+{NOTES}
 {sections}"""
 
 

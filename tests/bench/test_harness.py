@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+import attrs
+
 import pytest
 import torch
 
@@ -91,7 +93,7 @@ def _suite() -> SuiteResult:
                           note="RuntimeError: boom")
     ran = WorkloadResult(name="compute_bound", description="8 layers", status="ok",
                          shape="1 × [8 × 256]", real_tokens=2048, n_batches=1, repetitions=2,
-                         methods=(plain, hooks, broken))
+                         note="memory measured twice", methods=(plain, hooks, broken))
     skipped = WorkloadResult(name="minilm_sentences", description="MiniLM", status="skipped",
                              note="`.cache/models/all-MiniLM-L6-v2` is absent")
     return SuiteResult(date="2026-11-23 23:00 UTC", command=".venv-bench/bin/python -m bench --quick",
@@ -105,7 +107,8 @@ def test_markdown_has_commands_machine_and_one_row_per_method():
     assert "bash bench/setup_env.sh" in text
     assert "- CPU: test cpu, 2 cores" in text
     assert "2026-11-23 23:00 UTC" in text
-    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    section = text.split("### `compute_bound`", 1)[1]
+    table = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table) == 4  # header + 3 methods
     hooks_row = next(line for line in table if "hooks" in line)
     assert "1.04× (1.01–1.08)" in hooks_row
@@ -114,6 +117,7 @@ def test_markdown_has_commands_machine_and_one_row_per_method():
     assert "forward \\| hooks" in hooks_row  # a pipe in a label cannot break the table
     assert all(line.count(" | ") == table[0].count(" | ") for line in table)
     assert "failed: RuntimeError: boom" in text
+    assert "Note: memory measured twice." in text
     assert "**Skipped:** `.cache/models/all-MiniLM-L6-v2` is absent" in text
 
 
@@ -155,3 +159,24 @@ def test_transformers_only_peers_agree_with_the_float64_reference(tiny_llama, mo
         assert by_name[name].max_abs_diff < 1e-5
         assert len(by_name[name].repetition_seconds) == 2
     assert result.real_tokens == sum(int(b.attention_mask.sum()) for b in workload.batches)
+
+
+def test_targets_judge_expc_against_the_bound_and_the_peers():
+    from bench.targets import verdicts
+
+    def row(name, ratio, peak=None):
+        return MethodResult(name=name, label=name, status="ok", ratio_to_plain=ratio, ratio_min=ratio,
+                            ratio_max=ratio, rss_peak_mib=peak)
+
+    compute = WorkloadResult(name="compute_bound", description="", status="ok", methods=(
+        row("plain", 1.0, 200.0), row("forward_hooks", 1.04, 180.0), row("expc_compiled", 1.03, 150.0)))
+    latency = WorkloadResult(name="latency_bound", description="", status="ok", methods=(
+        row("plain", 1.0), row("nnsight", 1.8), row("expc_compiled", 1.02)))
+    suite = attrs.evolve(_suite(), workloads=(compute, latency))
+    found = {v.target.split(": ", 1)[1]: v for v in verdicts(suite)}
+    assert found["expc within 1.05× of the plain forward"].met is True
+    assert found["expc has the lowest peak memory of all methods"].met is True
+    latency_verdict = found["expc faster than every peer, the plain forward included"]
+    assert latency_verdict.met is False and "best peer plain 1.00×" in latency_verdict.measured
+    assert len(found) == 3  # the selective target needs a workload that did not run
+    assert "| `compute_bound`: expc within 1.05× of the plain forward | 1.03× | yes |" in render_markdown(suite)
