@@ -1,9 +1,12 @@
-"""The attention section: small multiples of the captured attention patterns, one row per
-captured layer (and Hydra head), one column per attention head.
+"""The attention section: the captured attention patterns, per layer (and Hydra head).
 
-A `full` pattern `[N, A, S, S]` is averaged over samples, each query/key position over the
-samples where both are real tokens (per the capture's mask), so padding does not dilute it.
-Large runs are capped (rows, columns) with a note, to keep the page small and quick.
+The runtime stores a pattern query-major, like every capture with the sequence in dim 1
+(docs/run-folder.md): `full` keeps `[N, S_q, A, S_k]` with a `[N, S]` mask, and is drawn as
+small multiples, one row per captured layer and one column per attention head, each a
+query x key map averaged over samples where both positions are real tokens (so padding does
+not dilute it). A reduced pattern — `mean`/`sum`/`max` over queries `[N, A, S_k]`, or
+`dataset_mean` `[A, S_k]` — is the attention each key position receives; it is drawn as a
+heads x key-position map per layer. Large runs are capped (rows, heads) with a note.
 """
 
 from __future__ import annotations
@@ -19,14 +22,11 @@ MAX_ROWS = 12
 MAX_HEADS = 8
 
 
-def mean_pattern(pattern: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """`[A, S, S]` mean over samples of a `[N, A, S, S]` pattern (masked), or the pattern
-    itself if already `[A, S, S]`; None for other shapes. Cropped to real positions."""
-    pattern = pattern.double()
-    if pattern.dim() == 3:
-        return pattern
-    if pattern.dim() != 4:
-        return None
+def mean_pattern(pattern: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`[A, S, S]` (query x key per head): the mean over samples of a `full` pattern
+    `[N, S_q, A, S_k]`, each position pair over the samples where both are real tokens,
+    cropped to the longest sample."""
+    pattern = pattern.double().permute(0, 2, 1, 3)  # [N, A, S_q, S_k]
     if mask is None:
         return pattern.mean(dim=0)
     valid = mask.double()  # [N, S]
@@ -37,34 +37,34 @@ def mean_pattern(pattern: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return mean[:, :length, :length]
 
 
-def _is_pattern(folder: RunFolder, key: str) -> bool:
+def key_profile(pattern: torch.Tensor) -> torch.Tensor:
+    """`[A, S_k]`: a reduced pattern (`[N, A, S_k]` per sample, or `[A, S_k]`) over samples."""
+    pattern = pattern.double()
+    return pattern.mean(dim=0) if pattern.dim() == 3 else pattern
+
+
+def _place(key: str) -> str:
     info = parse_key(key)
-    site = folder.entry(key).get("site", info.name)
-    return info.kind == "capture" and info.suffix is None and site == "attn_pattern"
+    return f"L{info.layer}" + ("" if info.head is None else f" h{info.head}")
 
 
-def attention_section(folder: RunFolder) -> Section | None:
-    """Small multiples of every captured attention pattern; None if none was captured."""
-    keys = sorted((k for k in folder.keys if _is_pattern(folder, k)),
-                  key=lambda k: (forward_position(parse_key(k)), k))
-    patterns = []
-    for key in keys:
-        mask_key = key + ".mask"
-        loaded = folder.tensors([key] + ([mask_key] if mask_key in folder.layout else []))
-        mean = mean_pattern(loaded[key], loaded.get(mask_key))
-        if mean is not None:
-            patterns.append((key, mean))
-    if not patterns:
-        return None
-    shown = patterns[:MAX_ROWS]
-    heads = min(MAX_HEADS, max(p.shape[0] for _, p in shown))
-    rows = len(shown)
+def _patterns(folder: RunFolder) -> list[str]:
+    keys = []
+    for key in folder.keys:
+        info = parse_key(key)
+        site = folder.entry(key).get("site", info.name)
+        if info.kind == "capture" and info.suffix is None and site == "attn_pattern":
+            keys.append(key)
+    return sorted(keys, key=lambda k: (forward_position(parse_key(k)), k))
+
+
+def _full_svg(maps: list[tuple[str, torch.Tensor]]) -> str:
+    heads = min(MAX_HEADS, max(m.shape[0] for _, m in maps))
+    rows = len(maps)
     fig = new_figure(1.3 * heads + 0.45, 1.3 * rows + 0.3, rows=rows, columns=heads,
                      left=0.45, right=0.1, bottom=0.1, top=0.3, gap_x=0.1, gap_y=0.1)
-    grid = fig.subplots(len(shown), heads, squeeze=False)
-    for row, (key, mean) in enumerate(shown):
-        info = parse_key(key)
-        where = f"L{info.layer}" + ("" if info.head is None else f" h{info.head}")
+    grid = fig.subplots(rows, heads, squeeze=False)
+    for row, (place, mean) in enumerate(maps):
         for col in range(heads):
             ax = grid[row][col]
             ax.set_xticks([])
@@ -78,9 +78,52 @@ def attention_section(folder: RunFolder) -> Section | None:
             if row == 0:
                 ax.set_title(f"attn head {col}", fontsize=7)
             if col == 0:
-                ax.set_ylabel(where, fontsize=8)
-    caption = "Attention weights (query down, key across), mean over samples."
-    if len(patterns) > len(shown) or any(p.shape[0] > heads for _, p in patterns):
-        caption += f" Capped at {MAX_ROWS} layers x {MAX_HEADS} heads."
-    return Section(anchor="attention", title="Attention patterns",
-                   body=figure(to_svg(fig), caption))
+                ax.set_ylabel(place, fontsize=8)
+    return to_svg(fig)
+
+
+def _profiles_svg(profiles: list[tuple[str, torch.Tensor]]) -> str:
+    rows = len(profiles)
+    fig = new_figure(7.5, 1.3 * rows + 0.6, rows=rows, left=0.8, bottom=0.5, top=0.2,
+                     gap_y=0.25)
+    grid = fig.subplots(rows, 1, squeeze=False)
+    for row, (place, profile) in enumerate(profiles):
+        ax = grid[row][0]
+        ax.grid(False)
+        image = ax.imshow(profile[:MAX_HEADS].numpy(), cmap="magma", aspect="auto",
+                          interpolation="nearest")
+        ax.set_ylabel(f"{place}\nhead", fontsize=8)
+        fig.colorbar(image, ax=ax, pad=0.01)
+        if row == rows - 1:
+            ax.set_xlabel("key position")
+        else:
+            ax.set_xticks([])
+    return to_svg(fig)
+
+
+def attention_section(folder: RunFolder) -> Section | None:
+    """Every captured attention pattern; None if none was captured."""
+    full, profiles = [], []
+    for key in _patterns(folder):
+        mask_key = key + ".mask"
+        loaded = folder.tensors([key] + ([mask_key] if mask_key in folder.layout else []))
+        value = loaded[key]
+        if value.dim() == 4:
+            full.append((_place(key), mean_pattern(value, loaded.get(mask_key))))
+        elif value.dim() in (2, 3):
+            profiles.append((_place(key), key_profile(value)))
+    parts = []
+    capped = any(m.shape[0] > MAX_HEADS for _, m in full + profiles)
+    note = f" Capped at {MAX_ROWS} layers x {MAX_HEADS} heads." if (
+        capped or len(full) > MAX_ROWS or len(profiles) > MAX_ROWS) else ""
+    if full:
+        parts.append(figure(_full_svg(full[:MAX_ROWS]),
+                            "Attention weights per head (query down, key across), mean over "
+                            "samples." + note))
+    if profiles:
+        parts.append(figure(_profiles_svg(profiles[:MAX_ROWS]),
+                            "Attention each key position receives (reduced over queries), "
+                            "per head, mean over samples." + note))
+    if not parts:
+        return None
+    return Section(anchor="attention", title="Attention patterns", body="".join(parts))

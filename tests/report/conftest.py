@@ -33,6 +33,7 @@ experiment synthetic {{
     capture mlp_out[0]                              {{ aggregate = dataset_mean }}
     capture attn_out[1]                             {{ aggregate = full }}
     capture attn_pattern[1]                         {{ aggregate = full }}
+    capture attn_pattern[0]                         {{ aggregate = mean }}
     capture resid_out[-1] of heads[*] as resid_last {{ aggregate = mean(mask = last) }}
     importance l2_norm                at mlp.down_proj[*]
     importance channel_contribution   at mlp.down_proj[*]
@@ -116,12 +117,16 @@ def _captures(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, hea
     b.add("capture/attn_out_1.mask", mask, "attention mask of the full capture attn_out_1",
           kind="capture", site="attn_out", name="attn_out", layer=1, head=None,
           aggregate="full", mask=None)
-    scores = torch.randn(samples, attn_heads, seq, seq, generator=g)  # [N, A, S, S]
+    scores = torch.randn(samples, attn_heads, seq, seq, generator=g)  # [N, A, S_q, S_k]
     causal = torch.ones(seq, seq, dtype=torch.bool).tril()  # [S, S]
     allowed = causal[None, None] & mask[:, None, None, :]  # [N, 1, S, S]
     pattern = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+    pattern = pattern.permute(0, 2, 1, 3)  # [N, S_q, A, S_k]: stored query-major
     capture("capture/attn_pattern_1", pattern, "attn_pattern", "attn_pattern", 1, None, "full",
             None)
+    received = pattern.mean(dim=1)  # [N, A, S_k]
+    capture("capture/attn_pattern_0", received, "attn_pattern", "attn_pattern", 0, None,
+            "mean", "attention")
     b.add("capture/attn_pattern_1.mask", mask, "attention mask of the full capture attn_pattern_1",
           kind="capture", site="attn_pattern", name="attn_pattern", layer=1, head=None,
           aggregate="full", mask=None)

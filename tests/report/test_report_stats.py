@@ -16,7 +16,7 @@ from expc.report.capture_stats import (consecutive_cosine, families, head_disagr
 from expc.report.importance_stats import lowest, scored_modules
 from expc.report.keys import forward_position, parse_key, place_label
 from expc.report.run_folder import open_run_folder
-from expc.report.section_attention import mean_pattern
+from expc.report.section_attention import key_profile, mean_pattern
 
 
 def test_parse_capture_importance_and_meta_keys():
@@ -78,13 +78,21 @@ def test_family_statistics_match_the_formulas(tmp_path):
 
 
 def test_mean_pattern_averages_only_real_token_pairs():
-    pattern = torch.rand(2, 1, 3, 3)  # [N, A, S, S]
+    pattern = torch.rand(2, 3, 2, 3)  # [N, S_q, A, S_k], as the runtime stores it
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
-    mean = mean_pattern(pattern, mask)
-    assert mean.shape == (1, 3, 3)
-    assert torch.isclose(mean[0, 0, 0], (pattern[0, 0, 0, 0] + pattern[1, 0, 0, 0]).double() / 2)
-    assert torch.isclose(mean[0, 2, 1], pattern[0, 0, 2, 1].double())  # sample 1 has no token 2
-    assert mean_pattern(torch.rand(5, 5), None) is None
+    mean = mean_pattern(pattern, mask)  # [A, S_q, S_k]
+    assert mean.shape == (2, 3, 3)
+    both = (pattern[0, 1, 1, 0] + pattern[1, 1, 1, 0]).double() / 2  # query 1, head 1, key 0
+    assert torch.isclose(mean[1, 1, 0], both)
+    assert torch.isclose(mean[0, 2, 1], pattern[0, 2, 0, 1].double())  # sample 1 has no token 2
+    short = mean_pattern(pattern, torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool))
+    assert short.shape == (2, 2, 2)  # cropped to the longest sample
+
+
+def test_key_profile_is_the_mean_over_samples():
+    received = torch.rand(4, 2, 5)  # [N, A, S_k]
+    assert torch.allclose(key_profile(received), received.double().sum(dim=0) / 4)
+    assert torch.equal(key_profile(received[0]), received[0].double())  # dataset_mean [A, S_k]
 
 
 def test_lowest_skips_non_finite_scores_and_is_sorted():
