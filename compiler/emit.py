@@ -32,7 +32,7 @@ def emit_code(gm: fx.GraphModule) -> str:
     return gm.code.strip() + "\n"
 
 
-def _place(plan: Plan, layer: int | None, head: int | None, site: str) -> str:
+def _place(layer: int | None, head: int | None, site: str) -> str:
     """The drawing's node for what an entry reads."""
     prefix = "" if head is None else f"head{head}/"
     if layer is None:
@@ -62,7 +62,7 @@ def plan_graph(plan: Plan) -> nx.DiGraph:
         else:
             detail = ", ".join(f"{k} = {v}" for k, v in entry.params.items())
         dag.add_node(entry.key, kind="result", detail=detail)
-        dag.add_edge(_place(plan, entry.layer, entry.head, site), entry.key, kind="tap")
+        dag.add_edge(_place(entry.layer, entry.head, site), entry.key, kind="tap")
     results = [n for n, kind in dag.nodes(data="kind") if kind == "result"]
     needed = set(results).union(*(nx.ancestors(dag, r) for r in results))
     for node in dag.nodes:

@@ -99,14 +99,6 @@ class Plan:
         """Every sink key, in plan order."""
         return tuple(e.key for e in (*self.captures, *self.metrics))
 
-    @property
-    def needs_logits(self) -> bool:
-        return any(c.site == "logits" for c in self.captures)
-
-    def reads(self) -> set[tuple[int | None, int | None]]:
-        """The (layer, head) pairs some entry reads; model-wide sites have layer None."""
-        return {(e.layer, e.head) for e in (*self.captures, *self.metrics)}
-
 
 def _capture_key(name: str, layer: int | None, head: int | None) -> str:
     head_part = "" if head is None else f"head{head}/"

@@ -78,3 +78,13 @@ def test_user_errors_pass_through_as_diagnostics():
     with pytest.raises(DiagnosticError) as info:
         run_passes(_traced(), [rejects_the_spec])
     assert info.value.diagnostics[0].span.line == 3
+
+
+def test_recompiling_once_at_the_end_gives_the_same_module_and_still_lints():
+    gm = _traced()
+    x = torch.randn(2, 4)
+    once = run_passes(gm, [doubles_the_output, doubles_the_output], recompile_each=False)
+    assert torch.allclose(once(x), 4 * gm(x))
+    with pytest.raises(CompilerPassError) as info:
+        run_passes(_traced(), [breaks_the_graph], recompile_each=False)
+    assert info.value.pass_name == "breaks_the_graph"

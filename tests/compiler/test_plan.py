@@ -68,7 +68,7 @@ def test_model_wide_sites(tmp_path):
         "capture/embed", "capture/head0/final_norm", "capture/head1/final_norm",
         "capture/head2/final_norm", "capture/head2/logits",
     ]
-    assert split.needs_logits
+    assert [c.head for c in split.captures] == [None, 0, 1, 2, 2]
     whole = _plan(tmp_path, statements.replace(" of heads[2]", ""), hydra="")
     assert _keys(whole.captures) == ["capture/embed", "capture/final_norm", "capture/logits"]
     assert [c.head for c in whole.captures] == [None, None, None]
