@@ -1,8 +1,12 @@
 """Build the aggregator behind a capture statement's `aggregate = ...` (after d9d's factory).
 
 `create_aggregator(mode=..., mask=..., field=...)` is the one entry point the runtime uses;
-the modes live in their own `aggregate_*` files. `none` is the null aggregator: it accepts
-batches and keeps nothing, so a run can switch a capture off with `--set`.
+the modes live in their own `aggregate_*` files. What `result()` gives, by suffix:
+- `none`: nothing (it accepts batches and keeps nothing, so `--set` can switch a capture off);
+- `mean`, `sum`, `max`: `""` `[N, *F]`, one row per sample in the order fed (sums and means
+  in float32 at least, max in the activations' dtype);
+- `full`: `""` `[N, S_max, *F]` (unselected positions zero) and `.mask` `[N, S_max]` bool;
+- `dataset_mean`: `""` mean and `.var` population variance `[*F]`, `.count` tokens `[]`.
 """
 
 from __future__ import annotations
