@@ -3,7 +3,14 @@
 `create_metric` is the one entry point the runtime uses; each metric lives in its own
 `importance_<metric>` file. Parameters are checked here (unknown names, bad values are
 `ValueError`s the runtime turns into diagnostics), and each metric receives only the model
-facts it uses: the module weight, the KV head layout, the run's batch count.
+facts it uses: the module weight, the KV head layout, the run's batch count. What
+`to_dict()` gives (float32 unless said):
+- `l2_norm`: `score` `[D]` over the module's input channels;
+- `channel_contribution`: `score`, `weight_norm`, `activation_mean_abs`, each `[D]`;
+- `kv_head_contribution`: `score` `[n_kv_heads]`;
+- `layernorm_contribution`: `score` `[C]` over the norm's output channels;
+- `iterative_channel`: `score` `[D]` int64 (0 = pruned first) and
+  `channels_importance_ascending` `[D]` int64.
 """
 
 from __future__ import annotations
