@@ -32,7 +32,7 @@ class Family:
 
     @property
     def label(self) -> str:
-        return f"{self.name} ({self.aggregate})"
+        return f"{self.name} ({self.aggregate})" if self.aggregate else self.name
 
     def paths(self) -> dict[int | None, list[tuple[int, torch.Tensor]]]:
         """Each head's forward path (trunk layers then its own), or the trunk alone."""
@@ -42,7 +42,8 @@ class Family:
         return {h: trunk + sorted(layers.items()) for h, layers in sorted(self.heads.items())}
 
 
-def _site(folder: RunFolder, info: KeyInfo) -> str:
+def capture_site(folder: RunFolder, info: KeyInfo) -> str:
+    """The site a capture key holds (its `as` name, if any, hides it in the key)."""
     return folder.entry(info.key).get("site", info.name)
 
 
@@ -65,7 +66,7 @@ def families(folder: RunFolder) -> list[Family]:
     """Every per-layer hidden-state capture of the run, grouped into families."""
     wanted = [parse_key(k) for k in folder.keys]
     wanted = [i for i in wanted if i.kind == "capture" and i.suffix is None
-              and i.layer is not None and _site(folder, i) not in NOT_VECTORS]
+              and i.layer is not None and capture_site(folder, i) not in NOT_VECTORS]
     masks = {k[: -len(".mask")]: k for k in folder.keys if k.endswith(".mask")}
     loaded = folder.tensors([i.key for i in wanted] + [masks[i.key] for i in wanted
                                                        if i.key in masks])

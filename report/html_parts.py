@@ -32,15 +32,12 @@ def figure(svg: str, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]], *, numeric: Sequence[int] = ()
-          ) -> str:
-    """A table with escaped cells; columns in `numeric` are right-aligned."""
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A table with escaped cells."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
     for row in rows:
-        cells = "".join(
-            f'<td class="num">{esc(v)}</td>' if i in numeric else f"<td>{esc(v)}</td>"
-            for i, v in enumerate(row))
+        cells = "".join(f"<td>{esc(v)}</td>" for v in row)
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

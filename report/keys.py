@@ -33,10 +33,6 @@ class KeyInfo:
     field: str | None = None  # importance: "score" or an extra field
 
     @property
-    def is_mask(self) -> bool:
-        return self.kind == "capture" and self.suffix == "mask"
-
-    @property
     def instance(self) -> str:
         """The importance module as written in keys, e.g. `head1/layers.3.mlp.down_proj`."""
         prefix = "" if self.head is None else f"head{self.head}/"

@@ -40,7 +40,6 @@ pre.error { background: #fde2e1; }
 table { border-collapse: collapse; font-size: .8rem; margin: .5rem 0; }
 th, td { border: 1px solid var(--line); padding: .2rem .5rem; text-align: left;
          vertical-align: top; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
 @media print {
   nav { display: none; } body { max-width: none; padding: 0; }
   h2 { break-after: avoid; } details { display: block; }

@@ -22,6 +22,8 @@ FORMAT = "expc-run/1"
 STATUSES = ("running", "complete", "failed")
 MANIFEST = "manifest.json"
 RESULTS = "results.safetensors"
+OBJECT_FIELDS = ("spec", "ir", "model", "data", "versions", "timings", "tensors")
+NULLABLE_OBJECT_FIELDS = ("error", "checkpoint")
 
 
 @attrs.frozen(kw_only=True)
@@ -91,8 +93,12 @@ def _read_manifest(path: Path) -> dict:
     if manifest.get("status") not in STATUSES:
         raise _manifest_error(path, f"unknown run status {manifest.get('status')!r}",
                               help=("status is one of " + ", ".join(STATUSES),))
-    if not isinstance(manifest.get("tensors", {}), dict):
-        raise _manifest_error(path, "`tensors` in the manifest must be an object")
+    for field in OBJECT_FIELDS:
+        if not isinstance(manifest.get(field, {}), dict):
+            raise _manifest_error(path, f"`{field}` in {MANIFEST} must be an object")
+    for field in NULLABLE_OBJECT_FIELDS:
+        if not isinstance(manifest.get(field) or {}, dict):
+            raise _manifest_error(path, f"`{field}` in {MANIFEST} must be an object or null")
     return manifest
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from expc.report.capture_stats import capture_site
 from expc.report.figures import new_figure, to_svg
 from expc.report.html_parts import Section, figure
 from expc.report.keys import forward_position, parse_key
@@ -52,8 +53,8 @@ def _patterns(folder: RunFolder) -> list[str]:
     keys = []
     for key in folder.keys:
         info = parse_key(key)
-        site = folder.entry(key).get("site", info.name)
-        if info.kind == "capture" and info.suffix is None and site == "attn_pattern":
+        if (info.kind == "capture" and info.suffix is None
+                and capture_site(folder, info) == "attn_pattern"):
             keys.append(key)
     return sorted(keys, key=lambda k: (forward_position(parse_key(k)), k))
 

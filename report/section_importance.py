@@ -73,7 +73,7 @@ def _heatmap(metric: str, roles: dict[str, list[Scored]]) -> str:
 def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
     """Per-module box (quartiles), whiskers (5th-95th percentile) and median, drawn as three
     line collections per panel: cheap even with a hundred modules of thousands of channels."""
-    fig = new_figure(min(10.0, 2.5 + 0.12 * max(len(m) for m in roles.values())),
+    fig = new_figure(min(10.0, max(5.0, 2.5 + 0.12 * max(len(m) for m in roles.values()))),
                      3.2 * len(roles), rows=len(roles), bottom=0.75, gap_y=1.1)
     levels = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
     for i, (role, modules) in enumerate(roles.items()):

@@ -191,6 +191,9 @@ def test_cli_writes_report_and_summary_and_exits_0(tmp_path, capsys):
      "unknown run folder format"),
     (lambda run: (run / "manifest.json").write_text('{"format": "expc-run/1", "status": "ok"}'),
      "unknown run status"),
+    (lambda run: (run / "manifest.json").write_text(
+        '{"format": "expc-run/1", "status": "complete", "model": null}'),
+     "`model` in manifest.json must be an object"),
     (lambda run: (run / "results.safetensors").unlink(), "has no results.safetensors"),
     (lambda run: (run / "results.safetensors").write_bytes(b"\x00garbage"),
      "cannot read results.safetensors"),

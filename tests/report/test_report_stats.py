@@ -24,7 +24,7 @@ def test_parse_capture_importance_and_meta_keys():
     assert (info.kind, info.name, info.layer, info.head, info.suffix) == (
         "capture", "resid_last", 3, 1, None)
     mask = parse_key("capture/attn_out_1.mask")
-    assert (mask.name, mask.layer, mask.head, mask.is_mask) == ("attn_out", 1, None, True)
+    assert (mask.name, mask.layer, mask.head, mask.suffix) == ("attn_out", 1, None, "mask")
     assert parse_key("capture/mlp_out_0.var").suffix == "var"
     final = parse_key("capture/head2/final_norm")
     assert (final.name, final.layer, final.head) == ("final_norm", None, 2)
