@@ -37,7 +37,7 @@ from expc.runtime.store import RunStore, spec_sha256
 from expc.spec import ir
 from expc.spec import load as load_spec
 from expc.spec import to_json
-from expc.spec.diagnostics import DiagnosticError
+from expc.spec.diagnostics import DiagnosticError, span_error
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
 
     t0 = time.perf_counter()
     plan = build_plan(experiment, n_layers=model.config.n_layers)
+    if world.distributed:
+        refuse_sequential_metrics(plan)
     states = build_states(plan, model, total_batches=len(batches))
     context = BatchContext()
     metric_keys = {entry.key for entry in plan.metrics}
@@ -159,6 +161,19 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
     seconds["compile"] = time.perf_counter() - t0
     return _Loop(data=data, batches=batches, graph=graph, plan=plan, states=states,
                  context=context, pad_token_id=_pad_token_id(tokenizer, model.config))
+
+
+def refuse_sequential_metrics(plan: Plan) -> None:
+    """`iterative_channel` prunes in rounds that depend on every batch before them, so data
+    sharded across processes cannot reproduce a single run: refuse it rather than differ."""
+    problems = [entry for entry in plan.metrics if entry.metric == "iterative_channel"]
+    if problems:
+        raise DiagnosticError([
+            span_error(entry.span, "iterative_channel cannot run sharded across processes: "
+                       "its pruning rounds depend on every batch before them",
+                       code="distributed-iterative",
+                       help=["run it with one process (drop --nproc / torchrun)"])
+            for entry in problems])
 
 
 def _pad_token_id(tokenizer, config) -> int | None:

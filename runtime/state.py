@@ -17,17 +17,9 @@ from expc.models.hydra import module_key
 from expc.runtime.aggregators import create_aggregator
 from expc.runtime.data_batches import restore_data_order
 from expc.runtime.importance import create_metric
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import DiagnosticError, span_error
 
 PER_SAMPLE_MODES = ("full", "mean", "sum", "max")
-
-
-def _metric_error(entry: MetricEntry, message: str) -> DiagnosticError:
-    span = entry.span
-    if span is None:
-        return DiagnosticError(error("<spec>", message, code="metric"))
-    return DiagnosticError(error(span.path, message, code="metric", line=span.line,
-                                 col=span.col, end_line=span.end_line, end_col=span.end_col))
 
 
 def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> dict[str, object]:
@@ -45,7 +37,8 @@ def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> d
                 params=entry.params, n_kv_heads=config.n_kv_heads, head_dim=config.head_dim,
                 total_batches=total_batches)
         except ValueError as exc:
-            raise _metric_error(entry, f"{entry.metric} at {entry.module_path}: {exc}") from None
+            raise DiagnosticError(span_error(entry.span, f"{entry.metric} at {entry.module_path}: "
+                                             f"{exc}", code="metric")) from None
     return states
 
 

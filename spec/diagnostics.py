@@ -75,6 +75,13 @@ def error(path: str | Path, message: str, *, code: str, line: int = 1, col: int 
     return Diagnostic(span=span, message=message, code=code, help=tuple(help))
 
 
+def span_error(span: Span | None, message: str, *, code: str,
+               help: Iterable[str] = ()) -> Diagnostic:
+    """An error diagnostic at an IR node's span (`<spec>` when the node has none)."""
+    span = span or Span(path="<spec>")
+    return Diagnostic(span=span, message=message, code=code, help=tuple(help))
+
+
 def _source_line(sources: Mapping[str, str], span: Span) -> str | None:
     text = sources.get(span.path)
     if text is None:
