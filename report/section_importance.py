@@ -1,14 +1,16 @@
 """The importance section: one figure per metric, then the pruning candidates.
 
 KV-head and layer-norm scores and the iterative ranking are drawn as heatmaps (module x
-unit), channel scores as per-module distributions (quartile boxes). The table of lowest-scoring units per module is offered for download as JSON
-through a `data:` link, so the page stays one self-contained file.
+unit), channel scores as per-module distributions (quartile boxes). The table of
+lowest-scoring units per module is offered for download as JSON through a `data:` link, so
+the page stays one self-contained file.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+
 import torch
 
 from expc.report.figures import new_figure, to_svg

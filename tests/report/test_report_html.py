@@ -35,11 +35,15 @@ def complete(tmp_path_factory):
 @pytest.fixture(scope="module")
 def injected(tmp_path_factory):
     """A failed run with `<script>` in its folder name, model path, data source, spec path,
-    spec text (via the source), error message and a tensor's meaning (e.g. a prompt)."""
+    spec text (via the source), error message, a tensor's meaning (e.g. a prompt) and a key
+    name (which reaches figure titles)."""
+    def markup_key(tensors):
+        tensors["capture/<script>_0"] = tensors["capture/resid_out_0"] + 1.0
+
     folder = tmp_path_factory.mktemp("injected") / "run<script>alert(1)<_script>"
     run = write_run(folder, status="failed", model_path=f"m{INJECTED}",
                     source=f"d{INJECTED}", spec_path=f"s{INJECTED}.exp",
-                    error_message=f"prompt 3 {INJECTED} is empty")
+                    error_message=f"prompt 3 {INJECTED} is empty", edit=markup_key)
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["tensors"]["capture/resid_out_0"]["meaning"] = f"prompt: {INJECTED}"
     (run / "manifest.json").write_text(json.dumps(manifest))
@@ -100,7 +104,8 @@ def test_injected_script_comes_out_escaped(injected, page_parser):
     for shown in (f"m{INJECTED}", f"d{INJECTED}", f"s{INJECTED}.exp",
                   f"prompt 3 {INJECTED} is empty", f"prompt: {INJECTED}"):
         assert shown in text  # shown to the reader as text
-    assert html.count("&lt;script&gt;") >= 6
+    assert html.count("&lt;script&gt;") >= 8
+    assert ">&lt;script&gt;</text>" in html  # a figure title, escaped by the SVG writer
     assert "<script" not in summary and "&lt;script&gt;" in summary
 
 
