@@ -84,8 +84,9 @@ def _run_facts(manifest: Mapping, folder: RunFolder) -> str:
         ("spec", spec.get("path")),
         ("spec sha256", spec.get("sha256")),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
-        ("checkpoint", (f"{checkpoint.get('dir')} ({checkpoint.get('batches_done')} batches done)"
-                        if checkpoint else None)),
+        ("checkpoint", (f"{folder.path / str(checkpoint.get('dir'))} "
+                        f"({checkpoint.get('batches_done')} batches done)" if checkpoint
+                        else None)),
     ]
     return facts(rows)
 

@@ -126,6 +126,7 @@ def test_running_run_without_results_reports_what_it_has(tmp_path, page_parser):
     html, summary, titles = build_report(run)
     assert titles == ("Run",) and page_parser(html).sections == {"run": 1}
     assert 'class="banner running"' in html and "still running" in html
+    assert f"{run / 'checkpoint'} (1 batches done)" in " ".join(page_parser(html).text)
     assert "status: **running**" in summary
 
 
