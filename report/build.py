@@ -73,7 +73,7 @@ def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     sections = [s for s in (run_section(folder), captures_section(folder), importance,
                             attention_section(folder)) if s is not None]
     titles = tuple(s.title for s in sections)
-    page = render_page(title=folder.name, status=folder.status, sections=sections)
+    page = render_page(title=folder.title, status=folder.status, sections=sections)
     summary = render_summary(folder, sections=titles, candidates=candidates)
     log.info("built report of %s in %.2f s (%d bytes)", folder.path,
              time.perf_counter() - started, len(page))

@@ -22,6 +22,9 @@ from expc.report.run_folder import RunFolder, open_run_folder
 
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
+# manifest fields worth naming when two runs differ (they explain drift; they never decide)
+CONTEXT_FIELDS = (("spec", "sha256"), ("model", "path"), ("ir", "dtype"), ("ir", "device"),
+                  ("data", "samples"), ("versions", "torch"))
 
 
 @attrs.frozen(kw_only=True)
@@ -52,6 +55,7 @@ class RunDiff:
     atol: float
     rtol: float
     keys: tuple[KeyDiff, ...]
+    context: tuple[tuple[str, object, object], ...] = ()  # (field, in A, in B) that differ
 
     @property
     def same(self) -> bool:
@@ -69,6 +73,7 @@ class RunDiff:
             "same": self.same,
             "first_divergence": None if first is None else {"place": first.place,
                                                             "key": first.key},
+            "context": [{"field": f, "a": a, "b": b} for f, a, b in self.context],
             "keys": [attrs.asdict(k) for k in self.keys],
         }
 
@@ -109,6 +114,16 @@ def _compare_key(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: flo
                    **sides)
 
 
+def _context(a: RunFolder, b: RunFolder) -> tuple[tuple[str, object, object], ...]:
+    out = []
+    for block, field in CONTEXT_FIELDS:
+        value_a = (a.manifest.get(block) or {}).get(field)
+        value_b = (b.manifest.get(block) or {}).get(field)
+        if value_a != value_b:
+            out.append((f"{block}.{field}", value_a, value_b))
+    return tuple(out)
+
+
 def diff_runs(run_a: str, run_b: str, *, atol: float = DEFAULT_ATOL,
               rtol: float = DEFAULT_RTOL) -> RunDiff:
     """Compare every key of two run folders (raises `DiagnosticError` for unreadable ones)."""
@@ -116,7 +131,8 @@ def diff_runs(run_a: str, run_b: str, *, atol: float = DEFAULT_ATOL,
     keys = sorted(set(a.layout) | set(b.layout),
                   key=lambda k: (forward_position(parse_key(k)), k))
     return RunDiff(run_a=str(run_a), run_b=str(run_b), atol=atol, rtol=rtol,
-                   keys=tuple(_compare_key(k, a, b, atol=atol, rtol=rtol) for k in keys))
+                   keys=tuple(_compare_key(k, a, b, atol=atol, rtol=rtol) for k in keys),
+                   context=_context(a, b))
 
 
 def _cell(value) -> str:
@@ -144,6 +160,7 @@ def render_text(result: RunDiff) -> str:
         for k in result.keys if not k.same]
     same = sum(k.same for k in result.keys)
     lines = _columns(rows) if len(rows) > 1 else []
+    lines += [f"note: {field} differs: {a!r} (a) vs {b!r} (b)" for field, a, b in result.context]
     lines.append(f"{same} of {len(result.keys)} keys the same "
                  f"(atol {result.atol:g}, rtol {result.rtol:g})")
     first = result.first_divergence

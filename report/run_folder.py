@@ -44,8 +44,10 @@ class RunFolder:
         return self.manifest["status"]
 
     @property
-    def name(self) -> str:
-        return self.path.resolve().name
+    def title(self) -> str:
+        """The experiment's name from the IR, else the folder's name."""
+        name = self.manifest.get("ir", {}).get("name")
+        return name if isinstance(name, str) and name else self.path.resolve().name
 
     def entry(self, key: str) -> Mapping:
         """The manifest's description of a key (empty when the manifest has none)."""

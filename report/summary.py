@@ -32,7 +32,7 @@ def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: li
     for key in folder.keys:
         kinds[key.partition("/")[0]] = kinds.get(key.partition("/")[0], 0) + 1
     lines = [
-        f"# expc report: {md(folder.name)}",
+        f"# expc report: {md(folder.title)}",
         "",
         f"- status: **{md(m.get('status'))}**",
         f"- model: {md(model.get('path'))} ({md(model.get('architecture'))}, "

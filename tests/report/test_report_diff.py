@@ -32,7 +32,7 @@ def test_identical_runs_are_the_same_exit_0(base, tmp_path, capsys):
     assert all(k.max_abs == 0.0 for k in result.keys if k.max_abs is not None)
     code, out, _ = run_cli(["diff", str(base), str(other)], capsys)
     assert code == 0
-    assert out.strip().endswith("runs are the same")
+    assert out.strip().endswith("runs are the same") and "note:" not in out
     assert f"{len(result.keys)} of {len(result.keys)} keys the same" in out
 
 
@@ -107,6 +107,17 @@ def test_mismatched_keys_shapes_and_dtypes(base, tmp_path, capsys):
     assert report["same"] is False
     assert report["first_divergence"] == {"place": "layer 0", "key": "capture/resid_out_0"}
     assert {k["key"]: k["status"] for k in report["keys"] if k["status"] != "same"} == status
+
+
+def test_manifest_context_is_named_but_does_not_decide(base, tmp_path, capsys):
+    other = write_run(tmp_path / "b", model_path="/ckpt/other")
+    result = diff_runs(str(base), str(other))
+    assert result.same
+    assert ("model.path", "builtin:tiny-llama", "/ckpt/other") in result.context
+    assert {field for field, _, _ in result.context} == {"model.path", "spec.sha256"}
+    code, out, _ = run_cli(["diff", str(base), str(other)], capsys)
+    assert code == 0
+    assert "note: model.path differs: 'builtin:tiny-llama' (a) vs '/ckpt/other' (b)" in out
 
 
 def test_compare_values_against_the_formula():

@@ -156,7 +156,7 @@ def test_run_without_hydra_split_draws_one_path(tmp_path, page_parser):
 
 def test_summary_lists_status_model_and_candidates(complete):
     summary = complete[3]
-    assert summary.startswith("# expc report: run\n")
+    assert summary.startswith("# expc report: synthetic\n")
     assert "builtin:tiny-llama (llama, 4 layers, trunk 2, heads 3)" in summary
     assert "| kv_head_contribution | layers.0.self_attn.o_proj | kv head |" in summary
 
