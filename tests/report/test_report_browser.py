@@ -11,6 +11,7 @@ console error, a remote image and nothing drawn proves each check can fail.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,6 +28,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0")
+REMOTE_URL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""")  # in the DOM
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +88,7 @@ def test_the_checks_catch_console_errors_network_requests_and_blank_pages(tmp_pa
     seen = visit(bad, tmp_path / "bad")
     assert any('"boom"' in line for line in seen.console)
     assert "https://example.invalid/x.png" in seen.requests
+    assert REMOTE_URL.search(seen.dom)
     assert is_blank(seen.pixels)
 
 
@@ -94,6 +97,7 @@ def test_report_loads_in_chromium_cleanly_offline_and_renders(tmp_path):
     seen = visit(files.html, tmp_path / "browser")
     assert seen.console == []
     assert seen.requests == []
+    assert not REMOTE_URL.search(seen.dom)
     assert "Attention patterns" in seen.dom and "<svg" in seen.dom
     assert 'class="banner failed"' in seen.dom
     assert not is_blank(seen.pixels)
