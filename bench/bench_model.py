@@ -16,7 +16,7 @@ The machine is shared and noisy, so each repetition times every contender once, 
 that alternates between repetitions, and the reported number is the median of the
 per-repetition ratios.
 
-    .venv/bin/python bench/bench_model.py [--vocab 32000] [--repeats 5] [--cache .cache/bench-model]
+    .venv/bin/python bench/bench_model.py [--vocab 32000] [--repeats 5] [--parts transformers hydra]
 """
 
 from __future__ import annotations
@@ -101,31 +101,55 @@ def versus_transformers(folder: Path, ours, ids: torch.Tensor, mask: torch.Tenso
     return float(difference), timing
 
 
-def run(folder: Path, repeats: int) -> dict:
+def hydra_versus_full(folder: Path, ours, ids: torch.Tensor, mask: torch.Tensor,
+                      repeats: int) -> dict:
+    """Paired ratios N full forwards / one Hydra forward, with the ideals to compare to."""
+    from expc.models.loading import load_model
+
+    hydra = load_model(folder, trunk=TRUNK, heads=HEADS)
+    timing = paired_ratios(lambda: [ours(ids, mask) for _ in range(HEADS)],
+                           lambda: hydra(ids, mask), repeats)
+    ideal = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK)
+    lm_head = lm_head_in_layers(ours.config.vocab_size)
+    ideal_with_lm_head = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK, lm_head)
+    speedup = timing["median_ratio"]
+    return {"heads": HEADS, "trunk": TRUNK, "speedup_vs_full_forwards": timing,
+            "ideal_speedup": ideal, "fraction_of_ideal": speedup / ideal,
+            "lm_head_cost_in_layers": lm_head, "ideal_with_lm_head": ideal_with_lm_head,
+            "fraction_of_ideal_with_lm_head": speedup / ideal_with_lm_head}
+
+
+def report(results: dict) -> None:
+    if "ours_vs_transformers" in results:
+        vs_hf = results["ours_vs_transformers"]
+        log.info("ours / transformers forward: median ratio %.3f (target <= 1.0; %.3fs vs %.3fs)",
+                 vs_hf["median_ratio"], vs_hf["median_s_first"], vs_hf["median_s_second"])
+    if "hydra" in results:
+        hydra = results["hydra"]
+        log.info("hydra N=%d trunk=%d vs %d full forwards: speed-up %.3fx, %.0f%% of the ideal "
+                 "%.2fx (target >= 90%%)", HEADS, TRUNK, HEADS,
+                 hydra["speedup_vs_full_forwards"]["median_ratio"],
+                 100 * hydra["fraction_of_ideal"], hydra["ideal_speedup"])
+        log.info("counting lm_head (%.2f layers' worth at vocab %d) the ideal is %.2fx: %.0f%% of it",
+                 hydra["lm_head_cost_in_layers"], results["vocab_size"],
+                 hydra["ideal_with_lm_head"], 100 * hydra["fraction_of_ideal_with_lm_head"])
+
+
+def run(folder: Path, repeats: int, parts: tuple[str, ...]) -> dict:
     from expc.models.loading import load_model
 
     ids = torch.randint(0, 1000, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     ours = load_model(folder)
-    hydra = load_model(folder, trunk=TRUNK, heads=HEADS)
+    results = {"threads": torch.get_num_threads(), "batch": BATCH, "seq": SEQ, **SHAPE,
+               "vocab_size": ours.config.vocab_size, "repeats": repeats}
     with torch.inference_mode():
-        difference, versus_hf = versus_transformers(folder, ours, ids, mask, repeats)
-        full_runs = paired_ratios(lambda: [ours(ids, mask) for _ in range(HEADS)],
-                                  lambda: hydra(ids, mask), repeats)
-    ideal = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK)
-    lm_head = lm_head_in_layers(ours.config.vocab_size)
-    ideal_with_lm_head = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK, lm_head)
-    speedup = full_runs["median_ratio"]
-    return {
-        "threads": torch.get_num_threads(),
-        "batch": BATCH, "seq": SEQ, **SHAPE, "vocab_size": ours.config.vocab_size,
-        "max_abs_logit_difference": difference,
-        "ours_vs_transformers": versus_hf,
-        "hydra": {"heads": HEADS, "trunk": TRUNK, "speedup_vs_full_forwards": full_runs,
-                  "ideal_speedup": ideal, "fraction_of_ideal": speedup / ideal,
-                  "lm_head_cost_in_layers": lm_head, "ideal_with_lm_head": ideal_with_lm_head,
-                  "fraction_of_ideal_with_lm_head": speedup / ideal_with_lm_head},
-    }
+        if "transformers" in parts:
+            difference, timing = versus_transformers(folder, ours, ids, mask, repeats)
+            results.update(max_abs_logit_difference=difference, ours_vs_transformers=timing)
+        if "hydra" in parts:
+            results["hydra"] = hydra_versus_full(folder, ours, ids, mask, repeats)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,22 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=REPO / ".cache/bench-model")
+    parser.add_argument("--parts", nargs="+", choices=("transformers", "hydra"),
+                        default=["transformers", "hydra"], help="which comparisons to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     folder = ensure_checkpoint(args.cache / f"llama-v{args.vocab}", args.vocab)
-    results = run(folder, args.repeats)
-    vs_hf = results["ours_vs_transformers"]
-    hydra = results["hydra"]
-    log.info("ours / transformers forward: median ratio %.3f (target <= 1.0; %.3fs vs %.3fs)",
-             vs_hf["median_ratio"], vs_hf["median_s_first"], vs_hf["median_s_second"])
-    log.info("hydra N=%d trunk=%d vs %d full forwards: speed-up %.3fx, %.0f%% of the ideal %.2fx "
-             "(target >= 90%%)", HEADS, TRUNK, HEADS, hydra["speedup_vs_full_forwards"]["median_ratio"],
-             100 * hydra["fraction_of_ideal"], hydra["ideal_speedup"])
-    log.info("counting lm_head (%.2f layers' worth at vocab %d) the ideal is %.2fx: %.0f%% of it",
-             hydra["lm_head_cost_in_layers"], results["vocab_size"], hydra["ideal_with_lm_head"],
-             100 * hydra["fraction_of_ideal_with_lm_head"])
+    results = run(folder, args.repeats, tuple(args.parts))
+    report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
