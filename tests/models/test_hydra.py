@@ -98,3 +98,14 @@ def test_module_keys_for_results():
     assert module_key("layers.0.mlp.down_proj") == "layers.0.mlp.down_proj"
     assert split_head_prefix("heads.12.layers.3.mlp") == (12, "layers.3.mlp")
     assert split_head_prefix("norm") == (None, "norm")
+
+
+def test_build_on_meta_holds_no_weights():
+    from expc.models.builtin import builtin_config
+    from expc.models.config import HydraConfig, ModelConfig
+    from expc.models.hydra import HydraTransformer
+
+    config = ModelConfig.from_hf(builtin_config("builtin:tiny-llama"))
+    model = HydraTransformer.build(config, HydraConfig.split(4, trunk=3, heads=2))
+    assert all(p.is_meta for p in model.parameters())
+    assert sorted(model.heads[1].layers) == ["3"]
