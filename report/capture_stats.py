@@ -10,6 +10,7 @@ heads at a layer (variance across heads, averaged over samples and channels).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import attrs
@@ -62,18 +63,26 @@ def sample_vectors(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return None
 
 
+def _stream_vectors(folder: RunFolder, key: str) -> torch.Tensor | None:
+    """`sample_vectors` of a stored capture, read a slice of samples at a time."""
+    shape, _ = folder.layout[key]
+    if len(shape) != 3:
+        return sample_vectors(folder.tensor(key), None)
+    rows, mask_key = folder.rows_per_chunk(key), key + ".mask"
+    masks = (folder.chunks(mask_key, rows) if mask_key in folder.layout
+             else itertools.repeat(None))
+    parts = [sample_vectors(value, mask) for value, mask in zip(folder.chunks(key, rows), masks)]
+    return torch.cat(parts) if parts else None
+
+
 def families(folder: RunFolder) -> list[Family]:
     """Every per-layer hidden-state capture of the run, grouped into families."""
     wanted = [parse_key(k) for k in folder.keys]
     wanted = [i for i in wanted if i.kind == "capture" and i.suffix is None
               and i.layer is not None and capture_site(folder, i) not in NOT_VECTORS]
-    masks = {k[: -len(".mask")]: k for k in folder.keys if k.endswith(".mask")}
-    loaded = folder.tensors([i.key for i in wanted] + [masks[i.key] for i in wanted
-                                                       if i.key in masks])
     grouped: dict[tuple[str, str], dict] = {}
     for info in wanted:
-        mask = loaded.get(masks.get(info.key, ""))
-        vectors = sample_vectors(loaded[info.key], mask)
+        vectors = _stream_vectors(folder, info.key)
         if vectors is None:
             continue
         aggregate = folder.entry(info.key).get("aggregate", "")

@@ -9,7 +9,8 @@ results yet; it opens with no tensors so the report can still show what there is
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -22,6 +23,7 @@ FORMAT = "expc-run/1"
 STATUSES = ("running", "complete", "failed")
 MANIFEST = "manifest.json"
 RESULTS = "results.safetensors"
+CHUNK_ELEMENTS = 1 << 23  # values per slice when streaming a large tensor
 OBJECT_FIELDS = ("spec", "ir", "model", "data", "versions", "timings", "tensors")
 NULLABLE_OBJECT_FIELDS = ("error", "checkpoint")
 
@@ -57,6 +59,20 @@ class RunFolder:
         """One result tensor as stored."""
         with safe_open(str(self.results_path), framework="pt") as handle:
             return handle.get_tensor(key)
+
+    def rows_per_chunk(self, key: str) -> int:
+        """How many dim-0 rows of `key` make a slice of about CHUNK_ELEMENTS values."""
+        shape, _ = self.layout[key]
+        return max(1, CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
+
+    def chunks(self, key: str, rows: int) -> Iterator[torch.Tensor]:
+        """The tensor in slices of `rows` along dim 0, so a large `full` capture is never
+        held whole."""
+        shape, _ = self.layout[key]
+        with safe_open(str(self.results_path), framework="pt") as handle:
+            view = handle.get_slice(key)
+            for start in range(0, shape[0] if shape else 0, rows):
+                yield view[start:start + rows]
 
     def tensors(self, keys) -> dict[str, torch.Tensor]:
         """Several result tensors with one open of the file."""

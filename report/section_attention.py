@@ -11,6 +11,9 @@ heads x key-position map per layer. Large runs are capped (rows, heads) with a n
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 import torch
 
 from expc.report.capture_stats import capture_site
@@ -23,18 +26,22 @@ MAX_ROWS = 12
 MAX_HEADS = 8
 
 
-def mean_pattern(pattern: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """`[A, S, S]` (query x key per head): the mean over samples of a `full` pattern
-    `[N, S_q, A, S_k]`, each position pair over the samples where both are real tokens,
-    cropped to the longest sample."""
-    pattern = pattern.double().permute(0, 2, 1, 3)  # [N, A, S_q, S_k]
-    if mask is None:
-        return pattern.mean(dim=0)
-    valid = mask.double()  # [N, S]
-    pair = valid[:, None, :, None] * valid[:, None, None, :]  # [N, 1, S, S]
-    counts = pair.sum(dim=0)  # [1, S, S]
-    mean = (pattern * pair).sum(dim=0) / counts.clamp_min(1.0)  # [A, S, S]
-    length = int(valid.sum(dim=1).max())
+def mean_pattern(chunks: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    """`[A, S, S]` (query x key per head): the mean over samples of a `full` pattern given
+    as slices of samples `([n, S_q, A, S_k], [n, S] mask or None)`, each position pair over
+    the samples where both are real tokens, cropped to the longest sample."""
+    total = counts = None
+    length = 0
+    for pattern, mask in chunks:
+        pattern = pattern.double().permute(0, 2, 1, 3)  # [n, A, S_q, S_k]
+        valid = (torch.ones(pattern.shape[0], pattern.shape[2], dtype=torch.float64)
+                 if mask is None else mask.double())  # [n, S]
+        pair = valid[:, None, :, None] * valid[:, None, None, :]  # [n, 1, S, S]
+        chunk_total, chunk_counts = (pattern * pair).sum(dim=0), pair.sum(dim=0)
+        total = chunk_total if total is None else total + chunk_total  # [A, S, S]
+        counts = chunk_counts if counts is None else counts + chunk_counts  # [1, S, S]
+        length = max(length, int(valid.sum(dim=1).max()))
+    mean = total / counts.clamp_min(1.0)  # [A, S, S]
     return mean[:, :length, :length]
 
 
@@ -106,13 +113,14 @@ def attention_section(folder: RunFolder) -> Section | None:
     """Every captured attention pattern; None if none was captured."""
     full, profiles = [], []
     for key in _patterns(folder):
-        mask_key = key + ".mask"
-        loaded = folder.tensors([key] + ([mask_key] if mask_key in folder.layout else []))
-        value = loaded[key]
-        if value.dim() == 4:
-            full.append((_place(key), mean_pattern(value, loaded.get(mask_key))))
-        elif value.dim() in (2, 3):
-            profiles.append((_place(key), key_profile(value)))
+        dims = len(folder.layout[key][0])
+        if dims == 4 and folder.layout[key][0][0] > 0:
+            rows, mask_key = folder.rows_per_chunk(key), key + ".mask"
+            masks = (folder.chunks(mask_key, rows) if mask_key in folder.layout
+                     else itertools.repeat(None))
+            full.append((_place(key), mean_pattern(zip(folder.chunks(key, rows), masks))))
+        elif dims in (2, 3):
+            profiles.append((_place(key), key_profile(folder.tensor(key))))
     parts = []
     capped = any(m.shape[0] > MAX_HEADS for _, m in full + profiles)
     note = f" Capped at {MAX_ROWS} layers x {MAX_HEADS} heads." if (

@@ -77,16 +77,37 @@ def test_family_statistics_match_the_formulas(tmp_path):
     assert [layer for layer, _ in head_disagreement(resid)] == [2, 3]
 
 
+def test_full_captures_are_read_a_slice_at_a_time(tmp_path, monkeypatch):
+    from expc.report import run_folder
+
+    folder = open_run_folder(write_run(tmp_path / "run"))
+    value = folder.tensor("capture/attn_out_1").double()  # [N, S, H]
+    mask = folder.tensor("capture/attn_out_1.mask").double()  # [N, S]
+    expected = (value * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)  # [N, H]
+    pattern_key = "capture/attn_pattern_1"
+    whole = mean_pattern([(folder.tensor(pattern_key), folder.tensor(pattern_key + ".mask"))])
+    monkeypatch.setattr(run_folder, "CHUNK_ELEMENTS", 1)  # one sample per slice
+    assert folder.rows_per_chunk("capture/attn_out_1") == 1
+    attn_out = next(f for f in families(folder) if f.name == "attn_out")
+    assert torch.allclose(attn_out.trunk[1], expected)
+    rows = folder.rows_per_chunk(pattern_key)
+    sliced = mean_pattern(zip(folder.chunks(pattern_key, rows),
+                              folder.chunks(pattern_key + ".mask", rows)))
+    assert torch.allclose(sliced, whole)
+
+
 def test_mean_pattern_averages_only_real_token_pairs():
     pattern = torch.rand(2, 3, 2, 3)  # [N, S_q, A, S_k], as the runtime stores it
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
-    mean = mean_pattern(pattern, mask)  # [A, S_q, S_k]
+    mean = mean_pattern([(pattern, mask)])  # [A, S_q, S_k]
     assert mean.shape == (2, 3, 3)
     both = (pattern[0, 1, 1, 0] + pattern[1, 1, 1, 0]).double() / 2  # query 1, head 1, key 0
     assert torch.isclose(mean[1, 1, 0], both)
     assert torch.isclose(mean[0, 2, 1], pattern[0, 2, 0, 1].double())  # sample 1 has no token 2
-    short = mean_pattern(pattern, torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool))
+    short = mean_pattern([(pattern, torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool))])
     assert short.shape == (2, 2, 2)  # cropped to the longest sample
+    sliced = mean_pattern([(pattern[:1], mask[:1]), (pattern[1:], mask[1:])])
+    assert torch.allclose(sliced, mean)  # read a slice of samples at a time: same mean
 
 
 def test_key_profile_is_the_mean_over_samples():
