@@ -60,8 +60,14 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def describe_machine() -> dict[str, str]:
+def _load_average() -> str:
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def describe_machine(*, load_at_start: str) -> dict[str, str]:
     machine = {
+        "load average (1/5/15 min) at start → end": f"{load_at_start} → {_load_average()} "
+                                                   "(other work on the machine adds noise)",
         "CPU": f"{_cpu_model()}, {os.cpu_count()} cores visible, torch threads {TORCH_THREADS}",
         "memory": _memory_total(),
         "OS": platform.platform(),
@@ -78,6 +84,23 @@ def _command_line(argv: list[str]) -> str:
     return " ".join([shown, "-m", "bench", *argv])
 
 
+def _measure(name: str, *, quick: bool, memory: bool) -> WorkloadResult:
+    """Run one workload, or record why it cannot run here."""
+    reason = unavailable_reason(name)
+    if reason:
+        log.warning("skipping %s: %s", name, reason)
+        return WorkloadResult(name=name, description=DESCRIPTIONS[name], status="skipped",
+                              note=reason)
+    result = run_workload(build_workload(name, quick=quick), ALL_METHODS,
+                          repetitions=REPETITIONS["quick" if quick else "full"], quick=quick,
+                          measure_memory=memory)
+    if memory:
+        return result
+    # A memory probe is a fresh interpreter per method: --quick keeps only the first workload's.
+    return attrs.evolve(result, note="peak memory not measured in this run (`--no-memory`, "
+                                     "or `--quick` beyond the first workload)")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
@@ -90,31 +113,19 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_libraries()
 
-    started = time.perf_counter()
-    repetitions = REPETITIONS["quick" if args.quick else "full"]
-    workloads = []
+    started, load_at_start = time.perf_counter(), _load_average()
+    workloads: list[WorkloadResult] = []
     for name in args.workloads:
-        reason = unavailable_reason(name)
-        if reason:
-            log.warning("skipping %s: %s", name, reason)
-            workloads.append(WorkloadResult(name=name, description=DESCRIPTIONS[name],
-                                            status="skipped", note=reason))
-            continue
-        workload = build_workload(name, quick=args.quick)
-        # A memory probe is a fresh interpreter per method: --quick keeps only the first workload's.
-        measure_memory = not args.no_memory and not (args.quick and name != args.workloads[0])
-        result = run_workload(workload, ALL_METHODS, repetitions=repetitions, quick=args.quick,
-                              measure_memory=measure_memory)
-        if not measure_memory:
-            result = attrs.evolve(result, note="peak memory not measured in this run "
-                                               "(`--no-memory`, or `--quick` beyond the first workload)")
-        workloads.append(result)
-    suite = SuiteResult(
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        command=_command_line(argv), quick=args.quick, machine=describe_machine(),
-        workloads=tuple(workloads), seconds=time.perf_counter() - started,
-    )
-    write_reports(suite, markdown_path=args.markdown, json_path=args.json)
+        workloads.append(_measure(name, quick=args.quick, memory=not args.no_memory
+                                  and not (args.quick and name != args.workloads[0])))
+        # Rewritten after every workload, so an interrupted suite still leaves its numbers.
+        suite = SuiteResult(
+            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            command=_command_line(argv), quick=args.quick,
+            machine=describe_machine(load_at_start=load_at_start),
+            workloads=tuple(workloads), seconds=time.perf_counter() - started,
+        )
+        write_reports(suite, markdown_path=args.markdown, json_path=args.json)
     log.info("wrote %s and %s in %.0f s", args.markdown, args.json, suite.seconds)
 
 

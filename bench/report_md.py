@@ -59,7 +59,10 @@ NOTES = """\
 def targets_section(suite: SuiteResult) -> str:
     rows = ["| target | measured | met |", "| --- | --- | :---: |"]
     marks = {True: "yes", False: "**no**", None: "not measured"}
-    rows += [f"| {v.target} | {_cell(v.measured)} | {marks[v.met]} |" for v in verdicts(suite)]
+    found = verdicts(suite)
+    if not found:
+        return "None of the targets' workloads ran in this suite.\n"
+    rows += [f"| {v.target} | {_cell(v.measured)} | {marks[v.met]} |" for v in found]
     return "\n".join(rows) + "\n"
 
 

@@ -175,7 +175,7 @@ DESCRIPTIONS = {
 
 def _compute_bound(quick: bool) -> Workload:
     return _decoder_workload("compute_bound", n_layers=8, layers=tuple(range(8)), batches=random_batches(
-        n_batches=1 if quick else 2, batch_size=8, seq_len=256, seed=1))
+        n_batches=1, batch_size=8, seq_len=256, seed=1))
 
 
 def _latency_bound(quick: bool) -> Workload:
@@ -185,7 +185,7 @@ def _latency_bound(quick: bool) -> Workload:
 
 def _deep_selective(quick: bool) -> Workload:
     return _decoder_workload("deep_selective", n_layers=32, layers=(1,), batches=random_batches(
-        n_batches=1 if quick else 2, batch_size=4, seq_len=128, seed=3))
+        n_batches=1, batch_size=4, seq_len=128, seed=3))
 
 
 def _minilm(quick: bool) -> Workload:
