@@ -2,7 +2,7 @@
 
 For every key in either run: missing on one side, shape or dtype mismatch, and the largest
 absolute and relative difference (values compared in float64, so a float32 run can be held
-against a bfloat16 one). A key differs when some element is outside `atol + rtol * |b|`
+against a bfloat16 one; a slice of samples at a time, so large captures fit in memory). A key differs when some element is outside `atol + rtol * |b|`
 (NaNs equal only to NaNs at the same place). Keys are walked in forward order (data, embed,
 trunk layers, each head's layers, final_norm, logits), so the first differing key names the
 layer where the numbers first diverge.
@@ -108,7 +108,12 @@ def _compare_key(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: flo
     sides = dict(shape_a=shape_a, shape_b=shape_b, dtype_a=dtype_a, dtype_b=dtype_b)
     if shape_a != shape_b:
         return KeyDiff(key=key, status="shape", place=place, **sides)
-    within, max_abs, max_rel = compare_values(a.tensor(key), b.tensor(key), atol=atol, rtol=rtol)
+    rows = a.rows_per_chunk(key)
+    within, max_abs, max_rel = True, 0.0, 0.0
+    for part_a, part_b in zip(a.chunks(key, rows), b.chunks(key, rows)):
+        part_within, part_abs, part_rel = compare_values(part_a, part_b, atol=atol, rtol=rtol)
+        within, max_abs, max_rel = (within and part_within, max(max_abs, part_abs),
+                                    max(max_rel, part_rel))
     status = "same" if within and dtype_a == dtype_b else "differs"
     return KeyDiff(key=key, status=status, place=place, max_abs=max_abs, max_rel=max_rel,
                    **sides)

@@ -69,9 +69,12 @@ class RunFolder:
         """The tensor in slices of `rows` along dim 0, so a large `full` capture is never
         held whole."""
         shape, _ = self.layout[key]
+        if not shape:  # a scalar is one slice
+            yield self.tensor(key)
+            return
         with safe_open(str(self.results_path), framework="pt") as handle:
             view = handle.get_slice(key)
-            for start in range(0, shape[0] if shape else 0, rows):
+            for start in range(0, shape[0], rows):
                 yield view[start:start + rows]
 
     def tensors(self, keys) -> dict[str, torch.Tensor]:

@@ -70,6 +70,22 @@ def test_first_divergence_follows_forward_order(base, tmp_path):
     assert result.first_divergence.place == "layer 1"
 
 
+def test_large_keys_compared_a_slice_at_a_time(base, tmp_path, monkeypatch):
+    from expc.report import run_folder
+
+    def perturb(tensors):
+        tensors["capture/attn_out_1"][4, 3, 7] += 0.5  # in the fifth sample's slice
+        tensors["capture/mlp_out_0.count"] = torch.tensor(7.0)  # a scalar key
+
+    other = write_run(tmp_path / "b", edit=perturb)
+    write_run(base, edit=lambda t: t.update({"capture/mlp_out_0.count": torch.tensor(7.0)}))
+    monkeypatch.setattr(run_folder, "CHUNK_ELEMENTS", 1)  # one sample per slice
+    result = diff_runs(str(base), str(other))
+    differing = {k.key: k for k in result.keys if not k.same}
+    assert list(differing) == ["capture/attn_out_1"]
+    assert differing["capture/attn_out_1"].max_abs == pytest.approx(0.5)
+
+
 def test_tolerances_decide(base, tmp_path):
     def nudge(tensors):
         tensors["capture/resid_out_0"] = tensors["capture/resid_out_0"] + 1e-4
