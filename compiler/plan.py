@@ -83,8 +83,8 @@ class MetricEntry:
     module_path: str  # e.g. "heads.1.layers.3.mlp.down_proj"
     layer: int
     head: int | None
-    params: Mapping[str, object] = attrs.field(
-        factory=dict, converter=lambda m: MappingProxyType(dict(m)))
+    params: Mapping[str, object] = attrs.field(  # read-only; left out of the hash
+        factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False)
     span: Span | None = attrs.field(default=None, eq=False)
 
 

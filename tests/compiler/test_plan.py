@@ -103,6 +103,7 @@ def test_importance_keys_module_paths_and_params(tmp_path):
     assert plan.metrics[-1].params["iterations"] == 4
     with pytest.raises(TypeError):
         plan.metrics[-1].params["iterations"] = 5  # plans are read-only
+    assert len(set(plan.metrics)) == len(plan.metrics)  # and hashable
 
 
 def test_the_quickstart_plans_every_statement():

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from compiler_support import Recorder, capture, inputs, plan_of, trace
+from compiler_support import (
+    HEADS, N_LAYERS, TRUNK, Recorder, capture, inputs, metric, plan_of, trace,
+)
 from expc.compiler.pipeline import compile_plan
 from expc.compiler.strip import strip
 from expc.compiler.taps import is_tap
+from expc.models.markers import LAYER_SITES
 
 
 def _modules(compiled) -> set[str]:
@@ -75,3 +80,34 @@ def test_a_logits_capture_keeps_only_its_head(model):
     assert not any(m.startswith(("heads.0.", "heads.1.")) for m in modules)
     with torch.no_grad():
         assert torch.equal(recorder.one("capture/head2/logits")[0], model(*inputs())[2])
+
+
+def _all_entries():
+    places = [(L, None) for L in range(TRUNK)] + [
+        (L, h) for L in range(TRUNK, N_LAYERS) for h in range(HEADS)]
+    captures = [capture(s, L, h) for L, h in places for s in LAYER_SITES]
+    captures += [capture("embed")] + [capture(s, None, h) for s in ("final_norm", "logits")
+                                      for h in range(HEADS)]
+    return captures + [metric("l2_norm", "mlp.down_proj", L, h) for L, h in places]
+
+
+ALL_ENTRIES = _all_entries()
+
+
+@pytest.fixture(scope="module")
+def reference(model) -> Recorder:
+    """Every entry, compiled with the output kept: nothing but markers is removed."""
+    _, recorder, _ = _run(model, plan_of(*ALL_ENTRIES), keep_output=True)
+    return recorder
+
+
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chosen=st.lists(st.sampled_from(ALL_ENTRIES), min_size=1, max_size=4, unique=True))
+def test_any_pruned_plan_reads_what_the_whole_model_computes(model, reference, chosen):
+    compiled, recorder, out = _run(model, plan_of(*chosen))
+    assert out is None
+    for entry in chosen:
+        got, want = recorder.one(entry.key), reference.one(entry.key)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
