@@ -231,12 +231,6 @@ def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk:
     return path
 
 
-@pytest.fixture
-def hydra_run(tmp_path: Path) -> Path:
-    """A complete synthetic Hydra run: 4 layers, trunk 2, 3 heads."""
-    return write_run(tmp_path / "run")
-
-
 class PageParser(HTMLParser):
     """What the tests check in a report: sections with their figures, every URL attribute,
     script elements, and the page's text."""
@@ -281,3 +275,9 @@ def parse_page(html: str) -> PageParser:
 def page_parser():
     """`parse_page(html) -> PageParser`."""
     return parse_page
+
+
+@pytest.fixture(name="write_run", scope="session")
+def _write_run_fixture():
+    """`write_run(path, **options)` for tests (fixtures rather than imports of conftest)."""
+    return write_run

@@ -19,7 +19,6 @@ from pathlib import Path
 import attrs
 import numpy
 import pytest
-from conftest import write_run
 from matplotlib.image import imread
 
 from expc.report.build import write_report
@@ -92,7 +91,7 @@ def test_the_checks_catch_console_errors_network_requests_and_blank_pages(tmp_pa
     assert is_blank(seen.pixels)
 
 
-def test_report_loads_in_chromium_cleanly_offline_and_renders(tmp_path):
+def test_report_loads_in_chromium_cleanly_offline_and_renders(write_run, tmp_path):
     files = write_report(write_run(tmp_path / "run", status="failed"))
     seen = visit(files.html, tmp_path / "browser")
     assert seen.console == []

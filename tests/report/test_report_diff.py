@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from conftest import write_run
 
 from expc.cli import main
 from expc.report.diff import compare_values, diff_runs, render_text
@@ -21,11 +20,11 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def base(tmp_path):
+def base(write_run, tmp_path):
     return write_run(tmp_path / "a")
 
 
-def test_identical_runs_are_the_same_exit_0(base, tmp_path, capsys):
+def test_identical_runs_are_the_same_exit_0(write_run, base, tmp_path, capsys):
     other = write_run(tmp_path / "b")
     result = diff_runs(str(base), str(other))
     assert result.same and result.first_divergence is None
@@ -36,7 +35,7 @@ def test_identical_runs_are_the_same_exit_0(base, tmp_path, capsys):
     assert f"{len(result.keys)} of {len(result.keys)} keys the same" in out
 
 
-def test_one_perturbed_layer_is_named(base, tmp_path, capsys):
+def test_one_perturbed_layer_is_named(write_run, base, tmp_path, capsys):
     def perturb(tensors):
         tensors["capture/head1/resid_out_3"][2, 5] += 1e-3
 
@@ -53,7 +52,7 @@ def test_one_perturbed_layer_is_named(base, tmp_path, capsys):
     assert "first divergence: head1 layer 3 (capture/head1/resid_out_3)" in out
 
 
-def test_first_divergence_follows_forward_order(base, tmp_path):
+def test_first_divergence_follows_forward_order(write_run, base, tmp_path):
     def drift(tensors):  # drift in a head, in the trunk, and at the final norm
         for key in ("capture/head0/resid_out_2", "capture/resid_out_1",
                     "capture/head0/final_norm", "importance/l2_norm/layers.1.mlp.down_proj/score"):
@@ -70,7 +69,7 @@ def test_first_divergence_follows_forward_order(base, tmp_path):
     assert result.first_divergence.place == "layer 1"
 
 
-def test_large_keys_compared_a_slice_at_a_time(base, tmp_path, monkeypatch):
+def test_large_keys_compared_a_slice_at_a_time(write_run, base, tmp_path, monkeypatch):
     from expc.report import run_folder
 
     def perturb(tensors):
@@ -86,7 +85,7 @@ def test_large_keys_compared_a_slice_at_a_time(base, tmp_path, monkeypatch):
     assert differing["capture/attn_out_1"].max_abs == pytest.approx(0.5)
 
 
-def test_tolerances_decide(base, tmp_path):
+def test_tolerances_decide(write_run, base, tmp_path):
     def nudge(tensors):
         tensors["capture/resid_out_0"] = tensors["capture/resid_out_0"] + 1e-4
 
@@ -96,7 +95,7 @@ def test_tolerances_decide(base, tmp_path):
     assert not diff_runs(str(base), str(other), atol=0.0, rtol=1e-6).same
 
 
-def test_mismatched_keys_shapes_and_dtypes(base, tmp_path, capsys):
+def test_mismatched_keys_shapes_and_dtypes(write_run, base, tmp_path, capsys):
     def mismatch(tensors):
         del tensors["capture/head2/resid_out_3"]
         tensors["capture/extra_9"] = torch.zeros(3)
@@ -125,7 +124,7 @@ def test_mismatched_keys_shapes_and_dtypes(base, tmp_path, capsys):
     assert {k["key"]: k["status"] for k in report["keys"] if k["status"] != "same"} == status
 
 
-def test_manifest_context_is_named_but_does_not_decide(base, tmp_path, capsys):
+def test_manifest_context_is_named_but_does_not_decide(write_run, base, tmp_path, capsys):
     other = write_run(tmp_path / "b", model_path="/ckpt/other")
     result = diff_runs(str(base), str(other))
     assert result.same

@@ -13,7 +13,6 @@ import re
 
 import pytest
 import torch
-from conftest import write_run
 from safetensors.torch import load_file
 
 from expc.cli import main
@@ -25,7 +24,7 @@ METRICS = ("l2_norm", "channel_contribution", "kv_head_contribution", "layernorm
 
 
 @pytest.fixture(scope="module")
-def complete(tmp_path_factory):
+def complete(write_run, tmp_path_factory):
     """A complete Hydra run (4 layers, trunk 2, 3 heads), its report written to disk."""
     run = write_run(tmp_path_factory.mktemp("complete") / "run")
     files = write_report(run)
@@ -33,7 +32,7 @@ def complete(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def injected(tmp_path_factory):
+def injected(write_run, tmp_path_factory):
     """A failed run with `<script>` in its folder name, model path, data source, spec path,
     spec text (via the source), error message, a tensor's meaning (e.g. a prompt) and a key
     name (which reaches figure titles)."""
@@ -120,7 +119,7 @@ def test_complete_run_has_no_banner(complete):
     assert "status: **complete**" in complete[3]
 
 
-def test_running_run_without_results_reports_what_it_has(tmp_path, page_parser):
+def test_running_run_without_results_reports_what_it_has(write_run, tmp_path, page_parser):
     run = write_run(tmp_path / "run", status="running")
     assert not (run / "results.safetensors").exists()
     html, summary, titles = build_report(run)
@@ -130,7 +129,7 @@ def test_running_run_without_results_reports_what_it_has(tmp_path, page_parser):
     assert "status: **running**" in summary
 
 
-def test_empty_sections_are_left_out(tmp_path, page_parser):
+def test_empty_sections_are_left_out(write_run, tmp_path, page_parser):
     def only_kv_heads(tensors):
         for key in [k for k in tensors if not k.startswith(("meta/", "importance/kv_head"))]:
             del tensors[key]
@@ -142,7 +141,7 @@ def test_empty_sections_are_left_out(tmp_path, page_parser):
     assert "- importance: kv_head_contribution" in summary
 
 
-def test_run_without_hydra_split_draws_one_path(tmp_path, page_parser):
+def test_run_without_hydra_split_draws_one_path(write_run, tmp_path, page_parser):
     def captures_only(tensors):
         for key in [k for k in tensors if k.startswith("importance/")]:
             del tensors[key]
@@ -181,7 +180,7 @@ def test_candidates_download_link_holds_the_lowest_scores(complete):
     assert len(kv) == 2 + 2 * 3 and all(r["unit"] == "kv head" for r in kv)
 
 
-def test_cli_writes_report_and_summary_and_exits_0(tmp_path, capsys):
+def test_cli_writes_report_and_summary_and_exits_0(write_run, tmp_path, capsys):
     run = write_run(tmp_path / "run", status="running")
     code, out, _ = run_cli(["report", str(run), "-o", str(tmp_path / "out" / "x.html")], capsys)
     assert code == 0
@@ -204,7 +203,8 @@ def test_cli_writes_report_and_summary_and_exits_0(tmp_path, capsys):
     (lambda run: (run / "results.safetensors").write_bytes(b"\x00garbage"),
      "cannot read results.safetensors"),
 ])
-def test_cli_bad_run_folder_is_a_diagnostic_and_exit_1(tmp_path, capsys, damage, message):
+def test_cli_bad_run_folder_is_a_diagnostic_and_exit_1(write_run, tmp_path, capsys, damage,
+                                                      message):
     run = write_run(tmp_path / "run", n_layers=2, trunk=1, heads=2)
     damage(run)
     code, out, err = run_cli(["report", str(run)], capsys)

@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from conftest import write_run
 
 from expc.report.capture_stats import (consecutive_cosine, families, head_disagreement,
                                        mean_norm, sample_vectors)
@@ -57,7 +56,7 @@ def test_sample_vectors_of_a_full_capture_average_its_masked_tokens():
     assert sample_vectors(torch.ones(4), None).shape == (1, 4)  # dataset_mean [H]
 
 
-def test_family_statistics_match_the_formulas(tmp_path):
+def test_family_statistics_match_the_formulas(write_run, tmp_path):
     folder = open_run_folder(write_run(tmp_path / "run"))
     found = {f.label: f for f in families(folder)}
     assert set(found) == {"resid_out (mean)", "resid_last (mean)", "attn_out (full)",
@@ -77,7 +76,7 @@ def test_family_statistics_match_the_formulas(tmp_path):
     assert [layer for layer, _ in head_disagreement(resid)] == [2, 3]
 
 
-def test_full_captures_are_read_a_slice_at_a_time(tmp_path, monkeypatch):
+def test_full_captures_are_read_a_slice_at_a_time(write_run, tmp_path, monkeypatch):
     from expc.report import run_folder
 
     folder = open_run_folder(write_run(tmp_path / "run"))
@@ -121,7 +120,7 @@ def test_lowest_skips_non_finite_scores_and_is_sorted():
     assert lowest(score, k=3) == [(2, 1.0), (4, 2.0), (0, 3.0)]
 
 
-def test_scored_modules_group_fields_in_forward_order(tmp_path):
+def test_scored_modules_group_fields_in_forward_order(write_run, tmp_path):
     folder = open_run_folder(write_run(tmp_path / "run"))
     by_metric = scored_modules(folder)
     contribution = by_metric["channel_contribution"]
