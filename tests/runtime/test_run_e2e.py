@@ -101,7 +101,7 @@ def test_batched_and_padded_equals_batch_size_one(hf_llama):
         torch.testing.assert_close(batched[key], single[key], atol=1e-5, rtol=1e-4)
 
 
-def test_quickstart_writes_a_complete_run_folder(tmp_path):
+def test_quickstart_run_folder_holds_the_contract_keys(tmp_path):
     out = tmp_path / "qs"
     proc = expc_cli("run", "examples/quickstart.exp", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -264,3 +264,15 @@ experiment e {{
     assert expc.open_run(out).manifest["data"]["samples"] == 4
     assert expc_cli("run", str(second), "--quiet", "--force").returncode == 0
     assert expc.open_run(out).manifest["data"]["samples"] == 6
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.exp")))
+def test_every_example_runs_to_a_complete_folder(tmp_path, example):
+    out = tmp_path / "run"
+    proc = expc_cli("run", f"examples/{example}", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    run = expc.open_run(out)
+    assert run.status == "complete"
+    assert len(run.tensors) > 2  # more than the meta keys
+    for key in run.tensors:
+        assert torch.isfinite(run.tensors[key].double()).all(), key
