@@ -1,7 +1,7 @@
 """The attention section: the captured attention patterns, per layer (and Hydra head).
 
-The runtime stores a pattern query-major, like every capture with the sequence in dim 1
-(docs/run-folder.md): `full` keeps `[N, S_q, A, S_k]` with a `[N, S]` mask, and is drawn as
+A `full` pattern is stored `[N, A, S_q, S_k]` with a `[N, S]` mask (contracts §3,
+docs/run-folder.md), and is drawn as
 small multiples, one row per captured layer and one column per attention head, each a
 query x key map averaged over samples where both positions are real tokens (so padding does
 not dilute it). A reduced pattern — `mean`/`sum`/`max` over queries `[N, A, S_k]`, or
@@ -28,12 +28,12 @@ MAX_HEADS = 8
 
 def mean_pattern(chunks: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
     """`[A, S, S]` (query x key per head): the mean over samples of a `full` pattern given
-    as slices of samples `([n, S_q, A, S_k], [n, S] mask or None)`, each position pair over
+    as slices of samples `([n, A, S_q, S_k], [n, S] mask or None)`, each position pair over
     the samples where both are real tokens, cropped to the longest sample."""
     total = counts = None
     length = 0
     for pattern, mask in chunks:
-        pattern = pattern.double().permute(0, 2, 1, 3)  # [n, A, S_q, S_k]
+        pattern = pattern.double()  # [n, A, S_q, S_k]
         valid = (torch.ones(pattern.shape[0], pattern.shape[2], dtype=torch.float64)
                  if mask is None else mask.double())  # [n, S]
         pair = valid[:, None, :, None] * valid[:, None, None, :]  # [n, 1, S, S]

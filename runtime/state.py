@@ -85,6 +85,8 @@ def collect_results(plan: Plan, states: Mapping[str, object], *, sample_index: t
             tensor = tensor.detach().cpu()
             if entry.mode in PER_SAMPLE_MODES:
                 tensor = restore_data_order(tensor, sample_index)
+            if entry.site == "attn_pattern" and entry.mode == "full" and suffix == "":
+                tensor = tensor.permute(0, 2, 1, 3)  # [N, S_q, A, S_k] -> [N, A, S_q, S_k]
             tensors[entry.key + suffix] = tensor.contiguous()
             descriptions[entry.key + suffix] = _capture_description(entry, suffix)
     for entry in plan.metrics:

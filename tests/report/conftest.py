@@ -121,10 +121,9 @@ def _captures(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, hea
     causal = torch.ones(seq, seq, dtype=torch.bool).tril()  # [S, S]
     allowed = causal[None, None] & mask[:, None, None, :]  # [N, 1, S, S]
     pattern = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
-    pattern = pattern.permute(0, 2, 1, 3)  # [N, S_q, A, S_k]: stored query-major
     capture("capture/attn_pattern_1", pattern, "attn_pattern", "attn_pattern", 1, None, "full",
-            None)
-    received = pattern.mean(dim=1)  # [N, A, S_k]
+            None)  # [N, A, S_q, S_k], as contracts §3 stores a full pattern
+    received = pattern.mean(dim=2)  # [N, A, S_k]: reduced over queries
     capture("capture/attn_pattern_0", received, "attn_pattern", "attn_pattern", 0, None,
             "mean", "attention")
     b.add("capture/attn_pattern_1.mask", mask, "attention mask of the full capture attn_pattern_1",

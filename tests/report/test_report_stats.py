@@ -96,13 +96,13 @@ def test_full_captures_are_read_a_slice_at_a_time(write_run, tmp_path, monkeypat
 
 
 def test_mean_pattern_averages_only_real_token_pairs():
-    pattern = torch.rand(2, 3, 2, 3)  # [N, S_q, A, S_k], as the runtime stores it
+    pattern = torch.rand(2, 2, 3, 3)  # [N, A, S_q, S_k], as the run folder stores it
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     mean = mean_pattern([(pattern, mask)])  # [A, S_q, S_k]
     assert mean.shape == (2, 3, 3)
-    both = (pattern[0, 1, 1, 0] + pattern[1, 1, 1, 0]).double() / 2  # query 1, head 1, key 0
+    both = (pattern[0, 1, 1, 0] + pattern[1, 1, 1, 0]).double() / 2  # head 1, query 1, key 0
     assert torch.isclose(mean[1, 1, 0], both)
-    assert torch.isclose(mean[0, 2, 1], pattern[0, 2, 0, 1].double())  # sample 1 has no token 2
+    assert torch.isclose(mean[0, 2, 1], pattern[0, 0, 2, 1].double())  # sample 1 has no token 2
     short = mean_pattern([(pattern, torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool))])
     assert short.shape == (2, 2, 2)  # cropped to the longest sample
     sliced = mean_pattern([(pattern[:1], mask[:1]), (pattern[1:], mask[1:])])

@@ -276,3 +276,25 @@ def test_every_example_runs_to_a_complete_folder(tmp_path, example):
     assert len(run.tensors) > 2  # more than the meta keys
     for key in run.tensors:
         assert torch.isfinite(run.tensors[key].double()).all(), key
+
+
+def test_full_attention_pattern_matches_transformers(hf_llama):
+    folder, model, samples = hf_llama
+    spec = write_spec(folder, f"""
+experiment patterns {{
+    model = "{folder / 'ckpt'}"
+    data {{ source = tokens("{folder / 'data.jsonl'}")  batch_size = 4 }}
+    capture attn_pattern[1] {{ aggregate = full }}
+    output {{ dir = "{folder / 'run_patterns'}" }}
+}}
+""", name="patterns.exp")
+    results = expc.run(spec)
+    stored = results["capture/attn_pattern_1"]  # [N, A, S, S]
+    assert stored.shape[:2] == (len(samples), 4)
+    model.set_attn_implementation("eager")
+    for index, ids in enumerate(samples):
+        with torch.no_grad():
+            expected = model(torch.tensor([ids]), output_attentions=True).attentions[1][0]
+        n = len(ids)
+        torch.testing.assert_close(stored[index, :, :n, :n], expected, atol=1e-5, rtol=1e-4)
+        assert results["capture/attn_pattern_1.mask"][index].sum() == n
