@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 
+from matplotlib.ticker import MaxNLocator
+
 from expc.report.capture_stats import (Family, consecutive_cosine, families,
                                        head_disagreement, mean_norm)
 from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
 from expc.report.html_parts import Section, figure
 from expc.report.run_folder import RunFolder
+
+MAX_LAYER_TICKS = 16
 
 PANEL_COLUMNS = 3
 
@@ -37,6 +41,15 @@ def _path_lines(family: Family, values) -> list[tuple[int | None, list[tuple[int
     return lines
 
 
+def _layer_axis(ax, layers: list[int]) -> None:
+    """Label the x axis with whole layer numbers: each layer when few, else integer steps."""
+    ax.set_xlabel("layer")
+    if len(set(layers)) <= MAX_LAYER_TICKS:
+        ax.set_xticks(sorted(set(layers)))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _panels(families_: list[Family], values, ylabel: str) -> str | None:
     """A grid of panels, one per family with any points; None when all are empty."""
     drawn = [(f, _path_lines(f, values)) for f in families_]
@@ -54,7 +67,7 @@ def _panels(families_: list[Family], values, ylabel: str) -> str | None:
                     color=TRUNK_COLOR if head is None else head_color(head),
                     label="trunk" if head is None else f"head {head}")
         ax.set_title(family.label)
-        ax.set_xlabel("layer")
+        _layer_axis(ax, [x for _, points in lines for x, _ in points])
         ax.set_ylabel(ylabel)
         if len(lines) > 1:
             ax.legend(fontsize=7)
@@ -75,7 +88,7 @@ def _disagreement_svg(families_: list[Family]) -> str | None:
     for family, points in lines:
         xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o", markersize=3, label=family.label)
-    ax.set_xlabel("layer")
+    _layer_axis(ax, [x for _, points in lines for x, _ in points])
     ax.set_ylabel("variance across heads")
     ax.legend(fontsize=7)
     return to_svg(fig)
