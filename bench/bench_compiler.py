@@ -3,8 +3,8 @@
 Model: Llama-shaped, hidden 512, intermediate 1024, 8 attention heads, 4 KV heads, a
 vocabulary of 4096, random weights (std 0.02), CPU float32; input: batch 8 x 256 tokens
 with mixed real lengths (right padding). Each repetition times the plain eager forward and
-the compiled graph once, alternating which goes first; the reported number is the median
-of the per-repetition ratios. The machine is shared with other jobs, so every ratio is
+every compiled variant once, in an order rotated each time; the reported number is the
+median of the per-repetition ratios. The machine is shared with other jobs, so every ratio is
 given twice: by wall-clock time and by this process's CPU time (`time.process_time`),
 which other processes do not inflate.
 
@@ -16,7 +16,7 @@ which other processes do not inflate.
 4. compile time (trace + passes) of a 32-layer spec on the meta device   target < 2 s
    (`resid_out[*]`; and `resid_out[*]` plus a metric at every layer's down_proj)
 
-    .venv/bin/python bench/bench_compiler.py [--repeats 15] [--json out.json]
+    .venv/bin/python bench/bench_compiler.py [--repeats 15] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -101,24 +101,32 @@ def _clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def paired_ratio(plain: Callable[[], object], other: Callable[[], object], repeats: int) -> dict:
-    """Medians over repetitions of other / plain (wall and CPU time), alternating the order."""
-    wall, cpu, plain_wall = [], [], []
+def rotated_ratios(plain: Callable[[], object], others: dict[str, Callable[[], object]],
+                   repeats: int) -> dict[str, dict]:
+    """Per method, medians over repetitions of method / plain (wall and CPU time).
+
+    Every repetition runs the plain forward and each method once, the order rotated by one
+    each time, so drifts in machine load hit all of them alike.
+    """
+    methods = {"plain": plain, **others}
+    names = list(methods)
+    spent: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with torch.inference_mode():
-        plain(), other()  # warm-up
+        for fn in methods.values():
+            fn()  # warm-up
         for rep in range(repeats):
-            order = (plain, other) if rep % 2 == 0 else (other, plain)
-            spent = {}
-            for fn in order:
+            for name in names[rep % len(names):] + names[:rep % len(names)]:
                 start = _clocks()
-                fn()
+                methods[name]()
                 end = _clocks()
-                spent[fn] = (end[0] - start[0], end[1] - start[1])
-            wall.append(spent[other][0] / spent[plain][0])
-            cpu.append(spent[other][1] / spent[plain][1])
-            plain_wall.append(spent[plain][0])
-    return {"ratio_wall": statistics.median(wall), "ratio_cpu": statistics.median(cpu),
-            "plain_wall_s": statistics.median(plain_wall), "repeats": repeats}
+                spent[name].append((end[0] - start[0], end[1] - start[1]))
+    base = spent["plain"]
+    return {
+        name: {"ratio_wall": statistics.median(t[0] / b[0] for t, b in zip(spent[name], base)),
+               "ratio_cpu": statistics.median(t[1] / b[1] for t, b in zip(spent[name], base)),
+               "plain_wall_s": statistics.median(b[0] for b in base), "repeats": repeats}
+        for name in others
+    }
 
 
 def compile_seconds(plan: Plan, n_layers: int, repeats: int) -> dict:
@@ -137,36 +145,41 @@ def compile_seconds(plan: Plan, n_layers: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     ids, mask = batch()
     results = {}
 
     model = random_model(8)
-    plain = lambda: model(ids, mask)  # noqa: E731
     stripped = compile_plan(resid_plan(8, ()), model, keep_output=True).graph_module
-    results["stripped_vs_plain"] = paired_ratio(plain, lambda: stripped(ids, mask), args.repeats)
     kept: list = []
     plan = resid_plan(8, range(8))
     sinks = masked_mean_sinks(plan, mask, kept)
-    for name, keep in (("resid_out_mean_vs_plain", True), ("resid_out_mean_pruned_vs_plain", False)):
-        gm = compile_plan(plan, model, sinks, keep_output=keep).graph_module
+    with_logits = compile_plan(plan, model, sinks, keep_output=True).graph_module
+    pruned = compile_plan(plan, model, sinks).graph_module
 
-        def instrumented(gm=gm):
+    def run(gm: torch.nn.Module) -> Callable[[], object]:
+        def forward():
             kept.clear()
             return gm(ids, mask)
+        return forward
 
-        results[name] = paired_ratio(plain, instrumented, args.repeats)
-    del model, stripped, gm
+    results.update(rotated_ratios(lambda: model(ids, mask), {
+        "stripped_vs_plain": run(stripped),
+        "resid_out_mean_vs_plain": run(with_logits),
+        "resid_out_mean_pruned_vs_plain": run(pruned),
+    }, args.repeats))
+    del model, stripped, with_logits, pruned
 
     deep = random_model(32)
-    deep_plain = lambda: deep(ids, mask)  # noqa: E731
-    layer1 = compile_plan(resid_plan(32, (1,)), deep, masked_mean_sinks(
-        resid_plan(32, (1,)), mask, kept)).graph_module
-    results["resid_out_1_of_32_vs_plain"] = paired_ratio(
-        deep_plain, lambda: layer1(ids, mask), max(3, args.repeats // 3))
+    layer1_plan = resid_plan(32, (1,))
+    layer1 = compile_plan(layer1_plan, deep, masked_mean_sinks(layer1_plan, mask, kept))
+    results.update(rotated_ratios(lambda: deep(ids, mask), {
+        "resid_out_1_of_32_vs_plain": run(layer1.graph_module),
+    }, max(3, args.repeats // 3)))
     del deep, layer1
 
     results["compile_32_layers_resid_s"] = compile_seconds(resid_plan(32, range(32)), 32, 3)
