@@ -205,8 +205,14 @@ class HydraTransformer(nn.Module):
 
     # ---- KV cache ------------------------------------------------------------------------
 
+    def _require_decoder(self, what: str) -> None:
+        if self.lm_head is None:
+            raise ValueError(f"{what} needs a decoder with an lm_head; "
+                             f"{self.config.model_type} is an encoder")
+
     def init_kv_cache(self, batch: int, max_len: int) -> KVCache:
         """Allocate keys/values for `max_len` positions; later forwards append to it."""
+        self._require_decoder("a KV cache")
         owners = [(layer, None) for layer in range(self.hydra.trunk_layers)] + [
             (layer, self._head_marker(h))
             for h in range(self.hydra.n_heads)
@@ -225,6 +231,7 @@ class HydraTransformer(nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                  max_new_tokens: int, head_indices=None, use_cache: bool = True) -> torch.Tensor:
         """Greedy decoding from the heads' mean logits: `[B, S]` -> `[B, S + max_new_tokens]`."""
+        self._require_decoder("generation")
         return greedy_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                                head_indices=head_indices, use_cache=use_cache)
 

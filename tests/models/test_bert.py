@@ -284,3 +284,13 @@ def test_minilm_equals_transformers_and_its_embeddings_mean_something(minilm: Pa
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
     similar, unrelated = pooled[0] @ pooled[1], pooled[0] @ pooled[2]
     assert similar > unrelated + 0.3, (similar, unrelated)
+
+
+def test_encoders_refuse_generation_and_kv_cache_clearly():
+    from expc.models.loading import load_model
+
+    model = load_model("builtin:tiny-bert")
+    with pytest.raises(ValueError, match="bert is an encoder"):
+        model.generate(torch.tensor([[5, 6]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="bert is an encoder"):
+        model.init_kv_cache(1, 8)
