@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -24,7 +25,7 @@ import attrs
 from bench.harness import TORCH_THREADS, quiet_libraries, run_workload
 from bench.methods import ALL_METHODS
 from bench.report_md import write_reports
-from bench.results import SuiteResult, WorkloadResult
+from bench.results import SuiteResult, WorkloadResult, suite_from_dict
 from bench.workloads import BUILDERS, DESCRIPTIONS, REPO_ROOT, build_workload, unavailable_reason
 
 log = logging.getLogger("bench")
@@ -64,10 +65,8 @@ def _load_average() -> str:
     return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-def describe_machine(*, load_at_start: str) -> dict[str, str]:
+def describe_machine() -> dict[str, str]:
     machine = {
-        "load average (1/5/15 min) at start → end": f"{load_at_start} → {_load_average()} "
-                                                   "(other work on the machine adds noise)",
         "CPU": f"{_cpu_model()}, {os.cpu_count()} cores visible, torch threads {TORCH_THREADS}",
         "memory": _memory_total(),
         "OS": platform.platform(),
@@ -84,21 +83,35 @@ def _command_line(argv: list[str]) -> str:
     return " ".join([shown, "-m", "bench", *argv])
 
 
-def _measure(name: str, *, quick: bool, memory: bool) -> WorkloadResult:
+def _measure(name: str, *, quick: bool, memory: bool, repetitions: int) -> WorkloadResult:
     """Run one workload, or record why it cannot run here."""
     reason = unavailable_reason(name)
     if reason:
         log.warning("skipping %s: %s", name, reason)
         return WorkloadResult(name=name, description=DESCRIPTIONS[name], status="skipped",
                               note=reason)
+    load_at_start = _load_average()
     result = run_workload(build_workload(name, quick=quick), ALL_METHODS,
-                          repetitions=REPETITIONS["quick" if quick else "full"], quick=quick,
-                          measure_memory=memory)
+                          repetitions=repetitions, quick=quick, measure_memory=memory)
+    result = attrs.evolve(result, load_average=f"{load_at_start} → {_load_average()}")
     if memory:
         return result
     # A memory probe is a fresh interpreter per method: --quick keeps only the first workload's.
     return attrs.evolve(result, note="peak memory not measured in this run (`--no-memory`, "
                                      "or `--quick` beyond the first workload)")
+
+
+def _earlier_suite(path: Path, *, rerun: list[str]) -> tuple[list[WorkloadResult], list[str]]:
+    """With --append: the workloads of an earlier results.json not re-run now, and its commands."""
+    if not path.exists():
+        return [], []
+    earlier = suite_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    return ([w for w in earlier.workloads if w.name not in rerun], earlier.command.splitlines())
+
+
+def _in_suite_order(workloads: list[WorkloadResult]) -> tuple[WorkloadResult, ...]:
+    order = list(BUILDERS)
+    return tuple(sorted(workloads, key=lambda w: order.index(w.name)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,23 +120,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller workloads, fewer repetitions")
     parser.add_argument("--workloads", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
+    parser.add_argument("--repetitions", type=int, help="override the repetitions per workload")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other workloads of an existing results.json (re-run some)")
     parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_libraries()
 
-    started, load_at_start = time.perf_counter(), _load_average()
+    started = time.perf_counter()
+    repetitions = args.repetitions or REPETITIONS["quick" if args.quick else "full"]
+    kept, commands = _earlier_suite(args.json, rerun=args.workloads) if args.append else ([], [])
+    commands.append(_command_line(argv))
     workloads: list[WorkloadResult] = []
     for name in args.workloads:
-        workloads.append(_measure(name, quick=args.quick, memory=not args.no_memory
+        workloads.append(_measure(name, quick=args.quick, repetitions=repetitions,
+                                  memory=not args.no_memory
                                   and not (args.quick and name != args.workloads[0])))
         # Rewritten after every workload, so an interrupted suite still leaves its numbers.
         suite = SuiteResult(
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            command=_command_line(argv), quick=args.quick,
-            machine=describe_machine(load_at_start=load_at_start),
-            workloads=tuple(workloads), seconds=time.perf_counter() - started,
+            command="\n".join(commands), quick=args.quick, machine=describe_machine(),
+            workloads=_in_suite_order([*kept, *workloads]), seconds=time.perf_counter() - started,
         )
         write_reports(suite, markdown_path=args.markdown, json_path=args.json)
     log.info("wrote %s and %s in %.0f s", args.markdown, args.json, suite.seconds)

@@ -117,6 +117,8 @@ def workload_section(workload: WorkloadResult) -> str:
         return "\n".join(lines)
     lines += ["", f"Data: {workload.shape} (batches × [batch × padded length]), "
                   f"{workload.real_tokens:,} real tokens; {workload.repetitions} repetitions."]
+    if workload.load_average:
+        lines += ["", f"Machine load average (1 / 5 / 15 min) at start → end: {workload.load_average}."]
     if workload.note:
         lines += ["", f"Note: {workload.note}."]
     lines += ["", HEADER, RULE]
@@ -131,7 +133,7 @@ def render_markdown(suite: SuiteResult, *, threads: int = 2) -> str:
     mode = "quick" if suite.quick else "full"
     return f"""# Benchmarks
 
-Measured {suite.date} ({mode} suite, {suite.seconds:.0f} s). Raw numbers: `bench/results.json`.
+Last measured {suite.date} ({mode} suite; the last command took {suite.seconds:.0f} s). Raw numbers: `bench/results.json`.
 
 ## Commands
 

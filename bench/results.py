@@ -38,6 +38,7 @@ class WorkloadResult:
     real_tokens: int = 0
     n_batches: int = 0
     repetitions: int = 0
+    load_average: str = ""  # the machine's 1/5/15-minute load at start -> end of the workload
     methods: tuple[MethodResult, ...] = ()
 
 
@@ -49,3 +50,13 @@ class SuiteResult:
     machine: dict[str, str]
     workloads: tuple[WorkloadResult, ...]
     seconds: float
+
+
+def suite_from_dict(data: dict) -> SuiteResult:
+    """The inverse of `attrs.asdict` on a `SuiteResult` (as read back from results.json)."""
+    workloads = tuple(
+        WorkloadResult(**{**w, "methods": tuple(
+            MethodResult(**{**m, "repetition_seconds": tuple(m["repetition_seconds"])})
+            for m in w["methods"])})
+        for w in data["workloads"])
+    return SuiteResult(**{**data, "workloads": workloads})

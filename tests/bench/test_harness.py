@@ -180,3 +180,11 @@ def test_targets_judge_expc_against_the_bound_and_the_peers():
     assert latency_verdict.met is False and "best peer plain 1.00×" in latency_verdict.measured
     assert len(found) == 3  # the selective target needs a workload that did not run
     assert "| `compute_bound`: expc within 1.05× of the plain forward | 1.03× | yes |" in render_markdown(suite)
+
+
+def test_results_json_reads_back_into_the_same_suite(tmp_path):
+    from bench.results import suite_from_dict
+
+    raw = tmp_path / "results.json"
+    write_reports(_suite(), markdown_path=tmp_path / "BENCHMARKS.md", json_path=raw)
+    assert suite_from_dict(json.loads(raw.read_text())) == _suite()
