@@ -1,8 +1,10 @@
 """`expc run` speed and memory against bare forward loops, side by side in one run (issue 5).
 
-    .venv/bin/python bench/bench_runtime.py [--quick] [--parts throughput,memory,nproc,compile,profile]
+    .venv/bin/python bench/bench_runtime.py [--quick] [--parts throughput,memory,...]
+                                            [--omp-wait-policy PASSIVE|ACTIVE|default]
 
-Prints a table per part (through `logging`) and writes `bench/results_runtime.json`.
+Prints a table per part (through `logging`) and writes `bench/results_runtime.json` after
+every part (a run of some parts replaces those parts in a file of the same mode).
 
 Model and data: a random Llama built by transformers (hidden 512, intermediate 1024, 8 layers,
 8 heads, 4 KV heads, vocab 32000) saved once into `.cache/bench/runtime/`, and a `tokens`
@@ -16,13 +18,19 @@ Parts:
    which is all the pruned expc graph computes), transformers' forward of the same checkpoint
    (with logits, and its base model without `lm_head`), and expc's instrumented graph called
    in this process. expc is timed by its manifest's `timings.seconds.run` (the batch loop)
-   and by the wall time of the whole command.
-2. memory — peak RSS of one `expc run` (its own, from `os.wait4`) less the size of its
-   `results.safetensors`, at N and 10N samples, for `mean` and for `full` (contrast).
+   and by the wall time of the whole command. The trunk forward and the instrumented graph
+   are also timed in a fresh process without warm-up, as `expc run` runs (cold).
+2. memory — peak RSS of one `expc run` (its own, from `os.wait4` in a small launcher process)
+   less the size of its `results.safetensors`, at N and 10N samples, for `mean` and for
+   `full` (contrast).
 3. nproc — `expc run --nproc 2` (torchrun, 1 thread per rank) against 1 process with 2
    threads and with 1 thread.
 4. compile — `compile = true` (torch.compile of the instrumented graph) against false.
-5. profile — cProfile of one `expc run examples/quickstart.exp`: where the time goes.
+5. threads — 2 threads with libgomp's default wait policy, with OMP_WAIT_POLICY=PASSIVE, and
+   1 thread. On this shared, oversubscribed machine libgomp's spinning wait made 2-thread
+   runs several times slower than 1 thread, so every other part runs with PASSIVE
+   (`--omp-wait-policy` changes that; the script re-executes itself to set it).
+6. profile — cProfile of one `expc run examples/quickstart.exp`: where the time goes.
 
 The machine is shared and noisy, so every comparison is paired: each repetition runs every
 variant once, in an order rotated by one place per repetition, and the reported ratio is the
@@ -151,9 +159,27 @@ class ExpcRun:
         return self.seconds["run"]
 
 
+# Linux starts a forked child's peak RSS at its parent's current RSS (and keeps it across
+# exec), so a child forked by this process, which holds two models, would report at least
+# this process's size. Each command is therefore launched by this small interpreter, which
+# forks it, waits for it with `wait4` (that child's own peak RSS) and times it.
+MEASURE_PREFIX = "expc-bench-measured "
+LAUNCHER = f"""\
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+measured = {{"wall": time.perf_counter() - start, "maxrss_kib": usage.ru_maxrss}}
+sys.stderr.write("\\n{MEASURE_PREFIX}" + json.dumps(measured) + "\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_expc(spec: Path, *, out: Path, threads: int, nproc: int = 1,
-             overrides: Sequence[str] = (), profile_to: Path | None = None) -> ExpcRun:
-    """`expc run SPEC --out OUT --force --quiet` with `threads` torch threads per process."""
+             overrides: Sequence[str] = (), profile_to: Path | None = None,
+             environment: Mapping[str, str | None] | None = None) -> ExpcRun:
+    """`expc run SPEC --out OUT --force --quiet` with `threads` torch threads per process;
+    `environment` sets (or, with None, removes) variables for the command."""
     prefix = [sys.executable] + ([] if profile_to is None else
                                  ["-m", "cProfile", "-o", str(profile_to)])
     command = [*prefix, "-m", "expc", "run", str(spec), "--out", str(out), "--force", "--quiet",
@@ -161,22 +187,23 @@ def run_expc(spec: Path, *, out: Path, threads: int, nproc: int = 1,
     if nproc > 1:
         command += ["--nproc", str(nproc)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for name, value in (environment or {}).items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
     with tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=stderr)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+        done = subprocess.run([sys.executable, "-c", LAUNCHER, *command], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=stderr, check=False)
         stderr.seek(0)
         errors = stderr.read().decode(errors="replace")
-        if process.returncode != 0:
-            tail = errors.strip().splitlines()[-5:]
-            raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): "
-                               + "\n".join(tail))
+    if done.returncode != 0:
+        tail = errors.strip().splitlines()[-5:]
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): " + "\n".join(tail))
+    measured = json.loads(errors.rsplit(MEASURE_PREFIX, 1)[1].splitlines()[0])
     manifest = json.loads((out / "manifest.json").read_text())
-    return ExpcRun(wall=wall, seconds=manifest["timings"]["seconds"],
-                   tokens=manifest["data"]["tokens"], peak_rss_mib=usage.ru_maxrss / 1024,
+    return ExpcRun(wall=measured["wall"], seconds=manifest["timings"]["seconds"],
+                   tokens=manifest["data"]["tokens"],
+                   peak_rss_mib=measured["maxrss_kib"] / 1024,
                    results_mib=(out / "results.safetensors").stat().st_size / 2**20,
                    graph_breaks=errors.count("Graph break: from user code"))
 
@@ -228,19 +255,11 @@ def loop_over(step: Step, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
     return run
 
 
-def bare_steps(spec: Path, checkpoint: Path
-               ) -> tuple[dict[str, Step], list[tuple[torch.Tensor, torch.Tensor]], int]:
-    """Per-batch steps to compare with `expc run`, expc's own padded batches of the spec's
-    data (`[B, S]` ids and mask each), and their real token count."""
-    import transformers
-
-    from expc.compiler.pipeline import compile_plan
-    from expc.compiler.plan import build_plan
-    from expc.models.loading import load_model
+def expc_batches(spec: Path) -> tuple[object, list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """The spec's experiment, expc's own padded batches of its data (`[B, S]` ids and mask
+    each, as `expc run` collates them), and their real token count."""
     from expc.runtime.data import load_data
     from expc.runtime.data_batches import iter_batches, plan_batches
-    from expc.runtime.sinks import BatchContext, capture_sink
-    from expc.runtime.state import build_states
     from expc.spec import load as load_spec
 
     experiment = load_spec(spec)
@@ -250,12 +269,21 @@ def bare_steps(spec: Path, checkpoint: Path
     plan = plan_batches(data.lengths, batch_size=experiment.data.batch_size)
     batches = [(b.input_ids, b.attention_mask)
                for b in iter_batches(data, plan, pad_token_id=LLAMA["pad_token_id"])]
+    return experiment, batches, data.n_tokens
+
+
+def expc_steps(experiment, checkpoint: Path, *, n_batches: int) -> dict[str, Step]:
+    """The expc model's eager forwards, and its instrumented graph feeding real aggregators."""
+    from expc.compiler.pipeline import compile_plan
+    from expc.compiler.plan import build_plan
+    from expc.models.loading import load_model
+    from expc.runtime.sinks import BatchContext, capture_sink
+    from expc.runtime.state import build_states
 
     model = load_model(checkpoint)
-    hf = transformers.LlamaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     capture_plan = build_plan(experiment, n_layers=model.config.n_layers)
     context = BatchContext()
-    states = build_states(capture_plan, model, total_batches=len(plan))
+    states = build_states(capture_plan, model, total_batches=n_batches)
     graph = compile_plan(capture_plan, model, {key: capture_sink(state, context)
                                                for key, state in states.items()}).graph_module
 
@@ -263,22 +291,52 @@ def bare_steps(spec: Path, checkpoint: Path
         context.set(attention_mask=mask, field_mask=None)
         graph(ids, mask)
 
-    steps = {
+    return {
         "expc model forward (logits)": lambda ids, mask: model(ids, mask),
         "expc model forward_trunk": lambda ids, mask: model.forward_trunk(ids, mask),
+        "expc graph in-process": graph_step,
+    }
+
+
+def hf_steps(checkpoint: Path) -> dict[str, Step]:
+    """transformers' forward of the same checkpoint, with and without `lm_head`."""
+    import transformers
+
+    hf = transformers.LlamaForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    return {
         "HF forward (logits)": lambda ids, mask: hf(input_ids=ids, attention_mask=mask),
         "HF base model (no lm_head)": lambda ids, mask: hf.model(input_ids=ids,
                                                                  attention_mask=mask),
-        "expc graph in-process": graph_step,
     }
-    return steps, batches, data.n_tokens
+
+
+COLD = ("expc model forward_trunk", "expc graph in-process")  # also run in a fresh process
+
+
+def cold_loop_seconds(step: str, *, spec: Path, checkpoint: Path) -> float:
+    """Child side: one pass of `step` in this fresh process, no warm-up, like `expc run`."""
+    torch.set_num_threads(THREADS)
+    experiment, batches, _ = expc_batches(spec)
+    run = loop_over(expc_steps(experiment, checkpoint, n_batches=len(batches))[step], batches)
+    return timed(run)()
+
+
+def run_cold(step: str, *, spec: Path, checkpoint: Path) -> float:
+    """`cold_loop_seconds` in a fresh interpreter; the loop's seconds."""
+    done = subprocess.run([sys.executable, __file__, "--cold-child", step, "--spec", str(spec),
+                           "--checkpoint", str(checkpoint)], cwd=REPO, check=True,
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+    return json.loads(done.stdout.strip().splitlines()[-1])["loop_s"]
 
 
 def part_throughput(work: Path, checkpoint: Path, settings: Settings) -> dict:
     data = write_tokens(work / "data.jsonl", samples=settings.samples)
     out = work / "run-throughput"
     spec = write_spec(work / "throughput.exp", model=checkpoint, data=data, out=out)
-    steps, batches, tokens = bare_steps(spec, checkpoint)
+    experiment, batches, tokens = expc_batches(spec)
+    steps = {**expc_steps(experiment, checkpoint, n_batches=len(batches)),
+             **hf_steps(checkpoint)}
     loops = {name: loop_over(step, batches) for name, step in steps.items()}
     for name, step in steps.items():
         log.info("warm-up (2 batches): %s", name)
@@ -290,12 +348,15 @@ def part_throughput(work: Path, checkpoint: Path, settings: Settings) -> dict:
         return runs[-1].run
 
     variants = {"expc run": expc_run, **{name: timed(fn) for name, fn in loops.items()}}
+    for step in COLD:
+        variants[f"{step}, fresh process"] = (
+            lambda step=step: run_cold(step, spec=spec, checkpoint=checkpoint))
     log.info("throughput: %d variants x %d repetitions, %d tokens each", len(variants),
              settings.repetitions, tokens)
     times = interleaved(variants, repetitions=settings.repetitions)
     walls = [r.wall for r in runs]
     rows = {}
-    for name in loops:
+    for name in (name for name in variants if name != "expc run"):
         rows[name] = {
             "tokens_per_s": tokens / statistics.median(times[name]),
             "expc_run_over_this": paired(times[name], times["expc run"]),
@@ -303,15 +364,20 @@ def part_throughput(work: Path, checkpoint: Path, settings: Settings) -> dict:
         }
     rows["expc run (manifest run)"] = {"tokens_per_s": tokens / statistics.median(times["expc run"])}
     rows["expc run (wall)"] = {"tokens_per_s": tokens / statistics.median(walls)}
-    log.info("%-30s %9s %22s %22s", "variant", "tok/s", "expc run / this", "expc wall / this")
+    log.info("tok/s of expc run over tok/s of each bare loop: median [min-max] of paired "
+             "ratios; target >= %.1f on the manifest's run time", THROUGHPUT_TARGET)
+    log.info("%-42s %7s %22s %6s %22s", "variant", "tok/s", "expc run / this", "target",
+             "expc wall / this")
     for name, row in rows.items():
         if "expc_run_over_this" in row:
             a, b = row["expc_run_over_this"], row["expc_wall_over_this"]
-            log.info("%-30s %9.0f %8.3f [%.3f-%.3f] %8.3f [%.3f-%.3f]", name,
-                     row["tokens_per_s"], a["median"], a["min"], a["max"], b["median"],
-                     b["min"], b["max"])
+            row["meets_target"] = a["median"] >= THROUGHPUT_TARGET
+            log.info("%-42s %7.0f %8.3f [%.3f-%.3f] %6s %8.3f [%.3f-%.3f]", name,
+                     row["tokens_per_s"], a["median"], a["min"], a["max"],
+                     "meets" if row["meets_target"] else "MISSES", b["median"], b["min"],
+                     b["max"])
         else:
-            log.info("%-30s %9.0f", name, row["tokens_per_s"])
+            log.info("%-42s %7.0f", name, row["tokens_per_s"])
     phases = {k: statistics.median(r.seconds[k] for r in runs)
               for k in ("load", "compile", "run", "total")}
     log.info("expc run phases (median s): %s; wall %.2f s",
@@ -427,7 +493,47 @@ def part_compile(work: Path, checkpoint: Path, settings: Settings) -> dict:
             "repetitions": settings.compile_repetitions, "rows": rows}
 
 
-# ---- part 5: profile of the quickstart ---------------------------------------------------
+# ---- part 5: OpenMP threads on a shared machine ------------------------------------------
+
+def part_threads(work: Path, checkpoint: Path, settings: Settings) -> dict:
+    """2 threads with libgomp's default (spinning) wait, 2 threads with OMP_WAIT_POLICY=PASSIVE,
+    and 1 thread: the run loop of the bench spec (a few batches) and of the quickstart."""
+    data = write_tokens(work / "data.jsonl", samples=settings.samples)
+    specs = {
+        "bench model": (write_spec(work / "threads.exp", model=checkpoint, data=data,
+                                   out=work / "run-threads"), work / "run-threads",
+                        (f"data.limit={settings.compile_samples}",)),
+        "quickstart": (REPO / "examples/quickstart.exp", work / "run-threads-quickstart", ()),
+    }
+    settings_by_name = {
+        "2 threads, libgomp default wait": (2, {"OMP_WAIT_POLICY": None}),
+        "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        "1 thread": (1, {}),
+    }
+    report = {}
+    for workload, (spec, out, overrides) in specs.items():
+        variants = {
+            name: (lambda threads=threads, environment=environment: run_expc(
+                spec, out=out, threads=threads, overrides=overrides, environment=environment))
+            for name, (threads, environment) in settings_by_name.items()}
+        log.info("threads: %s, %d variants x %d repetitions", workload, len(variants),
+                 settings.repetitions)
+        runs = interleaved(variants, repetitions=settings.repetitions)
+        base = runs["2 threads, libgomp default wait"]
+        rows = {}
+        log.info("%-36s %9s %28s", f"{workload}: variant", "run s", "run / 2 threads default")
+        for name, done in runs.items():
+            rows[name] = {"run_s": statistics.median(r.run for r in done),
+                          "run_over_default": paired([r.run for r in done],
+                                                     [r.run for r in base])}
+            ratio = rows[name]["run_over_default"]
+            log.info("%-36s %9.3f %10.3f [%.3f-%.3f]", name, rows[name]["run_s"],
+                     ratio["median"], ratio["min"], ratio["max"])
+        report[workload] = {"overrides": list(overrides), "rows": rows}
+    return report
+
+
+# ---- part 6: profile of the quickstart ---------------------------------------------------
 
 PROFILED = {  # label -> (file suffix, function name) in the cProfile stats
     "interpreter + CLI start": None,
@@ -441,7 +547,7 @@ PROFILED = {  # label -> (file suffix, function name) in the cProfile stats
     "  build_states": ("runtime/state.py", "build_states"),
     "batch loop + finish": ("runtime/execute.py", "_execute"),
     "  graph forward (per batch)": ("<eval_with_key>", "forward"),
-    "  capture sinks": ("runtime/sinks.py", "sink"),
+    "  sinks (capture + metric)": ("runtime/sinks.py", "sink"),
     "  aggregator add": ("runtime/aggregate_base.py", "add"),
     "  importance update": ("runtime/importance_base.py", "update"),
     "  collate batches": ("runtime/data_batches.py", "collate"),
@@ -515,9 +621,25 @@ def _top(stats: pstats.Stats, count: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="less data, fewer repetitions")
-    parser.add_argument("--parts", default="throughput,memory,nproc,compile,profile")
+    parser.add_argument("--parts", default="throughput,memory,nproc,compile,threads,profile")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE",
+                        choices=("PASSIVE", "ACTIVE", "default"),
+                        help="OMP_WAIT_POLICY for this process and every command it runs "
+                             "(default PASSIVE: see the `threads` part)")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--cold-child", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cold_child:
+        seconds = cold_loop_seconds(args.cold_child, spec=args.spec, checkpoint=args.checkpoint)
+        print(json.dumps({"loop_s": seconds}))
+        return 0
+    policy = None if args.omp_wait_policy == "default" else args.omp_wait_policy
+    if os.environ.get("OMP_WAIT_POLICY") != policy:  # libgomp reads it once, at torch import
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        env.update({} if policy is None else {"OMP_WAIT_POLICY": policy})
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     torch.set_num_threads(THREADS)
@@ -525,9 +647,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = ensure_checkpoint(CACHE / "llama-h512-l8-kv4")
     work = CACHE / ("work-quick" if args.quick else "work")
     work.mkdir(parents=True, exist_ok=True)
-    report = {"settings": attrs.asdict(settings), "threads": THREADS, "parts": {}}
+    report = {"quick": args.quick, "settings": attrs.asdict(settings), "threads": THREADS,
+              "omp_wait_policy": args.omp_wait_policy, "command": " ".join(sys.argv),
+              "parts": {}}
+    if RESULTS.is_file():  # keep the parts not run this time, from a run of the same mode
+        earlier = json.loads(RESULTS.read_text())
+        if earlier.get("quick") == args.quick:
+            report["parts"] = earlier.get("parts", {})
     parts = {"throughput": part_throughput, "memory": part_memory, "nproc": part_nproc,
-             "compile": part_compile, "profile": part_profile}
+             "compile": part_compile, "threads": part_threads, "profile": part_profile}
     failed = []
     for name in args.parts.split(","):
         started = time.perf_counter()
