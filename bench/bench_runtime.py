@@ -25,7 +25,9 @@ Parts:
    `full` (contrast).
 3. nproc — `expc run --nproc 2` (torchrun, 1 thread per rank) against 1 process with 2
    threads and with 1 thread.
-4. compile — `compile = true` (torch.compile of the instrumented graph) against false.
+4. compile — `compile = true` (torch.compile of the instrumented graph) against false, as
+   `expc run` does it; compile_steady — in this process, eager against
+   `torch.compile(graph, dynamic=True)`: compile cost, then per-batch time.
 5. threads — 2 threads with libgomp's default wait policy, with OMP_WAIT_POLICY=PASSIVE, and
    1 thread. On this shared, oversubscribed machine libgomp's spinning wait made 2-thread
    runs several times slower than 1 thread, so every other part runs with PASSIVE
@@ -86,7 +88,7 @@ class Settings:
     compile_repetitions: int
 
 
-FULL = Settings(samples=32, repetitions=4, memory_samples=(64, 640), memory_max_length=16,
+FULL = Settings(samples=32, repetitions=4, memory_samples=(256, 2560), memory_max_length=16,
                 compile_samples=16, compile_repetitions=1)
 QUICK = Settings(samples=16, repetitions=3, memory_samples=(32, 320), memory_max_length=8,
                  compile_samples=8, compile_repetitions=1)
@@ -272,29 +274,37 @@ def expc_batches(spec: Path) -> tuple[object, list[tuple[torch.Tensor, torch.Ten
     return experiment, batches, data.n_tokens
 
 
-def expc_steps(experiment, checkpoint: Path, *, n_batches: int) -> dict[str, Step]:
-    """The expc model's eager forwards, and its instrumented graph feeding real aggregators."""
+def graph_step(experiment, model, *, n_batches: int,
+               wrap: Callable[[torch.nn.Module], Callable] = lambda graph: graph) -> Step:
+    """One batch through expc's instrumented graph (`wrap`ped) feeding real aggregators."""
     from expc.compiler.pipeline import compile_plan
     from expc.compiler.plan import build_plan
-    from expc.models.loading import load_model
     from expc.runtime.sinks import BatchContext, capture_sink
     from expc.runtime.state import build_states
 
-    model = load_model(checkpoint)
     capture_plan = build_plan(experiment, n_layers=model.config.n_layers)
     context = BatchContext()
     states = build_states(capture_plan, model, total_batches=n_batches)
-    graph = compile_plan(capture_plan, model, {key: capture_sink(state, context)
-                                               for key, state in states.items()}).graph_module
+    graph = wrap(compile_plan(capture_plan, model, {key: capture_sink(state, context)
+                                                    for key, state in states.items()}
+                              ).graph_module)
 
-    def graph_step(ids: torch.Tensor, mask: torch.Tensor) -> None:
+    def step(ids: torch.Tensor, mask: torch.Tensor) -> None:
         context.set(attention_mask=mask, field_mask=None)
         graph(ids, mask)
 
+    return step
+
+
+def expc_steps(experiment, checkpoint: Path, *, n_batches: int) -> dict[str, Step]:
+    """The expc model's eager forwards, and its instrumented graph feeding real aggregators."""
+    from expc.models.loading import load_model
+
+    model = load_model(checkpoint)
     return {
         "expc model forward (logits)": lambda ids, mask: model(ids, mask),
         "expc model forward_trunk": lambda ids, mask: model.forward_trunk(ids, mask),
-        "expc graph in-process": graph_step,
+        "expc graph in-process": graph_step(experiment, model, n_batches=n_batches),
     }
 
 
@@ -493,6 +503,42 @@ def part_compile(work: Path, checkpoint: Path, settings: Settings) -> dict:
             "repetitions": settings.compile_repetitions, "rows": rows}
 
 
+def part_compile_steady(work: Path, checkpoint: Path, settings: Settings) -> dict:
+    """In this process: the instrumented graph eager against `torch.compile(graph,
+    dynamic=True)` (one compile for every sequence length), first call and then per batch."""
+    from expc.models.loading import load_model
+
+    data = write_tokens(work / "data.jsonl", samples=settings.samples)
+    spec = write_spec(work / "compile-steady.exp", model=checkpoint, data=data,
+                      out=work / "run-compile-steady")
+    experiment, batches, tokens = expc_batches(spec)
+    model = load_model(checkpoint)
+    steps = {"eager": graph_step(experiment, model, n_batches=len(batches)),
+             "torch.compile(dynamic=True)": graph_step(
+                 experiment, model, n_batches=len(batches),
+                 wrap=lambda graph: torch.compile(graph, dynamic=True))}
+    first = {name: timed(loop_over(step, batches[:1]))() for name, step in steps.items()}
+    log.info("compile steady: first batch eager %.2f s, compiled %.2f s (compiles here)",
+             first["eager"], first["torch.compile(dynamic=True)"])
+    per_batch: dict[str, list[float]] = {name: [] for name in steps}
+    for repetition in range(settings.repetitions):
+        for ids, mask in batches:
+            for name in rotated(list(steps), repetition):
+                per_batch[name].append(timed(loop_over(steps[name], [(ids, mask)]))())
+    ratio = paired(per_batch["torch.compile(dynamic=True)"], per_batch["eager"])
+    saved = statistics.median(e - c for e, c in zip(per_batch["eager"],
+                                                    per_batch["torch.compile(dynamic=True)"]))
+    compile_cost = first["torch.compile(dynamic=True)"] - first["eager"]
+    log.info("compile steady: compiled / eager per batch %.3f [%.3f-%.3f] over %d batches; "
+             "saves %.3f s per batch; compile costs %.1f s, so pays after ~%.0f batches of "
+             "this size", ratio["median"], ratio["min"], ratio["max"], len(per_batch["eager"]),
+             saved, compile_cost, compile_cost / saved if saved > 0 else float("inf"))
+    return {"first_batch_s": first, "compiled_over_eager_per_batch": ratio,
+            "median_saved_s_per_batch": saved, "compile_cost_s": compile_cost,
+            "tokens": tokens, "batches": len(batches), "repetitions": settings.repetitions,
+            "per_batch_s": per_batch}
+
+
 # ---- part 5: OpenMP threads on a shared machine ------------------------------------------
 
 def part_threads(work: Path, checkpoint: Path, settings: Settings) -> dict:
@@ -545,7 +591,7 @@ PROFILED = {  # label -> (file suffix, function name) in the cProfile stats
     "  load_data": ("runtime/data.py", "load_data"),
     "  compile_plan (trace + passes)": ("compiler/pipeline.py", "compile_plan"),
     "  build_states": ("runtime/state.py", "build_states"),
-    "batch loop + finish": ("runtime/execute.py", "_execute"),
+    "_execute (_prepare + loop + finish)": ("runtime/execute.py", "_execute"),
     "  graph forward (per batch)": ("<eval_with_key>", "forward"),
     "  sinks (capture + metric)": ("runtime/sinks.py", "sink"),
     "  aggregator add": ("runtime/aggregate_base.py", "add"),
@@ -621,7 +667,8 @@ def _top(stats: pstats.Stats, count: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="less data, fewer repetitions")
-    parser.add_argument("--parts", default="throughput,memory,nproc,compile,threads,profile")
+    parser.add_argument("--parts",
+                        default="throughput,memory,nproc,compile,compile_steady,threads,profile")
     parser.add_argument("--omp-wait-policy", default="PASSIVE",
                         choices=("PASSIVE", "ACTIVE", "default"),
                         help="OMP_WAIT_POLICY for this process and every command it runs "
@@ -655,7 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         if earlier.get("quick") == args.quick:
             report["parts"] = earlier.get("parts", {})
     parts = {"throughput": part_throughput, "memory": part_memory, "nproc": part_nproc,
-             "compile": part_compile, "threads": part_threads, "profile": part_profile}
+             "compile": part_compile, "compile_steady": part_compile_steady,
+             "threads": part_threads, "profile": part_profile}
     failed = []
     for name in args.parts.split(","):
         started = time.perf_counter()
