@@ -45,7 +45,10 @@ def command(file: str, out_dir: str | None, resume: bool, force: bool,
         raise SystemExit(_launch(nproc, argv))
     if not quiet:
         logging.getLogger("expc").setLevel(logging.INFO)
+    from expc.runtime.allocator import keep_freed_memory
     from expc.runtime.execute import Interrupted, RunRequest, run
+
+    keep_freed_memory()
 
     request = RunRequest(spec_path=Path(file), overrides=overrides,
                          out_dir=None if out_dir is None else Path(out_dir), resume=resume,
