@@ -4,7 +4,8 @@
                                             [--omp-wait-policy PASSIVE|ACTIVE|default]
 
 Prints a table per part (through `logging`) and writes `bench/results_runtime.json` after
-every part (a run of some parts replaces those parts in a file of the same mode).
+every part (`--quick`: `.cache/bench/runtime/work-quick/results_runtime.json`); a run of some
+parts replaces those parts and keeps the others.
 
 Model and data: a random Llama built by transformers (hidden 512, intermediate 1024, 8 layers,
 8 heads, 4 KV heads, vocab 32000) saved once into `.cache/bench/runtime/`, and a `tokens`
@@ -697,10 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"quick": args.quick, "settings": attrs.asdict(settings), "threads": THREADS,
               "omp_wait_policy": args.omp_wait_policy, "command": " ".join(sys.argv),
               "parts": {}}
-    if RESULTS.is_file():  # keep the parts not run this time, from a run of the same mode
-        earlier = json.loads(RESULTS.read_text())
-        if earlier.get("quick") == args.quick:
-            report["parts"] = earlier.get("parts", {})
+    results = work / RESULTS.name if args.quick else RESULTS
+    if results.is_file():  # keep the parts not run this time
+        report["parts"] = json.loads(results.read_text()).get("parts", {})
     parts = {"throughput": part_throughput, "memory": part_memory, "nproc": part_nproc,
              "compile": part_compile, "compile_steady": part_compile_steady,
              "threads": part_threads, "profile": part_profile}
@@ -714,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
             report["parts"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             failed.append(name)
         report["parts"][name]["bench_seconds"] = time.perf_counter() - started
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")  # after every part
+        results.write_text(json.dumps(report, indent=2) + "\n")  # after every part
     return 1 if failed else 0
 
 
