@@ -123,12 +123,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repetitions", type=int, help="override the repetitions per workload")
     parser.add_argument("--append", action="store_true",
                         help="keep the other workloads of an existing results.json (re-run some)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: rewrite the markdown from the existing results.json")
     parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_libraries()
 
+    if args.render_only:
+        suite = suite_from_dict(json.loads(args.json.read_text(encoding="utf-8")))
+        write_reports(suite, markdown_path=args.markdown, json_path=args.json)
+        return
     started = time.perf_counter()
     repetitions = args.repetitions or REPETITIONS["quick" if args.quick else "full"]
     kept, commands = _earlier_suite(args.json, rerun=args.workloads) if args.append else ([], [])

@@ -40,6 +40,11 @@ median over repetitions (with the smallest and largest ratio).
   means of `resid_out[L]` (raw block output, padding excluded) and a float64 reference
   (transformers in double precision, hand-written masked mean). Tools that disagree beyond
   float32 rounding (~1e-6) are a finding, not noise.
+- **Machine load**: each workload shows the machine's load average while it ran. Above ~2 on
+  this 2-core machine, other processes compete for the cores, and a 2-thread torch op stalls
+  whenever one of its threads is descheduled: times inflate several-fold and single
+  repetitions swing widely (see the min–max spread). Trust only large ratio gaps from such a
+  run, and re-run on an idle machine (`--append --workloads NAME` re-measures one workload).
 """
 
 
