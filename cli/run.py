@@ -7,6 +7,7 @@ with N processes; each rank runs its shard and rank 0 writes the one run folder.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,9 @@ def command(file: str, out_dir: str | None, resume: bool, force: bool,
         raise SystemExit(_launch(nproc, argv))
     if not quiet:
         logging.getLogger("expc").setLevel(logging.INFO)
+    # Before torch loads: idle OpenMP workers sleep instead of spinning. On a shared 2-core
+    # machine spinning made runs 3.5x (hidden 512) to 25x (quickstart) slower (issue 5 note).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from expc.runtime.allocator import keep_freed_memory
     from expc.runtime.execute import Interrupted, RunRequest, run
 

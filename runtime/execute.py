@@ -157,7 +157,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
              for key, state in states.items()}
     graph = compile_plan(plan, model, sinks).graph_module
     if experiment.compile:
-        graph = torch.compile(graph)
+        graph = torch.compile(graph, dynamic=True)  # one compile for every sequence length
     seconds["compile"] = time.perf_counter() - t0
     return _Loop(data=data, batches=batches, graph=graph, plan=plan, states=states,
                  context=context, pad_token_id=_pad_token_id(tokenizer, model.config))
