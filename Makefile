@@ -29,8 +29,10 @@ demo: setup
 test: setup $(MINILM)/config.json
 	$(BIN)/python -m pytest -n 2 -q
 
-bench: setup
-	$(BIN)/python -m bench
+# Not part of `make test`: the peers (TransformerLens, nnsight) live only in .venv-bench.
+bench:
+	bash bench/setup_env.sh
+	.venv-bench/bin/python -m bench
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
