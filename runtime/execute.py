@@ -260,7 +260,8 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
                 if stop.raised:
                     checkpoint(done)
                     raise Interrupted(run_dir=run_dir, batches_done=done)
-            gathered = gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
+            gathered = (gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
+                        if world.distributed else None)  # one process: nothing to merge
         except EmptyMaskError as exc:
             raise _empty_mask_error(exc, loop, number) from None
     seconds["run"] = elapsed + time.perf_counter() - t_run
@@ -290,7 +291,7 @@ def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore
 
 def merge_ranks(states: dict[str, object], gathered) -> dict[str, object]:
     """Rank 0's state objects with every other rank's state merged in, in rank order."""
-    for other in gathered[1:]:
+    for other in (gathered or [])[1:]:
         for key, state in states.items():
             twin = copy.deepcopy(state)
             twin.load_state_dict(other[key])
