@@ -4,9 +4,12 @@ Both start from the same `.exp` spec, written for the workload into `.cache/benc
 with its data as a jsonl file of the workload's texts (the bench tokenizer maps them back to
 exactly the workload's token ids; MiniLM's are the real sentences):
 
-- `expc_compiled`: `expc.load` + `expc.compile` on the loaded `HydraTransformer`, with sinks
-  feeding expc's own `mean(mask = attention)` aggregators; the runner calls the instrumented
-  graph on the workload's batches (no tokenising, no run folder) — the like-for-like row.
+- `expc_compiled`: `expc.load`, then the plan compiled on the loaded `HydraTransformer` with
+  sinks feeding expc's own state objects (`mean(mask = attention)` aggregators, importance
+  metrics), built and bound by the runtime's own `build_states` / `capture_sink` /
+  `metric_sink` and read back by `collect_results`, as `expc run` does; the runner calls the
+  instrumented graph on the workload's batches (no tokenising, no run folder) — the
+  like-for-like row.
 - `expc_run`: `expc.run(spec)` end to end, once per pass: load, tokenise, batch, compile,
   run, write the run folder. Its time includes all of that, where the peers' time is the
   forward loop alone.
@@ -15,10 +18,13 @@ exactly the workload's token ids; MiniLM's are the real sentences):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from bench.metric_formulas import (CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION, METRIC_MODULES,
+                                   RESID_OUT, output_key)
 from bench.peers import Method, Runner
 from bench.workloads import CACHE_DIR, Batch, Workload
 
@@ -35,7 +41,7 @@ experiment bench_{name} {{
     }}
 
     capture resid_out[{layers}] {{ aggregate = mean(mask = attention) }}
-
+{importances}
     output {{
         dir = "{out}"
     }}
@@ -43,9 +49,33 @@ experiment bench_{name} {{
 """
 
 
-def capture_key(layer: int) -> str:
-    """The result key of `capture resid_out[layer]` (contracts §3)."""
-    return f"capture/resid_out_{layer}"
+IMPORTANCE_STATEMENTS = {
+    CHANNEL_CONTRIBUTION: "    importance channel_contribution at mlp.down_proj[{layers}]\n",
+    KV_HEAD_CONTRIBUTION: "    importance kv_head_contribution at self_attn.o_proj[{layers}] "
+                          "{{ optimize_for = memory }}\n",
+}
+
+
+def contract_key(key: str) -> str:
+    """The result key (contracts §3) holding the bench output `key` (`kind/layer`)."""
+    kind, layer = key.split("/")
+    if kind == RESID_OUT:
+        return f"capture/resid_out_{layer}"
+    return f"importance/{kind}/layers.{layer}.{METRIC_MODULES[kind]}/score"
+
+
+def bench_outputs(results: Mapping[str, torch.Tensor], workload: Workload
+                  ) -> dict[str, torch.Tensor]:
+    """The workload's outputs, by bench key, from expc's results (per-sample rows in data order)."""
+    keys = [output_key(RESID_OUT, layer) for layer in workload.layers]
+    keys += [output_key(metric, layer) for metric in workload.metrics for layer in workload.layers]
+    return {key: results[contract_key(key)] for key in keys}
+
+
+def _selector(workload: Workload) -> str:
+    if workload.layers == tuple(range(workload.n_layers)):
+        return "*"
+    return ", ".join(str(layer) for layer in workload.layers)
 
 
 def write_spec(workload: Workload) -> Path:
@@ -56,42 +86,54 @@ def write_spec(workload: Workload) -> Path:
     data.write_text("".join(json.dumps({"text": text}) + "\n" for text in workload.texts),
                     encoding="utf-8")
     first = workload.batches[0].input_ids  # [B, S]
+    layers = _selector(workload)
     spec = folder / "bench.exp"
     spec.write_text(SPEC_TEMPLATE.format(
         name=workload.name, checkpoint=workload.checkpoint, data=data,
         batch_size=first.shape[0], max_length=max(b.input_ids.shape[1] for b in workload.batches),
-        layers=", ".join(str(layer) for layer in workload.layers), out=folder / "run",
+        layers=layers, out=folder / "run",
+        importances="".join(IMPORTANCE_STATEMENTS[metric].format(layers=layers)
+                            for metric in workload.metrics),
     ), encoding="utf-8")
     return spec
 
 
 def _expc_compiled(workload: Workload) -> Runner:
     import expc
+    from expc.compiler.pipeline import compile_plan
+    from expc.compiler.plan import build_plan
     from expc.models.loading import load_model
-    from expc.runtime.aggregators import create_aggregator
-    from expc.runtime.sinks import BatchContext
+    from expc.runtime.sinks import BatchContext, capture_sink, metric_sink
+    from expc.runtime.state import build_states, collect_results
 
     experiment = expc.load(write_spec(workload))
+    model = load_model(workload.checkpoint)
+    plan = build_plan(experiment, n_layers=model.config.n_layers)
+    metric_keys = {entry.key for entry in plan.metrics}
     context = BatchContext()
-    live: dict = {}  # key -> the aggregator of the pass in progress
+    live: dict = {}  # key -> the bound sink of the pass in progress (fresh states every pass)
 
-    def sink_for(key: str):
-        def sink(hidden: torch.Tensor) -> None:
-            live[key].add(hidden, attention_mask=context.attention_mask, field_mask=None)
+    def forward_to_live(key: str):
+        def sink(*tensors: torch.Tensor) -> None:
+            live[key](*tensors)
         return sink
 
-    keys = {layer: capture_key(layer) for layer in workload.layers}
-    compiled = expc.compile(experiment, model=load_model(workload.checkpoint),
-                            sinks={key: sink_for(key) for key in keys.values()})
-    graph = compiled.graph_module
+    graph = compile_plan(plan, model, {key: forward_to_live(key) for key in plan.keys}).graph_module
 
-    def run(batches: list[Batch]) -> dict[int, torch.Tensor]:
+    def run(batches: list[Batch]) -> dict[str, torch.Tensor]:
+        states = build_states(plan, model, total_batches=len(batches))
         live.clear()
-        live.update({key: create_aggregator(mode="mean", mask="attention") for key in keys.values()})
+        live.update({key: (metric_sink if key in metric_keys else capture_sink)(state, context)
+                     for key, state in states.items()})
+        token_count = []
         for batch in batches:
             context.set(attention_mask=batch.attention_mask, field_mask=None)
             graph(batch.input_ids, batch.attention_mask)
-        return {layer: live[key].result()[""] for layer, key in keys.items()}  # [N, H]
+            token_count.append(batch.attention_mask.sum(dim=1))  # [B]
+        token_count = torch.cat(token_count)  # [N]
+        results, _ = collect_results(plan, states, sample_index=torch.arange(token_count.numel()),
+                                     token_count=token_count)
+        return bench_outputs(results, workload)
 
     return run
 
@@ -102,17 +144,19 @@ def _expc_run(workload: Workload) -> Runner:
     spec = write_spec(workload)
     out = spec.parent / "run"
 
-    def run(batches: list[Batch]) -> dict[int, torch.Tensor]:
+    def run(batches: list[Batch]) -> dict[str, torch.Tensor]:
         results = expc.run(spec, out=out, force=True, quiet=True)
         data_order = torch.argsort(results["meta/sample_index"])  # rows back into data order
-        return {layer: results[capture_key(layer)][data_order] for layer in workload.layers}
+        outputs = bench_outputs(results, workload)
+        return {key: value[data_order] if key.startswith(RESID_OUT + "/") else value
+                for key, value in outputs.items()}
 
     return run
 
 
 EXPC_METHODS: tuple[Method, ...] = (
     Method(name="expc_compiled", label="expc compiled model, called directly", build=_expc_compiled,
-           requires=("expc.compiler.pipeline", "expc.models.loading", "expc.runtime.aggregators")),
+           requires=("expc.compiler.pipeline", "expc.models.loading", "expc.runtime.state")),
     Method(name="expc_run", label="`expc run` end to end (load + compile + run + write)",
            build=_expc_run, requires=("expc.runtime.execute",)),
 )

@@ -11,8 +11,10 @@ high-water mark only grows: the probe notes its RSS after imports and data, then
 wraps the model and runs every batch, and reports the RSS after set-up and the peak RSS,
 both above that starting point.
 
-Agreement: every method's per-sample masked means are compared with a float64 reference
-(transformers' forward in double precision, raw block outputs, masked mean in float64).
+Agreement: every method's outputs are compared key by key with a float64 reference:
+transformers' forward in double precision, the per-sample masked means of the raw block
+outputs in float64, and on a workload with metrics the bench's own formulas
+(`bench.metric_formulas`) on the module inputs of that float64 forward.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from bench.peers import Method, Runner, masked_mean
+from bench.metric_formulas import RESID_OUT, output_key
+from bench.peers import Method, Runner, hook_metric_inputs, masked_mean, running_metrics
 from bench.results import MethodResult, WorkloadResult
 from bench.workloads import REPO_ROOT, Batch, Workload
 
@@ -68,28 +71,59 @@ def paired_ratios(times: Mapping[str, Sequence[float]], *, baseline: str = BASEL
     return summary
 
 
-def max_abs_difference(outputs: Mapping[int, torch.Tensor], reference: Mapping[int, torch.Tensor],
+def max_abs_difference(outputs: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
                        ) -> float | None:
-    """Largest |output - reference| over every captured layer; None when nothing was captured."""
+    """Largest |output - reference| over every output key; None when nothing was computed."""
+    by_kind = max_abs_difference_by_kind(outputs, reference)
+    return max(by_kind.values()) if by_kind else None
+
+
+def max_abs_difference_by_kind(outputs: Mapping[str, torch.Tensor],
+                               reference: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Largest |output - reference| per kind of key (`resid_out/3` is of kind `resid_out`)."""
     if not outputs:
-        return None
+        return {}
     if set(outputs) != set(reference):
-        raise ValueError(f"captured layers {sorted(outputs)} differ from the reference's {sorted(reference)}")
-    return max(float((outputs[layer].double() - reference[layer]).abs().max()) for layer in reference)
+        raise ValueError(f"output keys {sorted(outputs)} differ from the reference's "
+                         f"{sorted(reference)}")
+    by_kind: dict[str, float] = {}
+    for key in reference:
+        kind = key.split("/", 1)[0]
+        difference = float((outputs[key].double() - reference[key]).abs().max())
+        by_kind[kind] = max(by_kind.get(kind, 0.0), difference)
+    return by_kind
 
 
-def reference_means(workload: Workload) -> dict[int, torch.Tensor]:
-    """Float64 masked means of every captured layer's raw block output: {layer: [N, H]}."""
+def reference_outputs(workload: Workload) -> dict[str, torch.Tensor]:
+    """The float64 reference of every output key (see the module docstring)."""
     model = workload.load_model(dtype=torch.float64)
     model.config.tie_last_hidden_states = False
-    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in workload.layers}
+    metrics = running_metrics(model, workload)
+    state: dict = {"mask": None}
+    hook_metric_inputs(metrics, state)
+    parts: dict[str, list[torch.Tensor]] = {output_key(RESID_OUT, layer): [] for layer in workload.layers}
     with torch.no_grad():
         for batch in workload.batches:
+            state["mask"] = batch.attention_mask
             hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                            output_hidden_states=True).hidden_states
             for layer in workload.layers:
-                parts[layer].append(masked_mean(hidden[layer + 1], batch.attention_mask))  # [B, H]
-    return {layer: torch.cat(chunks) for layer, chunks in parts.items()}  # [N, H]
+                parts[output_key(RESID_OUT, layer)].append(
+                    masked_mean(hidden[layer + 1], batch.attention_mask))  # [B, H]
+            if metrics is not None:
+                metrics.count(batch.attention_mask)
+    reference = {key: torch.cat(chunks) for key, chunks in parts.items()}  # [N, H]
+    if metrics is not None:
+        reference.update(metrics.scores())
+    return reference
+
+
+def agreement_note(outputs: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> str:
+    """Per kind, when outputs hold several kinds: "max abs diff: resid_out 7e-07, ..."."""
+    by_kind = max_abs_difference_by_kind(outputs, reference)
+    if len(by_kind) < 2:
+        return ""
+    return "max abs diff: " + ", ".join(f"{kind} {value:.1e}" for kind, value in by_kind.items())
 
 
 def time_repetitions(runners: Mapping[str, Runner], batches: Sequence[Batch], *,
@@ -125,12 +159,13 @@ def _failure(exc: BaseException) -> str:
 def run_workload(workload: Workload, methods: Sequence[Method], *, repetitions: int, quick: bool,
                  measure_memory: bool = True) -> WorkloadResult:
     """Measure every available method on `workload`; a method that fails is recorded, not fatal."""
-    reference = reference_means(workload)
+    reference = reference_outputs(workload)
     results: dict[str, MethodResult] = {}
     runners: dict[str, Runner] = {}
     diffs: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
     for method in methods:
-        reason = method.unavailable_reason()
+        reason = method.unavailable_reason(workload)
         if reason:
             results[method.name] = MethodResult(name=method.name, label=method.label,
                                                 status="skipped", note=reason)
@@ -139,7 +174,9 @@ def run_workload(workload: Workload, methods: Sequence[Method], *, repetitions: 
         try:
             runner = method.build(workload)
             with torch.no_grad():  # the agreement pass doubles as the warm-up
-                diffs[method.name] = max_abs_difference(runner(workload.batches), reference)
+                outputs = runner(workload.batches)
+            diffs[method.name] = max_abs_difference(outputs, reference)
+            notes[method.name] = agreement_note(outputs, reference)
         except Exception as exc:  # a tool that cannot run this workload is a finding
             results[method.name] = MethodResult(name=method.name, label=method.label,
                                                 status="failed", note=_failure(exc))
@@ -156,13 +193,13 @@ def run_workload(workload: Workload, methods: Sequence[Method], *, repetitions: 
     for method in methods:
         if method.name in results:
             continue
-        memory, note = {}, ""
+        memory, note = {}, notes[method.name]
         if measure_memory:
             log.info("%s: memory probe for %s", workload.name, method.name)
             try:
                 memory = probe_memory(workload.name, method.name, quick=quick)
             except RuntimeError as exc:
-                note = str(exc)
+                note = "; ".join(filter(None, [note, str(exc)]))
         seconds = statistics.median(times[method.name])
         median_ratio, low, high = ratios[method.name]
         results[method.name] = MethodResult(

@@ -63,6 +63,7 @@ def _lowest_memory(workload: WorkloadResult) -> tuple[str, bool | None]:
 TARGETS = (
     ("compute_bound", "expc within 1.05× of the plain forward", _within(1.05)),
     ("compute_bound", "expc has the lowest peak memory of all methods", _lowest_memory),
+    ("metrics", "expc with both metrics at every layer ≤ 1.3× of the plain forward", _within(1.3)),
     ("latency_bound", "expc faster than every peer, the plain forward included", _fastest),
     ("deep_selective", "expc ≤ 0.15× of a full forward (pruned past resid_out[1])", _within(0.15)),
 )

@@ -21,6 +21,8 @@ from pathlib import Path
 import attrs
 import torch
 
+from bench.metric_formulas import CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +57,8 @@ class Batch:
 
 @attrs.frozen(kw_only=True)
 class Workload:
-    """What one comparison runs: `layers` are the `resid_out` layers every method captures."""
+    """What one comparison runs: `layers` are the `resid_out` layers every method captures;
+    `metrics` (see `bench.metric_formulas`) are computed at every one of those layers too."""
 
     name: str
     description: str
@@ -65,6 +68,7 @@ class Workload:
     layers: tuple[int, ...]
     batches: tuple[Batch, ...]
     texts: tuple[str, ...]  # per sample, the text whose tokenisation gives the batches (for `expc run`)
+    metrics: tuple[str, ...] = ()  # importance metrics, e.g. ("channel_contribution",)
 
     @property
     def real_tokens(self) -> int:
@@ -147,10 +151,10 @@ def word_texts(batches: tuple[Batch, ...]) -> tuple[str, ...]:
 
 
 def _decoder_workload(name: str, *, n_layers: int, layers: tuple[int, ...],
-                      batches: tuple[Batch, ...]) -> Workload:
+                      batches: tuple[Batch, ...], metrics: tuple[str, ...] = ()) -> Workload:
     return Workload(name=name, description=DESCRIPTIONS[name], family="decoder",
                     checkpoint=ensure_llama_checkpoint(n_layers), n_layers=n_layers, layers=layers,
-                    batches=batches, texts=word_texts(batches))
+                    batches=batches, texts=word_texts(batches), metrics=metrics)
 
 
 def sentence_batches(tokenizer, sentences: list[str], *, batch_size: int) -> tuple[Batch, ...]:
@@ -165,6 +169,9 @@ def sentence_batches(tokenizer, sentences: list[str], *, batch_size: int) -> tup
 
 DESCRIPTIONS = {
     "compute_bound": "8 layers, batch 8 × 256 tokens with mixed real lengths; every layer captured",
+    "metrics": "the compute-bound model and batch, every layer captured, plus channel_contribution "
+               "at every MLP down projection and kv_head_contribution at every attention output "
+               "projection",
     "latency_bound": "8 layers, batch 1 × 16 tokens, one call per prompt; every layer captured",
     "deep_selective": "32 layers, batch 4 × 128 tokens with mixed real lengths; only resid_out[1] "
                       "captured",
@@ -176,6 +183,12 @@ DESCRIPTIONS = {
 def _compute_bound(quick: bool) -> Workload:
     return _decoder_workload("compute_bound", n_layers=8, layers=tuple(range(8)), batches=random_batches(
         n_batches=1, batch_size=8, seq_len=256, seed=1))
+
+
+def _metrics(quick: bool) -> Workload:
+    return _decoder_workload("metrics", n_layers=8, layers=tuple(range(8)), batches=random_batches(
+        n_batches=1, batch_size=8, seq_len=256, seed=1),
+        metrics=(CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION))
 
 
 def _latency_bound(quick: bool) -> Workload:
@@ -204,6 +217,7 @@ def _minilm(quick: bool) -> Workload:
 
 BUILDERS = {
     "compute_bound": _compute_bound,
+    "metrics": _metrics,
     "latency_bound": _latency_bound,
     "deep_selective": _deep_selective,
     "minilm_sentences": _minilm,

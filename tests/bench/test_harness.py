@@ -1,10 +1,8 @@
 """The benchmark harness's own logic: paired ratios, rotation, agreement, the markdown writer.
 
 None of this needs the peer tools (TransformerLens, nnsight): they live only in the
-benchmark's environment. The last test runs the harness end to end on a tiny random Llama
-with the peers that need nothing but transformers, to check that each method's masked means
-agree with the float64 reference — including the last layer, where transformers 5 would
-hand back the final norm's output by default.
+benchmark's environment. The methods themselves, run end to end on a tiny model, are tested
+in `test_metric_methods.py`.
 """
 
 from __future__ import annotations
@@ -16,11 +14,12 @@ import attrs
 import pytest
 import torch
 
-from bench.harness import max_abs_difference, paired_ratios, rotated, run_workload, time_repetitions
-from bench.peers import PEERS, masked_mean, over_batches
+from bench.harness import (agreement_note, max_abs_difference, max_abs_difference_by_kind,
+                           paired_ratios, rotated, run_workload, time_repetitions)
+from bench.peers import masked_mean, over_batches
 from bench.report_md import render_markdown, write_reports
 from bench.results import MethodResult, SuiteResult, WorkloadResult
-from bench.workloads import Batch, Workload, random_batches, word_texts
+from bench.workloads import Batch
 
 
 def test_rotation_puts_every_method_in_every_position():
@@ -68,17 +67,29 @@ def test_masked_mean_averages_only_real_tokens():
 def test_over_batches_joins_samples_in_batch_order():
     batches = [Batch(input_ids=torch.full((2, 3), i), attention_mask=torch.ones(2, 3, dtype=torch.long))
                for i in range(3)]
-    run = over_batches(lambda batch: {0: batch.input_ids[:, :1].float()})
-    assert run(batches)[0].flatten().tolist() == [0, 0, 1, 1, 2, 2]
+    run = over_batches(lambda batch: {"resid_out/0": batch.input_ids[:, :1].float()})
+    assert run(batches)["resid_out/0"].flatten().tolist() == [0, 0, 1, 1, 2, 2]
 
 
-def test_max_abs_difference():
-    reference = {0: torch.zeros(2, 3, dtype=torch.float64), 4: torch.ones(2, 3, dtype=torch.float64)}
-    outputs = {0: torch.tensor([[0.0, 0.5, 0.0], [0.0, 0.0, -0.25]]), 4: torch.ones(2, 3)}
-    assert max_abs_difference(outputs, reference) == 0.5
+def test_max_abs_difference_over_every_key_and_per_kind():
+    reference = {"resid_out/0": torch.zeros(2, 3, dtype=torch.float64),
+                 "resid_out/4": torch.ones(2, 3, dtype=torch.float64),
+                 "channel_contribution/0": torch.zeros(5, dtype=torch.float64),
+                 "kv_head_contribution/0": torch.ones(2, dtype=torch.float64)}
+    outputs = {"resid_out/0": torch.tensor([[0.0, 0.5, 0.0], [0.0, 0.0, -0.25]]),
+               "resid_out/4": torch.ones(2, 3),
+               "channel_contribution/0": torch.tensor([0.0, 0.0, 0.75, 0.0, 0.0]),
+               "kv_head_contribution/0": torch.tensor([1.0, 1.125])}
+    assert max_abs_difference(outputs, reference) == 0.75
+    assert max_abs_difference_by_kind(outputs, reference) == {
+        "resid_out": 0.5, "channel_contribution": 0.75, "kv_head_contribution": 0.125}
+    assert agreement_note(outputs, reference) == (
+        "max abs diff: resid_out 5.0e-01, channel_contribution 7.5e-01, kv_head_contribution 1.2e-01")
+    captures_only = {key: outputs[key] for key in ("resid_out/0", "resid_out/4")}
+    assert agreement_note(captures_only, {key: reference[key] for key in captures_only}) == ""
     assert max_abs_difference({}, reference) is None
-    with pytest.raises(ValueError, match="layers"):
-        max_abs_difference({0: outputs[0]}, reference)
+    with pytest.raises(ValueError, match="keys"):
+        max_abs_difference(captures_only, reference)
 
 
 def _suite() -> SuiteResult:
@@ -131,36 +142,6 @@ def test_reports_are_written_with_the_raw_numbers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["BENCHMARKS.md", "results.json"]
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
-
-def test_transformers_only_peers_agree_with_the_float64_reference(tiny_llama, monkeypatch):
-    import bench.workloads as workloads
-
-    monkeypatch.setattr(workloads, "VOCAB_SIZE", 64)
-    batches = random_batches(n_batches=2, batch_size=3, seq_len=8, seed=0)
-    workload = Workload(name="tiny", description="tiny", checkpoint=tiny_llama, family="decoder",
-                        n_layers=2, layers=(0, 1), batches=batches, texts=word_texts(batches))
-    methods = [m for m in PEERS if m.name in ("plain", "hidden_states", "forward_hooks")]
-    result = run_workload(workload, methods, repetitions=2, quick=True, measure_memory=False)
-    by_name = {m.name: m for m in result.methods}
-    assert all(m.status == "ok" for m in result.methods)
-    assert by_name["plain"].ratio_to_plain == 1.0 and by_name["plain"].max_abs_diff is None
-    for name in ("hidden_states", "forward_hooks"):
-        assert by_name[name].max_abs_diff < 1e-5
-        assert len(by_name[name].repetition_seconds) == 2
-    assert result.real_tokens == sum(int(b.attention_mask.sum()) for b in workload.batches)
-
-
 def test_targets_judge_expc_against_the_bound_and_the_peers():
     from bench.targets import verdicts
 
@@ -172,13 +153,17 @@ def test_targets_judge_expc_against_the_bound_and_the_peers():
         row("plain", 1.0, 200.0), row("forward_hooks", 1.04, 180.0), row("expc_compiled", 1.03, 150.0)))
     latency = WorkloadResult(name="latency_bound", description="", status="ok", methods=(
         row("plain", 1.0), row("nnsight", 1.8), row("expc_compiled", 1.02)))
-    suite = attrs.evolve(_suite(), workloads=(compute, latency))
+    metrics = WorkloadResult(name="metrics", description="", status="ok", methods=(
+        row("plain", 1.0), row("forward_hooks", 1.9), row("expc_compiled", 1.35)))
+    suite = attrs.evolve(_suite(), workloads=(compute, metrics, latency))
     found = {v.target.split(": ", 1)[1]: v for v in verdicts(suite)}
     assert found["expc within 1.05× of the plain forward"].met is True
     assert found["expc has the lowest peak memory of all methods"].met is True
     latency_verdict = found["expc faster than every peer, the plain forward included"]
     assert latency_verdict.met is False and "best peer plain 1.00×" in latency_verdict.measured
-    assert len(found) == 3  # the selective target needs a workload that did not run
+    metrics_verdict = found["expc with both metrics at every layer ≤ 1.3× of the plain forward"]
+    assert metrics_verdict.met is False and metrics_verdict.measured == "1.35×"
+    assert len(found) == 4  # the selective target needs a workload that did not run
     assert "| `compute_bound`: expc within 1.05× of the plain forward | 1.03× | yes |" in render_markdown(suite)
 
 
