@@ -2,8 +2,11 @@
 
 Run it from the benchmark's environment (`bash bench/setup_env.sh` once, then
 `.venv-bench/bin/python -m bench`); in an environment without TransformerLens or nnsight
-those rows say so and the rest still runs. `--quick` runs smaller workloads and fewer
-repetitions (under two minutes); the full suite stays under ten.
+those rows say so and the rest still runs. The suite is the workloads (expc against the
+peer tools) and then the component studies (`bench/studies.py`); `--workloads`/`--studies`
+pick some, `--no-workloads`/`--no-studies` none, and `--append` keeps the rest from the
+existing results.json. `--quick` runs smaller workloads, fewer repetitions and each study's
+small settings (under two minutes); the full suite stays under ten.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import attrs
 from bench.harness import TORCH_THREADS, quiet_libraries, run_workload
 from bench.methods import ALL_METHODS
 from bench.report_md import write_reports
-from bench.results import SuiteResult, WorkloadResult, suite_from_dict
+from bench.results import StudyResult, SuiteResult, WorkloadResult, suite_from_dict
+from bench.studies import STUDIES, load_average, run_study
 from bench.workloads import BUILDERS, DESCRIPTIONS, REPO_ROOT, build_workload, unavailable_reason
 
 log = logging.getLogger("bench")
@@ -61,10 +65,6 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _load_average() -> str:
-    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
-
-
 def describe_machine() -> dict[str, str]:
     machine = {
         "CPU": f"{_cpu_model()}, {os.cpu_count()} cores visible, torch threads {TORCH_THREADS}",
@@ -90,10 +90,10 @@ def _measure(name: str, *, quick: bool, memory: bool, repetitions: int) -> Workl
         log.warning("skipping %s: %s", name, reason)
         return WorkloadResult(name=name, description=DESCRIPTIONS[name], status="skipped",
                               note=reason)
-    load_at_start = _load_average()
+    load_at_start = load_average()
     result = run_workload(build_workload(name, quick=quick), ALL_METHODS,
                           repetitions=repetitions, quick=quick, measure_memory=memory)
-    result = attrs.evolve(result, load_average=f"{load_at_start} → {_load_average()}")
+    result = attrs.evolve(result, load_average=f"{load_at_start} → {load_average()}")
     if memory:
         return result
     # A memory probe is a fresh interpreter per method: --quick keeps only the first workload's.
@@ -101,33 +101,58 @@ def _measure(name: str, *, quick: bool, memory: bool, repetitions: int) -> Workl
                                      "or `--quick` beyond the first workload)")
 
 
-def _earlier_suite(path: Path, *, rerun: list[str]) -> tuple[list[WorkloadResult], list[str]]:
-    """With --append: the workloads of an earlier results.json not re-run now, and its commands."""
+@attrs.frozen(kw_only=True)
+class Earlier:
+    """With --append: what an earlier results.json holds that this run does not re-measure."""
+
+    workloads: tuple[WorkloadResult, ...] = ()
+    studies: tuple[StudyResult, ...] = ()
+    commands: tuple[str, ...] = ()
+
+
+def _earlier_suite(path: Path, *, rerun_workloads: list[str], rerun_studies: list[str]) -> Earlier:
     if not path.exists():
-        return [], []
+        return Earlier()
     earlier = suite_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    return ([w for w in earlier.workloads if w.name not in rerun], earlier.command.splitlines())
+    return Earlier(workloads=tuple(w for w in earlier.workloads if w.name not in rerun_workloads),
+                   studies=tuple(s for s in earlier.studies if s.name not in rerun_studies),
+                   commands=tuple(earlier.command.splitlines()))
 
 
-def _in_suite_order(workloads: list[WorkloadResult]) -> tuple[WorkloadResult, ...]:
-    order = list(BUILDERS)
-    return tuple(sorted(workloads, key=lambda w: order.index(w.name)))
+def _in_order(results, order) -> tuple:
+    """Workload or study results sorted as the suite lists them (unknown names last)."""
+    rank = {name: index for index, name in enumerate(order)}
+    return tuple(sorted(results, key=lambda r: rank.get(r.name, len(rank))))
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller workloads, fewer repetitions")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller workloads, fewer repetitions, the studies' small settings")
     parser.add_argument("--workloads", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
+    parser.add_argument("--no-workloads", action="store_true", help="run no workload")
+    parser.add_argument("--studies", nargs="+", choices=list(STUDIES), default=list(STUDIES),
+                        help="component studies to run after the workloads (default: all)")
+    parser.add_argument("--no-studies", action="store_true", help="run no study")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory probes")
     parser.add_argument("--repetitions", type=int, help="override the repetitions per workload")
     parser.add_argument("--append", action="store_true",
-                        help="keep the other workloads of an existing results.json (re-run some)")
+                        help="keep the other workloads and studies of an existing results.json")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: rewrite the markdown from the existing results.json")
     parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
+    if args.no_workloads:
+        args.workloads = []
+    if args.no_studies:
+        args.studies = []
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     quiet_libraries()
 
@@ -137,20 +162,33 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     repetitions = args.repetitions or REPETITIONS["quick" if args.quick else "full"]
-    kept, commands = _earlier_suite(args.json, rerun=args.workloads) if args.append else ([], [])
-    commands.append(_command_line(argv))
+    earlier = (_earlier_suite(args.json, rerun_workloads=args.workloads, rerun_studies=args.studies)
+               if args.append else Earlier())
+    commands = [*earlier.commands, _command_line(argv)]
     workloads: list[WorkloadResult] = []
+    studies: list[StudyResult] = []
+
+    def write() -> SuiteResult:
+        # Rewritten after every workload and study, so an interrupted suite keeps its numbers.
+        suite = SuiteResult(
+            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            command="\n".join(commands), quick=args.quick, machine=describe_machine(),
+            workloads=_in_order([*earlier.workloads, *workloads], BUILDERS),
+            studies=_in_order([*earlier.studies, *studies], STUDIES),
+            seconds=time.perf_counter() - started,
+        )
+        write_reports(suite, markdown_path=args.markdown, json_path=args.json)
+        return suite
+
     for name in args.workloads:
         workloads.append(_measure(name, quick=args.quick, repetitions=repetitions,
                                   memory=not args.no_memory
                                   and not (args.quick and name != args.workloads[0])))
-        # Rewritten after every workload, so an interrupted suite still leaves its numbers.
-        suite = SuiteResult(
-            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            command="\n".join(commands), quick=args.quick, machine=describe_machine(),
-            workloads=_in_suite_order([*kept, *workloads]), seconds=time.perf_counter() - started,
-        )
-        write_reports(suite, markdown_path=args.markdown, json_path=args.json)
+        write()
+    for name in args.studies:
+        studies.append(run_study(STUDIES[name], quick=args.quick))
+        write()
+    suite = write()
     log.info("wrote %s and %s in %.0f s", args.markdown, args.json, suite.seconds)
 
 

@@ -148,6 +148,18 @@ def compile_seconds(plan: Plan, n_layers: int, repeats: int) -> dict:
     return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "repeats": repeats}
 
 
+def compile_seconds_by_layers(layer_counts, repeats: int) -> dict[int, dict[str, dict]]:
+    """Per layer count: compile seconds of `resid_out[*]`, and of it plus a metric per layer."""
+    found = {}
+    for n_layers in layer_counts:
+        plan = resid_plan(n_layers, range(n_layers))
+        found[n_layers] = {"resid": compile_seconds(plan, n_layers, repeats),
+                           "resid_metrics": compile_seconds(with_metrics(plan), n_layers, repeats)}
+        log.info("compile %d layers: %.2f s wall (%.2f s with metrics)", n_layers,
+                 found[n_layers]["resid"]["wall_s"], found[n_layers]["resid_metrics"]["wall_s"])
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -188,9 +200,9 @@ def main() -> None:
     }, max(3, args.repeats // 3)))
     del deep, layer1
 
-    results["compile_32_layers_resid_s"] = compile_seconds(resid_plan(32, range(32)), 32, 3)
-    results["compile_32_layers_resid_metrics_s"] = compile_seconds(
-        with_metrics(resid_plan(32, range(32))), 32, 3)
+    compiled = compile_seconds_by_layers((32,), 3)[32]
+    results["compile_32_layers_resid_s"] = compiled["resid"]
+    results["compile_32_layers_resid_metrics_s"] = compiled["resid_metrics"]
 
     for name, value in results.items():
         if "ratio_wall" in value:

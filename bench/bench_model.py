@@ -82,11 +82,17 @@ def ideal_speedup(heads: int, layers: int, trunk: int, lm_head_layers: float = 0
     return full / (trunk + heads * (layers - trunk) + heads * lm_head_layers)
 
 
-def lm_head_in_layers(vocab: int) -> float:
+def lm_head_in_layers(vocab: int, seq: int = SEQ) -> float:
     """lm_head multiply-adds per token over one block's (projections, MLP, attention)."""
     hidden, inner = SHAPE["hidden_size"], SHAPE["intermediate_size"]
-    block = 4 * hidden * hidden + 3 * hidden * inner + 2 * SEQ * hidden
+    block = 4 * hidden * hidden + 3 * hidden * inner + 2 * seq * hidden
     return vocab * hidden / block
+
+
+def random_inputs(batch: int = BATCH, seq: int = SEQ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids `[B, S]` (seeded) and an all-ones attention mask `[B, S]`."""
+    ids = torch.randint(0, 1000, (batch, seq), generator=torch.Generator().manual_seed(0))
+    return ids, torch.ones_like(ids)
 
 
 def versus_transformers(folder: Path, ours, ids: torch.Tensor, mask: torch.Tensor,
@@ -102,18 +108,18 @@ def versus_transformers(folder: Path, ours, ids: torch.Tensor, mask: torch.Tenso
 
 
 def hydra_versus_full(folder: Path, ours, ids: torch.Tensor, mask: torch.Tensor,
-                      repeats: int) -> dict:
+                      repeats: int, *, heads: int = HEADS, trunk: int = TRUNK) -> dict:
     """Paired ratios N full forwards / one Hydra forward, with the ideals to compare to."""
     from expc.models.loading import load_model
 
-    hydra = load_model(folder, trunk=TRUNK, heads=HEADS)
-    timing = paired_ratios(lambda: [ours(ids, mask) for _ in range(HEADS)],
+    hydra = load_model(folder, trunk=trunk, heads=heads)
+    timing = paired_ratios(lambda: [ours(ids, mask) for _ in range(heads)],
                            lambda: hydra(ids, mask), repeats)
-    ideal = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK)
-    lm_head = lm_head_in_layers(ours.config.vocab_size)
-    ideal_with_lm_head = ideal_speedup(HEADS, SHAPE["num_hidden_layers"], TRUNK, lm_head)
+    ideal = ideal_speedup(heads, SHAPE["num_hidden_layers"], trunk)
+    lm_head = lm_head_in_layers(ours.config.vocab_size, ids.shape[1])
+    ideal_with_lm_head = ideal_speedup(heads, SHAPE["num_hidden_layers"], trunk, lm_head)
     speedup = timing["median_ratio"]
-    return {"heads": HEADS, "trunk": TRUNK, "speedup_vs_full_forwards": timing,
+    return {"heads": heads, "trunk": trunk, "speedup_vs_full_forwards": timing,
             "ideal_speedup": ideal, "fraction_of_ideal": speedup / ideal,
             "lm_head_cost_in_layers": lm_head, "ideal_with_lm_head": ideal_with_lm_head,
             "fraction_of_ideal_with_lm_head": speedup / ideal_with_lm_head}
@@ -127,7 +133,7 @@ def report(results: dict) -> None:
     if "hydra" in results:
         hydra = results["hydra"]
         log.info("hydra N=%d trunk=%d vs %d full forwards: speed-up %.3fx, %.0f%% of the ideal "
-                 "%.2fx (target >= 90%%)", HEADS, TRUNK, HEADS,
+                 "%.2fx (target >= 90%%)", hydra["heads"], hydra["trunk"], hydra["heads"],
                  hydra["speedup_vs_full_forwards"]["median_ratio"],
                  100 * hydra["fraction_of_ideal"], hydra["ideal_speedup"])
         log.info("counting lm_head (%.2f layers' worth at vocab %d) the ideal is %.2fx: %.0f%% of it",
@@ -138,8 +144,7 @@ def report(results: dict) -> None:
 def run(folder: Path, repeats: int, parts: tuple[str, ...]) -> dict:
     from expc.models.loading import load_model
 
-    ids = torch.randint(0, 1000, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
+    ids, mask = random_inputs()
     ours = load_model(folder)
     results = {"threads": torch.get_num_threads(), "batch": BATCH, "seq": SEQ, **SHAPE,
                "vocab_size": ours.config.vocab_size, "repeats": repeats}

@@ -109,6 +109,14 @@ def ensure_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def workspace(name: str) -> tuple[Path, Path]:
+    """The random checkpoint (saved once) and the work folder `CACHE/name` (created)."""
+    checkpoint = ensure_checkpoint(CACHE / "llama-h512-l8-kv4")
+    work = CACHE / name
+    work.mkdir(parents=True, exist_ok=True)
+    return checkpoint, work
+
+
 def write_tokens(path: Path, *, samples: int, seed: int = 0) -> Path:
     """`samples` lines of `{"input_ids": [...]}`, lengths uniform in MIN_LENGTH..MAX_LENGTH."""
     gen = torch.Generator().manual_seed(seed)
@@ -400,6 +408,11 @@ def part_throughput(work: Path, checkpoint: Path, settings: Settings) -> dict:
 
 # ---- part 2: memory ---------------------------------------------------------------------
 
+def memory_growth(small: Mapping[str, float], large: Mapping[str, float]) -> float:
+    """Relative growth of peak RSS less the results' size from the small run to the large."""
+    return large["peak_less_results_mib"] / small["peak_less_results_mib"] - 1
+
+
 def part_memory(work: Path, checkpoint: Path, settings: Settings) -> dict:
     """Peak RSS less results at N and 10N samples, `mean` and `full`, each in a fresh process."""
     small, large = settings.memory_samples
@@ -418,9 +431,7 @@ def part_memory(work: Path, checkpoint: Path, settings: Settings) -> dict:
                                  "results_mib": done.results_mib,
                                  "peak_less_results_mib": done.peak_rss_mib - done.results_mib,
                                  "tokens": done.tokens, "wall_s": done.wall}
-        growth = (measured[large]["peak_less_results_mib"]
-                  / measured[small]["peak_less_results_mib"] - 1)
-        rows[label] = {"runs": measured, "growth": growth}
+        rows[label] = {"runs": measured, "growth": memory_growth(measured[small], measured[large])}
     log.info("%-6s %8s %10s %10s %14s %10s %10s %14s %8s", "mode", "N", "peak MiB",
              "results", "peak-results", "10N", "peak MiB", "peak-results", "growth")
     for label, row in rows.items():
@@ -465,7 +476,8 @@ def part_nproc(work: Path, checkpoint: Path, settings: Settings) -> dict:
         log.info("%-26s %9.2f %9.2f %10.3f [%.3f-%.3f] %10.3f [%.3f-%.3f]", name,
                  rows[name]["run_s"], rows[name]["wall_s"], a["median"], a["min"], a["max"],
                  b["median"], b["min"], b["max"])
-    return {"samples": settings.samples, "repetitions": settings.repetitions, "rows": rows}
+    return {"samples": settings.samples, "tokens": base[0].tokens,
+            "repetitions": settings.repetitions, "rows": rows}
 
 
 # ---- part 4: torch.compile ---------------------------------------------------------------
@@ -692,9 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s")
     torch.set_num_threads(THREADS)
     settings = QUICK if args.quick else FULL
-    checkpoint = ensure_checkpoint(CACHE / "llama-h512-l8-kv4")
-    work = CACHE / ("work-quick" if args.quick else "work")
-    work.mkdir(parents=True, exist_ok=True)
+    checkpoint, work = workspace("work-quick" if args.quick else "work")
     report = {"quick": args.quick, "settings": attrs.asdict(settings), "threads": THREADS,
               "omp_wait_policy": args.omp_wait_policy, "command": " ".join(sys.argv),
               "parts": {}}

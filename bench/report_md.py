@@ -1,8 +1,9 @@
 """Render a `SuiteResult` as BENCHMARKS.md (for people) and results.json (raw numbers).
 
 The markdown says what was run (exact commands), where (machine, versions, date), and for
-every workload one table of medians and paired ratios. Nothing is interpreted here beyond
-formatting: a method that was skipped or failed shows its reason in the table.
+every workload one table of medians and paired ratios, then one section per component study
+(its own table and targets). Nothing is interpreted here beyond formatting: a method that was
+skipped or failed, or a study that failed, shows its reason.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import attrs
 
-from bench.results import MethodResult, SuiteResult, WorkloadResult
+from bench.results import MethodResult, StudyResult, SuiteResult, WorkloadResult
 from bench.targets import verdicts
 
 SETUP_COMMAND = "bash bench/setup_env.sh"
@@ -36,10 +37,12 @@ median over repetitions (with the smallest and largest ratio).
   process's RSS after importing torch + transformers and building the data: RSS after
   loading and wrapping the model, and peak RSS over one full pass. **peak vs plain**
   divides by the plain forward's peak.
-- **max abs diff vs reference**: largest difference between the method's per-sample masked
-  means of `resid_out[L]` (raw block output, padding excluded) and a float64 reference
-  (transformers in double precision, hand-written masked mean). Tools that disagree beyond
-  float32 rounding (~1e-6) are a finding, not noise.
+- **max abs diff vs reference**: largest difference between what the method computed and a
+  float64 reference on the same batches: for captures, its per-sample masked means of
+  `resid_out[L]` (raw block output, padding excluded) against transformers in double
+  precision with a hand-written masked mean; for metrics, its `channel_contribution` /
+  `kv_head_contribution` scores against the same formulas written out in float64. Tools
+  that disagree beyond float32 rounding (~1e-6 relative) are a finding, not noise.
 - **Machine load**: each workload shows the machine's load average while it ran. Above ~2 on
   this 2-core machine, other processes compete for the cores, and a 2-thread torch op stalls
   whenever one of its threads is descheduled: times inflate several-fold and single
@@ -60,14 +63,24 @@ NOTES = """\
   every other row times the forward loop alone.
 """
 
+STUDIES_INTRO = """\
+Each study measures one part of expc on its own, in the same run as the workloads (same
+machine, same load); `python -m bench --no-workloads --append --studies NAME` re-measures one
+and keeps everything else. Its table says what was compared; ratios are medians over
+repetitions of paired (same-repetition) ratios, and its targets are in the table above.
+"""
+
 
 def targets_section(suite: SuiteResult) -> str:
+    """The workloads' targets (from `bench.targets`), then each study's own verdicts."""
     rows = ["| target | measured | met |", "| --- | --- | :---: |"]
     marks = {True: "yes", False: "**no**", None: "not measured"}
-    found = verdicts(suite)
+    found = [(v.target, v.measured, v.met) for v in verdicts(suite)]
+    found += [(f"`{study.name}`: {v.target}", v.measured, v.met)
+              for study in suite.studies for v in study.verdicts]
     if not found:
-        return "None of the targets' workloads ran in this suite.\n"
-    rows += [f"| {v.target} | {_cell(v.measured)} | {marks[v.met]} |" for v in found]
+        return "None of the targets' workloads or studies ran in this suite.\n"
+    rows += [f"| {target} | {_cell(measured)} | {marks[met]} |" for target, measured, met in found]
     return "\n".join(rows) + "\n"
 
 
@@ -132,9 +145,30 @@ def workload_section(workload: WorkloadResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_section(study: StudyResult) -> str:
+    lines = [f"### Study `{study.name}`", "", study.description + "."]
+    if study.settings:
+        lines += ["", f"Settings: {study.settings}."]
+    if study.load_average:
+        lines += ["", f"Machine load average (1 / 5 / 15 min) at start → end: "
+                      f"{study.load_average}; the study took {study.seconds:.0f} s."]
+    if study.status != "ok":
+        lines += ["", f"**{study.status.capitalize()}:** {study.note}", ""]
+        return "\n".join(lines)
+    if study.note:
+        lines += ["", f"Note: {study.note}."]
+    lines += ["", "| " + " | ".join(_cell(c) for c in study.columns) + " |",
+              "| " + " | ".join(["---"] + ["---:"] * (len(study.columns) - 1)) + " |"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in study.rows]
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(suite: SuiteResult, *, threads: int = 2) -> str:
     machine = "\n".join(f"- {key}: {value}" for key, value in suite.machine.items())
     sections = "\n".join(workload_section(workload) for workload in suite.workloads)
+    if suite.studies:
+        sections += "\n## Component studies\n\n" + STUDIES_INTRO + "\n" + "\n".join(
+            study_section(study) for study in suite.studies)
     mode = "quick" if suite.quick else "full"
     return f"""# Benchmarks
 

@@ -1,7 +1,8 @@
 """The numbers one benchmark run produces, as plain frozen records.
 
-`harness` fills them, `report_md` renders them to BENCHMARKS.md and `bench/results.json`;
-keeping them apart from both lets the markdown writer be tested on hand-made numbers.
+`harness` fills the workload records and each study (`bench/studies.py`) its `StudyResult`;
+`report_md` renders them to BENCHMARKS.md and `bench/results.json`. Keeping them apart from
+both lets the markdown writer be tested on hand-made numbers.
 """
 
 from __future__ import annotations
@@ -43,6 +44,32 @@ class WorkloadResult:
 
 
 @attrs.frozen(kw_only=True)
+class StudyVerdict:
+    """One of a study's targets against what the study measured."""
+
+    target: str
+    measured: str
+    met: bool | None  # None: could not be measured in this run
+
+
+@attrs.frozen(kw_only=True)
+class StudyResult:
+    """One component study (Hydra, compile time, ...): a table for people, raw numbers for JSON."""
+
+    name: str
+    description: str
+    status: str  # "ok" | "failed"
+    note: str = ""
+    settings: str = ""  # what was run: sizes, repetitions (quick or full)
+    load_average: str = ""  # the machine's 1/5/15-minute load at start -> end of the study
+    seconds: float = 0.0  # how long the study took
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    raw: dict = attrs.field(factory=dict)
+    verdicts: tuple[StudyVerdict, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class SuiteResult:
     date: str
     command: str
@@ -50,13 +77,24 @@ class SuiteResult:
     machine: dict[str, str]
     workloads: tuple[WorkloadResult, ...]
     seconds: float
+    studies: tuple[StudyResult, ...] = ()
+
+
+def study_from_dict(data: dict) -> StudyResult:
+    return StudyResult(**{**data, "columns": tuple(data["columns"]),
+                          "rows": tuple(tuple(row) for row in data["rows"]),
+                          "verdicts": tuple(StudyVerdict(**v) for v in data["verdicts"])})
 
 
 def suite_from_dict(data: dict) -> SuiteResult:
-    """The inverse of `attrs.asdict` on a `SuiteResult` (as read back from results.json)."""
+    """The inverse of `attrs.asdict` on a `SuiteResult` (as read back from results.json).
+
+    A results.json written before studies existed has no `studies` and reads as none.
+    """
     workloads = tuple(
         WorkloadResult(**{**w, "methods": tuple(
             MethodResult(**{**m, "repetition_seconds": tuple(m["repetition_seconds"])})
             for m in w["methods"])})
         for w in data["workloads"])
-    return SuiteResult(**{**data, "workloads": workloads})
+    studies = tuple(study_from_dict(s) for s in data.get("studies", ()))
+    return SuiteResult(**{**data, "workloads": workloads, "studies": studies})
