@@ -162,14 +162,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     repetitions = args.repetitions or REPETITIONS["quick" if args.quick else "full"]
-    earlier = (_earlier_suite(args.json, rerun_workloads=args.workloads, rerun_studies=args.studies)
-               if args.append else Earlier())
-    commands = [*earlier.commands, _command_line(argv)]
+    command = _command_line(argv)
     workloads: list[WorkloadResult] = []
     studies: list[StudyResult] = []
 
     def write() -> SuiteResult:
-        # Rewritten after every workload and study, so an interrupted suite keeps its numbers.
+        # Rewritten after every workload and study, so an interrupted suite keeps its numbers;
+        # with --append the file is re-read each time, so another suite appending meanwhile
+        # keeps what it wrote.
+        earlier = (_earlier_suite(args.json, rerun_workloads=args.workloads,
+                                  rerun_studies=args.studies) if args.append else Earlier())
+        commands = [c for c in earlier.commands if c != command] + [command]
         suite = SuiteResult(
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             command="\n".join(commands), quick=args.quick, machine=describe_machine(),

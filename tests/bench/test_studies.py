@@ -164,6 +164,23 @@ def test_append_keeps_the_studies_and_workloads_not_rerun(tmp_path, fake_studies
     assert "--no-workloads --append --studies beta" in suite.command.splitlines()[-1]
 
 
+def test_append_keeps_what_another_suite_wrote_meanwhile(tmp_path, fake_studies, monkeypatch):
+    raw = tmp_path / "results.json"
+    write_reports(_suite([]), markdown_path=tmp_path / "BENCHMARKS.md", json_path=raw)
+    other = WorkloadResult(name="metrics", description="metrics", status="skipped", note="other")
+
+    def measure_while_another_suite_appends(*, quick: bool) -> StudyResult:
+        meanwhile = attrs.evolve(suite_from_dict(json.loads(raw.read_text())), workloads=(other,))
+        write_reports(meanwhile, markdown_path=tmp_path / "BENCHMARKS.md", json_path=raw)
+        return _study(name="beta")
+
+    monkeypatch.setitem(bench_main.STUDIES, "beta", Study(
+        name="beta", description="", measure=measure_while_another_suite_appends))
+    suite = _run(tmp_path, "--no-workloads", "--append", "--studies", "alpha", "beta")
+    assert suite.workloads == (other,)
+    assert [s.name for s in suite.studies] == ["alpha", "beta"]
+
+
 def test_an_unknown_study_is_a_usage_error(tmp_path, fake_studies):
     with pytest.raises(SystemExit) as exit_info:
         _run(tmp_path, "--studies", "gamma")
