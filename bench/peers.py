@@ -188,7 +188,8 @@ def _transformer_lens(workload: Workload) -> Runner:
                                          attention_mask=batch.attention_mask,
                                          stop_at_layer=stop_at_layer)
         for key, name in metric_names.items():
-            metrics.add(key, cache[name], batch.attention_mask)
+            # attn.o's input comes per head, [B, S, n_heads, d]: flattened to [B, S, n_heads * d]
+            metrics.add(key, cache[name].flatten(2), batch.attention_mask)
         return {key: masked_mean(cache[name], batch.attention_mask) for key, name in names.items()}
 
     return over_batches(run, metrics)
