@@ -19,7 +19,6 @@ not supported.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
 import attrs
@@ -27,6 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.json_files import parse_json_object
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -46,17 +46,9 @@ def _line_of(text: str, needle: str) -> int:
 
 
 def _read_json(path: Path, *, what: str) -> tuple[dict, str]:
-    """Parse a JSON object file; a syntax error points at its line and column."""
+    """A JSON object file and its text (to find a tensor's line in the index later)."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _fail(path, f"{what} is not valid JSON: {exc.msg}", code="checkpoint-bad-json",
-                    line=exc.lineno, col=exc.colno) from None
-    if not isinstance(value, dict):
-        raise _fail(path, f"{what} must hold a JSON object, found {type(value).__name__}",
-                    code="checkpoint-bad-json")
-    return value, text
+    return parse_json_object(text, path=path, what=what, code="checkpoint-bad-json"), text
 
 
 def _require_folder(folder: Path) -> None:

@@ -11,7 +11,6 @@ encoders bos ... eos (their `[CLS] ... [SEP]`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +20,7 @@ import tokenizers
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS, BYTE_VOCAB
 from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.json_files import read_json_object
 
 BUILTIN_PREFIX = "builtin:"
 TOKENIZER_FILE = "tokenizer.json"
@@ -102,15 +102,10 @@ class HFTokenizer:
 
 
 def _read_optional_json(path: Path) -> dict:
+    """A tokenizer side file's object; `{}` when the checkpoint has no such file."""
     if not path.is_file():
         return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DiagnosticError(error(path, f"{path.name} is not valid JSON: {exc.msg}",
-                                    code="tokenizer-bad-json", line=exc.lineno,
-                                    col=exc.colno)) from None
-    return value if isinstance(value, dict) else {}
+    return read_json_object(path, what=path.name, code="tokenizer-bad-json")
 
 
 def _token_text(value: object) -> str | None:

@@ -8,7 +8,6 @@ results yet; it opens with no tensors so the report can still show what there is
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,11 +17,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.json_files import read_json_object
 
 FORMAT = "expc-run/1"
 STATUSES = ("running", "complete", "failed")
 MANIFEST = "manifest.json"
 RESULTS = "results.safetensors"
+RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of every run-folder error
 CHUNK_ELEMENTS = 1 << 23  # values per slice when streaming a large tensor
 OBJECT_FIELDS = ("spec", "ir", "model", "data", "versions", "timings", "tensors")
 NULLABLE_OBJECT_FIELDS = ("error", "checkpoint")
@@ -87,27 +88,15 @@ class RunFolder:
 
 
 
-def _manifest_error(path: Path, message: str, *, line: int = 1, col: int = 1,
-                    help: tuple[str, ...] = ()) -> DiagnosticError:
-    return DiagnosticError(error(path, message, code="report-run-folder", line=line, col=col,
-                                 help=help))
+def _manifest_error(path: Path, message: str, *, help: tuple[str, ...] = ()) -> DiagnosticError:
+    return DiagnosticError(error(path, message, code=RUN_FOLDER_CODE, help=help))
 
 
 def _read_manifest(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise _manifest_error(path, f"`{path.parent}` is not a run folder: it has no {MANIFEST}",
                               help=("give the folder `expc run` wrote (its `output.dir`)",))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _manifest_error(path, f"cannot read {MANIFEST}: {exc}")
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _manifest_error(path, f"{MANIFEST} is not valid JSON: {exc.msg}",
-                              line=exc.lineno, col=exc.colno)
-    if not isinstance(manifest, dict):
-        raise _manifest_error(path, f"{MANIFEST} must hold a JSON object")
+    manifest = read_json_object(path, what=MANIFEST, code=RUN_FOLDER_CODE)
     if manifest.get("format") != FORMAT:
         raise _manifest_error(path, f"unknown run folder format {manifest.get('format')!r}",
                               help=(f"this expc reads `{FORMAT}`",))
@@ -133,7 +122,7 @@ def _read_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
             return layout
     except (SafetensorError, OSError, ValueError) as exc:
         raise DiagnosticError(error(path, f"cannot read {RESULTS}: {exc}",
-                                    code="report-run-folder"))
+                                    code=RUN_FOLDER_CODE))
 
 
 def open_run_folder(path: str | Path) -> RunFolder:

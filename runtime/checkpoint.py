@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 
 from expc.runtime.atomic import remove_stale_temps, save_safetensors_atomic, write_json_atomic
 from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.json_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -119,17 +120,9 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0, fingerprint: str | Non
 def _read_cursor(path: Path) -> dict:
     fields = {"state_file": str, "state_bytes": int, "batches_done": int, "samples_done": int,
               "tokens_done": int, "elapsed_seconds": (int, float)}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DiagnosticError(error(path, f"checkpoint cursor is not valid JSON: {exc.msg}",
-                                    code="checkpoint-damaged", line=exc.lineno,
-                                    col=exc.colno)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DiagnosticError(error(path, f"cannot read checkpoint cursor: {exc}",
-                                    code="checkpoint-damaged")) from None
+    record = read_json_object(path, what="checkpoint cursor", code="checkpoint-damaged")
     problem = None
-    if not isinstance(record, dict) or record.get("format") != CURSOR_FORMAT:
+    if record.get("format") != CURSOR_FORMAT:
         problem = f"not an {CURSOR_FORMAT} cursor"
     else:
         bad = [k for k, kind in fields.items() if not isinstance(record.get(k), kind)]

@@ -8,7 +8,6 @@ the mapping), so `mlp.down_proj` means the same thing for OLMo2 and BERT.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import attrs
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span
+from expc.spec.json_files import read_json_object
 from expc.spec.suggest import did_you_mean
 
 BUILTIN_PREFIX = "builtin:"
@@ -88,14 +88,7 @@ def read_model_shape(model: str, *, span: Span) -> ModelShape:
     if not os.path.isfile(config_path):
         raise DiagnosticError(Diagnostic(
             span=span, code="model", message=f"model folder `{model}` has no config.json"))
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DiagnosticError(Diagnostic(
-            span=span, code="model", message=f"cannot read `{config_path}`: {exc}")) from None
-    if not isinstance(config, dict):
-        raise DiagnosticError(Diagnostic(
-            span=span, code="model", message=f"`{config_path}` is not a JSON object"))
+    config = read_json_object(config_path, what=f"the model's {config_path.name}", code="model")
     return shape_from_config(config, span=span, source=str(config_path))
 
 

@@ -44,7 +44,7 @@ def _fails(model: str) -> str:
     with pytest.raises(DiagnosticError) as info:
         read_model_shape(model, span=SPAN)
     (d,) = info.value.diagnostics
-    assert d.span == SPAN  # always at the spec's `model = ...` value
+    assert d.span == SPAN  # at the spec's `model = ...` value
     return d.message
 
 
@@ -56,9 +56,18 @@ def test_folder_without_config(tmp_path):
     assert "has no config.json" in _fails(str(tmp_path))
 
 
-def test_malformed_config(tmp_path):
-    (tmp_path / "config.json").write_text("{not json")
-    assert "cannot read" in _fails(str(tmp_path))
+@pytest.mark.parametrize(("text", "message", "line", "col"), [
+    ('{"model_type": "llama",\n  not json', "is not valid JSON", 2, 3),
+    ("[1, 2]", "must hold a JSON object, found list", 1, 1),
+])
+def test_malformed_config_is_reported_where_it_breaks(tmp_path, text, message, line, col):
+    # Not at the spec's `model = ...`: the fix is in config.json, at this line and column.
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(DiagnosticError) as info:
+        read_model_shape(str(tmp_path), span=SPAN)
+    (d,) = info.value.diagnostics
+    assert message in d.message and d.code == "model"
+    assert (d.span.path, d.span.line, d.span.col) == (str(tmp_path / "config.json"), line, col)
 
 
 def test_unsupported_model_type(tmp_path):
