@@ -36,7 +36,7 @@ class Settings:
     repeats: int
 
 
-FULL = Settings(vocab=4096, batch=4, seq=256, repeats=5)
+FULL = Settings(vocab=4096, batch=4, seq=128, repeats=5)
 QUICK = Settings(vocab=4096, batch=2, seq=128, repeats=3)
 
 
