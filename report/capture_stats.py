@@ -10,12 +10,12 @@ heads at a layer (variance across heads, averaged over samples and channels).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 
 import attrs
 import torch
 
+from expc.report.capture_slices import masked_slices
 from expc.report.keys import KeyInfo, parse_key
 from expc.report.run_folder import RunFolder
 
@@ -65,14 +65,10 @@ def sample_vectors(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
 
 def _stream_vectors(folder: RunFolder, key: str) -> torch.Tensor | None:
     """`sample_vectors` of a stored capture, read a slice of samples at a time."""
-    shape, _ = folder.layout[key]
-    if len(shape) != 3:
-        return sample_vectors(folder.tensor(key), None)
-    rows, mask_key = folder.rows_per_chunk(key), key + ".mask"
-    masks = (folder.chunks(mask_key, rows) if mask_key in folder.layout
-             else itertools.repeat(None))
-    parts = [sample_vectors(value, mask) for value, mask in zip(folder.chunks(key, rows), masks)]
-    return torch.cat(parts) if parts else None
+    parts = [sample_vectors(value, mask) for value, mask in masked_slices(folder, key)]
+    if not parts or any(part is None for part in parts):
+        return None
+    return torch.cat(parts)
 
 
 def families(folder: RunFolder) -> list[Family]:

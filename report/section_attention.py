@@ -11,11 +11,11 @@ heads x key-position map per layer. Large runs are capped (rows, heads) with a n
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
 import torch
 
+from expc.report.capture_slices import masked_slices
 from expc.report.capture_stats import capture_site
 from expc.report.figures import new_figure, to_svg
 from expc.report.html_parts import Section, figure
@@ -115,10 +115,7 @@ def attention_section(folder: RunFolder) -> Section | None:
     for key in _patterns(folder):
         dims = len(folder.layout[key][0])
         if dims == 4 and folder.layout[key][0][0] > 0:
-            rows, mask_key = folder.rows_per_chunk(key), key + ".mask"
-            masks = (folder.chunks(mask_key, rows) if mask_key in folder.layout
-                     else itertools.repeat(None))
-            full.append((_place(key), mean_pattern(zip(folder.chunks(key, rows), masks))))
+            full.append((_place(key), mean_pattern(masked_slices(folder, key))))
         elif dims in (2, 3):
             profiles.append((_place(key), key_profile(folder.tensor(key))))
     parts = []
