@@ -109,6 +109,13 @@ def ensure_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def describe_model() -> str:
+    """The random checkpoint's shape in words."""
+    return (f"random Llama (hidden {LLAMA['hidden_size']}, {LLAMA['num_hidden_layers']} layers, "
+            f"{LLAMA['num_attention_heads']} heads, {LLAMA['num_key_value_heads']} KV heads, "
+            f"vocabulary {LLAMA['vocab_size']})")
+
+
 def workspace(name: str) -> tuple[Path, Path]:
     """The random checkpoint (saved once) and the work folder `CACHE/name` (created)."""
     checkpoint = ensure_checkpoint(CACHE / "llama-h512-l8-kv4")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from bench.bench_compiler import compile_seconds_by_layers
+from bench.bench_compiler import compile_seconds_by_layers, config
 from bench.results import StudyResult, StudyVerdict
 
 NAME = "compile_time"
@@ -20,6 +20,13 @@ DESCRIPTION = ("Compile time (trace + passes, meta device) against the number of
 LAYERS = {"full": (4, 8, 16, 32, 64), "quick": (4, 16)}
 REPEATS = {"full": 3, "quick": 2}
 TARGET_LAYERS, TARGET_SECONDS = 32, 2.0
+
+
+def shape() -> str:
+    """The compiled model's shape, as `bench_compiler` builds it."""
+    built = config(1)
+    return (f"hidden {built.hidden_size}, intermediate {built.intermediate_size}, "
+            f"{built.n_attention_heads} heads, {built.n_kv_heads} KV heads")
 
 
 def growth_exponent(seconds_by_layers: dict[int, float]) -> float | None:
@@ -59,8 +66,8 @@ def measure(*, quick: bool) -> StudyResult:
                 f"(with metrics {exponents['resid_metrics']:.2f}; 1.0 = linear)")
     return StudyResult(
         name=NAME, description=DESCRIPTION, status="ok", note=note,
-        settings=(f"layers {', '.join(map(str, LAYERS[mode]))}; hidden 512, intermediate 1024, "
-                  f"8 heads, 4 KV heads; {REPEATS[mode]} repetitions, medians"),
+        settings=(f"layers {', '.join(map(str, LAYERS[mode]))}; {shape()}; "
+                  f"{REPEATS[mode]} repetitions, medians"),
         columns=("layers", "`resid_out[*]` wall", "CPU", "wall per layer",
                  "+ metric per layer: wall", "CPU"),
         rows=tuple(row_cells(n, f) for n, f in found.items()),

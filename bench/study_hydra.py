@@ -16,7 +16,8 @@ import logging
 import attrs
 import torch
 
-from bench.bench_model import HEADS, REPO, SHAPE, TRUNK, ensure_checkpoint, hydra_versus_full, random_inputs
+from bench.bench_model import (HEADS, REPO, SHAPE, TRUNK, ensure_checkpoint, hydra_versus_full,
+                               random_inputs)
 from bench.results import StudyResult, StudyVerdict
 
 log = logging.getLogger("bench.study_hydra")
@@ -26,6 +27,8 @@ DESCRIPTION = (f"Hydra with N heads ({TRUNK} of {SHAPE['num_hidden_layers']} lay
                "forward against N forwards of the unsplit model, and against the ideal speed-up")
 HEAD_COUNTS = (1, 2, HEADS)
 TARGET_FRACTION = 0.9
+COLUMNS = ("heads N", "N unsplit forwards", "one Hydra forward", "speed-up (min–max)",
+           "ideal (layers)", "of ideal", "ideal incl. lm_head", "of that ideal")
 
 
 @attrs.frozen(kw_only=True)
@@ -43,10 +46,11 @@ QUICK = Settings(vocab=4096, batch=2, seq=128, repeats=3)
 def row_cells(found: dict) -> tuple[str, ...]:
     """One table row from `hydra_versus_full`'s numbers."""
     timing = found["speedup_vs_full_forwards"]
+    spread = f"{min(timing['ratios']):.2f}–{max(timing['ratios']):.2f}"
     return (str(found["heads"]),
             f"{timing['median_s_first'] * 1000:.0f} ms",
             f"{timing['median_s_second'] * 1000:.0f} ms",
-            f"{timing['median_ratio']:.2f}× ({min(timing['ratios']):.2f}–{max(timing['ratios']):.2f})",
+            f"{timing['median_ratio']:.2f}× ({spread})",
             f"{found['ideal_speedup']:.2f}×",
             f"{100 * found['fraction_of_ideal']:.0f}%",
             f"{found['ideal_with_lm_head']:.2f}×",
@@ -78,12 +82,12 @@ def measure(*, quick: bool) -> StudyResult:
                                            heads=heads, trunk=TRUNK))
     return StudyResult(
         name=NAME, description=DESCRIPTION, status="ok",
-        settings=(f"Llama hidden {SHAPE['hidden_size']}, intermediate {SHAPE['intermediate_size']}, "
-                  f"{SHAPE['num_hidden_layers']} layers, vocabulary {settings.vocab}; batch "
-                  f"{settings.batch} × {settings.seq} tokens; N = {', '.join(map(str, HEAD_COUNTS))}; "
-                  f"{settings.repeats} repetitions (order alternating)"),
-        columns=("heads N", "N unsplit forwards", "one Hydra forward", "speed-up (min–max)",
-                 "ideal (layers)", "of ideal", "ideal incl. lm_head", "of that ideal"),
+        settings=(f"random Llama (hidden {SHAPE['hidden_size']}, intermediate "
+                  f"{SHAPE['intermediate_size']}, {SHAPE['num_hidden_layers']} layers, vocabulary "
+                  f"{settings.vocab}); batch {settings.batch} × {settings.seq} tokens; "
+                  f"N = {', '.join(map(str, HEAD_COUNTS))}; {settings.repeats} repetitions "
+                  "(order alternating)"),
+        columns=COLUMNS,
         rows=tuple(row_cells(f) for f in found),
         raw={"settings": attrs.asdict(settings), "trunk": TRUNK, "by_heads": found},
         verdicts=tuple(verdict(f) for f in found if f["heads"] > 1))

@@ -49,7 +49,7 @@ def measure(*, quick: bool) -> StudyResult:
         columns += [f"peak RSS, {count} samples", "results", "peak less results"]
     return StudyResult(
         name=NAME, description=DESCRIPTION, status="ok",
-        settings=(f"random Llama (hidden 512, 8 layers), N = {small} and 10N = {large} samples of "
+        settings=(f"{bench_runtime.describe_model()}, N = {small} and 10N = {large} samples of "
                   f"up to {settings.memory_max_length} tokens, batch {bench_runtime.BATCH_SIZE}; "
                   "one fresh `expc run` per cell"),
         columns=(*columns, "growth N → 10N"),

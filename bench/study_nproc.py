@@ -20,6 +20,8 @@ DESCRIPTION = ("`expc run` throughput with 1 process (2 threads, 1 thread) again
 FULL = attrs.evolve(bench_runtime.FULL, samples=16, repetitions=2)
 QUICK = attrs.evolve(bench_runtime.QUICK, samples=8, repetitions=1)
 BASELINE = "1 process, 2 threads"
+COLUMNS = ("variant", "batch loop", "tokens/s (loop)", "command wall",
+           f"loop speed-up vs {BASELINE}", "wall speed-up")
 
 
 def _ratio(ratio: dict) -> str:
@@ -27,8 +29,8 @@ def _ratio(ratio: dict) -> str:
 
 
 def row_cells(name: str, row: dict, tokens: int) -> tuple[str, ...]:
-    return (name, f"{row['run_s']:.2f} s", f"{tokens / row['run_s']:,.0f}", f"{row['wall_s']:.2f} s",
-            _ratio(row["speedup_run"]), _ratio(row["speedup_wall"]))
+    return (name, f"{row['run_s']:.2f} s", f"{tokens / row['run_s']:,.0f}",
+            f"{row['wall_s']:.2f} s", _ratio(row["speedup_run"]), _ratio(row["speedup_wall"]))
 
 
 def measure(*, quick: bool) -> StudyResult:
@@ -38,11 +40,10 @@ def measure(*, quick: bool) -> StudyResult:
     tokens = found["tokens"]
     return StudyResult(
         name=NAME, description=DESCRIPTION, status="ok",
-        settings=(f"random Llama (hidden 512, 8 layers, 4 KV heads), {settings.samples} samples of "
+        settings=(f"{bench_runtime.describe_model()}, {settings.samples} samples of "
                   f"{bench_runtime.MIN_LENGTH}–{bench_runtime.MAX_LENGTH} random tokens "
                   f"({tokens:,} tokens), batch {bench_runtime.BATCH_SIZE}, `resid_out[*]` mean; "
                   f"{settings.repetitions} repetitions"),
-        columns=("variant", "batch loop", "tokens/s (loop)", "command wall",
-                 f"loop speed-up vs {BASELINE}", "wall speed-up"),
+        columns=COLUMNS,
         rows=tuple(row_cells(name, row, tokens) for name, row in found["rows"].items()),
         raw=found)

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 import bench.__main__ as bench_main
-from bench import study_check_time, study_compile_time, study_hydra, study_memory
+from bench import study_check_time, study_compile_time, study_hydra, study_memory, study_nproc
 from bench.bench_check import generated_spec, time_check
 from bench.bench_model import ideal_speedup
 from bench.bench_runtime import memory_growth
@@ -212,6 +212,36 @@ def test_hydra_verdict_is_met_from_ninety_percent_of_the_ideal():
     assert missed.met is False and "89%" in missed.measured
     row = study_hydra.row_cells(_hydra_numbers(4, 1.5))
     assert row[:4] == ("4", "800 ms", "500 ms", "1.50× (1.50–1.50)")
+    assert len(row) == len(study_hydra.COLUMNS)
+
+
+def test_nproc_rows_give_tokens_per_second_of_the_batch_loop():
+    ratio = {"median": 1.25, "min": 1.0, "max": 1.5}
+    row = study_nproc.row_cells("--nproc 2, 1 thread each",
+                                {"run_s": 2.0, "wall_s": 9.0, "speedup_run": ratio,
+                                 "speedup_wall": ratio}, tokens=3000)
+    assert row == ("--nproc 2, 1 thread each", "2.00 s", "1,500", "9.00 s", "1.25× (1.00–1.50)",
+                   "1.25× (1.00–1.50)")
+    assert len(row) == len(study_nproc.COLUMNS)
+
+
+def test_compile_time_study_on_small_models(monkeypatch):
+    monkeypatch.setitem(study_compile_time.LAYERS, "quick", (1, 2))
+    monkeypatch.setitem(study_compile_time.REPEATS, "quick", 1)
+    result = study_compile_time.measure(quick=True)
+    assert [row[0] for row in result.rows] == ["1", "2"]
+    assert all(len(row) == len(result.columns) for row in result.rows)
+    assert set(result.raw["by_layers"]) == {1, 2} and result.verdicts == ()
+    assert "growth exponent" in result.note
+
+
+def test_check_time_study_checks_without_torch(monkeypatch):
+    monkeypatch.setattr(study_check_time, "SIZES", (50,))
+    monkeypatch.setitem(study_check_time.REPEATS, "quick", 1)
+    result = study_check_time.measure(quick=True)
+    assert len(result.rows) == 2 and all(len(r) == len(result.columns) for r in result.rows)
+    assert result.raw["torch_imported_by_check"] is False
+    assert [v.met for v in result.verdicts][-1] is True
 
 
 def test_compile_growth_exponent_reads_linear_and_quadratic_growth():
