@@ -19,6 +19,7 @@ from expc.report.run_folder import open_run_folder
 from expc.report.section_attention import attention_section
 from expc.report.section_captures import captures_section
 from expc.report.section_importance import importance_section
+from expc.report.section_model_wide import model_wide_section
 from expc.report.section_run import run_section
 from expc.report.summary import render_summary
 
@@ -70,8 +71,9 @@ def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     started = time.perf_counter()
     folder = open_run_folder(run_dir)
     importance, candidates = importance_section(folder)
-    sections = [s for s in (run_section(folder), captures_section(folder), importance,
-                            attention_section(folder)) if s is not None]
+    sections = [s for s in (run_section(folder), captures_section(folder),
+                            model_wide_section(folder), importance, attention_section(folder))
+                if s is not None]
     titles = tuple(s.title for s in sections)
     page = render_page(title=folder.title, status=folder.status, sections=sections)
     summary = render_summary(folder, sections=titles, candidates=candidates)

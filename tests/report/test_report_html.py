@@ -61,18 +61,19 @@ def test_complete_run_has_every_section_each_with_its_figures(complete, page_par
     run, files, html, _ = complete
     assert files.html == run / "report.html" and files.summary == run / "summary.md"
     page = page_parser(html)
-    # run: Hydra diagram; captures: norms, cosine, head disagreement;
-    # importance: one per metric; attention: full pattern and per-key profile
-    assert page.sections == {"run": 1, "captures": 3, "importance": len(METRICS),
-                             "attention": 2}
-    assert files.sections == ("Run", "Captures", "Importance", "Attention patterns")
+    # run: Hydra diagram; captures: norms, cosine, head disagreement; model-wide: embed and
+    # final_norm; importance: one per metric; attention: full pattern and per-key profile
+    assert page.sections == {"run": 1, "captures": 3, "model-wide": 2,
+                             "importance": len(METRICS), "attention": 2}
+    assert files.sections == ("Run", "Captures", "Model-wide captures", "Importance",
+                              "Attention patterns")
     assert page.scripts == 0
 
 
 def test_every_figure_is_inline_svg_without_external_references(complete, page_parser):
     html = complete[2]
     figures = re.findall(r"<figure>(.*?)</figure>", html, flags=re.DOTALL)
-    assert len(figures) == 11 and all(f.startswith("<svg") for f in figures)
+    assert len(figures) == 13 and all(f.startswith("<svg") for f in figures)
     assert all(u.startswith(("#", "data:")) for u in page_parser(html).urls)
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html
 
@@ -149,8 +150,9 @@ def test_run_without_hydra_split_draws_one_path(write_run, tmp_path, page_parser
     run = write_run(tmp_path / "run", trunk=4, heads=1, edit=captures_only)
     html, _, titles = build_report(run)
     assert "no Hydra split" in html
-    assert page_parser(html).sections == {"run": 1, "captures": 2, "attention": 2}
-    assert titles == ("Run", "Captures", "Attention patterns")
+    assert page_parser(html).sections == {"run": 1, "captures": 2, "model-wide": 2,
+                                          "attention": 2}
+    assert titles == ("Run", "Captures", "Model-wide captures", "Attention patterns")
 
 
 def test_summary_lists_status_model_and_candidates(complete):

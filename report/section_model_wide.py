@@ -1,0 +1,132 @@
+"""The model-wide section: what `embed`, `final_norm` and `logits` captures look like over
+the run's samples.
+
+Each family (capture name + aggregation) gets one figure: for `embed` and `final_norm` the
+distribution over samples of each sample's L2 norm, for `logits` the distribution of each
+sample's softmax entropy (with the uniform distribution's `ln V` marked). Hydra heads are
+overlaid in their `head_color`s on shared bins. A `dataset_mean` has one value per head and is
+drawn as bars. Beside each figure, a table of the numbers (per head: count, mean, std, min,
+median, max) and, for logits, the most frequent argmax token ids with their counts, heads
+side by side (token text is not in the run folder; ids are).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
+from expc.report.html_parts import Section, figure, fmt_number, table
+from expc.report.model_wide_stats import ModelWideCapture, ModelWideFamily, model_wide_families
+from expc.report.run_folder import RunFolder
+
+MAX_BINS = 30
+MIN_BINS = 5
+
+
+def _color(member: ModelWideCapture) -> str:
+    return TRUNK_COLOR if member.head is None else head_color(member.head)
+
+
+def _quantity(family: ModelWideFamily) -> str:
+    return "softmax entropy (nats)" if family.is_logits else "L2 norm"
+
+
+def _bin_edges(members: tuple[ModelWideCapture, ...]) -> torch.Tensor:
+    """Shared histogram edges over every member's values, `[bins + 1]`."""
+    values = torch.cat([m.values for m in members])  # [total]
+    low, high = float(values.min()), float(values.max())
+    if not high > low:  # one value (or all equal): a bin of width 1 around it
+        low, high = low - 0.5, high + 0.5
+    per_member = max(m.values.numel() for m in members)
+    bins = min(MAX_BINS, max(MIN_BINS, math.ceil(math.sqrt(per_member))))
+    return torch.linspace(low, high, bins + 1, dtype=torch.float64)
+
+
+def _histogram_svg(family: ModelWideFamily) -> str:
+    fig = new_figure(6.5, 2.8)
+    ax = fig.add_subplot()
+    edges = _bin_edges(family.members).tolist()
+    for member in family.members:
+        ax.hist(member.values.tolist(), bins=edges, histtype="step", linewidth=1.4,
+                color=_color(member),
+                label=f"{member.place} (mean {fmt_number(float(member.values.mean()), 4)})")
+    if family.is_logits:
+        vocab = family.members[0].vocab
+        ax.axvline(math.log(vocab), color="#999999", linestyle=":", linewidth=1,
+                   label=f"uniform: ln {vocab}")
+    ax.set_title(family.label)
+    ax.set_xlabel(_quantity(family))
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    return to_svg(fig)
+
+
+def _bars_svg(family: ModelWideFamily) -> str:
+    """A `dataset_mean` family: one value per member, as bars."""
+    fig = new_figure(max(3.0, 1.0 + 0.6 * len(family.members)), 2.6)
+    ax = fig.add_subplot()
+    places = [m.place for m in family.members]
+    ax.bar(places, [float(m.values[0]) for m in family.members],
+           color=[_color(m) for m in family.members])
+    ax.set_title(family.label)
+    ax.set_ylabel(_quantity(family))
+    return to_svg(fig)
+
+
+def _caption(family: ModelWideFamily) -> str:
+    if all(m.values.numel() == 1 for m in family.members):
+        per_head = ", per head" if len(family.members) > 1 else ""
+        return (f"{family.label}: {_quantity(family)} of the vector averaged over every "
+                f"token of the run{per_head}.")
+    what = ("each sample's softmax entropy" if family.is_logits
+            else "each sample's L2 norm")
+    overlaid = ", heads overlaid" if len(family.members) > 1 else ""
+    text = f"{family.label}: distribution over samples of {what}{overlaid}."
+    if any(m.per_token for m in family.members):
+        text += " Full capture: each token's value, averaged over the sample's real tokens."
+    return text
+
+
+def _numbers_table(family: ModelWideFamily) -> str:
+    rows = []
+    for m in family.members:
+        v = m.values
+        rows.append([m.key, v.numel(), fmt_number(float(v.mean())),
+                     fmt_number(float(v.std(unbiased=False))), fmt_number(float(v.min())),
+                     fmt_number(float(v.median())), fmt_number(float(v.max()))])
+    return table(["key", "samples", "mean", "std", "min", "median", "max"], rows)
+
+
+def _top_tokens_table(family: ModelWideFamily) -> str:
+    """Rank, then (token id, count) per member, side by side."""
+    depth = max(len(m.top_tokens) for m in family.members)
+    header = ["rank"] + [f"{m.place} {col}" for m in family.members for col in ("id", "count")]
+    rows = []
+    for rank in range(depth):
+        row: list[object] = [rank + 1]
+        for m in family.members:
+            row += list(m.top_tokens[rank]) if rank < len(m.top_tokens) else ["", ""]
+        rows.append(row)
+    unit = "tokens" if any(m.per_token for m in family.members) else "samples"
+    return (f"<p>Most frequent top-1 predicted token ids of {family.label} "
+            f"(count of {unit} whose logits peak at the id):</p>" + table(header, rows))
+
+
+def _family_html(family: ModelWideFamily) -> str:
+    single = all(m.values.numel() == 1 for m in family.members)
+    svg = _bars_svg(family) if single else _histogram_svg(family)
+    parts = [figure(svg, _caption(family)), _numbers_table(family)]
+    if family.is_logits:
+        parts.append(_top_tokens_table(family))
+    return "".join(parts)
+
+
+def model_wide_section(folder: RunFolder) -> Section | None:
+    """The model-wide section, or None when the run captured no embed/final_norm/logits."""
+    found = model_wide_families(folder)
+    if not found:
+        return None
+    return Section(anchor="model-wide", title="Model-wide captures",
+                   body="".join(_family_html(f) for f in found))
