@@ -86,16 +86,16 @@ def _section(html: str, anchor: str) -> str:
     return match.group(1)
 
 
-def _entropy_nats(logits: torch.Tensor) -> float:
-    """-sum p ln p of softmax(logits) for one `[V]` vector, written out."""
-    shifted = logits.double() - logits.double().max()
-    p = shifted.exp() / shifted.exp().sum()
-    p = p[p > 0]
-    return float(-(p * p.log()).sum())
+def _entropy_nats(logits: torch.Tensor) -> torch.Tensor:
+    """-sum p ln p of softmax(logits), written out, per row of `[M, V]` -> `[M]`."""
+    shifted = logits.double() - logits.double().max(dim=-1, keepdim=True).values
+    p = shifted.exp() / shifted.exp().sum(dim=-1, keepdim=True)
+    return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=-1)
 
 
-def _l2(vector: torch.Tensor) -> float:
-    return math.sqrt(float((vector.double() ** 2).sum()))
+def _l2(vectors: torch.Tensor) -> torch.Tensor:
+    """sqrt(sum x^2) per row of `[M, F]` -> `[M]`."""
+    return (vectors.double() ** 2).sum(dim=-1).sqrt()
 
 
 def _expected(folder: RunFolder, key: str, formula) -> list[float]:
@@ -103,15 +103,11 @@ def _expected(folder: RunFolder, key: str, formula) -> list[float]:
     masked tokens, or of the one `dataset_mean` vector."""
     value = folder.tensor(key)
     if value.dim() == 1:
-        return [formula(value)]
+        return formula(value[None]).tolist()
     if value.dim() == 2:
-        return [formula(row) for row in value]
+        return formula(value).tolist()
     mask = folder.tensor(key + ".mask")
-    out = []
-    for sample, keep in zip(value, mask):
-        per_token = [formula(token) for token, real in zip(sample, keep) if real]
-        out.append(sum(per_token) / len(per_token))
-    return out
+    return [float(formula(sample[keep]).mean()) for sample, keep in zip(value, mask)]
 
 
 def _by_label(folder: RunFolder) -> dict:
