@@ -43,11 +43,12 @@ median over repetitions (with the smallest and largest ratio).
   precision with a hand-written masked mean; for metrics, its `channel_contribution` /
   `kv_head_contribution` scores against the same formulas written out in float64. Tools
   that disagree beyond float32 rounding (~1e-6 relative) are a finding, not noise.
-- **Machine load**: each workload shows the machine's load average while it ran. Above ~2 on
-  this 2-core machine, other processes compete for the cores, and a 2-thread torch op stalls
+- **Machine load**: each workload and study shows the machine's load average while it ran.
+  Above ~2 on this 2-core machine, other processes compete for the cores, and a 2-thread torch op stalls
   whenever one of its threads is descheduled: times inflate several-fold and single
   repetitions swing widely (see the min–max spread). Trust only large ratio gaps from such a
-  run, and re-run on an idle machine (`--append --workloads NAME` re-measures one workload).
+  run, and re-run on an idle machine (`--append --workloads NAME --no-studies` re-measures
+  one workload, `--append --no-workloads --studies NAME` one study).
 """
 
 
