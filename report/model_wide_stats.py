@@ -18,6 +18,7 @@ from __future__ import annotations
 import attrs
 import torch
 
+from expc.report import run_folder
 from expc.report.capture_slices import masked_slices
 from expc.report.capture_stats import capture_site
 from expc.report.keys import MODEL_WIDE_SITES, KeyInfo, parse_key
@@ -74,6 +75,17 @@ def token_entropies(value: torch.Tensor) -> torch.Tensor:
     return torch.special.entr(probabilities).sum(dim=-1)  # -p ln p, 0 where p = 0
 
 
+def blockwise(statistic, value: torch.Tensor) -> torch.Tensor:
+    """`statistic` of every vector of `value` `[..., F] -> [...]`, computed on blocks of about
+    `run_folder.CHUNK_ELEMENTS` values, so its float64 temporaries stay bounded even when one
+    sample's slice (`[S, V]` logits) is large."""
+    flat = value.reshape(-1, value.shape[-1])  # [M, F]
+    rows = max(1, run_folder.CHUNK_ELEMENTS // max(1, value.shape[-1]))
+    parts = [statistic(flat[start:start + rows]) for start in range(0, flat.shape[0], rows)]
+    joined = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)  # [M]
+    return joined.reshape(value.shape[:-1])
+
+
 def per_sample(statistic: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """A statistic of a slice as one value per sample: `[n, S]` (full) averaged over each
     row's masked tokens, `[n]` as is, a scalar (dataset_mean) as `[1]`."""
@@ -110,7 +122,7 @@ def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | 
     statistic = token_entropies if logits else token_norms
     values, counts = [], torch.zeros(shape[-1], dtype=torch.int64)
     for value, mask in masked_slices(folder, info.key):
-        values.append(per_sample(statistic(value), mask))
+        values.append(per_sample(blockwise(statistic, value), mask))
         if logits:
             counts += argmax_counts(value, mask)
     joined = torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
