@@ -6,7 +6,8 @@ For `embed` and `final_norm` the value is the L2 norm of the sample's captured v
 logits' argmax is counted per token id (the most frequent top predictions). A `full`
 capture `[N, S, F]` gets the value of every token, averaged over the sample's masked tokens
 (and every masked token's argmax is counted); `mean`/`sum`/`max` captures `[N, F]` have one
-vector per sample; a `dataset_mean` `[F]` is a single vector, so a single value.
+vector per sample; a `dataset_mean` `[F]` is a single vector, so a single value (and its
+highest logits stand in for the argmax counts).
 
 Captures are read a slice of samples at a time (`capture_slices.masked_slices`): full logits
 `[N, S, V]` are never held whole. Captures with the same name and aggregation form a family,
@@ -36,7 +37,8 @@ class ModelWideCapture:
     head: int | None  # Hydra head; None in the trunk or without a split
     values: torch.Tensor  # [N] float64 (norm or entropy); [1] for a dataset_mean
     per_token: bool  # a `full` capture: each value is a mean over the sample's masked tokens
-    top_tokens: tuple[tuple[int, int], ...] = ()  # logits: (token id, argmax count), most first
+    top_tokens: tuple[tuple[int, int | float], ...] = ()  # logits: (token id, score), best first
+    top_by: str = ""  # logits: the score, "count" (of argmax) or "mean logit" (dataset_mean)
     vocab: int | None = None  # logits: the vocabulary size
 
     @property
@@ -108,10 +110,20 @@ def argmax_counts(value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return torch.bincount(ids.reshape(-1), minlength=value.shape[-1])
 
 
+def _ranked(scores: torch.Tensor, k: int) -> list[int]:
+    """The ids of the `k` highest scores `[V]`, ties by ascending id."""
+    return torch.sort(scores, descending=True, stable=True).indices[:k].tolist()
+
+
 def most_frequent(counts: torch.Tensor, k: int = TOP_TOKENS) -> tuple[tuple[int, int], ...]:
-    """The `k` ids with the highest nonzero counts, ties by ascending id."""
-    order = torch.sort(counts, descending=True, stable=True).indices[:k]
-    return tuple((int(i), int(counts[i])) for i in order if counts[i] > 0)
+    """The `k` ids with the highest nonzero counts `[V]`, ties by ascending id."""
+    return tuple((i, int(counts[i])) for i in _ranked(counts, k) if counts[i] > 0)
+
+
+def highest_logits(logits: torch.Tensor,
+                   k: int = TOP_TOKENS) -> tuple[tuple[int, float], ...]:
+    """The `k` ids with the highest logits `[V]` (a `dataset_mean`), ties by ascending id."""
+    return tuple((i, float(logits[i])) for i in _ranked(logits.double(), k))
 
 
 def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | None:
@@ -120,18 +132,24 @@ def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | 
         return None
     logits = site in LOGIT_SITES
     statistic = token_entropies if logits else token_norms
-    values, counts = [], torch.zeros(shape[-1], dtype=torch.int64)
+    single = len(shape) == 1  # dataset_mean: the one averaged vector
+    values, counts, top = [], torch.zeros(shape[-1], dtype=torch.int64), ()
     for value, mask in masked_slices(folder, info.key):
         values.append(per_sample(blockwise(statistic, value), mask))
-        if logits:
+        if logits and single:
+            top = highest_logits(value)
+        elif logits:
             counts += argmax_counts(value, mask)
     joined = torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
     if joined.numel() == 0:
         return None
+    if not logits:
+        return ModelWideCapture(key=info.key, head=info.head, values=joined,
+                                per_token=len(shape) == 3)
     return ModelWideCapture(key=info.key, head=info.head, values=joined,
-                            per_token=len(shape) == 3,
-                            top_tokens=most_frequent(counts) if logits else (),
-                            vocab=shape[-1] if logits else None)
+                            per_token=len(shape) == 3, vocab=shape[-1],
+                            top_tokens=top if single else most_frequent(counts),
+                            top_by="mean logit" if single else "count")
 
 
 def _is_model_wide(folder: RunFolder, info: KeyInfo) -> bool:

@@ -6,8 +6,9 @@ distribution over samples of each sample's L2 norm, for `logits` the distributio
 sample's softmax entropy (with the uniform distribution's `ln V` marked). Hydra heads are
 overlaid in their `head_color`s on shared bins. A `dataset_mean` has one value per head and is
 drawn as bars. Beside each figure, a table of the numbers (per head: count, mean, std, min,
-median, max) and, for logits, the most frequent argmax token ids with their counts, heads
-side by side (token text is not in the run folder; ids are).
+median, max) and, for logits, the most frequent argmax token ids with their counts (for a
+`dataset_mean`, the ids of the highest averaged logits), heads side by side (token text is
+not in the run folder; ids are).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import torch
 
 from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
-from expc.report.html_parts import Section, figure, fmt_number, table
+from expc.report.html_parts import Section, esc, figure, fmt_number, table
 from expc.report.model_wide_stats import ModelWideCapture, ModelWideFamily, model_wide_families
 from expc.report.run_folder import RunFolder
 
@@ -44,6 +45,12 @@ def _bin_edges(members: tuple[ModelWideCapture, ...]) -> torch.Tensor:
     return torch.linspace(low, high, bins + 1, dtype=torch.float64)
 
 
+def _uniform_line(ax, vocab: int) -> None:
+    """The entropy of the uniform distribution over the vocabulary, the largest possible."""
+    ax.axvline(math.log(vocab), color="#999999", linestyle=":", linewidth=1,
+               label=f"uniform: ln {vocab}")
+
+
 def _histogram_svg(family: ModelWideFamily) -> str:
     fig = new_figure(6.5, 2.8)
     ax = fig.add_subplot()
@@ -53,9 +60,7 @@ def _histogram_svg(family: ModelWideFamily) -> str:
                 color=_color(member),
                 label=f"{member.place} (mean {fmt_number(float(member.values.mean()), 4)})")
     if family.is_logits:
-        vocab = family.members[0].vocab
-        ax.axvline(math.log(vocab), color="#999999", linestyle=":", linewidth=1,
-                   label=f"uniform: ln {vocab}")
+        _uniform_line(ax, family.members[0].vocab)
     ax.set_title(family.label)
     ax.set_xlabel(_quantity(family))
     ax.set_ylabel("samples")
@@ -64,14 +69,21 @@ def _histogram_svg(family: ModelWideFamily) -> str:
 
 
 def _bars_svg(family: ModelWideFamily) -> str:
-    """A `dataset_mean` family: one value per member, as bars."""
-    fig = new_figure(max(3.0, 1.0 + 0.6 * len(family.members)), 2.6)
+    """A `dataset_mean` family: one value per member, as horizontal bars."""
+    members = family.members
+    fig = new_figure(6.5, 1.3 + 0.3 * len(members), left=1.0)
     ax = fig.add_subplot()
-    places = [m.place for m in family.members]
-    ax.bar(places, [float(m.values[0]) for m in family.members],
-           color=[_color(m) for m in family.members])
+    positions = list(range(len(members)))
+    ax.barh(positions, [float(m.values[0]) for m in members], height=0.6,
+            color=[_color(m) for m in members])
+    ax.set_yticks(positions, [m.place for m in members])
+    ax.invert_yaxis()  # first member on top
+    xlabel = _quantity(family)
+    if family.is_logits:
+        _uniform_line(ax, members[0].vocab)
+        xlabel += f"; dotted: uniform, ln {members[0].vocab}"
     ax.set_title(family.label)
-    ax.set_ylabel(_quantity(family))
+    ax.set_xlabel(xlabel)
     return to_svg(fig)
 
 
@@ -100,18 +112,25 @@ def _numbers_table(family: ModelWideFamily) -> str:
 
 
 def _top_tokens_table(family: ModelWideFamily) -> str:
-    """Rank, then (token id, count) per member, side by side."""
-    depth = max(len(m.top_tokens) for m in family.members)
-    header = ["rank"] + [f"{m.place} {col}" for m in family.members for col in ("id", "count")]
+    """Rank, then (token id, score) per member, side by side."""
+    members = family.members
+    by = members[0].top_by
+    depth = max(len(m.top_tokens) for m in members)
+    header = ["rank"] + [f"{m.place} {col}" for m in members for col in ("id", by)]
     rows = []
     for rank in range(depth):
         row: list[object] = [rank + 1]
-        for m in family.members:
-            row += list(m.top_tokens[rank]) if rank < len(m.top_tokens) else ["", ""]
+        for m in members:
+            token, score = m.top_tokens[rank] if rank < len(m.top_tokens) else ("", None)
+            row += [token, fmt_number(score)]
         rows.append(row)
-    unit = "tokens" if any(m.per_token for m in family.members) else "samples"
-    return (f"<p>Most frequent top-1 predicted token ids of {family.label} "
-            f"(count of {unit} whose logits peak at the id):</p>" + table(header, rows))
+    if by == "count":
+        unit = "tokens" if any(m.per_token for m in members) else "samples"
+        intro = (f"Most frequent top-1 predicted token ids of {family.label} (count of "
+                 f"{unit} whose logits peak at the id):")
+    else:
+        intro = f"Token ids with the highest {by} in {family.label}:"
+    return f"<p>{esc(intro)}</p>" + table(header, rows)
 
 
 def _family_html(family: ModelWideFamily) -> str:

@@ -179,7 +179,12 @@ def test_top_tokens_are_the_most_frequent_argmax_ids(hydra_run):
                 rows = list(value)
             counts = Counter(int(row.argmax()) for row in rows)
             expected = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:10]
-            assert list(member.top_tokens) == expected
+            assert list(member.top_tokens) == expected and member.top_by == "count"
+    for member in found["logits_mean (dataset_mean, mask attention)"].members:
+        averaged = folder.tensor(member.key).tolist()  # [V]
+        expected = sorted(enumerate(averaged), key=lambda item: (-item[1], item[0]))[:10]
+        assert list(member.top_tokens) == expected
+        assert member.top_by == "mean logit"
 
 
 def test_hydra_heads_each_get_their_line_in_their_color(hydra_run, hydra_report):
