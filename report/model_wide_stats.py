@@ -37,6 +37,7 @@ class ModelWideCapture:
     head: int | None  # Hydra head; None in the trunk or without a split
     values: torch.Tensor  # [N] float64 (norm or entropy); [1] for a dataset_mean
     per_token: bool  # a `full` capture: each value is a mean over the sample's masked tokens
+    whole_run: bool  # a `dataset_mean`: one vector for the whole run, so one value
     top_tokens: tuple[tuple[int, int | float], ...] = ()  # logits: (token id, score), best first
     top_by: str = ""  # logits: the score, "count" (of argmax) or "mean logit" (dataset_mean)
     vocab: int | None = None  # logits: the vocabulary size
@@ -64,6 +65,11 @@ class ModelWideFamily:
     @property
     def is_logits(self) -> bool:
         return self.site in LOGIT_SITES
+
+    @property
+    def whole_run(self) -> bool:
+        """A `dataset_mean` family: one value per member, no distribution over samples."""
+        return all(m.whole_run for m in self.members)
 
 
 def token_norms(value: torch.Tensor) -> torch.Tensor:
@@ -132,7 +138,7 @@ def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | 
         return None
     logits = site in LOGIT_SITES
     statistic = token_entropies if logits else token_norms
-    single = len(shape) == 1  # dataset_mean: the one averaged vector
+    single = len(shape) == 1  # dataset_mean: one vector for the whole run
     values, counts, top = [], torch.zeros(shape[-1], dtype=torch.int64), ()
     for value, mask in masked_slices(folder, info.key):
         values.append(per_sample(blockwise(statistic, value), mask))
@@ -145,9 +151,9 @@ def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | 
         return None
     if not logits:
         return ModelWideCapture(key=info.key, head=info.head, values=joined,
-                                per_token=len(shape) == 3)
+                                per_token=len(shape) == 3, whole_run=single)
     return ModelWideCapture(key=info.key, head=info.head, values=joined,
-                            per_token=len(shape) == 3, vocab=shape[-1],
+                            per_token=len(shape) == 3, whole_run=single, vocab=shape[-1],
                             top_tokens=top if single else most_frequent(counts),
                             top_by="mean logit" if single else "count")
 

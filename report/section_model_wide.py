@@ -58,7 +58,7 @@ def _histogram_svg(family: ModelWideFamily) -> str:
     for member in family.members:
         ax.hist(member.values.tolist(), bins=edges, histtype="step", linewidth=1.4,
                 color=_color(member),
-                label=f"{member.place} (mean {fmt_number(float(member.values.mean()), 4)})")
+                label=f"{member.place} (mean {fmt_number(float(member.values.mean()))})")
     if family.is_logits:
         _uniform_line(ax, family.members[0].vocab)
     ax.set_title(family.label)
@@ -88,7 +88,7 @@ def _bars_svg(family: ModelWideFamily) -> str:
 
 
 def _caption(family: ModelWideFamily) -> str:
-    if all(m.values.numel() == 1 for m in family.members):
+    if family.whole_run:
         per_head = ", per head" if len(family.members) > 1 else ""
         return (f"{family.label}: {_quantity(family)} of the vector averaged over every "
                 f"token of the run{per_head}.")
@@ -134,8 +134,7 @@ def _top_tokens_table(family: ModelWideFamily) -> str:
 
 
 def _family_html(family: ModelWideFamily) -> str:
-    single = all(m.values.numel() == 1 for m in family.members)
-    svg = _bars_svg(family) if single else _histogram_svg(family)
+    svg = _bars_svg(family) if family.whole_run else _histogram_svg(family)
     parts = [figure(svg, _caption(family)), _numbers_table(family)]
     if family.is_logits:
         parts.append(_top_tokens_table(family))

@@ -159,7 +159,7 @@ def test_entropies_equal_the_formula_on_the_stored_tensors(hydra_run):
         assert [m.head for m in family.members] == [0, 1]
         for member in family.members:
             expected = _expected(folder, member.key, _entropy_nats)
-            assert len(expected) == samples
+            assert len(expected) == samples and member.whole_run == (samples == 1)
             assert member.values.tolist() == pytest.approx(expected, rel=1e-9)
             assert all(0 <= h <= math.log(member.vocab) + 1e-9 for h in expected)
 
