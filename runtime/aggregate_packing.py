@@ -31,3 +31,57 @@ def padded_cat(chunks: Sequence[torch.Tensor]) -> torch.Tensor:
     longest = [max(sizes) for sizes in zip(*(chunk.shape for chunk in chunks))]
     device = chunks[-1].device
     return torch.cat([pad_to(chunk.to(device), longest) for chunk in chunks])
+
+
+BLOCK_BYTES = 4 * 1024 * 1024  # one row block's size, whatever the row width
+
+
+class RowBlocks:
+    """Rows `[b, *F]` appended batch after batch, stored in a few large blocks.
+
+    Why not one tensor per batch: those small, long-lived tensors land between each batch's
+    short-lived activations, and the heap cannot reuse the gaps they split. The runtime
+    benchmark's `mean` run over 10x the data grew by ~2.7x the rows it kept. A block holds
+    `BLOCK_BYTES` of rows (at least one batch's); rows of another shape, dtype or device start
+    a new block, and `packed()` joins the blocks as `padded_cat` does.
+    """
+
+    def __init__(self, *, block_bytes: int = BLOCK_BYTES):
+        self._block_bytes = block_bytes
+        self._blocks: list[torch.Tensor] = []  # each [capacity, *F]; the last may have room
+        self._filled = 0  # rows used in the last block
+
+    def __len__(self) -> int:
+        """Rows appended (or loaded) so far."""
+        return sum(len(block) for block in self._blocks[:-1]) + self._filled
+
+    def append(self, rows: torch.Tensor) -> None:
+        last = self._blocks[-1] if self._blocks else None
+        fits = (last is not None and last.shape[1:] == rows.shape[1:] and last.dtype == rows.dtype
+                and last.device == rows.device and self._filled + len(rows) <= len(last))
+        if not fits:
+            self._seal()
+            row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
+            capacity = max(len(rows), self._block_bytes // row_bytes)
+            self._blocks.append(rows.new_empty((capacity, *rows.shape[1:])))
+            self._filled = 0
+        self._blocks[-1][self._filled:self._filled + len(rows)] = rows
+        self._filled += len(rows)
+
+    def packed(self) -> torch.Tensor | None:
+        """Every row in one tensor (`[N, *F]`, trailing dims zero-padded), None if empty."""
+        self._seal()
+        if len(self._blocks) > 1:
+            self.replace(padded_cat(self._blocks))
+        return self._blocks[0] if self._blocks else None
+
+    def replace(self, rows: torch.Tensor | None) -> None:
+        """Hold exactly `rows` (None: nothing), e.g. a loaded or merged state."""
+        self._blocks = [] if rows is None else [rows]
+        self._filled = 0 if rows is None else len(rows)
+
+    def _seal(self) -> None:
+        """Cut the last block to its filled rows (the untouched tail is never resident)."""
+        if self._blocks and self._filled < len(self._blocks[-1]):
+            self._blocks[-1] = self._blocks[-1][: self._filled]
+        self._filled = len(self._blocks[-1]) if self._blocks else 0

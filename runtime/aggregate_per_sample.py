@@ -1,9 +1,10 @@
 """`mean`, `sum` and `max` over each sample's selected tokens: `[B, S, *F]` -> `[B, *F]` at once.
 
 Reducing eagerly (after d9d's hidden-states aggregator) keeps memory flat in sequence length:
-only one row per sample is ever stored. Rows from successive batches are kept as chunks and
-concatenated (zero-padded when trailing dims differ, e.g. attention patterns' key length)
-the first time the result, a snapshot or the state is asked for.
+only one row per sample is ever stored. Rows from successive batches go into large row
+blocks (`RowBlocks`: flat in data size too, no heap left in shreds) and are joined (zero-padded
+when trailing dims differ, e.g. attention patterns' key length) the first time the result, a
+snapshot or the state is asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from expc.runtime.aggregate_base import Aggregator
-from expc.runtime.aggregate_packing import padded_cat
+from expc.runtime.aggregate_packing import RowBlocks, padded_cat
 from expc.runtime.token_sums import broadcast_rows, sum_selected
 
 REDUCTIONS = ("mean", "sum", "max")
@@ -28,7 +29,7 @@ class PerSampleAggregator(Aggregator):
             raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
         super().__init__(mask=mask, field=field, eager_checks=eager_checks)
         self.mode = reduction
-        self._chunks: list[torch.Tensor] = []  # each [B, *F]
+        self._rows = RowBlocks()  # [N, *F] so far
 
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
                       counts: torch.Tensor) -> None:
@@ -40,15 +41,13 @@ class PerSampleAggregator(Aggregator):
             if self.mode == "mean":
                 # clamp: an empty row is reported by the guard, never divided by zero
                 row = row / counts.clamp(min=1).view(-1, *([1] * (row.dim() - 1)))
-        self._chunks.append(row)
+        self._rows.append(row)
 
     def _packed(self) -> torch.Tensor | None:
-        if len(self._chunks) > 1:
-            self._chunks = [padded_cat(self._chunks)]
-        return self._chunks[0] if self._chunks else None
+        return self._rows.packed()
 
     def _empty(self) -> bool:
-        return not self._chunks
+        return len(self._rows) == 0
 
     def _result(self) -> dict[str, torch.Tensor]:
         packed = self._packed()
@@ -63,10 +62,10 @@ class PerSampleAggregator(Aggregator):
         return {} if packed is None else {"values": packed}
 
     def _load(self, state: Mapping[str, torch.Tensor]) -> None:
-        self._chunks = [state["values"]] if "values" in state else []
+        self._rows.replace(state.get("values"))
 
     def _merge(self, other: Aggregator) -> None:
         assert isinstance(other, PerSampleAggregator)
-        packed = other._packed()
-        if packed is not None:
-            self._chunks.append(packed)
+        mine, theirs = self._packed(), other._packed()
+        if theirs is not None:
+            self._rows.replace(theirs if mine is None else padded_cat([mine, theirs]))
