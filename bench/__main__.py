@@ -6,17 +6,25 @@ those rows say so and the rest still runs. The suite is the workloads (expc agai
 peer tools) and then the component studies (`bench/studies.py`); `--workloads`/`--studies`
 pick some, `--no-workloads`/`--no-studies` none, and `--append` keeps the rest from the
 existing results.json. `--quick` runs smaller workloads, fewer repetitions and each study's
-small settings (under two minutes); the full suite stays under ten.
+small settings and no memory probes (under two minutes); the full suite stays under ten.
+
+Every method runs with libgomp's `OMP_WAIT_POLICY=PASSIVE` (unless the environment sets a
+policy), as `expc run` does for itself: on this shared 2-core machine a spinning OpenMP wait
+makes a 2-thread op stall whenever another process holds a core (bench/bench_runtime.py's
+`threads` part), and it would hit whichever method happened to run then.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp; see above
 
 import argparse
 import datetime
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -67,7 +75,8 @@ def _commit() -> str:
 
 def describe_machine() -> dict[str, str]:
     machine = {
-        "CPU": f"{_cpu_model()}, {os.cpu_count()} cores visible, torch threads {TORCH_THREADS}",
+        "CPU": f"{_cpu_model()}, {os.cpu_count()} cores visible, torch threads {TORCH_THREADS}, "
+               f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}",
         "memory": _memory_total(),
         "OS": platform.platform(),
         "Python": platform.python_version(),
@@ -96,9 +105,8 @@ def _measure(name: str, *, quick: bool, memory: bool, repetitions: int) -> Workl
     result = attrs.evolve(result, load_average=f"{load_at_start} → {load_average()}")
     if memory:
         return result
-    # A memory probe is a fresh interpreter per method: --quick keeps only the first workload's.
-    return attrs.evolve(result, note="peak memory not measured in this run (`--no-memory`, "
-                                     "or `--quick` beyond the first workload)")
+    return attrs.evolve(result, note="peak memory not measured in this run (`--no-memory` or "
+                                     "`--quick`: a probe is a fresh interpreter per method)")
 
 
 @attrs.frozen(kw_only=True)
@@ -185,8 +193,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for name in args.workloads:
         workloads.append(_measure(name, quick=args.quick, repetitions=repetitions,
-                                  memory=not args.no_memory
-                                  and not (args.quick and name != args.workloads[0])))
+                                  memory=not (args.no_memory or args.quick)))
         write()
     for name in args.studies:
         studies.append(run_study(STUDIES[name], quick=args.quick))

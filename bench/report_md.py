@@ -170,10 +170,11 @@ def render_markdown(suite: SuiteResult, *, threads: int = 2) -> str:
     if suite.studies:
         sections += "\n## Component studies\n\n" + STUDIES_INTRO + "\n" + "\n".join(
             study_section(study) for study in suite.studies)
-    mode = "quick" if suite.quick else "full"
+    mode = ("quick suite: smaller workloads than their descriptions (see each Data line) and "
+            "studies, no memory probes" if suite.quick else "full suite")
     return f"""# Benchmarks
 
-Last measured {suite.date} ({mode} suite; the last command took {suite.seconds:.0f} s). Raw numbers: `bench/results.json`.
+Last measured {suite.date} ({mode}; the last command took {suite.seconds:.0f} s). Raw numbers: `bench/results.json`.
 
 ## Commands
 

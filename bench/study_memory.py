@@ -16,8 +16,8 @@ from bench.results import StudyResult, StudyVerdict
 NAME = "memory"
 DESCRIPTION = ("Peak RSS less results of `expc run` at N and 10N samples, `mean` against "
                "`full` aggregation of `resid_out[*]`")
-FULL = attrs.evolve(bench_runtime.FULL, memory_samples=(128, 1280), memory_max_length=8)
-QUICK = attrs.evolve(bench_runtime.QUICK, memory_samples=(32, 320), memory_max_length=8)
+FULL = attrs.evolve(bench_runtime.FULL, memory_samples=(256, 2560), memory_max_length=8)
+QUICK = attrs.evolve(bench_runtime.QUICK, memory_samples=(64, 640), memory_max_length=8)
 
 
 def row_cells(label: str, row: dict, samples: tuple[int, int]) -> tuple[str, ...]:

@@ -180,25 +180,30 @@ DESCRIPTIONS = {
 }
 
 
+def _compute_batches(quick: bool) -> tuple[Batch, ...]:
+    return random_batches(n_batches=1, batch_size=4 if quick else 8, seq_len=128 if quick else 256,
+                          seed=1)
+
+
 def _compute_bound(quick: bool) -> Workload:
-    return _decoder_workload("compute_bound", n_layers=8, layers=tuple(range(8)), batches=random_batches(
-        n_batches=1, batch_size=8, seq_len=256, seed=1))
+    return _decoder_workload("compute_bound", n_layers=8, layers=tuple(range(8)),
+                             batches=_compute_batches(quick))
 
 
 def _metrics(quick: bool) -> Workload:
-    return _decoder_workload("metrics", n_layers=8, layers=tuple(range(8)), batches=random_batches(
-        n_batches=1, batch_size=8, seq_len=256, seed=1),
-        metrics=(CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION))
+    return _decoder_workload("metrics", n_layers=8, layers=tuple(range(8)),
+                             batches=_compute_batches(quick),
+                             metrics=(CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION))
 
 
 def _latency_bound(quick: bool) -> Workload:
     return _decoder_workload("latency_bound", n_layers=8, layers=tuple(range(8)), batches=random_batches(
-        n_batches=50 if quick else 200, batch_size=1, seq_len=16, seed=2))
+        n_batches=25 if quick else 200, batch_size=1, seq_len=16, seed=2))
 
 
 def _deep_selective(quick: bool) -> Workload:
     return _decoder_workload("deep_selective", n_layers=32, layers=(1,), batches=random_batches(
-        n_batches=1, batch_size=4, seq_len=128, seed=3))
+        n_batches=1, batch_size=2 if quick else 4, seq_len=64 if quick else 128, seed=3))
 
 
 def _minilm(quick: bool) -> Workload:
