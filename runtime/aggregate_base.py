@@ -73,6 +73,13 @@ class Aggregator:
         self._guard.check()
         return self._result()
 
+    def take_result(self) -> dict[str, torch.Tensor]:
+        """`result()`, after which this state holds nothing: handing the tensors over instead
+        of copying them keeps a run's results in memory once at its finish."""
+        found = self.result()
+        self._load({})
+        return found
+
     def pack_with_snapshot(self, snapshot: Snapshot = None) -> dict[str, torch.Tensor] | None:
         """What was collected, combined after an earlier snapshot; None if nothing was."""
         self._guard.check()

@@ -10,7 +10,6 @@ a message telling how to resume.
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import signal
 import time
@@ -113,7 +112,7 @@ class _Loop:
 
     data: TokenizedData
     batches: BatchPlan
-    graph: torch.nn.Module | None  # None once the batches are done
+    graph: torch.nn.Module
     plan: Plan
     states: dict[str, object]
     context: BatchContext
@@ -266,10 +265,6 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
         except EmptyMaskError as exc:
             raise _empty_mask_error(exc, loop, number) from None
     seconds["run"] = elapsed + time.perf_counter() - t_run
-    # The graph's sinks hold the states (so do reference cycles left by fx's code generation):
-    # drop both, so the finish frees each state as it is turned into results.
-    loop.graph = None
-    gc.collect()
     if not world.is_main:
         return Results({})
     return _finish(experiment, loop, gathered, store=store, world=world, seconds=seconds,

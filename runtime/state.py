@@ -8,6 +8,8 @@ back in data order, each with the manifest description of docs/run-folder.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
@@ -70,19 +72,19 @@ def _metric_description(entry: MetricEntry, field: str) -> dict:
             "meaning": f"{entry.metric} {field} of {module}"}
 
 
-def collect_results(plan: Plan, states: dict[str, object], *, sample_index: torch.Tensor,
+def collect_results(plan: Plan, states: Mapping[str, object], *, sample_index: torch.Tensor,
                     token_count: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Every result tensor (contract keys, CPU, data order) and its manifest description.
 
     `sample_index` `[N]` names each collected row's sample in run order; `token_count` `[N]`
-    is given in data order. `states` is consumed: each state is dropped as soon as its
-    tensors are taken and the memory it held goes back to the OS, so the finish holds the
-    results once, not once in the states and again in data order.
+    is given in data order. Each capture state hands its tensors over (and is empty after),
+    and the memory its run-order rows held goes back to the OS before the next is taken, so
+    the finish holds the results once, not once in the states and again in data order.
     """
     tensors: dict[str, torch.Tensor] = {}
     descriptions: dict[str, dict] = {}
     for entry in plan.captures:
-        for suffix, tensor in states.pop(entry.key).result().items():
+        for suffix, tensor in states[entry.key].take_result().items():
             tensor = tensor.detach().cpu()
             if entry.mode in PER_SAMPLE_MODES:
                 tensor = restore_data_order(tensor, sample_index)
@@ -90,9 +92,9 @@ def collect_results(plan: Plan, states: dict[str, object], *, sample_index: torc
                 tensor = tensor.permute(0, 2, 1, 3)  # [N, S_q, A, S_k] -> [N, A, S_q, S_k]
             tensors[entry.key + suffix] = tensor.contiguous()
             descriptions[entry.key + suffix] = _capture_description(entry, suffix)
-        release_freed_memory()  # the state and its run-order rows are gone by now
+        release_freed_memory()  # the run-order rows are gone by now
     for entry in plan.metrics:
-        for field, tensor in states.pop(entry.key).to_dict().items():
+        for field, tensor in states[entry.key].to_dict().items():
             key = f"{entry.key}/{field}"
             tensors[key] = tensor.detach().cpu().contiguous()
             descriptions[key] = _metric_description(entry, field)

@@ -340,3 +340,18 @@ def test_fed_under_inference_mode_then_merged_and_finished_outside(mode):
         torch.testing.assert_close(first.result()[suffix], value, rtol=1e-12, atol=1e-12)
     for suffix, value in run(mode, "attention", data * 3).result().items():
         torch.testing.assert_close(restored.result()[suffix], value, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["mean", "sum", "max", "full", "dataset_mean"])
+def test_take_result_hands_the_tensors_over_and_leaves_the_state_empty(mode):
+    generator = torch.Generator().manual_seed(7)
+    taken, kept = create_aggregator(mode=mode), create_aggregator(mode=mode)
+    for lengths in ([3, 1], [2, 4]):
+        hidden, mask, _ = padded_batch(lengths, 4, left=False, generator=generator)
+        taken.add(hidden, attention_mask=mask)
+        kept.add(hidden, attention_mask=mask)
+    found = taken.take_result()
+    expected = kept.result()
+    assert found.keys() == expected.keys()
+    assert all(torch.equal(found[k], expected[k]) for k in expected)
+    assert taken.result() == {}  # nothing left behind to hold the results a second time
