@@ -43,6 +43,9 @@ from bench.workloads import BUILDERS, DESCRIPTIONS, REPO_ROOT, build_workload, u
 log = logging.getLogger("bench")
 
 REPETITIONS = {"full": 5, "quick": 3}
+# Each latency_bound repetition is already 200 calls, which average out per-call noise; three
+# of them keep the full suite under ten minutes.
+MAX_REPETITIONS = {"latency_bound": 3}
 PACKAGES = ("torch", "transformers", "transformer-lens", "nnsight", "expc")
 
 
@@ -192,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         return suite
 
     for name in args.workloads:
-        workloads.append(_measure(name, quick=args.quick, repetitions=repetitions,
+        workloads.append(_measure(name, quick=args.quick,
+                                  repetitions=args.repetitions or min(
+                                      repetitions, MAX_REPETITIONS.get(name, repetitions)),
                                   memory=not (args.no_memory or args.quick)))
         write()
     for name in args.studies:

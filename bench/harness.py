@@ -6,7 +6,7 @@ order rotated by one place per repetition (no method is always first or always a
 same neighbour), and its time is divided by the plain forward's time of the same
 repetition; the reported ratio is the median of those per-repetition ratios.
 
-Memory is measured in a fresh process per method (`bench.rss_probe`), since a process's
+Memory is measured in a fresh process per method (`bench.rss_probe`, two at a time), since a process's
 high-water mark only grows: the probe notes its RSS after imports and data, then loads and
 wraps the model and runs every batch, and reports the RSS after set-up and the peak RSS,
 both above that starting point.
@@ -19,6 +19,7 @@ outputs in float64, and on a workload with metrics the bench's own formulas
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import statistics
@@ -150,6 +151,25 @@ def probe_memory(workload_name: str, method_name: str, *, quick: bool) -> dict[s
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+PROBES_AT_ONCE = 2  # a probe is mostly single-threaded imports: two share the 2 cores well
+
+
+def probe_all(workload_name: str, method_names: Sequence[str], *, quick: bool,
+              ) -> dict[str, dict]:
+    """`probe_memory` for each method, `PROBES_AT_ONCE` processes at a time (a process's own
+    peak RSS does not depend on its neighbours); a failed probe gives {"error": why}."""
+
+    def probe(name: str) -> dict:
+        log.info("%s: memory probe for %s", workload_name, name)
+        try:
+            return probe_memory(workload_name, name, quick=quick)
+        except RuntimeError as exc:
+            return {"error": str(exc)}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=PROBES_AT_ONCE) as pool:
+        return dict(zip(method_names, pool.map(probe, method_names)))
+
+
 def _failure(exc: BaseException) -> str:
     log.debug("method failed:\n%s", "".join(traceback.format_exception(exc)))
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -190,16 +210,12 @@ def run_workload(workload: Workload, methods: Sequence[Method], *, repetitions: 
     ratios = paired_ratios(times)
     runners.clear()  # free the models before the memory probes
 
-    for method in methods:
-        if method.name in results:
-            continue
-        memory, note = {}, notes[method.name]
-        if measure_memory:
-            log.info("%s: memory probe for %s", workload.name, method.name)
-            try:
-                memory = probe_memory(workload.name, method.name, quick=quick)
-            except RuntimeError as exc:
-                note = "; ".join(filter(None, [note, str(exc)]))
+    measured = [method for method in methods if method.name not in results]
+    probes = (probe_all(workload.name, [method.name for method in measured], quick=quick)
+              if measure_memory else {})
+    for method in measured:
+        memory = probes.get(method.name, {})
+        note = "; ".join(filter(None, [notes[method.name], memory.pop("error", "")]))
         seconds = statistics.median(times[method.name])
         median_ratio, low, high = ratios[method.name]
         results[method.name] = MethodResult(
