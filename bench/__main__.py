@@ -8,23 +8,21 @@ pick some, `--no-workloads`/`--no-studies` none, and `--append` keeps the rest f
 existing results.json. `--quick` runs smaller workloads, fewer repetitions and each study's
 small settings and no memory probes (under two minutes); the full suite stays under ten.
 
-Every method runs with libgomp's `OMP_WAIT_POLICY=PASSIVE` (unless the environment sets a
-policy), as `expc run` does for itself: on this shared 2-core machine a spinning OpenMP wait
-makes a 2-thread op stall whenever another process holds a core (bench/bench_runtime.py's
-`threads` part), and it would hit whichever method happened to run then.
+Every method runs with the OpenMP wait policy of the environment (libgomp's default unless
+`OMP_WAIT_POLICY` is set; BENCHMARKS.md names it). The default spins, which is fastest on an
+idle machine — ~15% faster per call than PASSIVE in latency_bound — and stalls 2-thread ops
+when another process holds a core; on a shared machine run the suite with
+`OMP_WAIT_POLICY=PASSIVE` (what `expc run` sets for itself) and compare ratios, not times.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgomp; see above
 
 import argparse
 import datetime
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
