@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -145,7 +146,11 @@ def probe_memory(workload_name: str, method_name: str, *, quick: bool) -> dict[s
     command = [sys.executable, "-m", "bench.rss_probe", workload_name, method_name]
     if quick:
         command.append("--quick")
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    # Probes run side by side (`probe_all`): a spinning OpenMP wait would make them fight over
+    # the cores; the policy changes time, never a process's peak RSS.
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                          env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
