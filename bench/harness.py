@@ -2,9 +2,11 @@
 
 The machine is shared and noisy, so absolute times are context only; the headline number is
 the paired ratio. Within each repetition every method runs the whole workload once, in an
-order rotated by one place per repetition (no method is always first or always after the
-same neighbour), and its time is divided by the plain forward's time of the same
-repetition; the reported ratio is the median of those per-repetition ratios.
+order shuffled anew each repetition (seeded by its number, so reruns repeat it), and its
+time is divided by the plain forward's time of the same repetition; the reported ratio is
+the median of those per-repetition ratios. A shuffle, not a rotation: rotating keeps every
+method behind the same neighbour, and a neighbour that leaves the process's memory in some
+state (`expc run` in-process, a wrapper's caches) would then bias the one behind it.
 
 Memory is measured in a fresh process per method (`bench.rss_probe`, two at a time), since a process's
 high-water mark only grows: the probe notes its RSS after imports and data, then loads and
@@ -23,6 +25,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -52,12 +55,9 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def rotated(items: Sequence, shift: int) -> list:
-    """`items` rotated left by `shift` places (the run order of one repetition)."""
-    if not items:
-        return []
-    shift %= len(items)
-    return list(items[shift:]) + list(items[:shift])
+def run_order(items: Sequence, repetition: int) -> list:
+    """The order the methods run in during one repetition: a shuffle seeded by its number."""
+    return random.Random(repetition).sample(list(items), len(items))
 
 
 def paired_ratios(times: Mapping[str, Sequence[float]], *, baseline: str = BASELINE,
@@ -130,11 +130,11 @@ def agreement_note(outputs: Mapping[str, torch.Tensor], reference: Mapping[str, 
 
 def time_repetitions(runners: Mapping[str, Runner], batches: Sequence[Batch], *,
                      repetitions: int) -> dict[str, list[float]]:
-    """Seconds per whole-workload pass, per method and repetition, in rotated order."""
+    """Seconds per whole-workload pass, per method and repetition, in `run_order`."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.no_grad():
         for repetition in range(repetitions):
-            for name in rotated(list(runners), repetition):
+            for name in run_order(list(runners), repetition):
                 start = time.perf_counter()
                 runners[name](batches)
                 times[name].append(time.perf_counter() - start)

@@ -27,7 +27,7 @@ INTRO = """\
 Every comparison below is measured side by side in one run, on the same checkpoint and the
 same batches (float32, CPU, {threads} torch threads). The machine is shared and noisy, so
 absolute times are context only; compare methods by the **paired ratio**: in each repetition
-every method runs the whole workload once (order rotated by one place per repetition), its
+every method runs the whole workload once (in an order shuffled anew each repetition), its
 time is divided by the plain forward's time in that repetition, and the table shows the
 median over repetitions (with the smallest and largest ratio).
 

@@ -1,4 +1,4 @@
-"""The benchmark harness's own logic: paired ratios, rotation, agreement, the markdown writer.
+"""The benchmark harness's own logic: paired ratios, run order, agreement, the markdown writer.
 
 None of this needs the peer tools (TransformerLens, nnsight): they live only in the
 benchmark's environment. The methods themselves, run end to end on a tiny model, are tested
@@ -15,21 +15,22 @@ import pytest
 import torch
 
 from bench.harness import (agreement_note, max_abs_difference, max_abs_difference_by_kind,
-                           paired_ratios, rotated, run_workload, time_repetitions)
+                           paired_ratios, run_order, run_workload, time_repetitions)
 from bench.peers import masked_mean, over_batches
 from bench.report_md import render_markdown, write_reports
 from bench.results import MethodResult, SuiteResult, WorkloadResult
 from bench.workloads import Batch
 
 
-def test_rotation_puts_every_method_in_every_position():
-    names = ["plain", "hooks", "tl"]
-    orders = [rotated(names, shift) for shift in range(3)]
-    assert orders[1] == ["hooks", "tl", "plain"]
-    for position in range(3):
-        assert sorted(order[position] for order in orders) == sorted(names)
-    assert rotated(names, 4) == orders[1]
-    assert rotated([], 2) == []
+def test_run_order_varies_positions_and_neighbours_and_is_reproducible():
+    names = ["plain", "hidden", "hooks", "tl", "nnsight", "expc", "expc_run"]
+    orders = [run_order(names, repetition) for repetition in range(5)]
+    assert all(sorted(order) == sorted(names) for order in orders)
+    assert orders == [run_order(names, repetition) for repetition in range(5)]
+    assert len({order.index("plain") for order in orders}) > 1
+    before_plain = {order[order.index("plain") - 1] for order in orders if order[0] != "plain"}
+    assert len(before_plain) > 1  # a rotation would keep "expc_run" there every time
+    assert run_order([], 3) == []
 
 
 def test_paired_ratio_is_the_median_of_per_repetition_ratios():
@@ -45,7 +46,7 @@ def test_paired_ratio_refuses_unpaired_repetitions():
         paired_ratios({"plain": [1.0, 2.0], "hooks": [1.0]})
 
 
-def test_timing_runs_each_method_once_per_repetition_in_rotated_order():
+def test_timing_runs_each_method_once_per_repetition_in_run_order():
     calls: list[str] = []
 
     def runner_for(name):
@@ -53,7 +54,7 @@ def test_timing_runs_each_method_once_per_repetition_in_rotated_order():
 
     runners = {name: runner_for(name) for name in ("plain", "a", "b")}
     times = time_repetitions(runners, [], repetitions=4)
-    assert calls == ["plain", "a", "b", "a", "b", "plain", "b", "plain", "a", "plain", "a", "b"]
+    assert calls == [name for repetition in range(4) for name in run_order(list(runners), repetition)]
     assert all(len(seconds) == 4 and min(seconds) >= 0 for seconds in times.values())
 
 
