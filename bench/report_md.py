@@ -43,6 +43,9 @@ median over repetitions (with the smallest and largest ratio).
   precision with a hand-written masked mean; for metrics, its `channel_contribution` /
   `kv_head_contribution` scores against the same formulas written out in float64. Tools
   that disagree beyond float32 rounding (~1e-6 relative) are a finding, not noise.
+- **Differences under ~5%** are within what separates two loaded copies of one model on
+  this machine: peers that do more work than the plain forward have measured 0.93–0.98× of
+  it in some runs. Read ratios close to 1 as "the same", not as a ranking.
 - **Machine load**: each workload and study shows the machine's load average while it ran.
   Above ~2 on this 2-core machine, other processes compete for the cores, and a 2-thread torch op stalls
   whenever one of its threads is descheduled: times inflate several-fold and single
