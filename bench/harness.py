@@ -36,7 +36,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from bench.metric_formulas import RESID_OUT, output_key
-from bench.peers import Method, Runner, hook_metric_inputs, masked_mean, running_metrics
+from bench.peers import (Method, Runner, hook_metric_inputs, masked_mean, over_batches,
+                         running_metrics)
 from bench.results import MethodResult, WorkloadResult
 from bench.workloads import REPO_ROOT, Batch, Workload
 
@@ -103,21 +104,16 @@ def reference_outputs(workload: Workload) -> dict[str, torch.Tensor]:
     metrics = running_metrics(model, workload)
     state: dict = {"mask": None}
     hook_metric_inputs(metrics, state)
-    parts: dict[str, list[torch.Tensor]] = {output_key(RESID_OUT, layer): [] for layer in workload.layers}
+
+    def per_batch(batch: Batch) -> dict[str, torch.Tensor]:
+        state["mask"] = batch.attention_mask
+        hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       output_hidden_states=True).hidden_states
+        return {output_key(RESID_OUT, layer): masked_mean(hidden[layer + 1], batch.attention_mask)
+                for layer in workload.layers}  # each [B, H]
+
     with torch.no_grad():
-        for batch in workload.batches:
-            state["mask"] = batch.attention_mask
-            hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                           output_hidden_states=True).hidden_states
-            for layer in workload.layers:
-                parts[output_key(RESID_OUT, layer)].append(
-                    masked_mean(hidden[layer + 1], batch.attention_mask))  # [B, H]
-            if metrics is not None:
-                metrics.count(batch.attention_mask)
-    reference = {key: torch.cat(chunks) for key, chunks in parts.items()}  # [N, H]
-    if metrics is not None:
-        reference.update(metrics.scores())
-    return reference
+        return over_batches(per_batch, metrics)(workload.batches)
 
 
 def agreement_note(outputs: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> str:
