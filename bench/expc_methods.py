@@ -6,8 +6,8 @@ exactly the workload's token ids; MiniLM's are the real sentences):
 
 - `expc_compiled`: `expc.load`, then the plan compiled on the loaded `HydraTransformer` with
   sinks feeding expc's own state objects (`mean(mask = attention)` aggregators, importance
-  metrics), built and bound by the runtime's own `build_states` / `capture_sink` /
-  `metric_sink` and read back by `collect_results`, as `expc run` does; the runner calls the
+  metrics), built and bound by the runtime's own `build_states` / `bind_sinks`
+  and read back by `collect_results`, as `expc run` does; the runner calls the
   instrumented graph on the workload's batches (no tokenising, no run folder) — the
   like-for-like row.
 - `expc_run`: `expc.run(spec)` end to end, once per pass: load, tokenise, batch, compile,
@@ -103,7 +103,7 @@ def _expc_compiled(workload: Workload) -> Runner:
     from expc.compiler.pipeline import compile_plan
     from expc.compiler.plan import build_plan
     from expc.models.loading import load_model
-    from expc.runtime.sinks import BatchContext, capture_sink, metric_sink
+    from expc.runtime.sinks import BatchContext, bind_sinks
     from expc.runtime.state import build_states, collect_results
 
     experiment = expc.load(write_spec(workload))
@@ -123,8 +123,7 @@ def _expc_compiled(workload: Workload) -> Runner:
     def run(batches: list[Batch]) -> dict[str, torch.Tensor]:
         states = build_states(plan, model, total_batches=len(batches))
         live.clear()
-        live.update({key: (metric_sink if key in metric_keys else capture_sink)(state, context)
-                     for key, state in states.items()})
+        live.update(bind_sinks(states, metric_keys=metric_keys, context=context))
         token_count = []
         for batch in batches:
             context.set(attention_mask=batch.attention_mask, field_mask=None)
@@ -145,11 +144,7 @@ def _expc_run(workload: Workload) -> Runner:
     out = spec.parent / "run"
 
     def run(batches: list[Batch]) -> dict[str, torch.Tensor]:
-        results = expc.run(spec, out=out, force=True, quiet=True)
-        data_order = torch.argsort(results["meta/sample_index"])  # rows back into data order
-        outputs = bench_outputs(results, workload)
-        return {key: value[data_order] if key.startswith(RESID_OUT + "/") else value
-                for key, value in outputs.items()}
+        return bench_outputs(expc.run(spec, out=out, force=True, quiet=True), workload)  # data order
 
     return run
 

@@ -31,7 +31,7 @@ from expc.runtime.data_batches import BatchPlan, iter_batches, plan_batches
 from expc.runtime.device import DTYPES, resolve_device
 from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
 from expc.runtime.progress import Progress
-from expc.runtime.sinks import BatchContext, capture_sink, metric_sink
+from expc.runtime.sinks import BatchContext, bind_sinks
 from expc.runtime.state import build_states, collect_results
 from expc.runtime.store import RunStore, spec_sha256
 from expc.spec import ir
@@ -152,9 +152,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
         refuse_sequential_metrics(plan)
     states = build_states(plan, model, total_batches=len(batches))
     context = BatchContext()
-    metric_keys = {entry.key for entry in plan.metrics}
-    sinks = {key: (metric_sink if key in metric_keys else capture_sink)(state, context)
-             for key, state in states.items()}
+    sinks = bind_sinks(states, metric_keys={entry.key for entry in plan.metrics}, context=context)
     graph = compile_plan(plan, model, sinks).graph_module
     if experiment.compile:
         graph = torch.compile(graph, dynamic=True)  # one compile for every sequence length

@@ -8,7 +8,7 @@ forward, so the graph itself stays free of runtime objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 
 import attrs
 import torch
@@ -43,3 +43,10 @@ def metric_sink(metric, context: BatchContext) -> Callable[[torch.Tensor, torch.
         metric.update(x_in, y_out, attention_mask=context.attention_mask)
 
     return sink
+
+
+def bind_sinks(states: Mapping[str, object], *, metric_keys: Set[str],
+               context: BatchContext) -> dict[str, Callable[..., None]]:
+    """A sink for every state, by plan key: metric sinks for `metric_keys`, capture sinks else."""
+    return {key: (metric_sink if key in metric_keys else capture_sink)(state, context)
+            for key, state in states.items()}
