@@ -149,13 +149,11 @@ def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | 
     joined = torch.cat(values) if values else torch.zeros(0, dtype=torch.float64)
     if joined.numel() == 0:
         return None
-    if not logits:
-        return ModelWideCapture(key=info.key, head=info.head, values=joined,
-                                per_token=len(shape) == 3, whole_run=single)
+    top_fields = {} if not logits else {
+        "vocab": shape[-1], "top_tokens": top if single else most_frequent(counts),
+        "top_by": "mean logit" if single else "count"}
     return ModelWideCapture(key=info.key, head=info.head, values=joined,
-                            per_token=len(shape) == 3, whole_run=single, vocab=shape[-1],
-                            top_tokens=top if single else most_frequent(counts),
-                            top_by="mean logit" if single else "count")
+                            per_token=len(shape) == 3, whole_run=single, **top_fields)
 
 
 def _is_model_wide(folder: RunFolder, info: KeyInfo) -> bool:
