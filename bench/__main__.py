@@ -110,6 +110,12 @@ def _measure(name: str, *, quick: bool, memory: bool, repetitions: int) -> Workl
                                      "`--quick`: a probe is a fresh interpreter per method)")
 
 
+def _repetitions(name: str, quick: bool) -> int:
+    """A workload's repetitions when the command line does not set them."""
+    usual = REPETITIONS["quick" if quick else "full"]
+    return min(usual, MAX_REPETITIONS.get(name, usual))
+
+
 @attrs.frozen(kw_only=True)
 class Earlier:
     """With --append: what an earlier results.json holds that this run does not re-measure."""
@@ -170,8 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         write_reports(suite, markdown_path=args.markdown, json_path=args.json)
         return
     started = time.perf_counter()
-    repetitions = args.repetitions or REPETITIONS["quick" if args.quick else "full"]
-    command = _command_line(argv)
+    command, machine = _command_line(argv), describe_machine()
     workloads: list[WorkloadResult] = []
     studies: list[StudyResult] = []
 
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         commands = [c for c in earlier.commands if c != command] + [command]
         suite = SuiteResult(
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            command="\n".join(commands), quick=args.quick, machine=describe_machine(),
+            command="\n".join(commands), quick=args.quick, machine=machine,
             workloads=_in_order([*earlier.workloads, *workloads], BUILDERS),
             studies=_in_order([*earlier.studies, *studies], STUDIES),
             seconds=time.perf_counter() - started,
@@ -194,8 +199,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for name in args.workloads:
         workloads.append(_measure(name, quick=args.quick,
-                                  repetitions=args.repetitions or min(
-                                      repetitions, MAX_REPETITIONS.get(name, repetitions)),
+                                  repetitions=args.repetitions or _repetitions(name, args.quick),
                                   memory=not (args.no_memory or args.quick)))
         write()
     for name in args.studies:
