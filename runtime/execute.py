@@ -37,7 +37,7 @@ from expc.runtime.store import RunStore, spec_sha256
 from expc.spec import ir
 from expc.spec import load as load_spec
 from expc.spec import to_json
-from expc.spec.diagnostics import DiagnosticError, span_error
+from expc.spec.diagnostics import DiagnosticError, error
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,10 @@ def refuse_sequential_metrics(plan: Plan) -> None:
     problems = [entry for entry in plan.metrics if entry.metric == "iterative_channel"]
     if problems:
         raise DiagnosticError([
-            span_error(entry.span, "iterative_channel cannot run sharded across processes: "
-                       "its pruning rounds depend on every batch before them",
-                       code="distributed-iterative",
-                       help=["run it with one process (drop --nproc / torchrun)"])
+            error(entry.span, "iterative_channel cannot run sharded across processes: "
+                  "its pruning rounds depend on every batch before them",
+                  code="distributed-iterative",
+                  help=["run it with one process (drop --nproc / torchrun)"])
             for entry in problems])
 
 

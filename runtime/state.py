@@ -18,7 +18,7 @@ from expc.runtime.aggregators import create_aggregator
 from expc.runtime.allocator import release_freed_memory
 from expc.runtime.data_batches import restore_data_order
 from expc.runtime.importance import create_metric
-from expc.spec.diagnostics import DiagnosticError, span_error
+from expc.spec.diagnostics import fail
 
 PER_SAMPLE_MODES = ("full", "mean", "sum", "max")
 
@@ -38,8 +38,8 @@ def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> d
                 params=entry.params, n_kv_heads=config.n_kv_heads, head_dim=config.head_dim,
                 total_batches=total_batches)
         except ValueError as exc:
-            raise DiagnosticError(span_error(entry.span, f"{entry.metric} at {entry.module_path}: "
-                                             f"{exc}", code="metric")) from None
+            raise fail(entry.span, f"{entry.metric} at {entry.module_path}: {exc}",
+                       code="metric") from None
     return states
 
 

@@ -65,21 +65,28 @@ def normalize(diagnostics: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
     return tuple(sorted(set(diagnostics), key=Diagnostic.sort_key))
 
 
-def error(path: str | Path, message: str, *, code: str, line: int = 1, col: int = 1,
-          end_line: int | None = None, end_col: int | None = None,
+def error(where: str | Path | Span | None, message: str, *, code: str, line: int = 1,
+          col: int = 1, end_line: int | None = None, end_col: int | None = None,
           help: Iterable[str] = ()) -> Diagnostic:
-    """Shorthand for an error diagnostic at a place in a file."""
-    span = Span(path=str(path), line=line, col=col,
-                end_line=line if end_line is None else end_line,
-                end_col=col + 1 if end_col is None else end_col)
+    """An error diagnostic at `where`: an IR node's `Span` as it is (`<spec>` when the node
+    has none), or a file path with the given line and columns."""
+    if isinstance(where, Span):
+        span = where
+    elif where is None:
+        span = Span(path="<spec>")
+    else:
+        span = Span(path=str(where), line=line, col=col,
+                    end_line=line if end_line is None else end_line,
+                    end_col=col + 1 if end_col is None else end_col)
     return Diagnostic(span=span, message=message, code=code, help=tuple(help))
 
 
-def span_error(span: Span | None, message: str, *, code: str,
-               help: Iterable[str] = ()) -> Diagnostic:
-    """An error diagnostic at an IR node's span (`<spec>` when the node has none)."""
-    span = span or Span(path="<spec>")
-    return Diagnostic(span=span, message=message, code=code, help=tuple(help))
+def fail(where: str | Path | Span | None, message: str, *, code: str, line: int = 1,
+         col: int = 1, end_line: int | None = None, end_col: int | None = None,
+         help: Iterable[str] = ()) -> DiagnosticError:
+    """The `DiagnosticError` of one `error(...)`, ready to raise."""
+    return DiagnosticError(error(where, message, code=code, line=line, col=col,
+                                 end_line=end_line, end_col=end_col, help=help))
 
 
 def _source_line(sources: Mapping[str, str], span: Span) -> str | None:
