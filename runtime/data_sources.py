@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
+from expc.spec.json_files import load_json
 from expc.spec.vocabulary import SOURCES
 
 MAX_ERRORS = 20  # stop collecting after this many bad lines; the user fixes them in rounds
@@ -97,7 +98,7 @@ def _parse_line(text: str, *, kind: str, path: str, line: int, field: str,
     if kind == "text":
         return RawSample(line=line, text=text)
     try:
-        record = json.loads(text)
+        record = load_json(text)
     except json.JSONDecodeError as exc:
         problems.append(error(path, f"malformed JSON: {exc.msg}", code="data-json",
                               line=line, col=exc.colno))
@@ -113,6 +114,10 @@ def _parse_line(text: str, *, kind: str, path: str, line: int, field: str,
     if kind == "jsonl":
         if not isinstance(value, str):
             where.report(field, f"field `{field}` should be a string, found {_json_type(value)}")
+            return None
+        if not _encodable(value):
+            where.report(field, f"field `{field}` holds a lone surrogate escape "
+                                "(\\ud800-\\udfff), which is no character")
             return None
         sample_text, token_ids = value, None
     else:
@@ -184,6 +189,16 @@ def _first_bad_item(items: list, lowest: int, highest: int | None):
                 or (highest is not None and item > highest)):
             return item
     return _NONE
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is real Unicode: JSON may escape lone surrogates, which no tokenizer
+    (and no UTF-8 file) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value) -> str:

@@ -14,10 +14,19 @@ from pathlib import Path
 from expc.spec.diagnostics import DiagnosticError, error
 
 
+def load_json(text: str):
+    """`json.loads`, with nesting deeper than the decoder can follow (a RecursionError
+    in the standard library) reported as the syntax error it is to a reader."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def parse_json_object(text: str, *, path: str | Path, what: str, code: str) -> dict:
     """The JSON object in `text`, read from `path`."""
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError as exc:
         raise DiagnosticError(error(path, f"{what} is not valid JSON: {exc.msg}", code=code,
                                     line=exc.lineno, col=exc.colno)) from None

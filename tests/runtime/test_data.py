@@ -167,6 +167,9 @@ BAD_INPUTS = [
     ("jsonl", {}, "", 1, 1, "holds no samples"),
     ("jsonl", {}, "\n  \n", 1, 1, "holds no samples"),
     ("text", {"mask_field": "m"}, "a\n", 1, 1, "cannot carry the mask field"),
+    ("jsonl", {}, '{"text": "a"}\n{"text": "a \\ud800 b"}\n', 2, 2, "lone surrogate"),
+    ("jsonl", {}, '{"text": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1, 1,
+     "nested too deeply"),
 ]
 
 

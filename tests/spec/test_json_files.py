@@ -35,6 +35,12 @@ def test_anything_but_an_object_is_refused(tmp_path, text, found):
     assert _diagnostic(path).message == f"the cursor must hold a JSON object, found {found}"
 
 
+def test_nesting_too_deep_for_the_decoder_is_a_syntax_error(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert _diagnostic(path).message == "the cursor is not valid JSON: nested too deeply"
+
+
 def test_unreadable_files_are_diagnostics(tmp_path):
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe{}")
