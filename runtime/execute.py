@@ -9,9 +9,9 @@ a message telling how to resume.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +31,10 @@ from expc.runtime.data_batches import BatchPlan, iter_batches, plan_batches
 from expc.runtime.device import DTYPES, resolve_device
 from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
 from expc.runtime.progress import Progress
+from expc.runtime.run_lock import run_lock
 from expc.runtime.sinks import BatchContext, bind_sinks
 from expc.runtime.state import build_states, collect_results
+from expc.runtime.stop_signals import Interrupted, StopSignals
 from expc.runtime.store import RunStore, spec_sha256
 from expc.spec import ir
 from expc.spec import load as load_spec
@@ -40,16 +42,6 @@ from expc.spec import to_json
 from expc.spec.diagnostics import DiagnosticError, error
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(Exception):
-    """Ctrl-C stopped the run after a checkpoint; `--resume` continues it."""
-
-    def __init__(self, *, run_dir: Path, batches_done: int):
-        self.run_dir = run_dir
-        self.batches_done = batches_done
-        super().__init__(f"interrupted after {batches_done} batches; checkpoint saved in "
-                         f"{run_dir / 'checkpoint'}")
 
 
 @attrs.frozen(kw_only=True)
@@ -87,23 +79,28 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
     world = current_world(device)
     run_dir = Path(out_dir or experiment.output.dir)
     store = None
-    if world.is_main:
-        store = RunStore.start(run_dir, spec_path=spec_path, spec_text=spec_text,
-                               ir=to_json(experiment), model={"path": experiment.model.path},
-                               data_source=experiment.data.source.path, force=force,
-                               resume=resume)
-    barrier(world)
-    try:
-        results = _execute(experiment, store=store, run_dir=run_dir, world=world,
-                           device=device, resume=resume, quiet=quiet,
-                           spec_sha=spec_sha256(spec_text))
-    except BaseException as exc:  # Ctrl-C (`Interrupted`) too: resumable, not complete
-        if store is not None:
-            store.fail(exc)
-        raise
-    finally:
-        shutdown(world)
-    return results
+    with contextlib.ExitStack() as held:
+        stop = held.enter_context(StopSignals())
+        if world.is_main:
+            held.enter_context(run_lock(run_dir))
+            with stop.deferred():  # the claim is whole before a signal can fail it
+                store = RunStore.start(run_dir, spec_path=spec_path, spec_text=spec_text,
+                                       ir=to_json(experiment),
+                                       model={"path": experiment.model.path},
+                                       data_source=experiment.data.source.path,
+                                       force=force, resume=resume)
+        barrier(world)
+        try:
+            stop.raise_pending()
+            return _execute(experiment, store=store, run_dir=run_dir, world=world,
+                            device=device, resume=resume, quiet=quiet, stop=stop,
+                            spec_sha=spec_sha256(spec_text))
+        except BaseException as exc:  # a signal (`Interrupted`) too: resumable, not complete
+            if store is not None:
+                store.fail(exc)
+            raise
+        finally:
+            shutdown(world)
 
 
 @attrs.define(kw_only=True)
@@ -187,30 +184,9 @@ def _empty_mask_error(exc: EmptyMaskError, loop: _Loop, batch_number: int) -> Di
         code="empty-mask"))
 
 
-class _StopFlag:
-    """SIGINT sets a flag the loop reads between batches (a batch is never half-counted)."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.raised = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path, world: World,
-             device: torch.device, resume: bool, quiet: bool, spec_sha: str) -> Results:
+             device: torch.device, resume: bool, quiet: bool, stop: StopSignals,
+             spec_sha: str) -> Results:
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     loop = _prepare(experiment, device=device, world=world, seconds=seconds, store=store)
@@ -241,7 +217,7 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
     t_run = time.perf_counter()
     progress = Progress(total=len(loop.batches), done=start, quiet=quiet or not world.is_main)
     number = start
-    with _StopFlag() as stop, torch.inference_mode(), progress:
+    with stop.deferred(), torch.inference_mode(), progress:
         try:
             for batch in iter_batches(loop.data, loop.batches, pad_token_id=loop.pad_token_id,
                                       start=start):
@@ -255,9 +231,10 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
                 done = number + 1
                 if every and done % every == 0 and done < len(loop.batches):
                     checkpoint(done)
-                if stop.raised:
+                if stop.received:
                     checkpoint(done)
-                    raise Interrupted(run_dir=run_dir, batches_done=done)
+                    raise Interrupted(signal_name=stop.received, run_dir=checkpoint_dir,
+                                      batches_done=done)
             gathered = (gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
                         if world.distributed else None)  # one process: nothing to merge
         except EmptyMaskError as exc:

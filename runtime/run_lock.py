@@ -72,9 +72,10 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path)
-    except OSError as exc:
-        raise fail(folder, f"cannot write the run folder `{folder}`: "
-                   f"{exc.strerror or exc}", code="run-folder",
+    except (OSError, ValueError) as exc:  # ValueError: a NUL or a lone surrogate in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise fail(str(folder).encode("utf-8", "backslashreplace").decode("utf-8"),
+                   f"cannot write the run folder there: {reason}", code="run-folder",
                    help=["choose an output dir you can write to"]) from None
     try:
         os.ftruncate(fd, 0)

@@ -121,6 +121,23 @@ def test_quickstart_run_folder_holds_the_contract_keys(tmp_path):
     assert not torch.isnan(run.tensors["capture/resid_out_1"]).any()
 
 
+def test_a_signal_before_the_batch_loop_leaves_the_run_failed_not_running(tmp_path):
+    out = tmp_path / "early"
+    proc = subprocess.Popen([sys.executable, "-m", "expc", "run", "examples/quickstart.exp",
+                             "--out", str(out), "--quiet"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not (out / "manifest.json").exists():
+        assert time.monotonic() < deadline, "the run never claimed its folder"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "SIGTERM" in stderr and "Traceback" not in stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "SIGTERM" in manifest["error"]["message"]
+
+
 def _cursor_batches(run_dir: Path) -> int:
     cursor = run_dir / "checkpoint" / "rank0-cursor.json"
     try:
@@ -130,7 +147,8 @@ def _cursor_batches(run_dir: Path) -> int:
 
 
 @pytest.mark.parametrize("kill_after,sig", [(2, signal.SIGKILL), (7, signal.SIGKILL),
-                                            (15, signal.SIGKILL), (4, signal.SIGINT)])
+                                            (15, signal.SIGKILL), (4, signal.SIGINT),
+                                            (3, signal.SIGTERM)])
 def test_resume_after_kill_or_ctrl_c_equals_uninterrupted(tmp_path, kill_after, sig):
     spec = write_spec(tmp_path, f"""
 experiment resumable {{
@@ -162,7 +180,7 @@ experiment resumable {{
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
         assert status == "running"
-    else:  # Ctrl-C: the batch in flight finishes, a checkpoint is saved, the user is told
+    else:  # Ctrl-C, SIGTERM: the batch in flight finishes, a checkpoint is saved, the user is told
         assert proc.returncode == 1, stderr
         assert "--resume" in stderr and "Traceback" not in stderr
         assert status == "failed"
