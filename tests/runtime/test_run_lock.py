@@ -62,3 +62,15 @@ def test_an_unwritable_place_is_a_diagnostic(tmp_path):
         with run_lock(tmp_path / "file" / "run"):
             pass
     assert caught.value.diagnostics[0].code == "run-folder"
+
+
+def test_expc_run_into_a_held_folder_is_refused_and_touches_nothing(tmp_path, capsys):
+    from expc.cli import main
+
+    out = tmp_path / "run"
+    with run_lock(out):
+        with pytest.raises(SystemExit) as info:
+            main(["run", "examples/quickstart.exp", "--out", str(out), "--quiet"])
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    assert info.value.code == 1
+    assert "is being written by another expc run" in capsys.readouterr().err
