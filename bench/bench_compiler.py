@@ -37,9 +37,11 @@ from collections.abc import Callable
 import torch
 
 from expc.compiler.pipeline import compile_plan
-from expc.compiler.plan import CaptureEntry, Layout, MetricEntry, Plan
+from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
 from expc.models.config import ModelConfig
 from expc.models.hydra import HydraTransformer
+from expc.models.hydra_split import HydraSplit
+from expc.models.registry import read_config
 
 log = logging.getLogger("bench_compiler")
 
@@ -47,7 +49,7 @@ BATCH, SEQ, VOCAB = 8, 256, 4096
 
 
 def config(n_layers: int) -> ModelConfig:
-    return ModelConfig.from_hf({
+    return read_config({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB,
         "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": n_layers,
         "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 1024,
@@ -78,7 +80,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def resid_plan(n_layers: int, layers) -> Plan:
-    return Plan(layout=Layout(n_layers=n_layers, trunk=n_layers), captures=tuple(
+    return Plan(layout=HydraSplit.single(n_layers), captures=tuple(
         CaptureEntry(key=f"capture/resid_out_{L}", site="resid_out", name="resid_out", layer=L,
                      head=None, mode="mean", mask="attention") for L in layers))
 

@@ -111,8 +111,9 @@ def hydra_versus_full(folder: Path, ours, ids: torch.Tensor, mask: torch.Tensor,
                       repeats: int, *, heads: int = HEADS, trunk: int = TRUNK) -> dict:
     """Paired ratios N full forwards / one Hydra forward, with the ideals to compare to."""
     from expc.models.loading import load_model
+    from expc.spec import ir
 
-    hydra = load_model(folder, trunk=trunk, heads=heads)
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=trunk, heads=heads))
     timing = paired_ratios(lambda: [ours(ids, mask) for _ in range(heads)],
                            lambda: hydra(ids, mask), repeats)
     ideal = ideal_speedup(heads, SHAPE["num_hidden_layers"], trunk)

@@ -16,9 +16,7 @@ import torch.fx as fx
 
 from expc.compiler.pipeline import compile_plan
 from expc.compiler.plan import CaptureEntry, Plan, build_plan
-from expc.models.config import ModelConfig
-from expc.models.hydra import HydraTransformer
-from expc.models.loading import config_source, hydra_split, open_source
+from expc.models.loading import meta_model
 from expc.spec import ir
 
 EMITS = ("graph", "code", "dot")
@@ -43,13 +41,13 @@ def _place(layer: int | None, head: int | None, site: str) -> str:
 def plan_graph(plan: Plan) -> nx.DiGraph:
     """The plan as a DAG: model places (embed, layers, final_norm, logits) and result keys."""
     layout = plan.layout
-    heads = range(layout.n_heads) if layout.split else (None,)
+    heads = range(layout.n_heads) if layout.is_split else (None,)
     dag = nx.DiGraph()
     trunk = ["embed", *(f"layers.{L}" for L in range(layout.trunk))]
     nx.add_path(dag, trunk, kind="flow")
     for head in heads:
         prefix = "" if head is None else f"head{head}/"
-        branch = [f"{prefix}layers.{L}" for L in range(layout.trunk, layout.n_layers)]
+        branch = [f"{prefix}layers.{L}" for L in layout.head_layers]
         nx.add_path(dag, [trunk[-1], *branch, f"{prefix}final_norm", f"{prefix}logits"],
                     kind="flow")
     for node in list(dag.nodes):
@@ -97,20 +95,9 @@ def emit_dot(plan: Plan, *, name: str = "plan") -> str:
     return to_dot(plan_graph(plan), name=name)
 
 
-def meta_model(experiment: ir.Experiment) -> HydraTransformer:
-    """The experiment's model with its Hydra split, built on the meta device (no weights)."""
-    ref = experiment.model.path
-    source = config_source(ref)
-    config = ModelConfig.from_hf(open_source(ref).config, source=source)
-    hydra = experiment.hydra
-    split = hydra_split(config.n_layers, trunk=None if hydra is None else hydra.trunk,
-                        heads=1 if hydra is None else hydra.heads, source=source)
-    return HydraTransformer.build(config, split, init_device="meta")
-
-
 def emit(experiment: ir.Experiment, what: str) -> str:
     """The text `expc compile --emit WHAT` prints for a checked experiment."""
-    model = meta_model(experiment)
+    model = meta_model(experiment.model.path, experiment.hydra)
     plan = build_plan(experiment, n_layers=model.config.n_layers)
     if what == "dot":
         return emit_dot(plan, name=experiment.name)

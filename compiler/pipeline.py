@@ -63,8 +63,6 @@ def compile_experiment(experiment: ir.Experiment, model: torch.nn.Module,
                        keep_output: bool = False) -> Compiled:
     """Plan `experiment` for `model` (a `HydraTransformer` built with its Hydra split)."""
     plan = build_plan(experiment, n_layers=model.config.n_layers)
-    split = (model.hydra.trunk_layers, model.hydra.n_heads)
-    if split != (plan.layout.trunk, plan.layout.n_heads):
-        raise ValueError(f"the model is split as (trunk, heads) = {split}, the experiment as "
-                         f"{(plan.layout.trunk, plan.layout.n_heads)}")
+    if model.hydra != plan.layout:
+        raise ValueError(f"the model is split as {model.hydra}, the experiment as {plan.layout}")
     return compile_plan(plan, model, sinks, keep_output=keep_output)

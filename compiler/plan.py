@@ -15,47 +15,13 @@ from types import MappingProxyType
 import attrs
 
 from expc.models.hydra import module_key
+from expc.models.hydra_split import HydraSplit
 from expc.spec import ir
 from expc.spec.diagnostics import Span
 
 # Model-wide sites: `embed` sits before the trunk; `final_norm` and `logits` exist per head,
 # labelled with their head only when there is a Hydra split (like layers inside the heads).
 PER_HEAD_MODEL_SITES = ("final_norm", "logits")
-
-
-@attrs.frozen(kw_only=True)
-class Layout:
-    """Where each global layer lives: layers `0..trunk-1` shared, the rest in every head."""
-
-    n_layers: int
-    trunk: int
-    n_heads: int = 1
-
-    @property
-    def split(self) -> bool:
-        """Whether layers sit in heads (then keys of head layers carry `head{h}/`)."""
-        return self.trunk < self.n_layers
-
-    @classmethod
-    def of(cls, experiment: ir.Experiment, n_layers: int) -> Layout:
-        hydra = experiment.hydra
-        if hydra is None:
-            return cls(n_layers=n_layers, trunk=n_layers)
-        return cls(n_layers=n_layers, trunk=hydra.trunk, n_heads=hydra.heads)
-
-    def heads_of_layer(self, layer: int, selector: ir.IndexSelector | None) -> tuple[int | None, ...]:
-        """`(None,)` for a trunk layer; the selected heads for a layer inside the heads."""
-        if layer < self.trunk:
-            return (None,)
-        return self.selected_heads(selector)
-
-    def selected_heads(self, selector: ir.IndexSelector | None) -> tuple[int, ...]:
-        return tuple(range(self.n_heads)) if selector is None else selector.resolve(self.n_heads)
-
-    def module_path(self, module: str, layer: int, head: int | None) -> str:
-        """The module's qualified name in the Hydra model, e.g. `heads.1.layers.3.mlp.down_proj`."""
-        prefix = "" if head is None else f"heads.{head}."
-        return f"{prefix}layers.{layer}.{module}"
 
 
 @attrs.frozen(kw_only=True)
@@ -90,7 +56,7 @@ class MetricEntry:
 
 @attrs.frozen(kw_only=True)
 class Plan:
-    layout: Layout
+    layout: HydraSplit  # the experiment's Hydra split of the model
     captures: tuple[CaptureEntry, ...] = ()
     metrics: tuple[MetricEntry, ...] = ()
 
@@ -106,13 +72,13 @@ def _capture_key(name: str, layer: int | None, head: int | None) -> str:
     return f"capture/{head_part}{name}{layer_part}"
 
 
-def _capture_entries(layout: Layout, capture: ir.Capture) -> list[CaptureEntry]:
+def _capture_entries(layout: HydraSplit, capture: ir.Capture) -> list[CaptureEntry]:
     mask = capture.aggregate.mask
     common = dict(site=capture.site, name=capture.key_name, mode=capture.aggregate.mode,
                   mask=None if mask is None else mask.kind,
                   field=None if mask is None else mask.field, span=capture.span)
     if capture.layers is None:
-        per_head = capture.site in PER_HEAD_MODEL_SITES and layout.split
+        per_head = capture.site in PER_HEAD_MODEL_SITES and layout.is_split
         heads = layout.selected_heads(capture.heads) if per_head else (None,)
         places = [(None, h) for h in heads]
     else:
@@ -122,7 +88,7 @@ def _capture_entries(layout: Layout, capture: ir.Capture) -> list[CaptureEntry]:
                          layer=layer, head=head, **common) for layer, head in places]
 
 
-def _metric_entries(layout: Layout, importance: ir.Importance) -> list[MetricEntry]:
+def _metric_entries(layout: HydraSplit, importance: ir.Importance) -> list[MetricEntry]:
     params = {p.name: p.value for p in importance.params}
     entries = []
     for layer in importance.layers.resolve(layout.n_layers):
@@ -137,7 +103,7 @@ def _metric_entries(layout: Layout, importance: ir.Importance) -> list[MetricEnt
 
 def build_plan(experiment: ir.Experiment, *, n_layers: int) -> Plan:
     """The plan of a checked experiment on a model with `n_layers` layers (pure)."""
-    layout = Layout.of(experiment, n_layers)
+    layout = HydraSplit.of(experiment.hydra, n_layers=n_layers)
     captures = [e for c in experiment.captures if c.aggregate.mode != "none"
                 for e in _capture_entries(layout, c)]
     metrics = [e for i in experiment.importances for e in _metric_entries(layout, i)]

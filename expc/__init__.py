@@ -36,9 +36,7 @@ def compile(experiment: Any, *, model: Any = None, sinks: Any = None) -> Any:  #
     from expc.runtime.device import DTYPES, resolve_device
 
     if model is None:
-        hydra = experiment.hydra
-        model = load_model(experiment.model.path, trunk=None if hydra is None else hydra.trunk,
-                           heads=1 if hydra is None else hydra.heads,
+        model = load_model(experiment.model.path, hydra=experiment.hydra,
                            dtype=DTYPES[experiment.dtype], device=resolve_device(experiment.device))
     return compile_experiment(experiment, model, sinks)
 

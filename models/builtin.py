@@ -14,7 +14,7 @@ import zlib
 import attrs
 import torch
 
-from expc.models.config import HydraConfig, ModelConfig
+from expc.models.registry import read_config
 from expc.spec.builtin_models import BUILTIN_CONFIGS, BUILTIN_SEED
 from expc.spec.diagnostics import DiagnosticError, error
 
@@ -79,8 +79,7 @@ def open_builtin(ref: str) -> BuiltinCheckpoint:
     from expc.models.hydra import HydraTransformer
 
     raw = builtin_config(ref)
-    config = ModelConfig.from_hf(raw, source=ref)
-    model = HydraTransformer.build(config, HydraConfig.single(config.n_layers), init_device="meta")
+    model = HydraTransformer.build(read_config(raw, source=ref), init_device="meta")
     shapes = {
         model.arch.checkpoint_keys(name)[0]: tuple(param.shape)
         for name, param in model.named_parameters()

@@ -3,8 +3,9 @@
 `ModelConfig` is the one architecture-neutral view of a checkpoint's config that the model
 code builds from: every architecture reads the same fields, and the differences between
 Llama, Mistral, Qwen2, OLMo2 and BERT live in the architecture registry
-(`expc.models.registry`), not in `if model_type == ...` branches across the code.
-`HydraConfig` says how the layers are split into a shared trunk and N heads.
+(`expc.models.registry`), not in `if model_type == ...` branches across the code. This
+module only describes and parses the fields; the registry, which imports it, picks the
+architecture that reads a given `config.json` (`registry.read_config`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 
 ROPE_TYPES = ("default", "linear", "llama3")
-
-
-def _config_error(source: str, message: str, *, code: str, help: tuple[str, ...] = ()) -> DiagnosticError:
-    return DiagnosticError(error(source, message, code=code, help=help))
 
 
 @attrs.frozen(kw_only=True)
@@ -87,14 +84,6 @@ class ModelConfig:
     eos_token_id: int | None = None
     raw: Mapping = attrs.field(factory=dict, eq=False, repr=False)
 
-    @classmethod
-    def from_hf(cls, raw: Mapping, *, source: str = "config.json") -> ModelConfig:
-        """Read a Hugging Face config dict; an unsupported architecture is a diagnostic."""
-        from expc.models.registry import architecture_for
-
-        arch = architecture_for(raw, source=source)
-        return arch.config_from_hf(raw, source)
-
     @property
     def kv_groups(self) -> int:
         """Query heads per key/value head (grouped-query attention)."""
@@ -103,7 +92,7 @@ class ModelConfig:
 
 def _require(raw: Mapping, key: str, source: str):
     if key not in raw:
-        raise _config_error(source, f"config is missing `{key}`", code="model-config")
+        raise fail(source, f"config is missing `{key}`", code="model-config")
     return raw[key]
 
 
@@ -124,7 +113,7 @@ def parse_rope(raw: Mapping, source: str) -> RopeConfig:
         fields["rope_theta"] = raw.get("rope_theta", 10000.0)
     rope_type = fields.get("rope_type", fields.get("type", "default"))
     if rope_type not in ROPE_TYPES:
-        raise _config_error(
+        raise fail(
             source, f"unsupported rope type `{rope_type}`", code="model-unsupported",
             help=(f"supported rope types: {', '.join(ROPE_TYPES)}",),
         )
@@ -159,43 +148,3 @@ def parse_common(raw: Mapping, source: str, **overrides) -> ModelConfig:
     )
     fields.update(overrides)
     return ModelConfig(**fields)
-
-
-@attrs.frozen(kw_only=True)
-class HydraConfig:
-    """Layers `0..trunk_layers-1` are shared; each of `n_heads` heads owns the rest."""
-
-    n_heads: int
-    trunk_layers: int
-    head_layers: int
-
-    @property
-    def n_layers(self) -> int:
-        return self.trunk_layers + self.head_layers
-
-    @property
-    def is_split(self) -> bool:
-        """Whether any layer sits in a head (then capture keys carry `head{h}/`)."""
-        return self.head_layers > 0
-
-    @classmethod
-    def single(cls, n_layers: int) -> HydraConfig:
-        """No Hydra block: one head, every layer in the trunk."""
-        return cls(n_heads=1, trunk_layers=n_layers, head_layers=0)
-
-    @classmethod
-    def split(cls, n_layers: int, *, trunk: int, heads: int, source: str = "hydra") -> HydraConfig:
-        """`trunk` shared layers (0 < trunk < n_layers) and `heads` copies of the rest."""
-        if not 0 < trunk < n_layers:
-            raise _config_error(
-                source, f"hydra trunk must be between 1 and {n_layers - 1} for a "
-                f"{n_layers}-layer model, got {trunk}", code="hydra-trunk",
-            )
-        if heads < 1:
-            raise _config_error(source, f"hydra needs at least one head, got {heads}",
-                                code="hydra-heads")
-        return cls(n_heads=heads, trunk_layers=trunk, head_layers=n_layers - trunk)
-
-    def owner(self, layer: int) -> str:
-        """`trunk` or `heads` for a global layer number."""
-        return "trunk" if layer < self.trunk_layers else "heads"

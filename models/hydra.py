@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from expc.models import markers
-from expc.models.config import HydraConfig, ModelConfig
-from expc.models.generate import KVCache, greedy_generate
+from expc.models.config import ModelConfig
+from expc.models.hydra_split import HydraSplit
 from expc.models.layers import ForwardContext, RotaryEmbedding
 from expc.models.registry import architecture_named
 
@@ -46,31 +46,24 @@ class TrunkState:
     """The trunk's output and what the heads need to continue the same forward pass."""
 
     hidden: torch.Tensor  # [B, S, H]
-    attention_mask: torch.Tensor  # [B, S] of the tokens just fed in
+    attention_mask: torch.Tensor  # [B, S]
     context: ForwardContext
-
-
-@attrs.define(kw_only=True)
-class ResidualOutput:
-    logits: torch.Tensor  # [n_selected, B, S, V]
-    hidden: torch.Tensor  # [n_selected, B, S, H]: last layer's output, before the final norm
 
 
 class HydraHead(nn.Module):
     """One head: its own copy of the layers after the trunk, keyed by global layer number."""
 
-    def __init__(self, *, config: ModelConfig, hydra: HydraConfig, head: int, build_block):
+    def __init__(self, *, config: ModelConfig, hydra: HydraSplit, head: int, build_block):
         super().__init__()
         self.layers = nn.ModuleDict({
-            str(layer): build_block(config, layer, head)
-            for layer in range(hydra.trunk_layers, hydra.n_layers)
+            str(layer): build_block(config, layer, head) for layer in hydra.head_layers
         })
 
 
 class HydraTransformer(nn.Module):
     """Shared trunk, N heads, shared final norm and `lm_head`; see the module docstring."""
 
-    def __init__(self, *, config: ModelConfig, hydra: HydraConfig):
+    def __init__(self, *, config: ModelConfig, hydra: HydraSplit):
         super().__init__()
         if hydra.n_layers != config.n_layers:
             raise ValueError(f"hydra split covers {hydra.n_layers} layers, model has {config.n_layers}")
@@ -79,7 +72,7 @@ class HydraTransformer(nn.Module):
         self.embed_tokens = arch.build_embeddings(config)
         self.rotary = RotaryEmbedding(config) if arch.uses_rope else None
         self.layers = nn.ModuleDict({
-            str(layer): arch.build_block(config, layer, None) for layer in range(hydra.trunk_layers)
+            str(layer): arch.build_block(config, layer, None) for layer in range(hydra.trunk)
         })
         self.heads = nn.ModuleList(
             HydraHead(config=config, hydra=hydra, head=h, build_block=arch.build_block)
@@ -90,14 +83,13 @@ class HydraTransformer(nn.Module):
             nn.Linear(config.hidden_size, config.vocab_size, bias=False) if arch.has_lm_head else None
         )
         self.tie_weights()
-        self.kv_cache: KVCache | None = None
 
     @classmethod
-    def build(cls, config: ModelConfig, hydra: HydraConfig | None = None, *,
+    def build(cls, config: ModelConfig, hydra: HydraSplit | None = None, *,
               init_device: str | torch.device = "meta") -> HydraTransformer:
         """Construct without weights on `init_device` (`meta`: no memory until loaded)."""
         with torch.device(init_device):
-            return cls(config=config, hydra=hydra or HydraConfig.single(config.n_layers))
+            return cls(config=config, hydra=hydra or HydraSplit.single(config.n_layers))
 
     def tie_weights(self) -> None:
         """Share `lm_head.weight` with the token embeddings when the config ties them."""
@@ -116,41 +108,27 @@ class HydraTransformer(nn.Module):
 
     # ---- masks and positions -------------------------------------------------------------
 
-    def _attention_mask(self, key_valid: torch.Tensor, start: int, length, window: int | None):
-        """[B, 1, S, T] bool: causal (decoders), window, real keys, and always the token itself."""
-        q_pos = torch.arange(length, device=key_valid.device) + start  # [S]
-        k_pos = torch.arange(key_valid.shape[1], device=key_valid.device)  # [T]
-        rel = q_pos[:, None] - k_pos[None, :]  # [S, T] query minus key position
-        allowed = key_valid[:, None, :]  # [B, 1, T]
+    def _attention_mask(self, real: torch.Tensor, window: int | None) -> torch.Tensor:
+        """[B, 1, S, S] bool: causal (decoders), window, real keys, and always the token itself."""
+        pos = torch.arange(real.shape[1], device=real.device)  # [S]
+        rel = pos[:, None] - pos[None, :]  # [S, S] query minus key position
+        allowed = real[:, None, :]  # [B, 1, S]
         if self.arch.causal:
             allowed = allowed & (rel >= 0)
         if window is not None:
             allowed = allowed & (rel < window)
-        allowed = allowed | (rel == 0)  # [B, S, T]
+        allowed = allowed | (rel == 0)  # [B, S, S]
         return allowed[:, None]
 
     def _context(self, attention_mask: torch.Tensor) -> ForwardContext:
-        """Positions and masks for new tokens, appending them to the KV cache if one is on."""
+        """Positions (counted over real tokens only) and one attention mask per window."""
         real = attention_mask.to(torch.bool)  # [B, S]
         offsets = real.to(torch.long).cumsum(-1) - 1  # [B, S] position among real tokens
-        start, cache = 0, self.kv_cache
-        key_valid = real  # [B, T]
-        if cache is not None:
-            start = cache.length
-            end = start + real.shape[1]
-            if end > cache.capacity:
-                raise ValueError(f"KV cache holds {cache.capacity} positions, {end} needed")
-            cache.mask[:, start:end] = real
-            key_valid = cache.mask[:, :end]
-            offsets = offsets + cache.seen[:, None]
-            cache.seen = cache.seen + real.sum(-1)
-            cache.length = end
         masks = {
-            window: self._attention_mask(key_valid, start, real.shape[1], window)
+            window: self._attention_mask(real, window)
             for window in sorted(set(self.config.sliding_windows), key=lambda w: (w is None, w))
         }
-        return ForwardContext(position_ids=offsets.clamp(min=0), masks=masks, start=start,
-                              cache=None if cache is None else cache.layers)
+        return ForwardContext(position_ids=offsets.clamp(min=0), masks=masks)
 
     # ---- forward passes ------------------------------------------------------------------
 
@@ -167,8 +145,8 @@ class HydraTransformer(nn.Module):
             hidden = block(hidden, ctx)
         return TrunkState(hidden=hidden, attention_mask=attention_mask, context=ctx)
 
-    def _run_head(self, state: TrunkState, head: int, last_token_only: bool):
-        """One head's layers, final norm and `lm_head`: (logits [B, S_out, V], hidden [B, S, H])."""
+    def _run_head(self, state: TrunkState, head: int, last_token_only: bool) -> torch.Tensor:
+        """One head's layers, final norm and `lm_head`: logits `[B, S_out, V]`."""
         hidden = state.hidden
         for block in self.heads[head].layers.values():
             hidden = block(hidden, state.context)
@@ -177,14 +155,12 @@ class HydraTransformer(nn.Module):
         out = markers.mark(self.norm(out), "final_norm", None, marker)
         if self.lm_head is not None:
             out = markers.mark(self.lm_head(out), "logits", None, marker)
-        return out, hidden
+        return out
 
     def forward_heads(self, state: TrunkState, head_indices=None, *,
                       last_token_only: bool = False) -> torch.Tensor:
         """The selected heads on a trunk output: logits `[n_selected, B, S_out, V]`."""
-        return _stack([
-            self._run_head(state, h, last_token_only)[0] for h in self._head_list(head_indices)
-        ])
+        return _stack([self._run_head(state, h, last_token_only) for h in self._head_list(head_indices)])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 head_indices=None, last_token_only: bool = False) -> torch.Tensor:
@@ -194,46 +170,6 @@ class HydraTransformer(nn.Module):
         """
         state = self.forward_trunk(input_ids, attention_mask)
         return self.forward_heads(state, head_indices, last_token_only=last_token_only)
-
-    def residual_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                         head_indices=None) -> ResidualOutput:
-        """Logits and the chosen heads' last hidden states (before the final norm)."""
-        state = self.forward_trunk(input_ids, attention_mask)
-        outputs = [self._run_head(state, h, False) for h in self._head_list(head_indices)]
-        return ResidualOutput(logits=_stack([o[0] for o in outputs]),
-                              hidden=_stack([o[1] for o in outputs]))
-
-    # ---- KV cache ------------------------------------------------------------------------
-
-    def _require_decoder(self, what: str) -> None:
-        if self.lm_head is None:
-            raise ValueError(f"{what} needs a decoder with an lm_head; "
-                             f"{self.config.model_type} is an encoder")
-
-    def init_kv_cache(self, batch: int, max_len: int) -> KVCache:
-        """Allocate keys/values for `max_len` positions; later forwards append to it."""
-        self._require_decoder("a KV cache")
-        owners = [(layer, None) for layer in range(self.hydra.trunk_layers)] + [
-            (layer, self._head_marker(h))
-            for h in range(self.hydra.n_heads)
-            for layer in range(self.hydra.trunk_layers, self.hydra.n_layers)
-        ]
-        self.kv_cache = KVCache.allocate(
-            owners, batch=batch, max_len=max_len, n_kv_heads=self.config.n_kv_heads,
-            head_dim=self.config.head_dim, like=self.embed_tokens.weight,
-        )
-        return self.kv_cache
-
-    def reset_kv_cache(self) -> None:
-        """Drop the KV cache; forwards recompute everything again."""
-        self.kv_cache = None
-
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
-                 max_new_tokens: int, head_indices=None, use_cache: bool = True) -> torch.Tensor:
-        """Greedy decoding from the heads' mean logits: `[B, S]` -> `[B, S + max_new_tokens]`."""
-        self._require_decoder("generation")
-        return greedy_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                               head_indices=head_indices, use_cache=use_cache)
 
 
 def _stack(per_head: list[torch.Tensor]) -> torch.Tensor:

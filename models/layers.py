@@ -22,28 +22,17 @@ from expc.models.config import ModelConfig
 
 
 @attrs.define(kw_only=True)
-class LayerKV:
-    """Cached keys and values of one attention layer (one per Hydra head for head layers)."""
-
-    keys: torch.Tensor  # [B, n_kv_heads, T_max, d]
-    values: torch.Tensor  # [B, n_kv_heads, T_max, d]
-
-
-@attrs.define(kw_only=True)
 class ForwardContext:
     """What every block of one forward pass shares, built once by the model.
 
     `masks` maps a sliding window (None = full attention) to a boolean mask
-    `[B, 1, S, T]` (True = may attend); `start` is where the new tokens sit in the KV cache
-    (0 without one); `cache` maps `(layer, head)` to that layer's `LayerKV`.
+    `[B, 1, S, S]` (True = may attend); `cos`/`sin` are the rotary tables of rotary models.
     """
 
     position_ids: torch.Tensor  # [B, S]
     masks: Mapping[int | None, torch.Tensor]
     cos: torch.Tensor | None = None  # [B, S, d]
     sin: torch.Tensor | None = None  # [B, S, d]
-    start: int = 0
-    cache: Mapping[tuple[int, int | None], LayerKV] | None = None
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -168,19 +157,9 @@ class RotaryAttention(nn.Module):
         q = apply_rotary(self._split_heads(q, self.n_heads), ctx.cos, ctx.sin)  # [B, nH, S, d]
         k = apply_rotary(self._split_heads(k, self.n_kv_heads), ctx.cos, ctx.sin)  # [B, nKV, S, d]
         v = self._split_heads(v, self.n_kv_heads)  # [B, nKV, S, d]
-        if ctx.cache is not None:
-            k, v = self._extend_cache(ctx, k, v)  # [B, nKV, T, d]
         out = markers.attention(
             q, repeat_kv(k, self.groups), repeat_kv(v, self.groups), ctx.masks[self.window],
             self.scale, self.layer, self.head,
         )  # [B, nH, S, d]
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim)
         return self.o_proj(out)  # [B, S, H]
-
-    def _extend_cache(self, ctx: ForwardContext, k: torch.Tensor, v: torch.Tensor):
-        """Write the new keys/values at `ctx.start` and return everything cached so far."""
-        entry = ctx.cache[(self.layer, self.head)]
-        end = ctx.start + k.shape[2]
-        entry.keys[:, :, ctx.start:end] = k
-        entry.values[:, :, ctx.start:end] = v
-        return entry.keys[:, :, :end], entry.values[:, :, :end]

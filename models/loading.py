@@ -18,8 +18,10 @@ from torch import nn
 
 from expc.models.builtin import is_builtin, open_builtin
 from expc.models.checkpoint import open_checkpoint
-from expc.models.config import HydraConfig, ModelConfig
 from expc.models.hydra import HydraTransformer, split_head_prefix
+from expc.models.hydra_split import HydraSplit
+from expc.models.registry import read_config
+from expc.spec import ir
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,6 @@ def open_source(ref: str | Path):
 def config_source(ref: str | Path) -> str:
     """Where diagnostics about a model's config point."""
     return str(ref) if is_builtin(str(ref)) else str(Path(ref) / "config.json")
-
-
-def hydra_split(n_layers: int, *, trunk: int | None, heads: int, source: str) -> HydraConfig:
-    """No trunk and one head: no split; otherwise `trunk` shared layers and `heads` heads."""
-    if trunk is None and heads == 1:
-        return HydraConfig.single(n_layers)
-    return HydraConfig.split(n_layers, trunk=n_layers if trunk is None else trunk, heads=heads,
-                             source=source)
 
 
 def _checkpoint_key(checkpoint, candidates: tuple[str, ...]) -> str:
@@ -73,21 +67,30 @@ def materialize(model: HydraTransformer, checkpoint, *, dtype: torch.dtype, devi
     return model.eval()
 
 
-def load_model(ref: str | Path, *, trunk: int | None = None, heads: int = 1,
+def meta_model(ref: str | Path, hydra: ir.Hydra | None = None) -> HydraTransformer:
+    """The model `ref` split as `hydra` asks, built on the meta device: no weights read."""
+    return _build_on_meta(open_source(ref), hydra, source=config_source(ref))
+
+
+def _build_on_meta(checkpoint, hydra: ir.Hydra | None, *, source: str) -> HydraTransformer:
+    config = read_config(checkpoint.config, source=source)
+    split = HydraSplit.of(hydra, n_layers=config.n_layers, source=source)
+    return HydraTransformer.build(config, split, init_device="meta")
+
+
+def load_model(ref: str | Path, *, hydra: ir.Hydra | None = None,
                dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
                head_checkpoints: Mapping[int, str | Path] | None = None) -> HydraTransformer:
     """Load `builtin:NAME` or a checkpoint folder as a `HydraTransformer` in eval mode.
 
-    `trunk`/`heads` give the Hydra split (none by default); `head_checkpoints` maps a head
-    index to another checkpoint folder whose layers that head takes instead of clones.
+    `hydra` is the spec's `hydra` block (`ir.Hydra(trunk=..., heads=...)`; none: no split);
+    `head_checkpoints` maps a head index to another checkpoint folder whose layers that
+    head takes instead of clones.
     """
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     checkpoint = open_source(ref)
-    source = config_source(ref)
-    config = ModelConfig.from_hf(checkpoint.config, source=source)
-    hydra = hydra_split(config.n_layers, trunk=trunk, heads=heads, source=source)
-    model = HydraTransformer.build(config, hydra, init_device="meta")
+    model = _build_on_meta(checkpoint, hydra, source=config_source(ref))
     others = {h: open_source(folder) for h, folder in (head_checkpoints or {}).items()}
-    log.info("loading %s (%s, %d layers, trunk %d, %d heads)", ref, config.model_type,
-             config.n_layers, hydra.trunk_layers, hydra.n_heads)
+    log.info("loading %s (%s, %d layers, trunk %d, %d heads)", ref, model.config.model_type,
+             model.config.n_layers, model.hydra.trunk, model.hydra.n_heads)
     return materialize(model, checkpoint, dtype=dtype, device=device, head_checkpoints=others)

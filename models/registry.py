@@ -3,7 +3,9 @@
 Each architecture module (`llama.py`, `olmo2.py`, `bert.py`) describes itself with one
 `Architecture` and calls `register` at import; `HydraTransformer` and the loader only ever
 talk to this interface, so adding a family is one new module plus one line in
-`ARCHITECTURE_MODULES`.
+`ARCHITECTURE_MODULES`. `read_config` is the one way from a `config.json` dict to a
+`ModelConfig`: the architecture decides how its config is read, so that lookup lives here
+and `expc.models.config` (which this module imports) knows nothing of the registry.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import attrs
 from torch import nn
 
 from expc.models.config import ModelConfig
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.bert")
@@ -81,10 +83,13 @@ def architecture_for(raw: Mapping, *, source: str = "config.json") -> Architectu
         f"{a.model_type} ({', '.join(a.hf_architectures)})" for a in sorted(
             registry.values(), key=lambda a: a.model_type)
     )
-    raise DiagnosticError(error(
-        source, f"unsupported model architecture `{found}`", code="model-unsupported",
-        help=(f"supported model types: {listed}",),
-    ))
+    raise fail(source, f"unsupported model architecture `{found}`", code="model-unsupported",
+               help=(f"supported model types: {listed}",))
+
+
+def read_config(raw: Mapping, *, source: str = "config.json") -> ModelConfig:
+    """A Hugging Face config dict as a `ModelConfig`; an unsupported architecture is a diagnostic."""
+    return architecture_for(raw, source=source).config_from_hf(raw, source)
 
 
 def architecture_named(model_type: str) -> Architecture:

@@ -30,10 +30,8 @@ def trace(model: nn.Module, *, head_indices=None, last_token_only: bool = False)
     """Trace `model.forward(input_ids, attention_mask)` with the head choice fixed.
 
     The graph takes `input_ids [B, S]` and `attention_mask [B, S]` and returns the logits
-    `[n_selected, B, S_out, V]`; it never uses a KV cache.
+    `[n_selected, B, S_out, V]`.
     """
-    if getattr(model, "kv_cache", None) is not None:
-        raise ValueError("trace a model without an active KV cache (call reset_kv_cache())")
     tracer = HydraTracer()
     graph = tracer.trace(model, concrete_args={
         "head_indices": head_indices, "last_token_only": last_token_only,

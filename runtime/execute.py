@@ -120,16 +120,14 @@ def _describe_model(experiment: ir.Experiment, model) -> dict:
     hydra = model.hydra
     return {"path": experiment.model.path, "architecture": model.config.model_type,
             "config": dict(model.config.raw), "n_layers": model.config.n_layers,
-            "hydra": {"trunk": hydra.trunk_layers, "heads": hydra.n_heads}}
+            "hydra": {"trunk": hydra.trunk, "heads": hydra.n_heads}}
 
 
 def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
              seconds: dict[str, float], store: RunStore | None) -> _Loop:
     t0 = time.perf_counter()
     torch.manual_seed(experiment.seed)
-    hydra = experiment.hydra
-    model = load_model(experiment.model.path, trunk=None if hydra is None else hydra.trunk,
-                       heads=1 if hydra is None else hydra.heads,
+    model = load_model(experiment.model.path, hydra=experiment.hydra,
                        dtype=DTYPES[experiment.dtype], device=device)
     if store is not None:
         store.manifest["model"] = _describe_model(experiment, model)

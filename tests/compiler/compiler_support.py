@@ -7,17 +7,19 @@ from collections import defaultdict
 
 import torch
 
-from expc.compiler.plan import CaptureEntry, Layout, MetricEntry, Plan
+from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
+from expc.models.hydra_split import HydraSplit
 from expc.models.loading import load_model
 from expc.models.tracing import trace
+from expc.spec import ir
 
 N_LAYERS, TRUNK, HEADS = 4, 2, 3
-LAYOUT = Layout(n_layers=N_LAYERS, trunk=TRUNK, n_heads=HEADS)
+LAYOUT = HydraSplit(n_layers=N_LAYERS, trunk=TRUNK, n_heads=HEADS)
 
 
 def make_model() -> torch.nn.Module:
     """The built-in tiny Llama (4 layers, hidden 64) split into a 2-layer trunk and 3 heads."""
-    return load_model("builtin:tiny-llama", trunk=TRUNK, heads=HEADS)
+    return load_model("builtin:tiny-llama", hydra=ir.Hydra(trunk=TRUNK, heads=HEADS))
 
 
 def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ from expc.compiler.pipeline import compile_experiment
 from expc.compiler.plan import build_plan
 from expc.compiler.taps import Tap, is_tap
 from expc.models.loading import load_model
+from expc.spec import ir
 
 
 def test_the_quickstart_compiles_to_one_tap_per_key(model):
@@ -32,4 +33,4 @@ def test_the_quickstart_compiles_to_one_tap_per_key(model):
 def test_a_model_split_unlike_the_spec_is_refused():
     experiment = spec.load("examples/quickstart.exp")  # trunk 2, 3 heads
     with pytest.raises(ValueError, match="split"):
-        compile_experiment(experiment, load_model("builtin:tiny-llama", trunk=3, heads=3))
+        compile_experiment(experiment, load_model("builtin:tiny-llama", hydra=ir.Hydra(trunk=3, heads=3)))

@@ -17,6 +17,7 @@ from expc.models.loading import load_model
 from expc.models.markers import LAYER_SITES, attention
 from expc.models.tokenizer import load_tokenizer
 from expc.models.tracing import is_marker, strip_markers, trace
+from expc.spec import ir
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import DiagnosticError
 
@@ -140,7 +141,7 @@ def test_padding_left_or_right_equals_each_sample_alone(ours) -> None:
 
 
 def test_hydra_heads_cloned_from_the_checkpoint_equal_the_base_model(folder, ours) -> None:
-    hydra = load_model(folder, trunk=1, heads=3)
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=1, heads=3))
     ids, mask = right_padded_batch([8, 5], 97, seed=2)
     with torch.no_grad():
         base = ours(ids, mask)[0]
@@ -221,7 +222,7 @@ def test_builtin_tiny_bert_equals_transformers_with_the_same_weights() -> None:
 
 
 def test_hydra_bert_traces_with_every_site_marked_and_strips_to_eager(folder: Path) -> None:
-    hydra = load_model(folder, trunk=2, heads=2)
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=2, heads=2))
     graph = trace(hydra)
     marks = {node.args[1:] for node in graph.graph.nodes if is_marker(node)}
     per_layer = set(LAYER_SITES) - {"attn_pattern"}  # patterns come from the attention leaf
@@ -284,13 +285,3 @@ def test_minilm_equals_transformers_and_its_embeddings_mean_something(minilm: Pa
     pooled = torch.nn.functional.normalize(pooled, dim=-1)
     similar, unrelated = pooled[0] @ pooled[1], pooled[0] @ pooled[2]
     assert similar > unrelated + 0.3, (similar, unrelated)
-
-
-def test_encoders_refuse_generation_and_kv_cache_clearly():
-    from expc.models.loading import load_model
-
-    model = load_model("builtin:tiny-bert")
-    with pytest.raises(ValueError, match="bert is an encoder"):
-        model.generate(torch.tensor([[5, 6]]), max_new_tokens=2)
-    with pytest.raises(ValueError, match="bert is an encoder"):
-        model.init_kv_cache(1, 8)

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from hf_reference import VOCAB, hf_layer_outputs, hf_model, save
+from hf_reference import VOCAB, hf_layer_outputs, hf_model, our_layer_outputs, save
 
 from expc.models.hydra import module_key, split_head_prefix
 from expc.models.loading import load_model
+from expc.spec import ir
 
 ATOL = 1e-5
 
@@ -20,7 +21,7 @@ def _ids(seed=3):
 
 
 def test_module_paths_use_global_layer_numbers(folder):
-    model = load_model(folder, trunk=1, heads=3)
+    model = load_model(folder, hydra=ir.Hydra(trunk=1, heads=3))
     names = dict(model.named_modules())
     assert "layers.0.mlp.down_proj" in names and "layers.1" not in names
     assert {f"heads.{h}.layers.{layer}.self_attn.o_proj" for h in range(3) for layer in (1, 2, 3)} <= set(names)
@@ -29,7 +30,7 @@ def test_module_paths_use_global_layer_numbers(folder):
 
 def test_cloned_heads_each_equal_the_base_model(folder):
     base = load_model(folder)
-    hydra = load_model(folder, trunk=2, heads=3)
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=2, heads=3))
     ids = _ids()
     expected = base(ids)[0]  # [B, S, V]
     logits = hydra(ids)
@@ -40,7 +41,7 @@ def test_cloned_heads_each_equal_the_base_model(folder):
 
 
 def test_head_selection_and_last_token_only(folder):
-    hydra = load_model(folder, trunk=2, heads=3)
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=2, heads=3))
     with torch.no_grad():  # make head 2 differ so selecting it is visible
         hydra.heads[2].layers["3"].mlp.down_proj.weight.mul_(2.0)
     ids = _ids()
@@ -58,23 +59,20 @@ def test_head_selection_and_last_token_only(folder):
         hydra(ids, head_indices=[3])
 
 
-def test_trunk_then_heads_and_residual_forward(folder):
-    hydra = load_model(folder, trunk=2, heads=2)
+def test_trunk_then_heads(folder):
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=2, heads=2))
     ids = _ids()
     state = hydra.forward_trunk(ids)
     assert state.hidden.shape == (2, 9, 32)
     torch.testing.assert_close(hydra.forward_heads(state, [1]), hydra(ids, head_indices=[1]))
-    residual = hydra.residual_forward(ids, head_indices=[0, 1])
-    hf = hf_model("llama", num_hidden_layers=4)
-    _, hf_hidden = hf_layer_outputs(hf, ids)
-    assert residual.hidden.shape == (2, 2, 9, 32)
-    torch.testing.assert_close(residual.hidden[1], hf_hidden[-1], atol=ATOL, rtol=0)
-    torch.testing.assert_close(residual.logits, hydra(ids))
+    _, hidden = our_layer_outputs(hydra, ids, head=1)  # embeddings, then each layer's output
+    _, hf_hidden = hf_layer_outputs(hf_model("llama", num_hidden_layers=4), ids)
+    torch.testing.assert_close(hidden[-1], hf_hidden[-1], atol=ATOL, rtol=0)
 
 
 def test_a_head_can_come_from_another_checkpoint(folder, tmp_path):
     other = save(hf_model("llama", num_hidden_layers=4, seed=7), tmp_path / "other")
-    hydra = load_model(folder, trunk=2, heads=2, head_checkpoints={1: other})
+    hydra = load_model(folder, hydra=ir.Hydra(trunk=2, heads=2), head_checkpoints={1: other})
     ids = _ids()
     base = load_model(folder)(ids)[0]
     torch.testing.assert_close(hydra(ids, head_indices=[0])[0], base, atol=ATOL, rtol=0)
@@ -88,9 +86,9 @@ def test_hydra_split_errors_are_diagnostics(folder):
     from expc.spec.diagnostics import DiagnosticError
 
     with pytest.raises(DiagnosticError, match="between 1 and 3"):
-        load_model(folder, trunk=4, heads=2)
+        load_model(folder, hydra=ir.Hydra(trunk=4, heads=2))
     with pytest.raises(DiagnosticError, match="at least one head"):
-        load_model(folder, trunk=2, heads=0)
+        load_model(folder, hydra=ir.Hydra(trunk=2, heads=0))
 
 
 def test_module_keys_for_results():
@@ -102,10 +100,11 @@ def test_module_keys_for_results():
 
 def test_build_on_meta_holds_no_weights():
     from expc.models.builtin import builtin_config
-    from expc.models.config import HydraConfig, ModelConfig
     from expc.models.hydra import HydraTransformer
+    from expc.models.hydra_split import HydraSplit
+    from expc.models.registry import read_config
 
-    config = ModelConfig.from_hf(builtin_config("builtin:tiny-llama"))
-    model = HydraTransformer.build(config, HydraConfig.split(4, trunk=3, heads=2))
+    config = read_config(builtin_config("builtin:tiny-llama"))
+    model = HydraTransformer.build(config, HydraSplit.of(ir.Hydra(trunk=3, heads=2), n_layers=4))
     assert all(p.is_meta for p in model.parameters())
     assert sorted(model.heads[1].layers) == ["3"]

@@ -8,6 +8,7 @@ from hf_reference import VOCAB, hf_model, save
 from safetensors.torch import load_file, save_file
 
 from expc.models.loading import load_model
+from expc.spec import ir
 from expc.spec.diagnostics import DiagnosticError
 
 
@@ -30,8 +31,8 @@ def test_sharded_checkpoint_loads_like_a_single_file(hf, folder, tmp_path):
     assert (sharded / "model.safetensors.index.json").is_file()
     assert len(list(sharded.glob("*.safetensors"))) > 2
     ids = _ids()
-    torch.testing.assert_close(load_model(sharded, trunk=1, heads=2)(ids),
-                               load_model(folder, trunk=1, heads=2)(ids), atol=0, rtol=0)
+    torch.testing.assert_close(load_model(sharded, hydra=ir.Hydra(trunk=1, heads=2))(ids),
+                               load_model(folder, hydra=ir.Hydra(trunk=1, heads=2))(ids), atol=0, rtol=0)
 
 
 def test_parameters_are_materialised_frozen_and_cast(folder):

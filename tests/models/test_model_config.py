@@ -1,12 +1,11 @@
-"""Reading `config.json` dicts into `ModelConfig`, the Hydra split, and built-in models."""
+"""Reading `config.json` dicts into `ModelConfig` through the registry, and built-in models."""
 
 import pytest
 import torch
 
 from expc.models.builtin import builtin_config, open_builtin
-from expc.models.config import HydraConfig, ModelConfig
 from expc.models.loading import load_model
-from expc.models.registry import supported
+from expc.models.registry import read_config, supported
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import DiagnosticError
 
@@ -19,25 +18,25 @@ def _diagnostic(excinfo):
 
 
 def test_flat_and_nested_rope_layouts_agree():
-    flat = ModelConfig.from_hf({**LLAMA, "rope_theta": 500.0})
+    flat = read_config({**LLAMA, "rope_theta": 500.0})
     nested = {k: v for k, v in LLAMA.items() if k != "rope_theta"}
     nested["rope_parameters"] = {"rope_type": "default", "rope_theta": 500.0}
-    assert ModelConfig.from_hf(nested).rope == flat.rope
+    assert read_config(nested).rope == flat.rope
     assert flat.rope.theta == 500.0 and flat.kv_groups == 2 and flat.head_dim == 16
 
 
 def test_old_rope_scaling_layout_is_read():
     scaling = {"type": "linear", "factor": 2.0}
-    config = ModelConfig.from_hf({**LLAMA, "rope_scaling": scaling})
+    config = read_config({**LLAMA, "rope_scaling": scaling})
     assert config.rope.rope_type == "linear" and config.rope.factor == 2.0
-    default = ModelConfig.from_hf(LLAMA).rope.inverse_frequencies(16)
+    default = read_config(LLAMA).rope.inverse_frequencies(16)
     torch.testing.assert_close(config.rope.inverse_frequencies(16), default / 2.0)
 
 
 def test_unsupported_architecture_lists_the_supported_ones():
     raw = {**LLAMA, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}
     with pytest.raises(DiagnosticError) as excinfo:
-        ModelConfig.from_hf(raw, source="ckpt/config.json")
+        read_config(raw, source="ckpt/config.json")
     diagnostic = _diagnostic(excinfo)
     assert diagnostic.span.path == "ckpt/config.json" and "gpt2" in diagnostic.message
     for model_type in ("bert", "llama", "mistral", "qwen2", "olmo2"):
@@ -49,32 +48,24 @@ def test_architecture_name_is_enough_without_model_type():
     raw = {k: v for k, v in LLAMA.items() if k != "model_type"}
     raw["architectures"] = ["Qwen2ForCausalLM"]
     raw["model_type"] = None
-    assert ModelConfig.from_hf(raw).qkv_bias is True
+    assert read_config(raw).qkv_bias is True
 
 
 def test_unsupported_rope_type_and_missing_field_are_diagnostics():
     with pytest.raises(DiagnosticError, match="rope type `yarn`"):
-        ModelConfig.from_hf({**LLAMA, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
+        read_config({**LLAMA, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
     raw = {k: v for k, v in LLAMA.items() if k != "hidden_size"}
     with pytest.raises(DiagnosticError, match="missing `hidden_size`"):
-        ModelConfig.from_hf(raw)
+        read_config(raw)
 
 
 def test_qwen2_sliding_window_layers():
     raw = {**LLAMA, "model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
            "max_window_layers": 2}
-    assert ModelConfig.from_hf(raw).sliding_windows == (None, None, 8, 8)
+    assert read_config(raw).sliding_windows == (None, None, 8, 8)
     raw["layer_types"] = ["sliding_attention", "full_attention"] * 2
-    assert ModelConfig.from_hf(raw).sliding_windows == (8, None, 8, None)
-    assert ModelConfig.from_hf(LLAMA).sliding_windows == (None,) * 4
-
-
-def test_hydra_configs():
-    assert HydraConfig.single(4) == HydraConfig(n_heads=1, trunk_layers=4, head_layers=0)
-    split = HydraConfig.split(4, trunk=1, heads=3)
-    assert (split.head_layers, split.n_layers, split.is_split) == (3, 4, True)
-    assert not HydraConfig.single(4).is_split
-    assert [split.owner(layer) for layer in range(4)] == ["trunk", "heads", "heads", "heads"]
+    assert read_config(raw).sliding_windows == (8, None, 8, None)
+    assert read_config(LLAMA).sliding_windows == (None,) * 4
 
 
 def test_unknown_builtin_lists_the_builtins():
@@ -98,5 +89,5 @@ def test_builtin_weights_are_deterministic_and_distinct():
 
 def test_unknown_activation_is_a_diagnostic():
     with pytest.raises(DiagnosticError, match="activation `swiglu_x`"):
-        ModelConfig.from_hf({**LLAMA, "hidden_act": "swiglu_x"})
-    assert ModelConfig.from_hf({**LLAMA, "hidden_act": "gelu_pytorch_tanh"}).hidden_act == "gelu_pytorch_tanh"
+        read_config({**LLAMA, "hidden_act": "swiglu_x"})
+    assert read_config({**LLAMA, "hidden_act": "gelu_pytorch_tanh"}).hidden_act == "gelu_pytorch_tanh"

@@ -6,11 +6,12 @@ import torch
 from expc.models import markers
 from expc.models.loading import load_model
 from expc.models.tracing import is_marker, strip_markers, trace
+from expc.spec import ir
 
 
 @pytest.fixture(scope="module", params=["builtin:tiny-llama", "builtin:tiny-olmo2"])
 def model(request):
-    return load_model(request.param, trunk=2, heads=2)
+    return load_model(request.param, hydra=ir.Hydra(trunk=2, heads=2))
 
 
 def _batch():
