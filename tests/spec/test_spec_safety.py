@@ -75,11 +75,3 @@ def test_expc_check_command_never_imports_torch():
                          cwd=SPEC_DIR.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False", out.stderr
-
-
-def test_vocabulary_sites_match_the_model_markers():
-    from expc.models import markers
-    from expc.spec import vocabulary
-
-    assert vocabulary.LAYER_SITES == markers.LAYER_SITES
-    assert vocabulary.MODEL_SITES == markers.MODEL_SITES
