@@ -19,7 +19,8 @@ from torch import nn
 from expc.models.builtin import is_builtin, open_builtin
 from expc.models.checkpoint import open_checkpoint
 from expc.models.config import HydraConfig, ModelConfig
-from expc.models.hydra import HydraTransformer, split_head_prefix
+from expc.models.hydra import HydraTransformer
+from expc.spec.run_format import split_head_prefix
 
 log = logging.getLogger(__name__)
 
