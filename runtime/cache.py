@@ -21,32 +21,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
 
 from expc.runtime.aggregate_dataset_mean import Moments
 from expc.runtime.aggregate_packing import padded_cat
+from expc.spec.run_format import SAMPLE_INDEX, key_family, split_suffix
 
 Aggregation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SUFFIXES = (".mask", ".var", ".count")
-SAMPLE_INDEX = "meta/sample_index"
-
-
-def split_suffix(key: str) -> tuple[str, str]:
-    """`capture/x_1.mask` -> (`capture/x_1`, `.mask`); keys without a suffix keep `""`."""
-    for suffix in SUFFIXES:
-        if key.endswith(suffix):
-            return key[: -len(suffix)], suffix
-    return key, ""
-
-
-def key_family(key: str) -> str:
-    """The key with its layer and head numbers generalised: `capture/head{h}/resid_out_{L}`."""
-    key = re.sub(r"(?<![A-Za-z0-9])head\d+(?=/)", "head{h}", key)
-    key = re.sub(r"(?<=layers\.)\d+(?=\.)", "{L}", key)
-    return re.sub(r"_\d+(?=$|\.|/)", "_{L}", key)
 
 
 def _describe(tensors: Sequence[torch.Tensor]) -> str:
@@ -86,22 +69,6 @@ class Results(MutableMapping[str, torch.Tensor]):
         self.metadata: dict[str, object] = dict(metadata or {})
         self._aggregations: dict[str, Aggregation] = dict(aggregations or {})
         self.update(tensors or {})
-
-    @classmethod
-    def from_states(cls, *, captures: Mapping[str, object] = {},
-                    importance: Mapping[str, object] = {},
-                    metadata: Mapping[str, object] | None = None) -> Results:
-        """Collect finished state objects: `captures` key -> aggregator (its `result()`
-        suffixes appended), `importance` `importance/{metric}/{module}` -> metric (its
-        `to_dict()` fields appended as `/{field}`)."""
-        tensors: dict[str, torch.Tensor] = {}
-        for key, aggregator in captures.items():
-            tensors.update({key + suffix: value
-                            for suffix, value in aggregator.result().items()})
-        for prefix, metric in importance.items():
-            tensors.update({f"{prefix}/{field}": value
-                            for field, value in metric.to_dict().items()})
-        return cls(tensors, metadata=metadata)
 
     # The mapping.
     def __getitem__(self, key: str) -> torch.Tensor:
