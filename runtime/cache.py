@@ -27,7 +27,8 @@ import torch
 
 from expc.runtime.aggregate_dataset_mean import Moments
 from expc.runtime.aggregate_packing import padded_cat
-from expc.spec.run_format import SAMPLE_INDEX, key_family, split_suffix
+from expc.spec.run_format import (COUNT_SUFFIX, MASK_SUFFIX, SAMPLE_INDEX, VAR_SUFFIX, key_family,
+                                  split_suffix)
 
 Aggregation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -156,8 +157,8 @@ class Results(MutableMapping[str, torch.Tensor]):
     def _default_combination(self, key: str, parts: Sequence[Results]
                              ) -> dict[str, torch.Tensor]:
         base, _ = split_suffix(key)
-        if base + ".count" in self:
-            group = {suffix: base + suffix for suffix in ("", ".var", ".count")}
+        if base + COUNT_SUFFIX in self:
+            group = {suffix: base + suffix for suffix in ("", VAR_SUFFIX, COUNT_SUFFIX)}
             moments = [Moments.from_result({s: part[k] for s, k in group.items()})
                        for part in parts]
             merged = functools.reduce(Moments.combine, moments).as_result(self[base].dtype)
@@ -166,7 +167,7 @@ class Results(MutableMapping[str, torch.Tensor]):
         if key == SAMPLE_INDEX:  # later parts' samples come after the earlier ones'
             starts = itertools.accumulate([0, *(len(t) for t in tensors[:-1])])
             tensors = [t + start for t, start in zip(tensors, starts)]
-        if base + ".mask" in self:
+        if base + MASK_SUFFIX in self:
             return {key: _concat_padded(key, tensors)}
         if key.startswith("importance/"):
             raise ValueError(f"cannot combine {key!r}: importance scores have no sample axis; "

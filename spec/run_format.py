@@ -24,7 +24,8 @@ STATUSES = ("running", "complete", "failed")
 MANIFEST = "manifest.json"
 RESULTS = "results.safetensors"
 CHECKPOINT_DIR = "checkpoint"
-DERIVED_FILES = ("report.html", "summary.md")  # made from a run; stale once it is re-run
+REPORT, SUMMARY = "report.html", "summary.md"  # written by `expc report`
+DERIVED_FILES = (REPORT, SUMMARY)  # made from a run; stale once it is re-run
 RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of a folder that cannot be read
 
 # The manifest.
@@ -37,8 +38,9 @@ REQUIRED_FIELDS = {  # per key kind, what a tensor's entry holds beside `meaning
 }
 
 # The keys.
-SUFFIX_MEANINGS = {"": "", ".mask": " — its token mask", ".var": " — variance",
-                   ".count": " — number of tokens counted"}
+MASK_SUFFIX, VAR_SUFFIX, COUNT_SUFFIX = ".mask", ".var", ".count"  # beside a capture's key
+SUFFIX_MEANINGS = {"": "", MASK_SUFFIX: " — its token mask", VAR_SUFFIX: " — variance",
+                   COUNT_SUFFIX: " — number of tokens counted"}
 SUFFIXES = tuple(suffix for suffix in SUFFIX_MEANINGS if suffix)
 PER_SAMPLE_MODES = ("full", "mean", "sum", "max")  # their tensors have a sample axis first
 SAMPLE_INDEX = "meta/sample_index"

@@ -48,7 +48,7 @@ def test_the_front_end_has_no_eval_exec_or_import_by_name():
 def test_checking_a_spec_never_imports_torch():
     code = (
         "import sys\n"
-        "import expc, expc.spec\n"
+        "import expc, expc.spec, expc.spec.run_format\n"
         "from expc.spec import load, check_file\n"
         "assert check_file('examples/quickstart.exp') == ()\n"
         "load('examples/quickstart.exp', check_model=False)\n"
