@@ -16,6 +16,7 @@ import click
 
 from expc.cli._errors import DiagnosticsFailed
 from expc.spec.diagnostics import DiagnosticError
+from expc.spec.run_format import RESULTS
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -67,4 +68,4 @@ def command(file: str, out_dir: str | None, resume: bool, force: bool,
         raise SystemExit(1) from None
     run_dir = results.metadata.get("run_dir")
     if run_dir and not quiet:
-        click.echo(f"complete: {len(results)} tensors in {run_dir}/results.safetensors")
+        click.echo(f"complete: {len(results)} tensors in {Path(run_dir) / RESULTS}")

@@ -14,14 +14,11 @@ from types import MappingProxyType
 
 import attrs
 
-from expc.models.hydra import module_key
 from expc.models.hydra_split import HydraSplit
 from expc.spec import ir
 from expc.spec.diagnostics import Span
-
-# Model-wide sites: `embed` sits before the trunk; `final_norm` and `logits` exist per head,
-# labelled with their head only when there is a Hydra split (like layers inside the heads).
-PER_HEAD_MODEL_SITES = ("final_norm", "logits")
+from expc.spec.run_format import capture_key, importance_key
+from expc.spec.vocabulary import PER_HEAD_MODEL_SITES
 
 
 @attrs.frozen(kw_only=True)
@@ -66,25 +63,21 @@ class Plan:
         return tuple(e.key for e in (*self.captures, *self.metrics))
 
 
-def _capture_key(name: str, layer: int | None, head: int | None) -> str:
-    head_part = "" if head is None else f"head{head}/"
-    layer_part = "" if layer is None else f"_{layer}"
-    return f"capture/{head_part}{name}{layer_part}"
-
-
 def _capture_entries(layout: HydraSplit, capture: ir.Capture) -> list[CaptureEntry]:
     mask = capture.aggregate.mask
     common = dict(site=capture.site, name=capture.key_name, mode=capture.aggregate.mode,
                   mask=None if mask is None else mask.kind,
                   field=None if mask is None else mask.field, span=capture.span)
     if capture.layers is None:
+        # `final_norm` and `logits` exist per head, labelled with their head only when there
+        # is a Hydra split (like layers inside the heads); `embed` sits before the trunk.
         per_head = capture.site in PER_HEAD_MODEL_SITES and layout.is_split
         heads = layout.selected_heads(capture.heads) if per_head else (None,)
         places = [(None, h) for h in heads]
     else:
         places = [(layer, h) for layer in capture.layers.resolve(layout.n_layers)
                   for h in layout.heads_of_layer(layer, capture.heads)]
-    return [CaptureEntry(key=_capture_key(capture.key_name, layer, head),
+    return [CaptureEntry(key=capture_key(capture.key_name, layer, head),
                          layer=layer, head=head, **common) for layer, head in places]
 
 
@@ -95,7 +88,7 @@ def _metric_entries(layout: HydraSplit, importance: ir.Importance) -> list[Metri
         for head in layout.heads_of_layer(layer, importance.heads):
             path = layout.module_path(importance.module, layer, head)
             entries.append(MetricEntry(
-                key=f"importance/{importance.metric}/{module_key(path)}",
+                key=importance_key(importance.metric, path),
                 metric=importance.metric, module=importance.module, module_path=path,
                 layer=layer, head=head, params=params, span=importance.span))
     return entries

@@ -13,10 +13,11 @@ The notebook API below imports its machinery on first use, so `import expc` stay
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("expc")  # pyproject.toml is the one home of the version
 
 
 def load(path: str | Path, *, overrides: tuple[str, ...] = (), check_model: bool = True) -> Any:

@@ -13,8 +13,6 @@ final norm through `expc.models.registry`.
 
 from __future__ import annotations
 
-import re
-
 import attrs
 import torch
 from torch import nn
@@ -24,21 +22,6 @@ from expc.models.config import ModelConfig
 from expc.models.hydra_split import HydraSplit
 from expc.models.layers import ForwardContext, RotaryEmbedding
 from expc.models.registry import architecture_named
-
-_HEAD_PREFIX = re.compile(r"^heads\.(\d+)\.")
-
-
-def split_head_prefix(path: str) -> tuple[int | None, str]:
-    """`heads.1.layers.3.mlp` -> (1, `layers.3.mlp`); a trunk path -> (None, path)."""
-    match = _HEAD_PREFIX.match(path)
-    if match is None:
-        return None, path
-    return int(match.group(1)), path[match.end():]
-
-
-def module_key(path: str) -> str:
-    """Module path -> result key: `heads.1.layers.3.mlp` -> `head1/layers.3.mlp` (contracts §3)."""
-    return _HEAD_PREFIX.sub(lambda m: f"head{m.group(1)}/", path)
 
 
 @attrs.define(kw_only=True)

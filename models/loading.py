@@ -18,10 +18,11 @@ from torch import nn
 
 from expc.models.builtin import is_builtin, open_builtin
 from expc.models.checkpoint import open_checkpoint
-from expc.models.hydra import HydraTransformer, split_head_prefix
+from expc.models.hydra import HydraTransformer
 from expc.models.hydra_split import HydraSplit
 from expc.models.registry import read_config
 from expc.spec import ir
+from expc.spec.run_format import split_head_prefix
 
 log = logging.getLogger(__name__)
 

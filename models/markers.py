@@ -1,10 +1,11 @@
 """Named capture points in the model's forward, kept as single nodes by torch.fx.
 
 `mark` is an identity that torch.fx records as one `call_function` node carrying its site
-name, global layer and Hydra head in `node.args`; the compiler replaces the markers it needs
-with taps and strips the rest, leaving exactly the plain model. `attention` is the fused
-scaled-dot-product attention as one leaf node, so the compiler can swap in the explicit
-softmax (which exposes `attn_pattern`) only at the layers whose patterns are captured.
+name (one of `expc.spec.vocabulary.SITES`), global layer and Hydra head in `node.args`; the
+compiler replaces the markers it needs with taps and strips the rest, leaving exactly the
+plain model. `attention` is the fused scaled-dot-product attention as one leaf node, so the
+compiler can swap in the explicit softmax (which exposes `attn_pattern`) only at the layers
+whose patterns are captured.
 
 Call both through the module (`markers.mark(...)`), not via `from ... import mark`:
 torch.fx patches the name in this module's globals while it traces.
@@ -15,13 +16,6 @@ from __future__ import annotations
 import torch
 import torch.fx
 import torch.nn.functional as F
-
-# Sites per layer and model-wide sites (contracts §1).
-LAYER_SITES = (
-    "resid_in", "resid_mid", "resid_out", "attn_in", "attn_out", "mlp_in", "mlp_out",
-    "attn_pattern", "values",
-)
-MODEL_SITES = ("embed", "final_norm", "logits")
 
 
 @torch.fx.wrap

@@ -22,9 +22,9 @@ from expc.report.section_importance import importance_section
 from expc.report.section_model_wide import model_wide_section
 from expc.report.section_run import run_section
 from expc.report.summary import render_summary
+from expc.spec.run_format import REPORT, SUMMARY
 
 log = logging.getLogger(__name__)
-SUMMARY = "summary.md"
 
 
 @attrs.frozen(kw_only=True)
@@ -85,7 +85,7 @@ def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> ReportFiles:
     """Write the HTML report (default `RUN_DIR/report.html`) and `summary.md` beside it."""
     page, summary, titles = build_report(run_dir)
-    html_path = Path(run_dir) / "report.html" if out is None else Path(out)
+    html_path = Path(run_dir) / REPORT if out is None else Path(out)
     summary_path = html_path.parent / SUMMARY
     _write_atomic(html_path, page)
     _write_atomic(summary_path, summary)

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from expc.report.run_folder import RunFolder
-
-MASK_SUFFIX = ".mask"
+from expc.spec.run_format import MASK_SUFFIX
 
 
 def masked_slices(folder: RunFolder,

@@ -16,8 +16,8 @@ import attrs
 import torch
 
 from expc.report.capture_slices import masked_slices
-from expc.report.keys import KeyInfo, parse_key
 from expc.report.run_folder import RunFolder
+from expc.spec.run_format import KeyInfo, parse_key
 
 NOT_VECTORS = ("attn_pattern",)  # sites whose captures are not hidden states
 

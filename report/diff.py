@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import attrs
 import torch
 
-from expc.report.keys import forward_position, parse_key, place_label
+from expc.report.keys import forward_position, place_label
 from expc.report.run_folder import RunFolder, open_run_folder
+from expc.spec.run_format import parse_key
 
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5

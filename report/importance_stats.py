@@ -13,8 +13,9 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-from expc.report.keys import forward_position, parse_key
+from expc.report.keys import forward_position
 from expc.report.run_folder import RunFolder
+from expc.spec.run_format import parse_key
 
 CANDIDATES_PER_MODULE = 8
 UNIT = {"kv_head_contribution": "kv head"}

@@ -22,8 +22,9 @@ import torch
 from expc.report import run_folder
 from expc.report.capture_slices import masked_slices
 from expc.report.capture_stats import capture_site
-from expc.report.keys import MODEL_WIDE_SITES, KeyInfo, parse_key
 from expc.report.run_folder import RunFolder
+from expc.spec.run_format import KeyInfo, parse_key
+from expc.spec.vocabulary import MODEL_SITES
 
 LOGIT_SITES = ("logits",)
 TOP_TOKENS = 10
@@ -159,7 +160,7 @@ def _capture(folder: RunFolder, info: KeyInfo, site: str) -> ModelWideCapture | 
 def _is_model_wide(folder: RunFolder, info: KeyInfo) -> bool:
     return (info.kind == "capture" and info.suffix is None
             and folder.entry(info.key).get("layer", info.layer) is None
-            and capture_site(folder, info) in MODEL_WIDE_SITES)
+            and capture_site(folder, info) in MODEL_SITES)
 
 
 def model_wide_families(folder: RunFolder) -> list[ModelWideFamily]:
@@ -177,7 +178,7 @@ def model_wide_families(folder: RunFolder) -> list[ModelWideFamily]:
         slot = grouped.setdefault((info.name, entry.get("aggregate", "")),
                                   [site, entry.get("mask"), []])
         slot[2].append(found)
-    order = {site: i for i, site in enumerate(MODEL_WIDE_SITES)}
+    order = {site: i for i, site in enumerate(MODEL_SITES)}
     families = [
         ModelWideFamily(site=site, name=name, aggregate=aggregate, mask=mask,
                         members=tuple(sorted(members,

@@ -1,9 +1,10 @@
 """Open a run folder (docs/run-folder.md) for reading: the manifest and the result tensors.
 
 The report and `expc diff` read only this — never the model. A folder that is not a run, a
-manifest that is not JSON or not of our format, or a results file that cannot be read is a
-`Diagnostic` naming the file, not a traceback. A `running` or `failed` run may have no
-results yet; it opens with no tensors so the report can still show what there is.
+manifest that is not JSON or not of our format (checked by `spec/run_format.py`, the
+format's one reader), or a results file that cannot be read is a `Diagnostic` naming the
+file, not a traceback. A `running` or `failed` run may have no results yet; it opens with
+no tensors so the report can still show what there is.
 """
 
 from __future__ import annotations
@@ -16,17 +17,10 @@ import attrs
 import torch
 from safetensors import SafetensorError, safe_open
 
-from expc.spec.diagnostics import DiagnosticError, error
-from expc.spec.json_files import read_json_object
+from expc.spec.diagnostics import fail
+from expc.spec.run_format import RESULTS, RUN_FOLDER_CODE, read_run_manifest
 
-FORMAT = "expc-run/1"
-STATUSES = ("running", "complete", "failed")
-MANIFEST = "manifest.json"
-RESULTS = "results.safetensors"
-RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of every run-folder error
 CHUNK_ELEMENTS = 1 << 23  # values per slice when streaming a large tensor
-OBJECT_FIELDS = ("spec", "ir", "model", "data", "versions", "timings", "tensors")
-NULLABLE_OBJECT_FIELDS = ("error", "checkpoint")
 
 
 @attrs.frozen(kw_only=True)
@@ -87,31 +81,6 @@ class RunFolder:
             return {key: handle.get_tensor(key) for key in keys}
 
 
-
-def _manifest_error(path: Path, message: str, *, help: tuple[str, ...] = ()) -> DiagnosticError:
-    return DiagnosticError(error(path, message, code=RUN_FOLDER_CODE, help=help))
-
-
-def _read_manifest(path: Path) -> dict:
-    if not path.exists():
-        raise _manifest_error(path, f"`{path.parent}` is not a run folder: it has no {MANIFEST}",
-                              help=("give the folder `expc run` wrote (its `output.dir`)",))
-    manifest = read_json_object(path, what=MANIFEST, code=RUN_FOLDER_CODE)
-    if manifest.get("format") != FORMAT:
-        raise _manifest_error(path, f"unknown run folder format {manifest.get('format')!r}",
-                              help=(f"this expc reads `{FORMAT}`",))
-    if manifest.get("status") not in STATUSES:
-        raise _manifest_error(path, f"unknown run status {manifest.get('status')!r}",
-                              help=("status is one of " + ", ".join(STATUSES),))
-    for field in OBJECT_FIELDS:
-        if not isinstance(manifest.get(field, {}), dict):
-            raise _manifest_error(path, f"`{field}` in {MANIFEST} must be an object")
-    for field in NULLABLE_OBJECT_FIELDS:
-        if not isinstance(manifest.get(field) or {}, dict):
-            raise _manifest_error(path, f"`{field}` in {MANIFEST} must be an object or null")
-    return manifest
-
-
 def _read_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -121,21 +90,12 @@ def _read_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
                 layout[key] = (tuple(view.get_shape()), str(view.get_dtype()))
             return layout
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DiagnosticError(error(path, f"cannot read {RESULTS}: {exc}",
-                                    code=RUN_FOLDER_CODE))
+        raise fail(path, f"cannot read {RESULTS}: {exc}", code=RUN_FOLDER_CODE) from None
 
 
 def open_run_folder(path: str | Path) -> RunFolder:
     """Read a run folder's manifest and results header; raise `DiagnosticError` if it is
     not a readable run. A complete run must have its results file."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise _manifest_error(folder, f"run folder `{folder}` does not exist")
-    manifest = _read_manifest(folder / MANIFEST)
-    results = folder / RESULTS
-    if not results.is_file():
-        if manifest["status"] == "complete":
-            raise _manifest_error(results, f"the run is complete but has no {RESULTS}")
-        return RunFolder(path=folder, manifest=manifest, results_path=None, layout={})
-    return RunFolder(path=folder, manifest=manifest, results_path=results,
-                     layout=_read_layout(results))
+    manifest, results = read_run_manifest(path)
+    return RunFolder(path=Path(path), manifest=manifest, results_path=results,
+                     layout={} if results is None else _read_layout(results))

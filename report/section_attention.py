@@ -19,8 +19,9 @@ from expc.report.capture_slices import masked_slices
 from expc.report.capture_stats import capture_site
 from expc.report.figures import new_figure, to_svg
 from expc.report.html_parts import Section, figure
-from expc.report.keys import forward_position, parse_key
+from expc.report.keys import forward_position
 from expc.report.run_folder import RunFolder
+from expc.spec.run_format import parse_key
 
 MAX_ROWS = 12
 MAX_HEADS = 8

@@ -21,32 +21,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
 
 from expc.runtime.aggregate_dataset_mean import Moments
 from expc.runtime.aggregate_packing import padded_cat
+from expc.spec.run_format import (COUNT_SUFFIX, MASK_SUFFIX, SAMPLE_INDEX, VAR_SUFFIX, key_family,
+                                  split_suffix)
 
 Aggregation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SUFFIXES = (".mask", ".var", ".count")
-SAMPLE_INDEX = "meta/sample_index"
-
-
-def split_suffix(key: str) -> tuple[str, str]:
-    """`capture/x_1.mask` -> (`capture/x_1`, `.mask`); keys without a suffix keep `""`."""
-    for suffix in SUFFIXES:
-        if key.endswith(suffix):
-            return key[: -len(suffix)], suffix
-    return key, ""
-
-
-def key_family(key: str) -> str:
-    """The key with its layer and head numbers generalised: `capture/head{h}/resid_out_{L}`."""
-    key = re.sub(r"(?<![A-Za-z0-9])head\d+(?=/)", "head{h}", key)
-    key = re.sub(r"(?<=layers\.)\d+(?=\.)", "{L}", key)
-    return re.sub(r"_\d+(?=$|\.|/)", "_{L}", key)
 
 
 def _describe(tensors: Sequence[torch.Tensor]) -> str:
@@ -86,22 +70,6 @@ class Results(MutableMapping[str, torch.Tensor]):
         self.metadata: dict[str, object] = dict(metadata or {})
         self._aggregations: dict[str, Aggregation] = dict(aggregations or {})
         self.update(tensors or {})
-
-    @classmethod
-    def from_states(cls, *, captures: Mapping[str, object] = {},
-                    importance: Mapping[str, object] = {},
-                    metadata: Mapping[str, object] | None = None) -> Results:
-        """Collect finished state objects: `captures` key -> aggregator (its `result()`
-        suffixes appended), `importance` `importance/{metric}/{module}` -> metric (its
-        `to_dict()` fields appended as `/{field}`)."""
-        tensors: dict[str, torch.Tensor] = {}
-        for key, aggregator in captures.items():
-            tensors.update({key + suffix: value
-                            for suffix, value in aggregator.result().items()})
-        for prefix, metric in importance.items():
-            tensors.update({f"{prefix}/{field}": value
-                            for field, value in metric.to_dict().items()})
-        return cls(tensors, metadata=metadata)
 
     # The mapping.
     def __getitem__(self, key: str) -> torch.Tensor:
@@ -189,8 +157,8 @@ class Results(MutableMapping[str, torch.Tensor]):
     def _default_combination(self, key: str, parts: Sequence[Results]
                              ) -> dict[str, torch.Tensor]:
         base, _ = split_suffix(key)
-        if base + ".count" in self:
-            group = {suffix: base + suffix for suffix in ("", ".var", ".count")}
+        if base + COUNT_SUFFIX in self:
+            group = {suffix: base + suffix for suffix in ("", VAR_SUFFIX, COUNT_SUFFIX)}
             moments = [Moments.from_result({s: part[k] for s, k in group.items()})
                        for part in parts]
             merged = functools.reduce(Moments.combine, moments).as_result(self[base].dtype)
@@ -199,7 +167,7 @@ class Results(MutableMapping[str, torch.Tensor]):
         if key == SAMPLE_INDEX:  # later parts' samples come after the earlier ones'
             starts = itertools.accumulate([0, *(len(t) for t in tensors[:-1])])
             tensors = [t + start for t, start in zip(tensors, starts)]
-        if base + ".mask" in self:
+        if base + MASK_SUFFIX in self:
             return {key: _concat_padded(key, tensors)}
         if key.startswith("importance/"):
             raise ValueError(f"cannot combine {key!r}: importance scores have no sample axis; "

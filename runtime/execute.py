@@ -40,6 +40,7 @@ from expc.spec import ir
 from expc.spec import load as load_spec
 from expc.spec import to_json
 from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.run_format import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
     # A checkpoint resumes only the same spec over the same data with the same world size.
     fingerprint = (f"{spec_sha}/world{world.size}/samples{loop.data.n_samples}"
                    f"/tokens{loop.data.n_tokens}")
-    checkpoint_dir = run_dir / "checkpoint"
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
     start, elapsed = 0, 0.0
     if resume:
         restored = load_checkpoint(checkpoint_dir, rank=world.rank, fingerprint=fingerprint)

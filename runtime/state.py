@@ -13,14 +13,13 @@ from collections.abc import Mapping
 import torch
 
 from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
-from expc.models.hydra import module_key
 from expc.runtime.aggregators import create_aggregator
 from expc.runtime.allocator import release_freed_memory
 from expc.runtime.data_batches import restore_data_order
 from expc.runtime.importance import create_metric
 from expc.spec.diagnostics import fail
-
-PER_SAMPLE_MODES = ("full", "mean", "sum", "max")
+from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANINGS, TOKEN_COUNT,
+                                  importance_key, module_key)
 
 
 def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> dict[str, object]:
@@ -51,10 +50,6 @@ def _capture_meaning(entry: CaptureEntry) -> str:
     head = "" if entry.head is None else f", head {entry.head}"
     mask = "" if entry.mask is None else f" (mask = {entry.field or entry.mask})"
     return f"{how} {entry.site}{where}{head}{mask}"
-
-
-SUFFIX_MEANINGS = {"": "", ".mask": " — its token mask", ".var": " — variance",
-                   ".count": " — number of tokens counted"}
 
 
 def _capture_description(entry: CaptureEntry, suffix: str) -> dict:
@@ -95,9 +90,9 @@ def collect_results(plan: Plan, states: Mapping[str, object], *, sample_index: t
         release_freed_memory()  # the run-order rows are gone by now
     for entry in plan.metrics:
         for field, tensor in states[entry.key].to_dict().items():
-            key = f"{entry.key}/{field}"
+            key = importance_key(entry.metric, entry.module_path, field)
             tensors[key] = tensor.detach().cpu().contiguous()
             descriptions[key] = _metric_description(entry, field)
-    tensors["meta/sample_index"] = torch.arange(sample_index.numel(), dtype=torch.int64)
-    tensors["meta/token_count"] = token_count.to(torch.int64).contiguous()
+    tensors[SAMPLE_INDEX] = torch.arange(sample_index.numel(), dtype=torch.int64)
+    tensors[TOKEN_COUNT] = token_count.to(torch.int64).contiguous()
     return tensors, descriptions

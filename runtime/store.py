@@ -4,9 +4,9 @@
 holds another spec's run unless forced), `write_results` stores the result tensors and
 describes each one for the manifest, and `finish` / `fail` rewrite the manifest last, so a
 `complete` manifest always sits beside its results. Every file is written atomically
-(`runtime/atomic.py`). Reading goes through the report's reader (`report/run_folder.py`),
-the one place that knows how to validate a run folder; `open_run` adds lazy tensor access.
-The fields are those of `docs/run-folder.md`.
+(`runtime/atomic.py`). `open_run` reads a folder back: its manifest checked by the
+format's one reader (`spec/run_format.py`, which the report uses too) and its tensors read
+lazily. The fields are those of `docs/run-folder.md`.
 """
 
 from __future__ import annotations
@@ -17,29 +17,20 @@ import logging
 import platform
 import shutil
 from collections.abc import Iterator, Mapping
+from importlib.metadata import version
 from pathlib import Path
 
 import attrs
 import torch
+from safetensors import SafetensorError, safe_open
 
-import expc
-from expc.report.run_folder import FORMAT, MANIFEST, RESULTS, RunFolder, open_run_folder
 from expc.runtime.atomic import save_safetensors_atomic, write_json_atomic
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import DiagnosticError, error, fail
+from expc.spec.run_format import (CHECKPOINT_DIR, DERIVED_FILES, FORMAT, MANIFEST,
+                                  META_MEANINGS, REQUIRED_FIELDS, RESULTS, RUN_FOLDER_CODE,
+                                  read_run_manifest)
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_DIR = "checkpoint"
-DERIVED_FILES = ("report.html", "summary.md")  # made from a run; stale once it is re-run
-REQUIRED_FIELDS = {
-    "capture": ("site", "name", "layer", "head", "aggregate", "mask"),
-    "importance": ("metric", "module", "layer", "head", "field"),
-    "meta": (),
-}
-META_MEANINGS = {
-    "meta/sample_index": "index of each row's sample in the data (rows are in data order)",
-    "meta/token_count": "number of real (non-padding) tokens of each sample after truncation",
-}
 
 
 def spec_sha256(text: str) -> str:
@@ -97,7 +88,7 @@ class RunStore:
             "spec": {"path": str(spec_path), "text": spec_text, "sha256": sha},
             "ir": dict(ir), "model": dict(model),
             "data": {"source": data_source, "samples": 0, "tokens": 0, "batches": 0},
-            "versions": {"expc": expc.__version__, "torch": torch.__version__,
+            "versions": {"expc": version("expc"), "torch": torch.__version__,
                          "python": platform.python_version()},
             "timings": {"started": _now(), "finished": None, "seconds": {},
                         "tokens_per_s": None, "samples_per_s": None},
@@ -174,7 +165,7 @@ def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> di
             log.info("nothing to resume in %s: starting from the beginning", run_dir)
         return None
     try:
-        previous = open_run_folder(run_dir).manifest
+        previous, _ = read_run_manifest(run_dir)
         previous_sha = previous["spec"]["sha256"]
         previous_path = previous["spec"]["path"]
     except (DiagnosticError, KeyError, TypeError) as exc:
@@ -218,49 +209,53 @@ def _describe(key: str, tensor: torch.Tensor, description: Mapping | None) -> di
 
 
 @attrs.frozen(kw_only=True)
-class Run:
-    """A run folder read back: its manifest, and its tensors loaded on first access."""
-
-    folder: RunFolder
-
-    @property
-    def path(self) -> Path:
-        return self.folder.path
-
-    @property
-    def manifest(self) -> Mapping:
-        return self.folder.manifest
-
-    @property
-    def status(self) -> str:
-        return self.folder.status
-
-    @property
-    def tensors(self) -> LazyTensors:
-        return LazyTensors(folder=self.folder)
-
-
-@attrs.frozen(kw_only=True)
 class LazyTensors(Mapping):
     """`{key: tensor}` over results.safetensors; each tensor is read when first asked for."""
 
-    folder: RunFolder
+    results_path: Path | None  # None when the run wrote no results (yet)
+    stored_keys: tuple[str, ...]
     _loaded: dict = attrs.field(factory=dict, init=False)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self.folder.layout:
-            raise KeyError(key)
         if key not in self._loaded:
-            self._loaded[key] = self.folder.tensor(key)
+            if key not in self.stored_keys:
+                raise KeyError(key)
+            with safe_open(str(self.results_path), framework="pt") as handle:
+                self._loaded[key] = handle.get_tensor(key)
         return self._loaded[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.folder.keys)
+        return iter(self.stored_keys)
 
     def __len__(self) -> int:
-        return len(self.folder.layout)
+        return len(self.stored_keys)
+
+
+@attrs.frozen(kw_only=True)
+class Run:
+    """A run folder read back: its manifest, and its tensors loaded on first access."""
+
+    path: Path
+    manifest: Mapping
+    tensors: LazyTensors  # one cache per run: a tensor is read from disk once
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+
+def _read_keys(results: Path | None) -> tuple[str, ...]:
+    if results is None:
+        return ()
+    try:
+        with safe_open(str(results), framework="pt") as handle:
+            return tuple(sorted(handle.keys()))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise fail(results, f"cannot read {RESULTS}: {exc}", code=RUN_FOLDER_CODE) from None
 
 
 def open_run(run_dir: str | Path) -> Run:
     """Read a run folder back (raises `DiagnosticError` naming the file if it is not one)."""
-    return Run(folder=open_run_folder(run_dir))
+    manifest, results = read_run_manifest(run_dir)
+    return Run(path=Path(run_dir), manifest=manifest,
+               tensors=LazyTensors(results_path=results, stored_keys=_read_keys(results)))

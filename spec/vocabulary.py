@@ -1,8 +1,7 @@
 """The words of the language: keys, blocks, sites, aggregation modes, masks, metrics.
 
 One place for the names the checker accepts, the formatter knows and the docs list; the
-model code keeps its own copy of the sites (`expc.models.markers`), and a test keeps the two
-in step without this package importing torch.
+compiler, the runtime and the report import the sites from here too.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
 
 LAYER_SITES = ("resid_in", "resid_mid", "resid_out", "attn_in", "attn_out", "mlp_in",
                "mlp_out", "attn_pattern", "values")
-MODEL_SITES = ("embed", "final_norm", "logits")
+PER_HEAD_MODEL_SITES = ("final_norm", "logits")  # after the last layer: one per Hydra head
+MODEL_SITES = ("embed", *PER_HEAD_MODEL_SITES)  # model-wide: no layer; `embed` precedes the trunk
 SITES = LAYER_SITES + MODEL_SITES
 CAPTURE_KEYS = ("aggregate",)
 

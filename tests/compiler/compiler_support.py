@@ -12,6 +12,7 @@ from expc.models.hydra_split import HydraSplit
 from expc.models.loading import load_model
 from expc.models.tracing import trace
 from expc.spec import ir
+from expc.spec.run_format import capture_key, importance_key
 
 N_LAYERS, TRUNK, HEADS = 4, 2, 3
 LAYOUT = HydraSplit(n_layers=N_LAYERS, trunk=TRUNK, n_heads=HEADS)
@@ -33,16 +34,13 @@ def inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def capture(site: str, layer: int | None = None, head: int | None = None, *,
             mode: str = "full") -> CaptureEntry:
     """An entry keyed like the plan keys it (contracts §3)."""
-    head_part = "" if head is None else f"head{head}/"
-    layer_part = "" if layer is None else f"_{layer}"
-    return CaptureEntry(key=f"capture/{head_part}{site}{layer_part}", site=site, name=site,
+    return CaptureEntry(key=capture_key(site, layer, head), site=site, name=site,
                         layer=layer, head=head, mode=mode)
 
 
 def metric(name: str, module: str, layer: int, head: int | None = None) -> MetricEntry:
     path = LAYOUT.module_path(module, layer, head)
-    key_path = path if head is None else path.replace(f"heads.{head}.", f"head{head}/")
-    return MetricEntry(key=f"importance/{name}/{key_path}", metric=name, module=module,
+    return MetricEntry(key=importance_key(name, path), metric=name, module=module,
                        module_path=path, layer=layer, head=head)
 
 

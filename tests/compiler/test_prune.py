@@ -13,7 +13,7 @@ from compiler_support import (
 from expc.compiler.pipeline import compile_plan
 from expc.compiler.strip import strip
 from expc.compiler.taps import is_tap
-from expc.models.markers import LAYER_SITES
+from expc.spec.vocabulary import LAYER_SITES
 
 
 def _modules(compiled) -> set[str]:

@@ -14,10 +14,11 @@ from safetensors.torch import load_file, save_file
 from expc.models.builtin import open_builtin
 from expc.models.hydra import HydraTransformer
 from expc.models.loading import load_model
-from expc.models.markers import LAYER_SITES, attention
+from expc.models.markers import attention
 from expc.models.tokenizer import load_tokenizer
 from expc.models.tracing import is_marker, strip_markers, trace
 from expc.spec import ir
+from expc.spec.vocabulary import LAYER_SITES
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import DiagnosticError
 

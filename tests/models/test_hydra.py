@@ -4,7 +4,6 @@ import pytest
 import torch
 from hf_reference import VOCAB, hf_layer_outputs, hf_model, our_layer_outputs, save
 
-from expc.models.hydra import module_key, split_head_prefix
 from expc.models.loading import load_model
 from expc.spec import ir
 
@@ -89,13 +88,6 @@ def test_hydra_split_errors_are_diagnostics(folder):
         load_model(folder, hydra=ir.Hydra(trunk=4, heads=2))
     with pytest.raises(DiagnosticError, match="at least one head"):
         load_model(folder, hydra=ir.Hydra(trunk=2, heads=0))
-
-
-def test_module_keys_for_results():
-    assert module_key("heads.1.layers.3.mlp.down_proj") == "head1/layers.3.mlp.down_proj"
-    assert module_key("layers.0.mlp.down_proj") == "layers.0.mlp.down_proj"
-    assert split_head_prefix("heads.12.layers.3.mlp") == (12, "layers.3.mlp")
-    assert split_head_prefix("norm") == (None, "norm")
 
 
 def test_build_on_meta_holds_no_weights():

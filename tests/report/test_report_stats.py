@@ -13,27 +13,10 @@ import torch
 from expc.report.capture_stats import (consecutive_cosine, families, head_disagreement,
                                        mean_norm, sample_vectors)
 from expc.report.importance_stats import lowest, scored_modules
-from expc.report.keys import forward_position, parse_key, place_label
+from expc.report.keys import forward_position, place_label
 from expc.report.run_folder import open_run_folder
 from expc.report.section_attention import key_profile, mean_pattern
-
-
-def test_parse_capture_importance_and_meta_keys():
-    info = parse_key("capture/head1/resid_last_3")
-    assert (info.kind, info.name, info.layer, info.head, info.suffix) == (
-        "capture", "resid_last", 3, 1, None)
-    mask = parse_key("capture/attn_out_1.mask")
-    assert (mask.name, mask.layer, mask.head, mask.suffix) == ("attn_out", 1, None, "mask")
-    assert parse_key("capture/mlp_out_0.var").suffix == "var"
-    final = parse_key("capture/head2/final_norm")
-    assert (final.name, final.layer, final.head) == ("final_norm", None, 2)
-    imp = parse_key("importance/channel_contribution/head1/layers.3.mlp.down_proj/weight_norm")
-    assert (imp.kind, imp.name, imp.module, imp.head, imp.layer, imp.field, imp.role) == (
-        "importance", "channel_contribution", "layers.3.mlp.down_proj", 1, 3, "weight_norm",
-        "mlp.down_proj")
-    assert imp.instance == "head1/layers.3.mlp.down_proj"
-    assert parse_key("meta/token_count").kind == "meta"
-    assert parse_key("weird").kind == "other"
+from expc.spec.run_format import parse_key
 
 
 def test_forward_order_is_data_embed_trunk_heads_final_norm_logits():

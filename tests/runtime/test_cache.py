@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from expc.runtime.aggregators import create_aggregator
-from expc.runtime.cache import Results, key_family
-from expc.runtime.importance import create_metric
+from expc.runtime.cache import Results
 
 
 def keep_mine(mine: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
@@ -45,30 +44,13 @@ def results_of(batches, *, layer: int = 2) -> Results:
     for hidden, mask in batches:
         for aggregator in aggregators.values():
             aggregator.add(hidden, attention_mask=mask)
-    results = Results.from_states(captures=aggregators, metadata={"model": "tiny"})
+    results = Results({key + suffix: value for key, aggregator in aggregators.items()
+                       for suffix, value in aggregator.result().items()},
+                      metadata={"model": "tiny"})
     samples = sum(mask.shape[0] for _, mask in batches)
     results["meta/token_count"] = torch.cat([mask.sum(1) for _, mask in batches])
     results["meta/sample_index"] = torch.arange(samples)
     return results
-
-
-def test_from_states_names_keys_with_suffixes_and_fields():
-    w = torch.randn(3, 4)
-    metric = create_metric("l2_norm", weight=w)
-    metric.update(torch.randn(2, 3, 4), None, attention_mask=torch.ones(2, 3))
-    results = Results.from_states(
-        captures={"capture/attn_out_1": _filled("full"), "capture/x_1": _filled("dataset_mean")},
-        importance={"importance/l2_norm/layers.1.mlp.down_proj": metric})
-    assert sorted(results) == ["capture/attn_out_1", "capture/attn_out_1.mask", "capture/x_1",
-                               "capture/x_1.count", "capture/x_1.var",
-                               "importance/l2_norm/layers.1.mlp.down_proj/score"]
-
-
-def _filled(mode: str):
-    aggregator = create_aggregator(mode=mode)
-    hidden, mask = RUN_A[0]
-    aggregator.add(hidden, attention_mask=mask)
-    return aggregator
 
 
 def test_dict_like_access_and_metadata():
@@ -94,17 +76,6 @@ def test_memory_size_and_tree_count_bytes_per_key_and_family():
                                                  "capture/resid_out_{L}": 256,
                                                  "meta/token_count": 32}
     assert results.memory_tree(grouped=False)["capture/resid_out_1"] == 128
-
-
-@pytest.mark.parametrize("key, family", [
-    ("capture/attn_out_12.mask", "capture/attn_out_{L}.mask"),
-    ("importance/l2_norm/head2/layers.3.mlp.down_proj/score",
-     "importance/l2_norm/head{h}/layers.{L}.mlp.down_proj/score"),
-    ("capture/head0/logits", "capture/head{h}/logits"),
-    ("capture/embed", "capture/embed"),
-])
-def test_key_family_generalises_layers_and_heads(key, family):
-    assert key_family(key) == family
 
 
 def test_map_to_dict_to_device_and_pickle_round_trip():

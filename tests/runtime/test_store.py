@@ -92,6 +92,22 @@ def test_complete_run_reads_back_with_lazy_tensors(tmp_path):
         assert torch.equal(run.tensors[key], tensor)
     with pytest.raises(KeyError):
         run.tensors["capture/nope"]
+    assert run.tensors is run.tensors  # one cache per run: each tensor is read once
+    assert run.tensors["meta/token_count"] is run.tensors["meta/token_count"]
+
+
+def test_open_run_names_an_unreadable_results_file(tmp_path):
+    complete_run(tmp_path)
+    (tmp_path / "results.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(DiagnosticError, match="cannot read results.safetensors") as excinfo:
+        open_run(tmp_path)
+    assert excinfo.value.diagnostics[0].span.path == str(tmp_path / "results.safetensors")
+
+
+def test_a_running_run_opens_with_no_tensors(tmp_path):
+    start(tmp_path)
+    run = open_run(tmp_path)
+    assert run.status == "running" and len(run.tensors) == 0 and run.path == tmp_path
 
 
 def test_finish_needs_results_first(tmp_path):

@@ -1,0 +1,202 @@
+"""The run folder's contract (contracts §3, docs/run-folder.md), in one torch-free home.
+
+`expc run` writes run folders; `expc report`, `expc diff` and `expc.open_run` read them. All
+of them take the facts from here, so writer and readers cannot drift apart: the file names,
+the format id and statuses, the manifest's required fields and how a manifest is checked,
+and the grammar of result keys. Keys are built by `capture_key`, `importance_key` and
+`meta_key` and taken apart by `parse_key`; each builder is the parser's inverse (a property
+test holds them to it).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+
+from expc.spec.diagnostics import fail
+from expc.spec.json_files import read_json_object
+
+# The folder.
+FORMAT = "expc-run/1"
+STATUSES = ("running", "complete", "failed")
+MANIFEST = "manifest.json"
+RESULTS = "results.safetensors"
+CHECKPOINT_DIR = "checkpoint"
+REPORT, SUMMARY = "report.html", "summary.md"  # written by `expc report`
+DERIVED_FILES = (REPORT, SUMMARY)  # made from a run; stale once it is re-run
+RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of a folder that cannot be read
+
+# The manifest.
+OBJECT_FIELDS = ("spec", "ir", "model", "data", "versions", "timings", "tensors")
+NULLABLE_OBJECT_FIELDS = ("error", "checkpoint")
+REQUIRED_FIELDS = {  # per key kind, what a tensor's entry holds beside `meaning` and `kind`
+    "capture": ("site", "name", "layer", "head", "aggregate", "mask"),
+    "importance": ("metric", "module", "layer", "head", "field"),
+    "meta": (),
+}
+
+# The keys.
+MASK_SUFFIX, VAR_SUFFIX, COUNT_SUFFIX = ".mask", ".var", ".count"  # beside a capture's key
+SUFFIX_MEANINGS = {"": "", MASK_SUFFIX: " — its token mask", VAR_SUFFIX: " — variance",
+                   COUNT_SUFFIX: " — number of tokens counted"}
+SUFFIXES = tuple(suffix for suffix in SUFFIX_MEANINGS if suffix)
+PER_SAMPLE_MODES = ("full", "mean", "sum", "max")  # their tensors have a sample axis first
+SAMPLE_INDEX = "meta/sample_index"
+TOKEN_COUNT = "meta/token_count"
+META_MEANINGS = {
+    SAMPLE_INDEX: "index of each row's sample in the data (rows are in data order)",
+    TOKEN_COUNT: "number of real (non-padding) tokens of each sample after truncation",
+}
+
+_MODULE_HEAD = re.compile(r"^heads\.(\d+)\.")  # a head's module path: `heads.{h}.`
+_KEY_HEAD = re.compile(r"^head(\d+)/(.*)$")  # the same in a key: `head{h}/`
+_NAME_LAYER = re.compile(r"^(.+)_(\d+)$")
+_MODULE_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+# Reading a folder's manifest.
+def read_manifest(path: Path) -> dict:
+    """The checked manifest at `path`; raise `DiagnosticError` naming the file if it is not
+    one of our format."""
+    if not path.exists():
+        raise fail(path, f"`{path.parent}` is not a run folder: it has no {MANIFEST}",
+                   code=RUN_FOLDER_CODE,
+                   help=("give the folder `expc run` wrote (its `output.dir`)",))
+    manifest = read_json_object(path, what=MANIFEST, code=RUN_FOLDER_CODE)
+    if manifest.get("format") != FORMAT:
+        raise fail(path, f"unknown run folder format {manifest.get('format')!r}",
+                   code=RUN_FOLDER_CODE, help=(f"this expc reads `{FORMAT}`",))
+    if manifest.get("status") not in STATUSES:
+        raise fail(path, f"unknown run status {manifest.get('status')!r}",
+                   code=RUN_FOLDER_CODE, help=("status is one of " + ", ".join(STATUSES),))
+    for field in OBJECT_FIELDS:
+        if not isinstance(manifest.get(field, {}), dict):
+            raise fail(path, f"`{field}` in {MANIFEST} must be an object", code=RUN_FOLDER_CODE)
+    for field in NULLABLE_OBJECT_FIELDS:
+        if not isinstance(manifest.get(field) or {}, dict):
+            raise fail(path, f"`{field}` in {MANIFEST} must be an object or null",
+                       code=RUN_FOLDER_CODE)
+    return manifest
+
+
+def read_run_manifest(folder: str | Path) -> tuple[dict, Path | None]:
+    """A run folder's checked manifest and its results file (None while the run has none
+    yet); a complete run must have its results file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fail(folder, f"run folder `{folder}` does not exist", code=RUN_FOLDER_CODE)
+    manifest = read_manifest(folder / MANIFEST)
+    results = folder / RESULTS
+    if results.is_file():
+        return manifest, results
+    if manifest["status"] == "complete":
+        raise fail(results, f"the run is complete but has no {RESULTS}", code=RUN_FOLDER_CODE)
+    return manifest, None
+
+
+# Building keys.
+def _head_part(head: int | None) -> str:
+    return "" if head is None else f"head{head}/"
+
+
+def capture_key(name: str, layer: int | None = None, head: int | None = None) -> str:
+    """`capture/{name}_{L}`, `capture/head{h}/{name}_{L}`, `capture/{name}` for a model-wide
+    site; `name` is the site or its `as` name."""
+    layer_part = "" if layer is None else f"_{layer}"
+    return f"capture/{_head_part(head)}{name}{layer_part}"
+
+
+def split_head_prefix(path: str) -> tuple[int | None, str]:
+    """`heads.1.layers.3.mlp` -> (1, `layers.3.mlp`); a trunk path -> (None, path)."""
+    match = _MODULE_HEAD.match(path)
+    if match is None:
+        return None, path
+    return int(match.group(1)), path[match.end():]
+
+
+def module_key(path: str) -> str:
+    """Module path -> its part of a key: `heads.1.layers.3.mlp` -> `head1/layers.3.mlp`."""
+    head, rest = split_head_prefix(path)
+    return _head_part(head) + rest
+
+
+def importance_key(metric: str, module_path: str, field: str | None = None) -> str:
+    """`importance/{metric}/{module}` (a metric's prefix), `.../{field}` for one tensor."""
+    key = f"importance/{metric}/{module_key(module_path)}"
+    return key if field is None else f"{key}/{field}"
+
+
+def meta_key(name: str) -> str:
+    return f"meta/{name}"
+
+
+# Taking keys apart.
+@attrs.frozen(kw_only=True)
+class KeyInfo:
+    """One result key, taken apart."""
+
+    key: str
+    kind: str  # "capture" | "importance" | "meta" | "other"
+    name: str  # capture: the site or its `as` name; importance: the metric; meta: the field
+    layer: int | None = None  # global layer number
+    head: int | None = None  # Hydra head, None in the trunk or without a split
+    suffix: str | None = None  # capture: e.g. "mask" for `capture/x_1.mask`
+    module: str | None = None  # importance: module path without the head prefix
+    field: str | None = None  # importance: "score" or an extra field
+
+    @property
+    def instance(self) -> str:
+        """The importance module as written in keys, e.g. `head1/layers.3.mlp.down_proj`."""
+        return _head_part(self.head) + (self.module or "")
+
+    @property
+    def role(self) -> str:
+        """The module with its layer taken out, e.g. `mlp.down_proj`."""
+        return _MODULE_LAYER.sub("", self.module or "", count=1) or (self.module or "")
+
+
+def _split_key_head(text: str) -> tuple[int | None, str]:
+    match = _KEY_HEAD.match(text)
+    if match is None:
+        return None, text
+    return int(match.group(1)), match.group(2)
+
+
+def parse_key(key: str) -> KeyInfo:
+    """Take a result key apart; keys outside the contract come back as kind `other`."""
+    kind, _, rest = key.partition("/")
+    if kind == "capture" and rest:
+        head, rest = _split_key_head(rest)
+        base, dot, suffix = rest.partition(".")
+        match = _NAME_LAYER.match(base)
+        name, layer = (match.group(1), int(match.group(2))) if match else (base, None)
+        return KeyInfo(key=key, kind=kind, name=name, layer=layer, head=head,
+                       suffix=suffix if dot else None)
+    if kind == "importance" and rest.count("/") >= 2:
+        metric, _, rest = rest.partition("/")
+        module_path, _, field = rest.rpartition("/")
+        head, module = _split_key_head(module_path)
+        match = _MODULE_LAYER.search("." + module)
+        layer = int(match.group(1)) if match else None
+        return KeyInfo(key=key, kind=kind, name=metric, layer=layer, head=head,
+                       module=module, field=field)
+    if kind == "meta" and rest:
+        return KeyInfo(key=key, kind=kind, name=rest)
+    return KeyInfo(key=key, kind="other", name=key)
+
+
+def split_suffix(key: str) -> tuple[str, str]:
+    """`capture/x_1.mask` -> (`capture/x_1`, `.mask`); keys without a suffix keep `""`."""
+    for suffix in SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)], suffix
+    return key, ""
+
+
+def key_family(key: str) -> str:
+    """The key with its layer and head numbers generalised: `capture/head{h}/resid_out_{L}`."""
+    key = re.sub(r"(?<![A-Za-z0-9])head\d+(?=/)", "head{h}", key)
+    key = re.sub(r"(?<=layers\.)\d+(?=\.)", "{L}", key)
+    return re.sub(r"_\d+(?=$|\.|/)", "_{L}", key)
