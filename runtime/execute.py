@@ -230,7 +230,7 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
 
     def checkpoint(done: int) -> None:
         cursor = Cursor(batches_done=done, samples_done=loop.batches.samples_before(done),
-                        tokens_done=0, elapsed_seconds=elapsed + time.perf_counter() - t_run,
+                        elapsed_seconds=elapsed + time.perf_counter() - t_run,
                         fingerprint=fingerprint)
         states = {key: state.state_dict() for key, state in loop.states.items()}
         save_checkpoint(checkpoint_dir, states=states, cursor=cursor, rank=world.rank)
