@@ -20,10 +20,12 @@ from expc.models.builtin import is_builtin, open_builtin
 from expc.models.checkpoint import open_checkpoint
 from expc.models.config import HydraConfig, ModelConfig
 from expc.models.hydra import HydraTransformer, split_head_prefix
+from expc.spec import vocabulary
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The language's dtype words (`expc.spec.vocabulary.DTYPES`) are torch's own names.
+DTYPES = {name: getattr(torch, name) for name in vocabulary.DTYPES}
 
 
 def open_source(ref: str | Path):

@@ -28,7 +28,7 @@ from expc.runtime.cache import Results
 from expc.runtime.checkpoint import Cursor, load_checkpoint, save_checkpoint
 from expc.runtime.data import TokenizedData, load_data
 from expc.runtime.data_batches import BatchPlan, iter_batches, plan_batches
-from expc.runtime.device import DTYPES, resolve_device
+from expc.runtime.device import resolve_device
 from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
 from expc.runtime.progress import Progress
 from expc.runtime.sinks import BatchContext, bind_sinks
@@ -133,7 +133,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
     hydra = experiment.hydra
     model = load_model(experiment.model.path, trunk=None if hydra is None else hydra.trunk,
                        heads=1 if hydra is None else hydra.heads,
-                       dtype=DTYPES[experiment.dtype], device=device)
+                       dtype=experiment.dtype, device=device)
     if store is not None:
         store.manifest["model"] = _describe_model(experiment, model)
     source = experiment.data.source
