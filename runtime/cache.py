@@ -28,6 +28,7 @@ import torch
 
 from expc.runtime.aggregate_dataset_mean import Moments
 from expc.runtime.aggregate_packing import padded_cat
+from expc.runtime.state_protocol import State
 
 Aggregation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SUFFIXES = (".mask", ".var", ".count")
@@ -88,19 +89,19 @@ class Results(MutableMapping[str, torch.Tensor]):
         self.update(tensors or {})
 
     @classmethod
-    def from_states(cls, *, captures: Mapping[str, object] = {},
-                    importance: Mapping[str, object] = {},
+    def from_states(cls, *, captures: Mapping[str, State] = {},
+                    importance: Mapping[str, State] = {},
                     metadata: Mapping[str, object] | None = None) -> Results:
         """Collect finished state objects: `captures` key -> aggregator (its `result()`
         suffixes appended), `importance` `importance/{metric}/{module}` -> metric (its
-        `to_dict()` fields appended as `/{field}`)."""
+        `result()` fields appended as `/{field}`)."""
         tensors: dict[str, torch.Tensor] = {}
         for key, aggregator in captures.items():
             tensors.update({key + suffix: value
                             for suffix, value in aggregator.result().items()})
         for prefix, metric in importance.items():
             tensors.update({f"{prefix}/{field}": value
-                            for field, value in metric.to_dict().items()})
+                            for field, value in metric.result().items()})
         return cls(tensors, metadata=metadata)
 
     # The mapping.

@@ -33,6 +33,7 @@ from expc.runtime.distributed import World, barrier, current_world, gather_state
 from expc.runtime.progress import Progress
 from expc.runtime.sinks import BatchContext, bind_sinks
 from expc.runtime.state import build_states, collect_results
+from expc.runtime.state_protocol import State
 from expc.runtime.store import RunStore, spec_sha256
 from expc.spec import ir
 from expc.spec import load as load_spec
@@ -114,7 +115,7 @@ class _Loop:
     batches: BatchPlan
     graph: torch.nn.Module
     plan: Plan
-    states: dict[str, object]
+    states: dict[str, State]
     context: BatchContext
     pad_token_id: int | None
 
@@ -287,7 +288,7 @@ def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore
     return Results(tensors, metadata={"run_dir": str(store.run_dir)})
 
 
-def merge_ranks(states: dict[str, object], gathered) -> dict[str, object]:
+def merge_ranks(states: dict[str, State], gathered) -> dict[str, State]:
     """Rank 0's state objects with every other rank's state merged in, in rank order."""
     for other in (gathered or [])[1:]:
         for key, state in states.items():

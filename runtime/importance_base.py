@@ -1,10 +1,10 @@
 """What every importance metric shares (after NVIDIA Model Optimizer's activation hooks).
 
-A metric is the state behind one `importance` statement at one module. The runtime feeds it
-each batch's module input `x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in
-`needs`) with the batch's attention mask; padding tokens never count. Unlike the hooks it
-comes from, every metric can checkpoint (`state_dict` holds plain tensors only, so it goes
-straight into safetensors), resume and `merge` exactly, and accumulators stay on the
+A metric is the state behind one `importance` statement at one module (a `State`,
+`runtime/state_protocol.py`). The runtime feeds it (`update`) each batch's module input
+`x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in `needs`) with the batch's
+attention mask; padding tokens never count. Unlike the hooks it comes from, every metric can
+checkpoint, resume and `merge` exactly, and accumulators stay on the
 activations' device in float64 so a batch never waits for the host. Per batch, metrics work
 on temporaries of their own, zeroing padding in place (`masked_fill_`, NaN-safe) rather than
 allocating masked copies: on CPU each fresh `[B, S, D]` tensor costs more than its arithmetic.
@@ -16,7 +16,9 @@ from collections.abc import Mapping
 
 import torch
 
+from expc.runtime.state_protocol import State
 from expc.runtime.token_sums import WIDE
+from expc.spec.vocabulary import METRICS, ParamSpec
 
 INPUT, OUTPUT = "input", "output"
 
@@ -37,8 +39,8 @@ def positive_int(name: str, value: object) -> object:
     return value
 
 
-class ImportanceMetric:
-    """Base of the five metrics; subclasses implement `_update`, `to_dict` and the state."""
+class ImportanceMetric(State):
+    """Base of the five metrics; subclasses implement `_update`, `result` and the state."""
 
     name = ""
     needs: frozenset[str] = frozenset()
@@ -93,7 +95,7 @@ class ImportanceMetric:
         self._merge(other)
         self._batches += other._batches
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,

@@ -124,7 +124,7 @@ class IterativeChannelMetric(ImportanceMetric):
             self._round_cache[key] = PrunedGrams.of(weight, pruned, kept)
         return self._round_cache[key]
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         if self._batches < self.total_batches:
             raise ValueError(f"iterative_channel has seen {self._batches} of the run's "
                              f"{self.total_batches} batches; its rounds are not finished")

@@ -66,5 +66,5 @@ class KvHeadContributionMetric(TokenMeanMetric):
         norms = self.token_norms(x_in).masked_fill_(~mask.unsqueeze(-1), 0.0)  # [B, S, K]
         return norms.sum(dim=(0, 1))  # [K]
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         return {"score": self.token_mean().float()}
