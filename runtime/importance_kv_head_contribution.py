@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import INPUT, TokenMeanMetric, choice
+from expc.runtime.importance_base import INPUT, TokenMeanMetric
 from expc.runtime.token_sums import promoted_dtype
 
 
 class KvHeadContributionMetric(TokenMeanMetric):
     name = "kv_head_contribution"
     needs = frozenset({INPUT})
-    PARAMS = {"optimize_for": ("memory", choice("memory", "latency"))}
     CONTEXT = ("weight", "n_kv_heads", "head_dim")
 
     def __init__(self, *, weight: torch.Tensor, n_kv_heads: int | None,
-                 head_dim: int | None = None, optimize_for: str = "memory"):
+                 head_dim: int | None, optimize_for: str):
         super().__init__()
         if not n_kv_heads:
             raise ValueError("kv_head_contribution needs the model's number of KV heads")

@@ -14,6 +14,7 @@ from safetensors.torch import load, save
 
 from expc.runtime.importance import METRICS, create_metric
 from expc.runtime.importance_iterative_contributions import PrunedGrams, direct, through_pruned
+from expc.spec import vocabulary
 
 D_IN, D_OUT = 12, 6
 N_KV, HEAD_DIM = 3, 2  # 12 input channels = 6 query heads of 2, in 3 KV groups of 4
@@ -312,7 +313,17 @@ def test_bad_metric_options_are_value_errors(name, options, message):
 
 
 def test_every_metric_is_registered():
-    assert sorted(METRICS) == sorted(ALL_METRICS)
+    assert sorted(METRICS) == sorted(ALL_METRICS) == sorted(vocabulary.METRICS)
+
+
+def test_parameters_left_out_take_the_language_s_defaults():
+    iterations = vocabulary.METRICS["iterative_channel"].params[0]
+    assert iterations.name == "iterations"
+    metric = build("iterative_channel", total_batches=iterations.default)
+    assert (metric.iterations, metric.calibration) == (iterations.default, "none")
+    assert build("kv_head_contribution").optimize_for == "memory"
+    with pytest.raises(ValueError, match=f"needs at least {iterations.default} batches"):
+        build("iterative_channel", total_batches=iterations.default - 1)
 
 
 @pytest.mark.parametrize("name", TOKEN_METRICS)
