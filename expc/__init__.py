@@ -34,11 +34,11 @@ def compile(experiment: Any, *, model: Any = None, sinks: Any = None) -> Any:  #
     """
     from expc.compiler.pipeline import compile_experiment
     from expc.models.loading import load_model
-    from expc.runtime.device import DTYPES, resolve_device
+    from expc.runtime.device import resolve_device
 
     if model is None:
         model = load_model(experiment.model.path, hydra=experiment.hydra,
-                           dtype=DTYPES[experiment.dtype], device=resolve_device(experiment.device))
+                           dtype=experiment.dtype, device=resolve_device(experiment.device))
     return compile_experiment(experiment, model, sinks)
 
 

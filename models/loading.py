@@ -23,10 +23,12 @@ from expc.models.hydra_split import HydraSplit
 from expc.models.registry import read_config
 from expc.spec import ir
 from expc.spec.run_format import split_head_prefix
+from expc.spec import vocabulary
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The language's dtype words (`expc.spec.vocabulary.DTYPES`) are torch's own names.
+DTYPES = {name: getattr(torch, name) for name in vocabulary.DTYPES}
 
 
 def open_source(ref: str | Path):

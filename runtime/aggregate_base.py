@@ -1,12 +1,10 @@
 """What every aggregator shares: token selection, the empty-row check, batch numbering.
 
-An aggregator is the state behind one capture: the runtime hands it each batch's `[B, S, *F]`
-tensor (dim 1 the sequence) with the batch's masks, and at the end asks for `result()`. Resume
-and multi-rank runs rely on `state_dict()` / `load_state_dict()` (plain tensors only, so they
-go straight into safetensors) and on `merge(other)` being exact and associative; snapshots
-(`pack_with_snapshot`, after d9d) combine a finished part with what was collected since.
-Results and snapshots are `{suffix: tensor}` dicts: `""` is the main tensor, `.mask`,
-`.var`, `.count` sit beside it.
+An aggregator is the state behind one capture (a `State`, `runtime/state_protocol.py`): the
+runtime hands it each batch's `[B, S, *F]` tensor (dim 1 the sequence) with the batch's masks
+(`add`), and at the end asks for `take_result()`. Its `merge(other)` is exact and
+associative. Results are `{suffix: tensor}` dicts: `""` is the main tensor, `.mask`, `.var`,
+`.count` sit beside it.
 """
 
 from __future__ import annotations
@@ -15,26 +13,17 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.aggregate_masks import MASKS, EmptyRowGuard, select_tokens
-
-Snapshot = Mapping[str, torch.Tensor] | torch.Tensor | None
-
-
-def as_snapshot(snapshot: Snapshot) -> dict[str, torch.Tensor] | None:
-    """A snapshot as a `{suffix: tensor}` dict; a bare tensor is the main (`""`) entry."""
-    if snapshot is None:
-        return None
-    if isinstance(snapshot, torch.Tensor):
-        return {"": snapshot}
-    return dict(snapshot)
+from expc.runtime.aggregate_masks import EmptyRowGuard, select_tokens
+from expc.runtime.state_protocol import State
+from expc.spec.vocabulary import DEFAULT_MASK, MASKS
 
 
-class Aggregator:
+class Aggregator(State):
     """Base of every aggregation mode; subclasses implement the `_`-prefixed hooks."""
 
     mode = ""
 
-    def __init__(self, *, mask: str = "attention", field: str | None = None,
+    def __init__(self, *, mask: str = DEFAULT_MASK, field: str | None = None,
                  eager_checks: bool | None = None):
         if mask not in MASKS:
             raise ValueError(f"unknown mask {mask!r}; expected one of {', '.join(MASKS)}")
@@ -80,14 +69,6 @@ class Aggregator:
         self._load({})
         return found
 
-    def pack_with_snapshot(self, snapshot: Snapshot = None) -> dict[str, torch.Tensor] | None:
-        """What was collected, combined after an earlier snapshot; None if nothing was."""
-        self._guard.check()
-        if self._empty():
-            return None
-        earlier = as_snapshot(snapshot)
-        return self._result() if earlier is None else self._combine(earlier, self._result())
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         self._guard.check()
         return {**self._state(), "batches": torch.tensor(self.batches)}
@@ -114,14 +95,7 @@ class Aggregator:
                       counts: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _empty(self) -> bool:
-        raise NotImplementedError
-
     def _result(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def _combine(self, earlier: dict[str, torch.Tensor],
-                 later: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _state(self) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 
 from expc.runtime.aggregate_base import Aggregator
 from expc.runtime.token_sums import broadcast_rows, promoted_dtype, sum_selected
+from expc.spec.vocabulary import DEFAULT_MASK
 
 
 @attrs.frozen(kw_only=True)
@@ -70,7 +71,7 @@ class DatasetMeanAggregator(Aggregator):
 
     mode = "dataset_mean"
 
-    def __init__(self, *, mask: str = "attention", field: str | None = None,
+    def __init__(self, *, mask: str = DEFAULT_MASK, field: str | None = None,
                  eager_checks: bool | None = None):
         super().__init__(mask=mask, field=field, eager_checks=eager_checks)
         self._moments: Moments | None = None
@@ -84,16 +85,8 @@ class DatasetMeanAggregator(Aggregator):
         self._dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
         self._fold(batch_moments(hidden, selected, counts))
 
-    def _empty(self) -> bool:
-        return self._moments is None
-
     def _result(self) -> dict[str, torch.Tensor]:
         return {} if self._moments is None else self._moments.as_result(self._dtype)
-
-    def _combine(self, earlier: dict[str, torch.Tensor],
-                 later: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        combined = Moments.from_result(earlier).combine(Moments.from_result(later))
-        return combined.as_result(self._dtype)
 
     def _state(self) -> dict[str, torch.Tensor]:
         if self._moments is None:

@@ -15,6 +15,7 @@ import torch
 from expc.runtime.aggregate_base import Aggregator
 from expc.runtime.aggregate_packing import padded_cat
 from expc.runtime.token_sums import broadcast_rows
+from expc.spec.vocabulary import DEFAULT_MASK
 
 
 class FullAggregator(Aggregator):
@@ -22,7 +23,7 @@ class FullAggregator(Aggregator):
 
     mode = "full"
 
-    def __init__(self, *, mask: str = "attention", field: str | None = None,
+    def __init__(self, *, mask: str = DEFAULT_MASK, field: str | None = None,
                  eager_checks: bool | None = None):
         super().__init__(mask=mask, field=field, eager_checks=eager_checks)
         self._values: list[torch.Tensor] = []  # each [B, S, *F]
@@ -41,16 +42,9 @@ class FullAggregator(Aggregator):
             self._masks = [padded_cat(self._masks)]
         return (self._values[0], self._masks[0]) if self._values else None
 
-    def _empty(self) -> bool:
-        return not self._values
-
     def _result(self) -> dict[str, torch.Tensor]:
         packed = self._packed()
         return {} if packed is None else {"": packed[0], ".mask": packed[1]}
-
-    def _combine(self, earlier: dict[str, torch.Tensor],
-                 later: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {suffix: padded_cat([earlier[suffix], later[suffix]]) for suffix in ("", ".mask")}
 
     def _state(self) -> dict[str, torch.Tensor]:
         packed = self._packed()

@@ -6,7 +6,8 @@ first non-padding token, so left and right padding both work), or `field` (a per
 list from the data, never counting padding). A row that selects nothing would silently turn
 into NaN or zeros, so it is an `EmptyMaskError` naming the row instead. Checking a row needs
 the host to read the device, so on an accelerator the check is deferred to the next
-finalisation (result, pack, state_dict) instead of stalling every batch.
+finalisation (result, state_dict, merge) instead of stalling every batch. The mask words
+themselves are the language's (`expc.spec.vocabulary.MASKS`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-MASKS = ("attention", "last", "first", "field")
+from expc.spec.vocabulary import DEFAULT_MASK, MASKS
 
 
 class EmptyMaskError(ValueError):
@@ -27,7 +28,7 @@ class EmptyMaskError(ValueError):
         self.batch = batch
         self.mask = mask
         where = f"row {row}" if batch is None else f"row {row} of batch {batch}"
-        super().__init__(f"{where} selects no token (mask = {mask or 'attention'})")
+        super().__init__(f"{where} selects no token (mask = {mask or DEFAULT_MASK})")
 
 
 def field_tensor(field_mask: torch.Tensor | Mapping[str, torch.Tensor] | None,

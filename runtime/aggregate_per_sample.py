@@ -3,8 +3,8 @@
 Reducing eagerly (after d9d's hidden-states aggregator) keeps memory flat in sequence length:
 only one row per sample is ever stored. Rows from successive batches go into large row
 blocks (`RowBlocks`: flat in data size too, no heap left in shreds) and are joined (zero-padded
-when trailing dims differ, e.g. attention patterns' key length) the first time the result, a
-snapshot or the state is asked for.
+when trailing dims differ, e.g. attention patterns' key length) the first time the result or
+the state is asked for.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from expc.runtime.aggregate_base import Aggregator
 from expc.runtime.aggregate_packing import RowBlocks, padded_cat
 from expc.runtime.token_sums import broadcast_rows, sum_selected
+from expc.spec.vocabulary import DEFAULT_MASK
 
 REDUCTIONS = ("mean", "sum", "max")
 
@@ -23,7 +24,7 @@ REDUCTIONS = ("mean", "sum", "max")
 class PerSampleAggregator(Aggregator):
     """One reduced row per sample, in the order the batches came."""
 
-    def __init__(self, *, reduction: str, mask: str = "attention", field: str | None = None,
+    def __init__(self, *, reduction: str, mask: str = DEFAULT_MASK, field: str | None = None,
                  eager_checks: bool | None = None):
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
@@ -46,16 +47,9 @@ class PerSampleAggregator(Aggregator):
     def _packed(self) -> torch.Tensor | None:
         return self._rows.packed()
 
-    def _empty(self) -> bool:
-        return len(self._rows) == 0
-
     def _result(self) -> dict[str, torch.Tensor]:
         packed = self._packed()
         return {} if packed is None else {"": packed}
-
-    def _combine(self, earlier: dict[str, torch.Tensor],
-                 later: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"": padded_cat([earlier[""], later[""]])}
 
     def _state(self) -> dict[str, torch.Tensor]:
         packed = self._packed()

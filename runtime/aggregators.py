@@ -1,8 +1,9 @@
 """Build the aggregator behind a capture statement's `aggregate = ...` (after d9d's factory).
 
 `create_aggregator(mode=..., mask=..., field=...)` is the one entry point the runtime uses;
-the modes live in their own `aggregate_*` files. What `result()` gives, by suffix:
-- `none`: nothing (it accepts batches and keeps nothing, so `--set` can switch a capture off);
+the modes live in their own `aggregate_*` files, and their words are the language's
+(`expc.spec.vocabulary.AGGREGATE_MODES`, `MASKS`). `none` has no aggregator: the plan drops
+such captures before any state is built. What `result()` gives, by suffix:
 - `mean`, `sum`, `max`: `""` `[N, *F]`, one row per sample in the order fed (sums and means
   in float32 at least, max in the activations' dtype);
 - `full`: `""` `[N, S_max, *F]` (unselected positions zero) and `.mask` `[N, S_max]` bool;
@@ -11,66 +12,31 @@ the modes live in their own `aggregate_*` files. What `result()` gives, by suffi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import torch
-
-from expc.runtime.aggregate_base import Aggregator, Snapshot
+from expc.runtime.aggregate_base import Aggregator
 from expc.runtime.aggregate_dataset_mean import DatasetMeanAggregator
 from expc.runtime.aggregate_full import FullAggregator
-from expc.runtime.aggregate_masks import MASKS, EmptyMaskError
-from expc.runtime.aggregate_per_sample import REDUCTIONS, PerSampleAggregator
+from expc.runtime.aggregate_masks import EmptyMaskError
+from expc.runtime.aggregate_per_sample import PerSampleAggregator
+from expc.spec.vocabulary import AGGREGATE_MODES, DEFAULT_MASK
 
-MODES = ("none", "full", *REDUCTIONS, "dataset_mean")
-
-__all__ = ["MODES", "MASKS", "Aggregator", "EmptyMaskError", "NullAggregator",
-           "create_aggregator"]
+__all__ = ["Aggregator", "EmptyMaskError", "create_aggregator"]
 
 
-class NullAggregator(Aggregator):
-    """Keeps nothing; every result is empty."""
-
-    mode = "none"
-
-    def add(self, hidden: torch.Tensor, *, attention_mask: torch.Tensor,
-            field_mask: torch.Tensor | Mapping[str, torch.Tensor] | None = None) -> None:
-        self._guard.batches += 1
-
-    def _empty(self) -> bool:
-        return True
-
-    def _result(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def pack_with_snapshot(self, snapshot: Snapshot = None) -> dict[str, torch.Tensor] | None:
-        return None
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def _load(self, state: Mapping[str, torch.Tensor]) -> None:
-        pass
-
-    def _merge(self, other: Aggregator) -> None:
-        pass
-
-
-def create_aggregator(*, mode: str, mask: str | None = "attention", field: str | None = None,
+def create_aggregator(*, mode: str, mask: str | None = DEFAULT_MASK, field: str | None = None,
                       eager_checks: bool | None = None) -> Aggregator:
-    """The aggregator for one capture; unknown mode or mask is a `ValueError`.
+    """The aggregator for one capture; unknown mode or mask (or `none`) is a `ValueError`.
 
-    `mask=None` (a statement that names none) means `attention`.
+    `mask=None` (a statement that names none) means the default mask, `attention`.
     `eager_checks` (default: by device) says whether an all-zero mask row is reported at
     the batch that has it or at the next result/state request; see `aggregate_masks`.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown aggregation mode {mode!r}; expected one of {', '.join(MODES)}")
-    mask = mask or "attention"
-    if mask not in MASKS:
-        raise ValueError(f"unknown mask {mask!r}; expected one of {', '.join(MASKS)}")
-    options = {"mask": mask, "field": field, "eager_checks": eager_checks}
     if mode == "none":
-        return NullAggregator(**options)
+        raise ValueError("aggregate = none keeps nothing and has no aggregator "
+                         "(the plan drops such captures)")
+    if mode not in AGGREGATE_MODES:
+        raise ValueError(f"unknown aggregation mode {mode!r}; expected one of "
+                         f"{', '.join(AGGREGATE_MODES)}")
+    options = {"mask": mask or DEFAULT_MASK, "field": field, "eager_checks": eager_checks}
     if mode == "full":
         return FullAggregator(**options)
     if mode == "dataset_mean":

@@ -1,8 +1,8 @@
 """Resumable checkpoints: the state of every aggregator and metric, plus the data cursor.
 
 A checkpoint is two files per rank in the run's `checkpoint/` folder:
-`rank{r}-state-{batches:08d}.safetensors` (every state object's `state_dict()`, plus the
-RNG state if any) and `rank{r}-cursor.json` (how far the run got, and which state file
+`rank{r}-state-{batches:08d}.safetensors` (every state object's `state_dict()`) and
+`rank{r}-cursor.json` (how far the run got, and which state file
 belongs to that point). The state file is written first under a new name, the cursor last;
 both writes are atomic, and older state files are deleted only after the new cursor is in
 place. So a crash at any moment leaves a cursor naming a complete state file of the same
@@ -27,7 +27,6 @@ from expc.spec.json_files import read_json_object
 log = logging.getLogger(__name__)
 
 CURSOR_FORMAT = "expc-checkpoint/1"
-RNG_KEY = "rng"
 _LAYOUT_KEY = "layout"
 
 StateDicts = Mapping[str, Mapping[str, torch.Tensor]]
@@ -35,13 +34,15 @@ StateDicts = Mapping[str, Mapping[str, torch.Tensor]]
 
 @attrs.frozen(kw_only=True)
 class Cursor:
-    """How far a run got when its checkpoint was taken."""
+    """How far a run got when its checkpoint was taken.
+
+    Cursors written before `tokens_done` and the `rng` state entry were dropped (nothing
+    set or read them) still load: the extra entries are ignored.
+    """
 
     batches_done: int
     samples_done: int
-    tokens_done: int
     elapsed_seconds: float
-    rng_state: torch.Tensor | None = attrs.field(default=None, eq=False)  # [K] uint8
     fingerprint: str | None = None  # whatever must match to resume (spec sha, data, world)
 
 
@@ -63,8 +64,6 @@ def save_checkpoint(folder: str | Path, *, states: StateDicts, cursor: Cursor,
         layout[name] = list(state)
         for key, tensor in state.items():
             tensors[f"{position}/{key}"] = tensor
-    if cursor.rng_state is not None:
-        tensors[RNG_KEY] = cursor.rng_state
     state_file = state_name(rank, cursor.batches_done)
     save_safetensors_atomic(folder / state_file, tensors,
                             metadata={_LAYOUT_KEY: json.dumps(layout)})
@@ -73,7 +72,7 @@ def save_checkpoint(folder: str | Path, *, states: StateDicts, cursor: Cursor,
         "format": CURSOR_FORMAT, "rank": rank, "state_file": state_file,
         "state_bytes": (folder / state_file).stat().st_size,
         "batches_done": cursor.batches_done, "samples_done": cursor.samples_done,
-        "tokens_done": cursor.tokens_done, "elapsed_seconds": cursor.elapsed_seconds,
+        "elapsed_seconds": cursor.elapsed_seconds,
         "fingerprint": cursor.fingerprint,
     })
     _remove_superseded(folder, rank=rank, keep=state_file)
@@ -112,14 +111,13 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0, fingerprint: str | Non
             code="checkpoint-damaged",
             help=["delete the checkpoint folder and run again without --resume"])) from None
     cursor = Cursor(batches_done=record["batches_done"], samples_done=record["samples_done"],
-                    tokens_done=record["tokens_done"], elapsed_seconds=record["elapsed_seconds"],
-                    rng_state=flat.get(RNG_KEY), fingerprint=record["fingerprint"])
+                    elapsed_seconds=record["elapsed_seconds"], fingerprint=record["fingerprint"])
     return states, cursor
 
 
 def _read_cursor(path: Path) -> dict:
     fields = {"state_file": str, "state_bytes": int, "batches_done": int, "samples_done": int,
-              "tokens_done": int, "elapsed_seconds": (int, float)}
+              "elapsed_seconds": (int, float)}
     record = read_json_object(path, what="checkpoint cursor", code="checkpoint-damaged")
     problem = None
     if record.get("format") != CURSOR_FORMAT:

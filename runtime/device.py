@@ -1,10 +1,8 @@
-"""Resolve the spec's `device` and `dtype` words into torch objects."""
+"""Resolve the spec's `device` word into a torch device (its `dtype` word: `load_model`)."""
 
 from __future__ import annotations
 
 import torch
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:

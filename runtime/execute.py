@@ -28,12 +28,13 @@ from expc.runtime.cache import Results
 from expc.runtime.checkpoint import Cursor, load_checkpoint, save_checkpoint
 from expc.runtime.data import TokenizedData, load_data
 from expc.runtime.data_batches import BatchPlan, iter_batches, plan_batches
-from expc.runtime.device import DTYPES, resolve_device
+from expc.runtime.device import resolve_device
 from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
 from expc.runtime.progress import Progress
 from expc.runtime.run_lock import run_lock
 from expc.runtime.sinks import BatchContext, bind_sinks
 from expc.runtime.state import build_states, collect_results
+from expc.runtime.state_protocol import State
 from expc.runtime.stop_signals import Interrupted, StopSignals
 from expc.runtime.store import RunStore, spec_sha256
 from expc.spec import ir
@@ -112,7 +113,7 @@ class _Loop:
     batches: BatchPlan
     graph: torch.nn.Module
     plan: Plan
-    states: dict[str, object]
+    states: dict[str, State]
     context: BatchContext
     pad_token_id: int | None
 
@@ -129,7 +130,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
     t0 = time.perf_counter()
     torch.manual_seed(experiment.seed)
     model = load_model(experiment.model.path, hydra=experiment.hydra,
-                       dtype=DTYPES[experiment.dtype], device=device)
+                       dtype=experiment.dtype, device=device)
     if store is not None:
         store.manifest["model"] = _describe_model(experiment, model)
     source = experiment.data.source
@@ -205,7 +206,7 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
 
     def checkpoint(done: int) -> None:
         cursor = Cursor(batches_done=done, samples_done=loop.batches.samples_before(done),
-                        tokens_done=0, elapsed_seconds=elapsed + time.perf_counter() - t_run,
+                        elapsed_seconds=elapsed + time.perf_counter() - t_run,
                         fingerprint=fingerprint)
         states = {key: state.state_dict() for key, state in loop.states.items()}
         save_checkpoint(checkpoint_dir, states=states, cursor=cursor, rank=world.rank)
@@ -263,7 +264,7 @@ def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore
     return Results(tensors, metadata={"run_dir": str(store.run_dir)})
 
 
-def merge_ranks(states: dict[str, object], gathered) -> dict[str, object]:
+def merge_ranks(states: dict[str, State], gathered) -> dict[str, State]:
     """Rank 0's state objects with every other rank's state merged in, in rank order."""
     for other in (gathered or [])[1:]:
         for key, state in states.items():

@@ -2,9 +2,10 @@
 
 `create_metric` is the one entry point the runtime uses; each metric lives in its own
 `importance_<metric>` file. Parameters are checked here (unknown names, bad values are
-`ValueError`s the runtime turns into diagnostics), and each metric receives only the model
-facts it uses: the module weight, the KV head layout, the run's batch count. What
-`to_dict()` gives (float32 unless said):
+`ValueError`s the runtime turns into diagnostics; names, allowed values and defaults are the
+language's, `expc.spec.vocabulary.METRICS`), and each metric receives only the model facts it
+uses: the module weight, the KV head layout, the run's batch count. What `result()` gives
+(float32 unless said):
 - `l2_norm`: `score` `[D]` over the module's input channels;
 - `channel_contribution`: `score`, `weight_norm`, `activation_mean_abs`, each `[D]`;
 - `kv_head_contribution`: `score` `[n_kv_heads]`;

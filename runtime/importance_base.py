@@ -1,10 +1,10 @@
 """What every importance metric shares (after NVIDIA Model Optimizer's activation hooks).
 
-A metric is the state behind one `importance` statement at one module. The runtime feeds it
-each batch's module input `x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in
-`needs`) with the batch's attention mask; padding tokens never count. Unlike the hooks it
-comes from, every metric can checkpoint (`state_dict` holds plain tensors only, so it goes
-straight into safetensors), resume and `merge` exactly, and accumulators stay on the
+A metric is the state behind one `importance` statement at one module (a `State`,
+`runtime/state_protocol.py`). The runtime feeds it (`update`) each batch's module input
+`x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in `needs`) with the batch's
+attention mask; padding tokens never count. Unlike the hooks it comes from, every metric can
+checkpoint, resume and `merge` exactly, and accumulators stay on the
 activations' device in float64 so a batch never waits for the host. Per batch, metrics work
 on temporaries of their own, zeroing padding in place (`masked_fill_`, NaN-safe) rather than
 allocating masked copies: on CPU each fresh `[B, S, D]` tensor costs more than its arithmetic.
@@ -16,46 +16,45 @@ from collections.abc import Mapping
 
 import torch
 
+from expc.runtime.state_protocol import State
 from expc.runtime.token_sums import WIDE
+from expc.spec.vocabulary import METRICS, ParamSpec
 
 INPUT, OUTPUT = "input", "output"
 
 
-def choice(*allowed: str):
-    """A parameter check: one of the given words."""
-    def check(name: str, value: object) -> object:
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        return value
-    return check
-
-
-def positive_int(name: str, value: object) -> object:
-    """A parameter check: an integer of at least 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+def checked_param(param: ParamSpec, value: object) -> object:
+    """`value` if the language allows it for `param` (one of its words, or a whole number of
+    at least its minimum); else a ValueError."""
+    if param.choices:
+        if value not in param.choices:
+            raise ValueError(f"{param.name} must be one of {', '.join(param.choices)}, "
+                             f"not {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int) or value < param.minimum:
+        raise ValueError(f"{param.name} must be a whole number of at least {param.minimum}, "
+                         f"not {value!r}")
     return value
 
 
-class ImportanceMetric:
-    """Base of the five metrics; subclasses implement `_update`, `to_dict` and the state."""
+class ImportanceMetric(State):
+    """Base of the five metrics; subclasses implement `_update`, `result` and the state."""
 
     name = ""
     needs: frozenset[str] = frozenset()
-    # parameter -> (default, check); the language's `{ key = value }` block of the statement
-    PARAMS: dict[str, tuple[object, object]] = {}
     # which of weight / n_kv_heads / head_dim / total_batches the constructor takes
     CONTEXT: tuple[str, ...] = ()
 
     @classmethod
     def checked_params(cls, params: Mapping[str, object]) -> dict[str, object]:
-        """`params` with defaults filled in; unknown names and bad values are ValueErrors."""
-        unknown = sorted(set(params) - set(cls.PARAMS))
+        """The statement's `{ key = value }` block with the language's defaults filled in
+        (`expc.spec.vocabulary.METRICS`); unknown names and bad values are ValueErrors."""
+        known = METRICS[cls.name].params
+        unknown = sorted(set(params) - {param.name for param in known})
         if unknown:
-            known = ", ".join(cls.PARAMS) or "none"
-            raise ValueError(f"{cls.name} has no parameter {unknown[0]!r} (it takes: {known})")
-        return {key: check(key, params.get(key, default))
-                for key, (default, check) in cls.PARAMS.items()}
+            names = ", ".join(param.name for param in known) or "none"
+            raise ValueError(f"{cls.name} has no parameter {unknown[0]!r} (it takes: {names})")
+        return {param.name: checked_param(param, params.get(param.name, param.default))
+                for param in known}
 
     def __init__(self) -> None:
         self._batches = 0
@@ -93,7 +92,7 @@ class ImportanceMetric:
         self._merge(other)
         self._batches += other._batches
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,

@@ -26,7 +26,7 @@ class ChannelContributionMetric(TokenMeanMetric):
         assert x_in is not None
         return masked_abs(x_in, mask).sum(dim=(0, 1))  # [D]
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         activation = self.token_mean()  # [D]
         weight_norm = self.weight.double().norm(dim=0).to(activation.device)  # [D]
         return {"score": (weight_norm * activation).float(), "weight_norm": weight_norm.float(),

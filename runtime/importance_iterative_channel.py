@@ -22,8 +22,7 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.importance_base import (INPUT, OUTPUT, ImportanceMetric, choice,
-                                          positive_int)
+from expc.runtime.importance_base import INPUT, OUTPUT, ImportanceMetric
 from expc.runtime.importance_iterative_contributions import PrunedGrams, direct, through_pruned
 from expc.runtime.token_sums import promoted_dtype
 
@@ -36,12 +35,10 @@ def prune_budgets(*, channels: int, rounds: int) -> list[int]:
 class IterativeChannelMetric(ImportanceMetric):
     name = "iterative_channel"
     needs = frozenset({INPUT, OUTPUT})
-    PARAMS = {"iterations": (1, positive_int),
-              "calibration": ("none", choice("none", "scale_by_magnitude"))}
     CONTEXT = ("weight", "total_batches")
 
-    def __init__(self, *, weight: torch.Tensor, total_batches: int | None, iterations: int = 1,
-                 calibration: str = "none"):
+    def __init__(self, *, weight: torch.Tensor, total_batches: int | None, iterations: int,
+                 calibration: str):
         super().__init__()
         if total_batches is None:
             raise ValueError("iterative_channel needs the run's number of batches")
@@ -124,7 +121,7 @@ class IterativeChannelMetric(ImportanceMetric):
             self._round_cache[key] = PrunedGrams.of(weight, pruned, kept)
         return self._round_cache[key]
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         if self._batches < self.total_batches:
             raise ValueError(f"iterative_channel has seen {self._batches} of the run's "
                              f"{self.total_batches} batches; its rounds are not finished")

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import INPUT, TokenMeanMetric, choice
+from expc.runtime.importance_base import INPUT, TokenMeanMetric
 from expc.runtime.token_sums import promoted_dtype
 
 
 class KvHeadContributionMetric(TokenMeanMetric):
     name = "kv_head_contribution"
     needs = frozenset({INPUT})
-    PARAMS = {"optimize_for": ("memory", choice("memory", "latency"))}
     CONTEXT = ("weight", "n_kv_heads", "head_dim")
 
     def __init__(self, *, weight: torch.Tensor, n_kv_heads: int | None,
-                 head_dim: int | None = None, optimize_for: str = "memory"):
+                 head_dim: int | None, optimize_for: str):
         super().__init__()
         if not n_kv_heads:
             raise ValueError("kv_head_contribution needs the model's number of KV heads")
@@ -66,5 +65,5 @@ class KvHeadContributionMetric(TokenMeanMetric):
         norms = self.token_norms(x_in).masked_fill_(~mask.unsqueeze(-1), 0.0)  # [B, S, K]
         return norms.sum(dim=(0, 1))  # [K]
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         return {"score": self.token_mean().float()}

@@ -33,7 +33,7 @@ class L2NormMetric(ImportanceMetric):
         self._squares = batch if self._squares is None else self._squares + batch
         self._tokens = self._tokens.to(mask.device) + counts.sum()
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         if self._squares is None:
             raise ValueError("l2_norm has seen no batch yet")
         return {"score": self._squares.sqrt().float()}

@@ -16,5 +16,5 @@ class LayernormContributionMetric(TokenMeanMetric):
         assert y_out is not None
         return masked_abs(y_out, mask).sum(dim=(0, 1))  # [C]
 
-    def to_dict(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, torch.Tensor]:
         return {"score": self.token_mean().float()}

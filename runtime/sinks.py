@@ -13,6 +13,10 @@ from collections.abc import Callable, Mapping, Set
 import attrs
 import torch
 
+from expc.runtime.aggregate_base import Aggregator
+from expc.runtime.importance_base import ImportanceMetric
+from expc.runtime.state_protocol import State
+
 
 @attrs.define(kw_only=True)
 class BatchContext:
@@ -26,7 +30,7 @@ class BatchContext:
         self.field_mask = field_mask
 
 
-def capture_sink(aggregator, context: BatchContext) -> Callable[[torch.Tensor], None]:
+def capture_sink(aggregator: Aggregator, context: BatchContext) -> Callable[[torch.Tensor], None]:
     """A tap callback feeding one aggregator with the current batch's masks."""
 
     def sink(hidden: torch.Tensor) -> None:
@@ -36,7 +40,8 @@ def capture_sink(aggregator, context: BatchContext) -> Callable[[torch.Tensor], 
     return sink
 
 
-def metric_sink(metric, context: BatchContext) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def metric_sink(metric: ImportanceMetric,
+                context: BatchContext) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """A tap callback feeding one importance metric its module's input and output."""
 
     def sink(x_in: torch.Tensor, y_out: torch.Tensor) -> None:
@@ -45,7 +50,7 @@ def metric_sink(metric, context: BatchContext) -> Callable[[torch.Tensor, torch.
     return sink
 
 
-def bind_sinks(states: Mapping[str, object], *, metric_keys: Set[str],
+def bind_sinks(states: Mapping[str, State], *, metric_keys: Set[str],
                context: BatchContext) -> dict[str, Callable[..., None]]:
     """A sink for every state, by plan key: metric sinks for `metric_keys`, capture sinks else."""
     return {key: (metric_sink if key in metric_keys else capture_sink)(state, context)

@@ -17,17 +17,18 @@ from expc.runtime.aggregators import create_aggregator
 from expc.runtime.allocator import release_freed_memory
 from expc.runtime.data_batches import restore_data_order
 from expc.runtime.importance import create_metric
+from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANINGS, TOKEN_COUNT,
                                   importance_key, module_key)
 
 
-def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> dict[str, object]:
+def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> dict[str, State]:
     """An aggregator or metric for every plan key, in plan order."""
     config = model.config
-    states: dict[str, object] = {}
+    states: dict[str, State] = {}
     for entry in plan.captures:
-        states[entry.key] = create_aggregator(mode=entry.mode, mask=entry.mask or "attention",
+        states[entry.key] = create_aggregator(mode=entry.mode, mask=entry.mask,
                                               field=entry.field)
     for entry in plan.metrics:
         weight = getattr(model.get_submodule(entry.module_path), "weight", None)
@@ -67,7 +68,7 @@ def _metric_description(entry: MetricEntry, field: str) -> dict:
             "meaning": f"{entry.metric} {field} of {module}"}
 
 
-def collect_results(plan: Plan, states: Mapping[str, object], *, sample_index: torch.Tensor,
+def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: torch.Tensor,
                     token_count: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Every result tensor (contract keys, CPU, data order) and its manifest description.
 
@@ -89,7 +90,7 @@ def collect_results(plan: Plan, states: Mapping[str, object], *, sample_index: t
             descriptions[entry.key + suffix] = _capture_description(entry, suffix)
         release_freed_memory()  # the run-order rows are gone by now
     for entry in plan.metrics:
-        for field, tensor in states[entry.key].to_dict().items():
+        for field, tensor in states[entry.key].take_result().items():
             key = importance_key(entry.metric, entry.module_path, field)
             tensors[key] = tensor.detach().cpu().contiguous()
             descriptions[key] = _metric_description(entry, field)

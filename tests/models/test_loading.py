@@ -7,8 +7,8 @@ import torch
 from hf_reference import VOCAB, hf_model, save
 from safetensors.torch import load_file, save_file
 
-from expc.models.loading import load_model
-from expc.spec import ir
+from expc.models.loading import DTYPES, load_model
+from expc.spec import ir, vocabulary
 from expc.spec.diagnostics import DiagnosticError
 
 
@@ -42,6 +42,12 @@ def test_parameters_are_materialised_frozen_and_cast(folder):
     assert not model.training
     reference = load_model(folder)(_ids())
     torch.testing.assert_close(model(_ids()).float(), reference, atol=0.1, rtol=0.05)
+
+
+def test_every_dtype_word_of_the_language_is_a_torch_dtype():
+    assert tuple(DTYPES) == vocabulary.DTYPES
+    assert all(isinstance(DTYPES[name], torch.dtype) for name in vocabulary.DTYPES)
+    assert DTYPES["bfloat16"] is torch.bfloat16
 
 
 def _copy_without(folder, tmp_path, key):

@@ -140,13 +140,6 @@ def test_attention_pattern_layout_reduces_over_queries_and_pads_key_length():
     torch.testing.assert_close(result[""], torch.stack(expected), rtol=1e-12, atol=1e-12)
 
 
-def test_none_keeps_nothing():
-    aggregator = run("none", "attention", batches(left=False))
-    assert aggregator.result() == {}
-    assert aggregator.pack_with_snapshot(None) is None
-    assert aggregator.batches == 3
-
-
 ALL_MODES = ["full", "mean", "sum", "max", "dataset_mean"]
 
 
@@ -191,25 +184,6 @@ def test_state_dict_round_trip_through_safetensors_then_continue(mode):
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
-def test_pack_with_snapshot_appends_after_the_earlier_part(mode):
-    data = batches(left=False) + batches(left=True, seed=2)
-    whole = run(mode, "attention", data).result()
-    earlier = run(mode, "attention", data[:3]).pack_with_snapshot(None)
-    later = run(mode, "attention", data[3:])
-    packed = later.pack_with_snapshot(earlier)
-    for suffix, value in whole.items():
-        torch.testing.assert_close(packed[suffix], value, rtol=1e-6, atol=1e-6)
-    assert create_aggregator(mode=mode).pack_with_snapshot(earlier) is None
-
-
-def test_mean_snapshot_may_be_a_bare_tensor():
-    data = batches(left=False)
-    earlier = run("mean", "attention", data[:1]).result()[""]
-    packed = run("mean", "attention", data[1:]).pack_with_snapshot(earlier)
-    torch.testing.assert_close(packed[""], run("mean", "attention", data).result()[""])
-
-
-@pytest.mark.parametrize("mode", ALL_MODES)
 @pytest.mark.parametrize("eager", [True, False], ids=["eager", "deferred"])
 def test_all_zero_mask_row_names_the_row(mode, eager):
     hidden = torch.randn(3, 4, FEATURES)
@@ -241,6 +215,7 @@ def test_field_mask_row_with_only_padding_marked_is_empty():
 
 @pytest.mark.parametrize("options, message", [
     ({"mode": "median"}, "unknown aggregation mode 'median'"),
+    ({"mode": "none"}, "keeps nothing"),
     ({"mode": "mean", "mask": "middle"}, "unknown mask 'middle'"),
     ({"mode": "mean", "mask": "field"}, "field name"),
     ({"mode": "mean", "field": "marks"}, "field name"),

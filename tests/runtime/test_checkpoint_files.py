@@ -10,6 +10,8 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from expc.runtime import atomic, checkpoint
 from expc.runtime.aggregate_per_sample import PerSampleAggregator
@@ -38,8 +40,8 @@ def states_at(step: int) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def cursor_at(step: int, **extra) -> Cursor:
-    return Cursor(batches_done=step, samples_done=4 * step, tokens_done=40 * step,
-                  elapsed_seconds=0.5 * step, **extra)
+    return Cursor(batches_done=step, samples_done=4 * step, elapsed_seconds=0.5 * step,
+                  **extra)
 
 
 def assert_states_equal(got, want):
@@ -55,14 +57,27 @@ def test_no_checkpoint_is_none(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint") is None
 
 
-def test_round_trip_with_rng_and_fingerprint(tmp_path):
-    rng = torch.get_rng_state()
-    save_checkpoint(tmp_path, states=states_at(3),
-                    cursor=cursor_at(3, rng_state=rng, fingerprint="abc"))
+def test_round_trip_with_fingerprint(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(3), cursor=cursor_at(3, fingerprint="abc"))
     states, cursor = load_checkpoint(tmp_path, fingerprint="abc")
     assert_states_equal(states, states_at(3))
     assert cursor == cursor_at(3, fingerprint="abc")
-    assert torch.equal(cursor.rng_state, rng)
+
+
+def test_a_checkpoint_with_the_dropped_tokens_done_and_rng_entries_still_loads(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(3), cursor=cursor_at(3))
+    state_path = tmp_path / "rank0-state-00000003.safetensors"
+    with safe_open(str(state_path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        metadata = handle.metadata()
+    save_file({**tensors, "rng": torch.get_rng_state()}, str(state_path), metadata=metadata)
+    cursor_path = tmp_path / cursor_name(0)
+    record = json.loads(cursor_path.read_text())
+    record.update(tokens_done=0, state_bytes=state_path.stat().st_size)
+    cursor_path.write_text(json.dumps(record))
+    states, cursor = load_checkpoint(tmp_path)
+    assert_states_equal(states, states_at(3))
+    assert cursor == cursor_at(3)
 
 
 def test_a_new_checkpoint_supersedes_the_old_state_file(tmp_path):
@@ -138,13 +153,13 @@ def test_damaged_cursor_is_a_diagnostic_with_its_line(tmp_path):
     (diag,) = excinfo.value.diagnostics
     assert (diag.span.path, diag.span.line) == (str(path), 4)
     record = {"format": "expc-checkpoint/1", "state_file": "../x", "state_bytes": 1,
-              "batches_done": 1, "samples_done": 1, "tokens_done": 1, "elapsed_seconds": 1}
+              "batches_done": 1, "samples_done": 1, "elapsed_seconds": 1}
     path.write_text(json.dumps(record))
     with pytest.raises(DiagnosticError, match="plain file name"):
         load_checkpoint(tmp_path)
-    del record["tokens_done"]
+    del record["samples_done"]
     path.write_text(json.dumps(record))
-    with pytest.raises(DiagnosticError, match="tokens_done"):
+    with pytest.raises(DiagnosticError, match="samples_done"):
         load_checkpoint(tmp_path)
 
 
@@ -187,7 +202,7 @@ def test_resumed_aggregation_equals_an_uninterrupted_one(tmp_path):
     feed(first, (b for b in iter_batches(data, plan, pad_token_id=0) if b.number < 3))
     save_checkpoint(tmp_path, states={"m": first.state_dict()},
                     cursor=Cursor(batches_done=3, samples_done=plan.samples_before(3),
-                                  tokens_done=0, elapsed_seconds=0.0))
+                                  elapsed_seconds=0.0))
     states, cursor = load_checkpoint(tmp_path)
     resumed = PerSampleAggregator(reduction="mean")
     resumed.load_state_dict(states["m"])

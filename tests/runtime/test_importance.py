@@ -14,6 +14,7 @@ from safetensors.torch import load, save
 
 from expc.runtime.importance import METRICS, create_metric
 from expc.runtime.importance_iterative_contributions import PrunedGrams, direct, through_pruned
+from expc.spec import vocabulary
 
 D_IN, D_OUT = 12, 6
 N_KV, HEAD_DIM = 3, 2  # 12 input channels = 6 query heads of 2, in 3 KV groups of 4
@@ -68,7 +69,7 @@ def test_l2_norm_is_root_of_summed_squared_sample_means():
     for x, mask in batches:
         for tokens in real_tokens(x, mask):
             accumulated += (tokens.abs().sum(0) / tokens.shape[0]) ** 2
-    result = feed(build("l2_norm"), batches, weight()).to_dict()
+    result = feed(build("l2_norm"), batches, weight()).result()
     torch.testing.assert_close(result["score"], accumulated.sqrt().float())
 
 
@@ -78,7 +79,7 @@ def test_channel_contribution_is_column_norm_times_mean_abs_input():
     mean_abs = tokens.abs().sum(0) / tokens.shape[0]
     column_norm = torch.tensor([sum(float(w[o, j]) ** 2 for o in range(D_OUT)) ** 0.5
                                 for j in range(D_IN)], dtype=torch.float64)
-    result = feed(build("channel_contribution"), batches, w).to_dict()
+    result = feed(build("channel_contribution"), batches, w).result()
     torch.testing.assert_close(result["score"], (column_norm * mean_abs).float())
     torch.testing.assert_close(result["weight_norm"], column_norm.float())
     torch.testing.assert_close(result["activation_mean_abs"], mean_abs.float())
@@ -97,7 +98,7 @@ def test_kv_head_contribution_is_mean_norm_of_each_groups_output(optimize_for):
                     for k in range(N_KV)]))
     expected = torch.stack(per_token).mean(0)
     result = feed(build("kv_head_contribution", params={"optimize_for": optimize_for}),
-                  batches, w).to_dict()
+                  batches, w).result()
     assert result["score"].shape == (N_KV,)
     torch.testing.assert_close(result["score"], expected.float())
 
@@ -106,14 +107,14 @@ def test_kv_head_memory_and_latency_agree_in_float32():
     batches = [(x.float(), mask) for x, mask in make_batches(seed=3)]
     w = weight().float()
     scores = [feed(build("kv_head_contribution", w=w, params={"optimize_for": mode}),
-                   batches, w).to_dict()["score"] for mode in ("memory", "latency")]
+                   batches, w).result()["score"] for mode in ("memory", "latency")]
     torch.testing.assert_close(scores[0], scores[1], rtol=1e-6, atol=1e-6)
 
 
 def test_layernorm_contribution_is_mean_abs_output_over_real_tokens():
     batches, w = make_batches(), weight()
     outputs = torch.cat([t @ w.T for x, mask in batches for t in real_tokens(x, mask)])
-    result = feed(build("layernorm_contribution", w=None), batches, w).to_dict()
+    result = feed(build("layernorm_contribution", w=None), batches, w).result()
     torch.testing.assert_close(result["score"], outputs.abs().mean(0).float())
 
 
@@ -156,7 +157,7 @@ def test_iterative_channel_prunes_like_the_written_out_rounds(iterations, calibr
                                    bias=bias)
     metric = build("iterative_channel",
                    params={"iterations": iterations, "calibration": calibration})
-    result = feed(metric, batches, w, bias).to_dict()
+    result = feed(metric, batches, w, bias).result()
     assert result["channels_importance_ascending"].tolist() == expected
     assert [result["score"][j].item() for j in expected] == list(range(D_IN))
     assert metric.progress()["rounds_closed"] == iterations
@@ -187,7 +188,7 @@ def test_iterative_channel_result_waits_for_every_batch():
     batches, w = make_batches(), weight()
     metric = feed(build("iterative_channel", params={"iterations": 2}), batches[:3], w)
     with pytest.raises(ValueError, match="seen 3 of the run's 5 batches"):
-        metric.to_dict()
+        metric.result()
     feed(metric, batches[3:], w)
     with pytest.raises(ValueError, match="got more"):
         feed(metric, batches[:1], w)
@@ -203,8 +204,8 @@ def test_merge_of_two_halves_equals_one_pass(name):
     whole = feed(build(name), batches, w)
     first, second = feed(build(name), batches[:2], w), feed(build(name), batches[2:], w)
     first.merge(second)
-    for field, value in whole.to_dict().items():
-        torch.testing.assert_close(first.to_dict()[field], value)
+    for field, value in whole.result().items():
+        torch.testing.assert_close(first.result()[field], value)
     assert first.progress() == whole.progress()
 
 
@@ -217,8 +218,8 @@ def test_merge_is_associative(name):
     a.merge(b)
     a2.merge(b2)
     a2.merge(c2)
-    for field, value in a.to_dict().items():
-        torch.testing.assert_close(a2.to_dict()[field], value)
+    for field, value in a.result().items():
+        torch.testing.assert_close(a2.result()[field], value)
 
 
 @settings(max_examples=20, deadline=None)
@@ -230,8 +231,8 @@ def test_any_split_merged_in_order_equals_one_pass(name, cuts):
     parts = [feed(build(name), batches[a:b], w) for a, b in zip(bounds, bounds[1:])]
     for part in parts[1:]:
         parts[0].merge(part)
-    for field, value in feed(build(name), batches, w).to_dict().items():
-        torch.testing.assert_close(parts[0].to_dict()[field], value)
+    for field, value in feed(build(name), batches, w).result().items():
+        torch.testing.assert_close(parts[0].result()[field], value)
 
 
 def split_rows(batch):
@@ -254,8 +255,8 @@ def test_iterative_channel_merges_data_parallel_shards_at_round_boundaries():
         if index % 2 == 1:  # rounds are batches {0, 1}, {2, 3}, {4, 5}
             shard_a.merge(shard_b)
             shard_b.load_state_dict(shard_a.state_dict())
-    assert torch.equal(shard_a.to_dict()["score"], whole.to_dict()["score"])
-    assert torch.equal(shard_b.to_dict()["score"], whole.to_dict()["score"])
+    assert torch.equal(shard_a.result()["score"], whole.result()["score"])
+    assert torch.equal(shard_b.result()["score"], whole.result()["score"])
 
 
 def test_iterative_channel_refuses_to_merge_states_at_different_points():
@@ -278,8 +279,8 @@ def test_state_dict_round_trip_through_safetensors_then_continue(name):
     restored.load_state_dict(load(save(feed(build(name, params=params), batches[:3],
                                             w).state_dict())))
     feed(restored, batches[3:], w)
-    for field, value in whole.to_dict().items():
-        assert torch.equal(restored.to_dict()[field], value), field
+    for field, value in whole.result().items():
+        assert torch.equal(restored.result()[field], value), field
     assert restored.progress() == whole.progress()
 
 
@@ -312,20 +313,30 @@ def test_bad_metric_options_are_value_errors(name, options, message):
 
 
 def test_every_metric_is_registered():
-    assert sorted(METRICS) == sorted(ALL_METRICS)
+    assert sorted(METRICS) == sorted(ALL_METRICS) == sorted(vocabulary.METRICS)
+
+
+def test_parameters_left_out_take_the_language_s_defaults():
+    iterations = vocabulary.METRICS["iterative_channel"].params[0]
+    assert iterations.name == "iterations"
+    metric = build("iterative_channel", total_batches=iterations.default)
+    assert (metric.iterations, metric.calibration) == (iterations.default, "none")
+    assert build("kv_head_contribution").optimize_for == "memory"
+    with pytest.raises(ValueError, match=f"needs at least {iterations.default} batches"):
+        build("iterative_channel", total_batches=iterations.default - 1)
 
 
 @pytest.mark.parametrize("name", TOKEN_METRICS)
 def test_scores_before_any_batch_are_a_value_error(name):
     with pytest.raises(ValueError, match="seen no batch"):
-        build(name).to_dict()
+        build(name).result()
 
 
 def test_half_precision_inputs_are_scored_in_float32():
     x = torch.full((1, 300, D_IN), 1.0, dtype=torch.bfloat16)
     metric = create_metric("layernorm_contribution", weight=None)
     metric.update(None, x, attention_mask=torch.ones(1, 300))
-    assert torch.equal(metric.to_dict()["score"], torch.ones(D_IN))
+    assert torch.equal(metric.result()["score"], torch.ones(D_IN))
 
 
 @pytest.mark.parametrize("name", ALL_METRICS)
@@ -337,7 +348,7 @@ def test_state_keeps_no_autograd_graph(name):
     x = x.nan_to_num().requires_grad_()
     metric.update(x * 2, (x @ w.T) * 2, attention_mask=mask)
     assert not any(t.requires_grad for t in metric.state_dict().values())
-    assert not any(t.requires_grad for t in metric.to_dict().values())
+    assert not any(t.requires_grad for t in metric.result().values())
 
 
 @pytest.mark.parametrize("name", ALL_METRICS)
@@ -345,7 +356,7 @@ def test_fed_under_inference_mode_then_merged_and_finished_outside(name):
     """The runtime feeds state under `torch.inference_mode()` and finishes it outside."""
     batches, w = make_batches(), weight()
     params = {"iterations": 2} if name == "iterative_channel" else {}
-    expected = feed(build(name, params=params), batches, w).to_dict()
+    expected = feed(build(name, params=params), batches, w).result()
     first, second = build(name, params=params), build(name, params=params)
     with torch.inference_mode():
         feed(first, batches, w)
@@ -356,6 +367,6 @@ def test_fed_under_inference_mode_then_merged_and_finished_outside(name):
         assert second.state_dict()["batches"] == 2
     restored = build(name, params=params)
     restored.load_state_dict(first.state_dict())
-    for field, value in first.to_dict().items():
+    for field, value in first.result().items():
         assert torch.equal(value, expected[field])
-        assert torch.equal(restored.to_dict()[field], expected[field])
+        assert torch.equal(restored.result()[field], expected[field])

@@ -162,7 +162,7 @@ def test_force_replaces_another_specs_run_and_its_leftovers(tmp_path):
     complete_run(tmp_path)
     (tmp_path / "report.html").write_text("<html>")
     save_checkpoint(tmp_path / "checkpoint", states={}, cursor=Cursor(
-        batches_done=1, samples_done=1, tokens_done=1, elapsed_seconds=1.0))
+        batches_done=1, samples_done=1, elapsed_seconds=1.0))
     (tmp_path / "notes.txt").write_text("the user's own file")
     store = start(tmp_path, SPEC_B, force=True)
     assert manifest(tmp_path)["spec"]["sha256"] == spec_sha256(SPEC_B)
@@ -173,7 +173,7 @@ def test_force_replaces_another_specs_run_and_its_leftovers(tmp_path):
 def test_same_spec_restarts_fresh_unless_resuming(tmp_path):
     start(tmp_path).record_checkpoint(batches_done=1)
     save_checkpoint(tmp_path / "checkpoint", states={}, cursor=Cursor(
-        batches_done=1, samples_done=1, tokens_done=1, elapsed_seconds=1.0))
+        batches_done=1, samples_done=1, elapsed_seconds=1.0))
     store = start(tmp_path, resume=True)
     assert store.resuming and (tmp_path / "checkpoint" / "rank0-cursor.json").exists()
     assert manifest(tmp_path)["checkpoint"] == {"dir": "checkpoint", "batches_done": 1}
