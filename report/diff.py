@@ -17,11 +17,10 @@ from collections.abc import Sequence
 import attrs
 import torch
 
+from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from expc.report.keys import forward_position, parse_key, place_label
 from expc.report.run_folder import RunFolder, open_run_folder
 
-DEFAULT_ATOL = 1e-6
-DEFAULT_RTOL = 1e-5
 # manifest fields worth naming when two runs differ (they explain drift; they never decide)
 CONTEXT_FIELDS = (("spec", "sha256"), ("model", "path"), ("ir", "dtype"), ("ir", "device"),
                   ("data", "samples"), ("versions", "torch"))
