@@ -151,7 +151,8 @@ def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tup
 def _model(c: Checker, assign: sx.Assign | None, decl: sx.ExperimentDecl) -> object:
     if assign is None:
         return c.error(decl.name_span, f"experiment `{decl.name}` sets no `model`", code="missing",
-                       help=(f'add `model = "{vocab.BUILTIN_PREFIX}tiny-llama"` or a checkpoint folder',))
+                       help=(f'add `model = "{vocab.BUILTIN_PREFIX}tiny-llama"` or a checkpoint '
+                             'folder',))
     path = c.string(assign.value, "model")
     return _BAD if path is _BAD else ir.ModelRef(path=path, span=assign.value.span)
 
