@@ -1,5 +1,8 @@
 """The `expc` command line: a click group whose commands live one per module beside this file.
 
+Each command module defines `command` (an `expc.cli._errors.Command`, which renders a
+`DiagnosticError`); `_add_commands` lists them.
+
 Command modules import only light modules at import time (heavy ones such as torch inside
 the command body), so that `expc check` stays fast. `main` is the console-script entry: user
 errors exit 1 with a rendered message, usage errors 2, and an unexpected failure prints one
@@ -24,25 +27,21 @@ def cli(debug: bool, verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _register() -> None:
-    """Attach every command module's command to the group (each module defines one)."""
-    import importlib
-    import pkgutil
+def _add_commands() -> None:
+    """Attach the commands, one per module; each module imports only light modules."""
+    from expc.cli import check, compile, diff, fmt, report, run
 
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        command = getattr(module, "command", None)
-        if isinstance(command, click.Command):
-            cli.add_command(command)
+    for module in (check, compile, diff, fmt, report, run):
+        cli.add_command(module.command)
+
+
+_add_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the exit-code contract of contracts §2."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        _register()
         rc = cli.main(args=args, prog_name="expc", standalone_mode=False)
     except click.ClickException as exc:  # UsageError exits 2, user errors 1
         exc.show()

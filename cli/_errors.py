@@ -1,19 +1,16 @@
-"""User errors for the command line, as click exceptions (after flask's cli)."""
+"""User errors for the command line, as click exceptions (after flask's cli).
+
+`Command` is the one place a `DiagnosticError` raised inside a command becomes the click
+exception that prints the diagnostics and exits 1; no command catches it itself.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import click
 
-from expc.spec.diagnostics import Diagnostic, render_github, render_json, render_text
-
-
-def render(diagnostics: tuple[Diagnostic, ...], fmt: str = "text") -> str:
-    """Render diagnostics in one of the contract's formats: text, json or github."""
-    if fmt == "json":
-        return render_json(diagnostics)
-    if fmt == "github":
-        return render_github(diagnostics)
-    return render_text(diagnostics)
+from expc.spec.diagnostics import RENDERERS, Diagnostic, DiagnosticError
 
 
 class DiagnosticsFailed(click.ClickException):
@@ -21,9 +18,25 @@ class DiagnosticsFailed(click.ClickException):
 
     exit_code = 1
 
-    def __init__(self, diagnostics: tuple[Diagnostic, ...], fmt: str = "text"):
-        super().__init__(render(diagnostics, fmt))
+    def __init__(self, diagnostics: Iterable[Diagnostic], fmt: str = "text"):
+        super().__init__(RENDERERS[fmt](tuple(diagnostics)))
         self.fmt = fmt
 
     def show(self, file=None) -> None:
         click.echo(self.message, err=self.fmt == "text", file=file)
+
+
+class Command(click.Command):
+    """A command whose `DiagnosticError`s exit 1, rendered in the format its `format_param`
+    chose (one of `RENDERERS`; plain text for a command without one)."""
+
+    def __init__(self, *args, format_param: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.format_param = format_param
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DiagnosticError as exc:
+            fmt = "text" if self.format_param is None else ctx.params[self.format_param]
+            raise DiagnosticsFailed(exc.diagnostics, fmt) from None

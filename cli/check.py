@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import click
 
-from expc.cli._errors import DiagnosticsFailed
+from expc.cli._errors import Command, DiagnosticsFailed
+from expc.cli._options import set_option
+from expc.spec.diagnostics import RENDERERS
 from expc.spec.loader import check_file
 
 
-@click.command("check")
+@click.command("check", cls=Command, format_param="fmt")
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--no-model", is_flag=True,
               help="Skip checks that need local files (model config.json, data file).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(tuple(RENDERERS)), default="text",
               show_default=True, help="How to print diagnostics.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting before checking, e.g. --set data.limit=8.")
+@set_option
 def command(files: tuple[str, ...], no_model: bool, fmt: str, overrides: tuple[str, ...]) -> None:
     """Check .exp files: syntax, semantics and (unless --no-model) the model's shape."""
     diagnostics = tuple(d for path in files

@@ -10,35 +10,31 @@ import json
 
 import click
 
-from expc.cli._errors import DiagnosticsFailed
-from expc.spec.diagnostics import DiagnosticError
+from expc.cli._errors import Command
+from expc.cli._options import set_option
 from expc.spec.ir_json import to_json, to_text
 from expc.spec.loader import load
 
 EMITS = ("ir", "graph", "code", "dot")
 
 
-@click.command("compile")
+@click.command("compile", cls=Command)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--emit", type=click.Choice(EMITS), default="ir", show_default=True,
               help="What to print.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="IR as indented text or JSON.")
 @click.option("--no-model", is_flag=True, help="Skip the model-shape and file checks.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting, e.g. --set data.limit=8.")
+@set_option
 def command(file: str, emit: str, fmt: str, no_model: bool, overrides: tuple[str, ...]) -> None:
     """Print the resolved IR of FILE, its instrumented fx graph, that graph's code, or a DOT plan."""
     if emit != "ir" and no_model:
         raise click.UsageError(f"--emit {emit} needs the model's config; drop --no-model")
-    try:
-        experiment = load(file, overrides=overrides, check_model=not no_model)
-        if emit != "ir":
-            from expc.compiler.emit import emit as emit_view  # imports torch
+    experiment = load(file, overrides=overrides, check_model=not no_model)
+    if emit != "ir":
+        from expc.compiler.emit import emit as emit_view  # imports torch
 
-            click.echo(emit_view(experiment, emit), nl=False)
-            return
-    except DiagnosticError as exc:
-        raise DiagnosticsFailed(exc.diagnostics) from None
+        click.echo(emit_view(experiment, emit), nl=False)
+        return
     data = to_json(experiment)
     click.echo(json.dumps(data, indent=2) if fmt == "json" else to_text(data))

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import click
 
-from expc.cli._errors import DiagnosticsFailed
+from expc.cli._errors import Command
+from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 
 
-@click.command(name="diff")
+@click.command(name="diff", cls=Command, format_param="fmt")
 @click.argument("run_a", type=click.Path(path_type=Path))
 @click.argument("run_b", type=click.Path(path_type=Path))
-@click.option("--atol", type=click.FloatRange(min=0.0), default=1e-6, show_default=True,
+@click.option("--atol", type=click.FloatRange(min=0.0), default=DEFAULT_ATOL, show_default=True,
               help="Absolute tolerance.")
-@click.option("--rtol", type=click.FloatRange(min=0.0), default=1e-5, show_default=True,
+@click.option("--rtol", type=click.FloatRange(min=0.0), default=DEFAULT_RTOL, show_default=True,
               help="Relative tolerance (of RUN_B's values).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
@@ -25,11 +26,7 @@ def command(ctx: click.Context, run_a: Path, run_b: Path, atol: float, rtol: flo
             fmt: str) -> None:
     """Compare two run folders key by key; exit 0 if the same within tolerance, else 1."""
     from expc.report.diff import diff_runs, render_json, render_text
-    from expc.spec.diagnostics import DiagnosticError
 
-    try:
-        result = diff_runs(str(run_a), str(run_b), atol=atol, rtol=rtol)
-    except DiagnosticError as exc:
-        raise DiagnosticsFailed(exc.diagnostics, fmt="json" if fmt == "json" else "text") from exc
+    result = diff_runs(str(run_a), str(run_b), atol=atol, rtol=rtol)
     click.echo(render_json(result) if fmt == "json" else render_text(result))
     ctx.exit(0 if result.same else 1)

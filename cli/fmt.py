@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from expc.cli._errors import DiagnosticsFailed
+from expc.cli._errors import Command, DiagnosticsFailed
 from expc.spec.diagnostics import DiagnosticError
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-@click.command("fmt")
+@click.command("fmt", cls=Command)
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if a file would change.")
@@ -58,7 +58,7 @@ def command(files: tuple[Path, ...], check: bool) -> None:
             _write_atomic(path, formatted)
             log.info("reformatted %s", path)
     if diagnostics:
-        raise DiagnosticsFailed(tuple(diagnostics))
+        raise DiagnosticsFailed(diagnostics)
     if check and changed:
         raise SystemExit(1)
     if not check:

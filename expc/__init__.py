@@ -14,20 +14,30 @@ The notebook API below imports its machinery on first use, so `import expc` stay
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the real types, without importing torch at `import expc`
+    from expc.compiler.pipeline import Compiled
+    from expc.models.hydra import HydraTransformer
+    from expc.runtime.cache import Results
+    from expc.runtime.store import Run
+    from expc.spec.ir import Experiment
 
 __version__ = importlib.metadata.version("expc")  # pyproject.toml is the one home of the version
 
 
-def load(path: str | Path, *, overrides: tuple[str, ...] = (), check_model: bool = True) -> Any:
+def load(path: str | Path, *, overrides: Sequence[str] = (),
+         check_model: bool = True) -> Experiment:
     """Parse and check a spec file into its IR (`expc.spec.ir.Experiment`)."""
     from expc.spec import load as load_spec
 
     return load_spec(path, overrides=tuple(overrides), check_model=check_model)
 
 
-def compile(experiment: Any, *, model: Any = None, sinks: Any = None) -> Any:  # noqa: A001
+def compile(experiment: Experiment, *, model: HydraTransformer | None = None,  # noqa: A001
+            sinks: Mapping[str, Callable] | None = None) -> Compiled:
     """Compile a checked experiment into an instrumented graph (`Compiled`).
 
     Without `model`, the spec's model is loaded; without `sinks`, taps do nothing.
@@ -42,9 +52,17 @@ def compile(experiment: Any, *, model: Any = None, sinks: Any = None) -> Any:  #
     return compile_experiment(experiment, model, sinks)
 
 
-def run(spec: Any, *, out: str | Path | None = None, overrides: tuple[str, ...] = (),
-        resume: bool = False, force: bool = False, quiet: bool = True) -> Any:
-    """Run a spec (a path, or an IR from `expc.load`) and return its `Results`."""
+def run(spec: str | Path | Experiment, *, out: str | Path | None = None,
+        overrides: Sequence[str] = (), resume: bool = False, force: bool = False,
+        quiet: bool = True) -> Results:
+    """Run a spec (a path, or an IR from `expc.load`) and return its `Results`.
+
+    Applies the same process settings as `expc run` (`expc.runtime.process`); they take full
+    effect only when torch has not been imported yet.
+    """
+    from expc.runtime.process import apply_run_settings
+
+    apply_run_settings()
     from expc.runtime.execute import RunRequest, run_experiment
     from expc.runtime.execute import run as run_file
 
@@ -60,7 +78,7 @@ def run(spec: Any, *, out: str | Path | None = None, overrides: tuple[str, ...] 
                           resume=resume, force=force, quiet=quiet)
 
 
-def open_run(run_dir: str | Path) -> Any:
+def open_run(run_dir: str | Path) -> Run:
     """Read a run folder back: manifest plus lazily loaded tensors."""
     from expc.runtime.store import open_run as open_run_folder
 

@@ -16,24 +16,23 @@ import torch
 
 from expc.models.registry import read_config
 from expc.spec.builtin_models import BUILTIN_CONFIGS, BUILTIN_SEED
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
+from expc.spec.vocabulary import BUILTIN_PREFIX
 
-PREFIX = "builtin:"
 INIT_STD = 0.02
 
 
 def is_builtin(ref: str) -> bool:
-    return str(ref).startswith(PREFIX)
+    return str(ref).startswith(BUILTIN_PREFIX)
 
 
 def builtin_config(ref: str) -> dict:
     """The `config.json` dict of `builtin:NAME`; an unknown name is a diagnostic."""
-    name = str(ref)[len(PREFIX):]
+    name = str(ref)[len(BUILTIN_PREFIX):]
     if name not in BUILTIN_CONFIGS:
-        raise DiagnosticError(error(
-            ref, f"unknown built-in model `{ref}`", code="model-unknown-builtin",
-            help=(f"built-in models: {', '.join(PREFIX + n for n in sorted(BUILTIN_CONFIGS))}",),
-        ))
+        known = ", ".join(BUILTIN_PREFIX + n for n in sorted(BUILTIN_CONFIGS))
+        raise fail(ref, f"unknown built-in model `{ref}`", code="model-unknown-builtin",
+                   help=(f"built-in models: {known}",))
     return dict(BUILTIN_CONFIGS[name])
 
 

@@ -25,18 +25,13 @@ import attrs
 import torch
 from safetensors import SafetensorError, safe_open
 
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 from expc.spec.json_files import parse_json_object
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def _fail(path: str | Path, message: str, *, code: str, line: int = 1, col: int = 1,
-          help: tuple[str, ...] = ()) -> DiagnosticError:
-    return DiagnosticError(error(path, message, code=code, line=line, col=col, help=help))
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -53,12 +48,12 @@ def _read_json(path: Path, *, what: str) -> tuple[dict, str]:
 
 def _require_folder(folder: Path) -> None:
     if not folder.exists():
-        raise _fail(folder, f"checkpoint folder `{folder}` does not exist",
-                    code="checkpoint-missing-folder",
-                    help=("give a local Hugging Face checkpoint folder or `builtin:NAME`",))
+        raise fail(folder, f"checkpoint folder `{folder}` does not exist",
+                   code="checkpoint-missing-folder",
+                   help=("give a local Hugging Face checkpoint folder or `builtin:NAME`",))
     if not folder.is_dir():
-        raise _fail(folder, f"checkpoint `{folder}` is a file, expected a folder holding "
-                    f"{CONFIG_FILE} and *.safetensors", code="checkpoint-not-a-folder")
+        raise fail(folder, f"checkpoint `{folder}` is a file, expected a folder holding "
+                   f"{CONFIG_FILE} and *.safetensors", code="checkpoint-not-a-folder")
 
 
 def load_config(folder: str | Path) -> dict:
@@ -67,8 +62,8 @@ def load_config(folder: str | Path) -> dict:
     _require_folder(folder)
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise _fail(path, f"checkpoint folder `{folder}` has no {CONFIG_FILE}",
-                    code="checkpoint-missing-config")
+        raise fail(path, f"checkpoint folder `{folder}` has no {CONFIG_FILE}",
+                   code="checkpoint-missing-config")
     return _read_json(path, what=CONFIG_FILE)[0]
 
 
@@ -78,8 +73,8 @@ def _shard_keys(shard: Path) -> set[str]:
         with safe_open(shard, framework="pt") as handle:
             return set(handle.keys())
     except (SafetensorError, OSError) as exc:
-        raise _fail(shard, f"cannot read safetensors file `{shard.name}`: {exc}",
-                    code="checkpoint-bad-safetensors") from None
+        raise fail(shard, f"cannot read safetensors file `{shard.name}`: {exc}",
+                   code="checkpoint-bad-safetensors") from None
 
 
 def _locate_single(folder: Path) -> tuple[dict[str, Path], Path]:
@@ -92,21 +87,21 @@ def _locate_sharded(folder: Path) -> tuple[dict[str, Path], Path]:
     index, text = _read_json(index_path, what=INDEX_FILE)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict):
-        raise _fail(index_path, f"{INDEX_FILE} has no `weight_map` object",
-                    code="checkpoint-bad-index")
+        raise fail(index_path, f"{INDEX_FILE} has no `weight_map` object",
+                   code="checkpoint-bad-index")
     locations: dict[str, Path] = {}
     for shard_name in sorted(set(weight_map.values())):
         shard = folder / shard_name
         if not shard.is_file():
-            raise _fail(index_path, f"shard `{shard_name}` named in {INDEX_FILE} is missing "
-                        f"from `{folder}`", code="checkpoint-missing-shard",
-                        line=_line_of(text, f'"{shard_name}"'))
+            raise fail(index_path, f"shard `{shard_name}` named in {INDEX_FILE} is missing "
+                       f"from `{folder}`", code="checkpoint-missing-shard",
+                       line=_line_of(text, f'"{shard_name}"'))
         present = _shard_keys(shard)
         for name in sorted(n for n, s in weight_map.items() if s == shard_name):
             if name not in present:
-                raise _fail(index_path, f"tensor `{name}` is mapped to shard `{shard_name}` "
-                            f"but that shard does not hold it", code="checkpoint-shard-lacks-tensor",
-                            line=_line_of(text, f'"{name}"'))
+                raise fail(index_path, f"tensor `{name}` is mapped to shard `{shard_name}` "
+                           f"but that shard does not hold it", code="checkpoint-shard-lacks-tensor",
+                           line=_line_of(text, f'"{name}"'))
             locations[name] = shard
     return locations, index_path
 
@@ -119,17 +114,17 @@ def _locate_tensors(folder: Path) -> tuple[dict[str, Path], Path]:
         return _locate_single(folder)
     pickles = [name for name in PICKLE_FILES if (folder / name).is_file()]
     if pickles:
-        raise _fail(folder / pickles[0], f"`{pickles[0]}` is a pickled PyTorch checkpoint; "
-                    "expc reads only safetensors (pickles can run code when loaded)",
-                    code="checkpoint-pickle-refused",
-                    help=("convert it once with transformers: "
-                          "`AutoModel.from_pretrained(folder).save_pretrained(folder)` "
-                          "writes model.safetensors",))
+        raise fail(folder / pickles[0], f"`{pickles[0]}` is a pickled PyTorch checkpoint; "
+                   "expc reads only safetensors (pickles can run code when loaded)",
+                   code="checkpoint-pickle-refused",
+                   help=("convert it once with transformers: "
+                         "`AutoModel.from_pretrained(folder).save_pretrained(folder)` "
+                         "writes model.safetensors",))
     others = sorted(path.name for path in folder.glob("*.safetensors"))
-    raise _fail(folder, f"checkpoint folder `{folder}` holds no {SINGLE_FILE} "
-                f"and no {INDEX_FILE}", code="checkpoint-no-weights",
-                help=(f"found {', '.join(others)}; a sharded checkpoint needs its {INDEX_FILE}",)
-                if others else ())
+    raise fail(folder, f"checkpoint folder `{folder}` holds no {SINGLE_FILE} "
+               f"and no {INDEX_FILE}", code="checkpoint-no-weights",
+               help=(f"found {', '.join(others)}; a sharded checkpoint needs its {INDEX_FILE}",)
+               if others else ())
 
 
 @attrs.define(kw_only=True)
@@ -153,9 +148,9 @@ class Checkpoint:
     def _where(self, name: str) -> Path:
         if name not in self.locations:
             close = difflib.get_close_matches(name, self.locations, n=3)
-            raise _fail(self.listing, f"checkpoint has no tensor `{name}`",
-                        code="checkpoint-missing-tensor",
-                        help=tuple(f"did you mean `{c}`?" for c in close))
+            raise fail(self.listing, f"checkpoint has no tensor `{name}`",
+                       code="checkpoint-missing-tensor",
+                       help=tuple(f"did you mean `{c}`?" for c in close))
         return self.locations[name]
 
     def _handle(self, shard: Path):
@@ -185,10 +180,10 @@ class Checkpoint:
         """Raise a diagnostic when tensor `name` does not have the shape the model needs."""
         found = self.shape(name)
         if found != tuple(shape):
-            raise _fail(self.locations[name], f"tensor `{name}` has shape {list(found)} "
-                        f"but the model built from {CONFIG_FILE} expects {list(shape)}",
-                        code="checkpoint-shape-mismatch",
-                        help=(f"check that {CONFIG_FILE} belongs to these weights",))
+            raise fail(self.locations[name], f"tensor `{name}` has shape {list(found)} "
+                       f"but the model built from {CONFIG_FILE} expects {list(shape)}",
+                       code="checkpoint-shape-mismatch",
+                       help=(f"check that {CONFIG_FILE} belongs to these weights",))
 
 
 def open_checkpoint(folder: str | Path) -> Checkpoint:

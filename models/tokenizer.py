@@ -19,10 +19,10 @@ import attrs
 import tokenizers
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS, BYTE_VOCAB
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 from expc.spec.json_files import read_json_object
+from expc.spec.vocabulary import BUILTIN_PREFIX
 
-BUILTIN_PREFIX = "builtin:"
 TOKENIZER_FILE = "tokenizer.json"
 BYTE_PAD, BYTE_BOS, BYTE_EOS = 256, 257, 258
 ENCODER_MODEL_TYPES = ("bert",)
@@ -47,10 +47,10 @@ def _room_for_text(max_length: int | None, n_special: int, source: str) -> int |
     if max_length is None:
         return None
     if max_length <= n_special:
-        raise DiagnosticError(error(
+        raise fail(
             source, f"max_length = {max_length} leaves no room for text beside the "
             f"{n_special} special tokens this tokenizer adds", code="tokenizer-max-length",
-            help=(f"set data.max_length to at least {n_special + 1}",)))
+            help=(f"set data.max_length to at least {n_special + 1}",))
     return max_length - n_special
 
 
@@ -134,15 +134,15 @@ def _pad_token_id(folder: Path, backend: tokenizers.Tokenizer) -> int:
 def _load_folder(folder: Path) -> HFTokenizer:
     path = folder / TOKENIZER_FILE
     if not path.is_file():
-        raise DiagnosticError(error(
+        raise fail(
             folder, f"`{folder}` has no {TOKENIZER_FILE}", code="tokenizer-missing",
             help=("expc reads Hugging Face fast tokenizers; saving the tokenizer with "
-                  "transformers (`AutoTokenizer...save_pretrained`) writes tokenizer.json",)))
+                  "transformers (`AutoTokenizer...save_pretrained`) writes tokenizer.json",))
     try:
         backend = tokenizers.Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust library raises a bare Exception for a bad file
-        raise DiagnosticError(error(path, f"cannot read {TOKENIZER_FILE}: {exc}",
-                                    code="tokenizer-bad-file")) from None
+        raise fail(path, f"cannot read {TOKENIZER_FILE}: {exc}",
+                   code="tokenizer-bad-file") from None
     backend.no_truncation()
     backend.no_padding()
     return HFTokenizer(backend=backend, source=str(path),
@@ -155,8 +155,8 @@ def _load_builtin(ref: str) -> ByteTokenizer:
     config = BUILTIN_CONFIGS.get(name)
     if config is None:
         known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_CONFIGS)
-        raise DiagnosticError(error(ref, f"unknown built-in model `{ref}`",
-                                    code="tokenizer-unknown-builtin", help=(f"known: {known}",)))
+        raise fail(ref, f"unknown built-in model `{ref}`",
+                   code="tokenizer-unknown-builtin", help=(f"known: {known}",))
     is_encoder = config["model_type"] in ENCODER_MODEL_TYPES
     return ByteTokenizer(source=ref, add_bos=True, add_eos=is_encoder)
 

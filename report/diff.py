@@ -17,12 +17,11 @@ from collections.abc import Sequence
 import attrs
 import torch
 
+from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from expc.report.keys import forward_position, place_label
 from expc.report.run_folder import RunFolder, open_run_folder
 from expc.spec.run_format import parse_key
 
-DEFAULT_ATOL = 1e-6
-DEFAULT_RTOL = 1e-5
 # manifest fields worth naming when two runs differ (they explain drift; they never decide)
 CONTEXT_FIELDS = (("spec", "sha256"), ("model", "path"), ("ir", "dtype"), ("ir", "device"),
                   ("data", "samples"), ("versions", "torch"))

@@ -4,8 +4,8 @@ torch.fx's generated forward frees every intermediate as soon as it is dead; wit
 default dynamic mmap threshold those large blocks go back to the kernel and page-fault in
 again on the next batch. The compiler benchmark measured the stripped graph at 1.02-1.04x the
 plain model with the default allocator and 0.99x with a fixed mmap threshold and no trimming,
-and the plain forward itself ~18% faster (see the issue notes). This is process-wide, so only
-`expc run` (which owns its process) applies it; it does nothing off glibc.
+and the plain forward itself ~18% faster (see the issue notes). This is process-wide;
+`runtime/process.py` applies it for `expc run` and `expc.run()`; it does nothing off glibc.
 
 The flip side shows at the finish, where every per-sample state is turned into its result
 tensor: the states' many small per-batch rows are freed into the heap and kept there, so the

@@ -27,7 +27,6 @@ import torch
 
 from expc.runtime.aggregate_dataset_mean import Moments
 from expc.runtime.aggregate_packing import padded_cat
-from expc.runtime.state_protocol import State
 from expc.spec.run_format import (COUNT_SUFFIX, MASK_SUFFIX, SAMPLE_INDEX, VAR_SUFFIX, key_family,
                                   split_suffix)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, error, fail
 from expc.spec.json_files import load_json
 from expc.spec.vocabulary import SOURCES
 
@@ -49,15 +49,14 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
     path = str(path)
     if kind == "text" and mask_field is not None:
-        raise DiagnosticError(error(
-            path, f"a `text` source has no fields, so it cannot carry the mask field "
-                  f"`{mask_field}`", code="data-mask-field",
-            help=["use a `jsonl` or `tokens` source whose objects hold the mask list"]))
+        raise fail(path, f"a `text` source has no fields, so it cannot carry the mask field "
+                   f"`{mask_field}`", code="data-mask-field",
+                   help=["use a `jsonl` or `tokens` source whose objects hold the mask list"])
     try:
         handle = open(path, "rb")
     except OSError as exc:
-        raise DiagnosticError(error(path, f"cannot read data file: {exc.strerror or exc}",
-                                    code="data-file")) from None
+        raise fail(path, f"cannot read data file: {exc.strerror or exc}",
+                   code="data-file") from None
     problems: list[Diagnostic] = []
     produced = 0
     with handle:
@@ -78,8 +77,8 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
     if problems:
         raise DiagnosticError(problems)
     if produced == 0:
-        raise DiagnosticError(error(path, "data file holds no samples", code="data-empty",
-                                    help=["every non-blank line is one sample"]))
+        raise fail(path, "data file holds no samples", code="data-empty",
+                   help=["every non-blank line is one sample"])
 
 
 def _decode(raw: bytes, *, path: str, line: int, problems: list[Diagnostic]) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from expc.spec import ir
 from expc.spec import syntax as sx
 from expc.spec import vocabulary as vocab
-from expc.spec.diagnostics import Diagnostic, Span
+from expc.spec.diagnostics import Diagnostic, Span, error
 from expc.spec.model_shape import ALL_NORM_ROLES, ALL_ROLES, ATTENTION_OUTPUT
 from expc.spec.suggest import did_you_mean, one_of
 
@@ -27,7 +27,7 @@ class Checker:
         self.diagnostics: list[Diagnostic] = []
 
     def error(self, span: Span, message: str, *, code: str, help: Iterable[str] = ()) -> object:
-        self.diagnostics.append(Diagnostic(span=span, message=message, code=code, help=tuple(help)))
+        self.diagnostics.append(error(span, message, code=code, help=help))
         return _BAD
 
     def unknown(self, span: Span, what: str, word: str, choices: Iterable[str]) -> object:
@@ -151,7 +151,8 @@ def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tup
 def _model(c: Checker, assign: sx.Assign | None, decl: sx.ExperimentDecl) -> object:
     if assign is None:
         return c.error(decl.name_span, f"experiment `{decl.name}` sets no `model`", code="missing",
-                       help=('add `model = "builtin:tiny-llama"` or a checkpoint folder',))
+                       help=(f'add `model = "{vocab.BUILTIN_PREFIX}tiny-llama"` or a checkpoint '
+                             'folder',))
     path = c.string(assign.value, "model")
     return _BAD if path is _BAD else ir.ModelRef(path=path, span=assign.value.span)
 
@@ -186,7 +187,8 @@ def _data(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> ob
                          help=('e.g. `source = jsonl("prompts.jsonl", field = "text")`',))
     else:
         source = _source(c, keys["source"].value)
-    batch_size = c.integer(keys["batch_size"].value, "batch_size", minimum=1) if "batch_size" in keys else 8
+    batch_size = (c.integer(keys["batch_size"].value, "batch_size", minimum=1)
+                  if "batch_size" in keys else vocab.DEFAULT_BATCH_SIZE)
     max_length = (c.integer(keys["max_length"].value, "max_length", minimum=1, allow_none=True)
                   if "max_length" in keys else None)
     limit = c.integer(keys["limit"].value, "limit", minimum=1, allow_none=True) if "limit" in keys else None

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from expc.spec.diagnostics import Span
+from expc.spec.vocabulary import BUILTIN_PREFIX, DEFAULT_BATCH_SIZE
 
 NO_SPAN = Span(path="<none>")  # for nodes built in code rather than parsed
 
@@ -91,7 +92,7 @@ class ModelRef:
 
     @property
     def builtin_name(self) -> str | None:
-        return self.path[len("builtin:"):] if self.path.startswith("builtin:") else None
+        return self.path[len(BUILTIN_PREFIX):] if self.path.startswith(BUILTIN_PREFIX) else None
 
 
 @attrs.frozen(kw_only=True)
@@ -118,7 +119,7 @@ class Source:
 @attrs.frozen(kw_only=True)
 class Data:
     source: Source
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     max_length: int | None = None  # tokens; None = the model's maximum
     limit: int | None = None  # samples; None = all
     span: Span = _span_field()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 
 
 def load_json(text: str):
@@ -28,11 +28,11 @@ def parse_json_object(text: str, *, path: str | Path, what: str, code: str) -> d
     try:
         value = load_json(text)
     except json.JSONDecodeError as exc:
-        raise DiagnosticError(error(path, f"{what} is not valid JSON: {exc.msg}", code=code,
-                                    line=exc.lineno, col=exc.colno)) from None
+        raise fail(path, f"{what} is not valid JSON: {exc.msg}", code=code, line=exc.lineno,
+                   col=exc.colno) from None
     if not isinstance(value, dict):
-        raise DiagnosticError(error(path, f"{what} must hold a JSON object, found "
-                                    f"{type(value).__name__}", code=code))
+        raise fail(path, f"{what} must hold a JSON object, found {type(value).__name__}",
+                   code=code)
     return value
 
 
@@ -41,5 +41,5 @@ def read_json_object(path: str | Path, *, what: str, code: str) -> dict:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DiagnosticError(error(path, f"cannot read {what}: {exc}", code=code)) from None
+        raise fail(path, f"cannot read {what}: {exc}", code=code) from None
     return parse_json_object(text, path=path, what=what, code=code)

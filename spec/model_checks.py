@@ -9,19 +9,14 @@ key-collision check also runs without a model, on what the selectors say on thei
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from expc.spec import ir
-from expc.spec.diagnostics import Diagnostic, Span
+from expc.spec.diagnostics import Diagnostic, error
 from expc.spec.model_shape import ModelShape
 from expc.spec.suggest import did_you_mean
 
 
 _STATIC_LIMIT = 4096  # wider literal slices are compared only once the layer count is known
-
-
-def _err(span: Span, message: str, code: str, help: Iterable[str] = ()) -> Diagnostic:
-    return Diagnostic(span=span, message=message, code=code, help=tuple(help))
 
 
 def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnostic]:
@@ -31,30 +26,32 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
     trunk = n
     if exp.hydra is not None:
         if exp.hydra.trunk >= n:
-            out.append(_err(exp.hydra.trunk_span, f"hydra trunk = {exp.hydra.trunk} leaves no layers for "
-                            f"the heads: {model} has {n} layers", "range",
-                            (f"0 < trunk < {n}",)))
+            out.append(error(exp.hydra.trunk_span, f"hydra trunk = {exp.hydra.trunk} leaves no "
+                             f"layers for the heads: {model} has {n} layers", code="range",
+                             help=(f"0 < trunk < {n}",)))
         else:
             trunk = exp.hydra.trunk
 
     def layers_in_range(selector: ir.IndexSelector) -> tuple[int, ...] | None:
         bad = selector.out_of_range(n)
         if bad:
-            out.append(_err(selector.span_of(bad[0]), f"layer {bad[0]} is out of range: {model} has {n} "
-                            f"layers (0..{n - 1}, or -{n}..-1 from the end)", "range"))
+            out.append(error(selector.span_of(bad[0]), f"layer {bad[0]} is out of range: {model} "
+                             f"has {n} layers (0..{n - 1}, or -{n}..-1 from the end)",
+                             code="range"))
             return None
         chosen = selector.resolve(n)
         if not chosen:
-            out.append(_err(selector.span, f"`[{selector.text()}]` selects no layer of the {n}",
-                            "range"))
+            out.append(error(selector.span, f"`[{selector.text()}]` selects no layer of the {n}",
+                             code="range"))
             return None
         return chosen
 
     def heads_reach(selector: ir.IndexSelector | None, layers: tuple[int, ...] | None) -> None:
         if selector is not None and layers is not None and all(L < trunk for L in layers):
-            out.append(_err(selector.span, f"`of heads[...]` selects nothing: layers "
-                            f"{', '.join(map(str, layers))} sit in the shared trunk "
-                            f"(layers 0..{trunk - 1})", "heads", ("drop `of heads[...]`",)))
+            out.append(error(selector.span, f"`of heads[...]` selects nothing: layers "
+                             f"{', '.join(map(str, layers))} sit in the shared trunk "
+                             f"(layers 0..{trunk - 1})", code="heads",
+                             help=("drop `of heads[...]`",)))
 
     for cap in exp.captures:
         if cap.layers is not None:
@@ -63,14 +60,14 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
         layers = layers_in_range(imp.layers)
         heads_reach(imp.heads, layers)
         if imp.module not in shape.modules:
-            out.append(_err(imp.module_span, f"{shape.model_type} models have no `{imp.module}`", "module",
-                            did_you_mean(imp.module, shape.modules)
-                            or (f"modules: {', '.join(shape.modules)}",)))
+            out.append(error(imp.module_span, f"{shape.model_type} models have no `{imp.module}`",
+                             code="module", help=did_you_mean(imp.module, shape.modules)
+                             or (f"modules: {', '.join(shape.modules)}",)))
     max_positions = shape.config.get("max_position_embeddings")
     if (exp.data.max_length is not None and isinstance(max_positions, int)
             and exp.data.max_length > max_positions):
-        out.append(_err(exp.data.max_length_span, f"max_length = {exp.data.max_length} exceeds the model's "
-                        f"{max_positions} positions", "range"))
+        out.append(error(exp.data.max_length_span, f"max_length = {exp.data.max_length} exceeds "
+                         f"the model's {max_positions} positions", code="range"))
     out.extend(duplicate_keys(exp, n_layers=n, trunk=trunk))
     return out
 
@@ -80,8 +77,8 @@ def check_files(exp: ir.Experiment) -> list[Diagnostic]:
     source = exp.data.source
     if os.path.isfile(source.path):
         return []
-    return [_err(source.span, f"data file `{source.path}` does not exist", "data",
-                 ("paths in a spec resolve against the working directory",))]
+    return [error(source.span, f"data file `{source.path}` does not exist", code="data",
+                  help=("paths in a spec resolve against the working directory",))]
 
 
 def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
@@ -99,9 +96,9 @@ def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
         for prev in seen_caps:
             if prev.key_name == cap.key_name and _overlap(prev.layers, cap.layers, n_layers) \
                     and _heads_overlap(prev.heads, cap.heads, exp.hydra):
-                out.append(_err(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
-                                f"the capture on line {prev.span.line}", "duplicate",
-                                ("give one of them its own name with `as NAME`",)))
+                out.append(error(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
+                                 f"the capture on line {prev.span.line}", code="duplicate",
+                                 help=("give one of them its own name with `as NAME`",)))
                 break
         seen_caps.append(cap)
     seen_imps: list[ir.Importance] = []
@@ -110,9 +107,10 @@ def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
             if (prev.metric, prev.module) == (imp.metric, imp.module) and \
                     _overlap(prev.layers, imp.layers, n_layers) and \
                     _heads_overlap(prev.heads, imp.heads, exp.hydra):
-                out.append(_err(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
-                                f"on line {prev.span.line} for some of these layers", "duplicate",
-                                ("merge the two selectors into one statement",)))
+                out.append(error(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
+                                 f"on line {prev.span.line} for some of these layers",
+                                 code="duplicate",
+                                 help=("merge the two selectors into one statement",)))
                 break
         seen_imps.append(imp)
     return out

@@ -15,11 +15,10 @@ from typing import Any
 import attrs
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS
-from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span
+from expc.spec.diagnostics import Span, fail
 from expc.spec.json_files import read_json_object
 from expc.spec.suggest import did_you_mean
-
-BUILTIN_PREFIX = "builtin:"
+from expc.spec.vocabulary import BUILTIN_PREFIX
 
 _LLAMA_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -73,21 +72,19 @@ def read_model_shape(model: str, *, span: Span) -> ModelShape:
     if model.startswith(BUILTIN_PREFIX):
         name = model[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_CONFIGS:
-            raise DiagnosticError(Diagnostic(
-                span=span, code="model", message=f"unknown built-in model `{name}`",
-                help=did_you_mean(name, BUILTIN_CONFIGS, prefix=BUILTIN_PREFIX)
-                or (f"built-in models: {', '.join(BUILTIN_PREFIX + n for n in BUILTIN_CONFIGS)}",)))
+            raise fail(span, f"unknown built-in model `{name}`", code="model",
+                       help=did_you_mean(name, BUILTIN_CONFIGS, prefix=BUILTIN_PREFIX)
+                       or (f"built-in models: "
+                           f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_CONFIGS)}",))
         return shape_from_config(BUILTIN_CONFIGS[name], span=span, source=model)
     folder = Path(model)
     config_path = folder / "config.json"
     if not os.path.isdir(folder):  # unlike Path.is_dir, never raises (long names, NUL bytes)
-        raise DiagnosticError(Diagnostic(
-            span=span, code="model", message=f"model folder `{model}` does not exist",
-            help=("paths resolve against the working directory; use `--no-model` where "
-                  "checkpoints are absent",)))
+        raise fail(span, f"model folder `{model}` does not exist", code="model",
+                   help=("paths resolve against the working directory; use `--no-model` where "
+                         "checkpoints are absent",))
     if not os.path.isfile(config_path):
-        raise DiagnosticError(Diagnostic(
-            span=span, code="model", message=f"model folder `{model}` has no config.json"))
+        raise fail(span, f"model folder `{model}` has no config.json", code="model")
     config = read_json_object(config_path, what=f"the model's {config_path.name}", code="model")
     return shape_from_config(config, span=span, source=str(config_path))
 
@@ -95,17 +92,14 @@ def read_model_shape(model: str, *, span: Span) -> ModelShape:
 def shape_from_config(config: dict[str, Any], *, span: Span, source: str) -> ModelShape:
     model_type = config.get("model_type")
     if model_type not in MODULE_ROLES:
-        raise DiagnosticError(Diagnostic(
-            span=span, code="model",
-            message=f"unsupported model_type `{model_type}` in {source}",
-            help=(f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",)))
+        raise fail(span, f"unsupported model_type `{model_type}` in {source}", code="model",
+                   help=(f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",))
 
     def positive_int(key: str, default: int | None = None) -> int:
         value = config.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise DiagnosticError(Diagnostic(
-                span=span, code="model",
-                message=f"{source}: `{key}` must be a positive integer, found {value!r}"))
+            raise fail(span, f"{source}: `{key}` must be a positive integer, found {value!r}",
+                       code="model")
         return value
 
     n_heads = positive_int("num_attention_heads")

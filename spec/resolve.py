@@ -21,7 +21,7 @@ import attrs
 
 from expc.spec import syntax as sx
 from expc.spec import vocabulary as vocab
-from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, error, fail
 from expc.spec.parser import decode, parse, parse_value
 from expc.spec.suggest import did_you_mean, one_of
 
@@ -42,8 +42,7 @@ def read_document(path: str) -> sx.Document:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise DiagnosticError(Diagnostic(span=Span(path=path), code="io",
-                                         message=f"cannot read `{path}`: {exc.strerror}")) from None
+        raise fail(path, f"cannot read `{path}`: {exc.strerror}", code="io") from None
     return parse(decode(data, path), path)
 
 
@@ -62,9 +61,8 @@ def _add_document(ws: Workspace, doc: sx.Document, *, stack: tuple[str, ...], se
             continue
         first = ws.experiments.get(item.name)
         if first is not None:
-            ws.diagnostics.append(Diagnostic(
-                span=item.name_span, code="duplicate",
-                message=f"experiment `{item.name}` is defined twice",
+            ws.diagnostics.append(error(
+                item.name_span, f"experiment `{item.name}` is defined twice", code="duplicate",
                 help=(f"first defined at {first.name_span.path}:{first.name_span.line}",)))
             continue
         ws.experiments[item.name] = item
@@ -76,17 +74,16 @@ def _include(ws: Workspace, doc: sx.Document, inc: sx.IncludeDecl, *, stack: tup
     target = os.path.normpath(os.path.join(os.path.dirname(doc.path), inc.path))
     real = os.path.realpath(target)
     if real in stack:
-        ws.diagnostics.append(Diagnostic(
-            span=inc.span, code="include-cycle",
-            message=f"include cycle: `{inc.path}` includes this file again",
-            help=("remove one of the includes",)))
+        ws.diagnostics.append(error(
+            inc.span, f"include cycle: `{inc.path}` includes this file again",
+            code="include-cycle", help=("remove one of the includes",)))
         return
     if real in seen:
         return
     seen.add(real)
     if not os.path.isfile(target):
-        ws.diagnostics.append(Diagnostic(
-            span=inc.span, code="include", message=f"included file `{target}` does not exist",
+        ws.diagnostics.append(error(
+            inc.span, f"included file `{target}` does not exist", code="include",
             help=("an include resolves against the including file's folder",)))
         return
     try:
@@ -107,9 +104,8 @@ def _duplicates(decl: sx.ExperimentDecl) -> list[Diagnostic]:
             name, span = (node.key, node.key_span) if isinstance(node, sx.Assign) else (
                 node.name, node.name_span)
             if name in first:
-                out.append(Diagnostic(
-                    span=span, code="duplicate", message=f"duplicate key `{name}` in {where}",
-                    help=(f"first set at line {first[name].line}; keep one",)))
+                out.append(error(span, f"duplicate key `{name}` in {where}", code="duplicate",
+                                 help=(f"first set at line {first[name].line}; keep one",)))
             else:
                 first[name] = span
 
@@ -133,13 +129,13 @@ def _flatten(ws: Workspace, decl: sx.ExperimentDecl, chain: tuple[str, ...]
     if decl.extends is None:
         return decl, []
     if decl.extends in (*chain, decl.name):
-        return None, [Diagnostic(
-            span=decl.extends_span, code="extends-cycle",
-            message=f"extends cycle: {' -> '.join((*chain, decl.name, decl.extends))}")]
+        return None, [error(
+            decl.extends_span, f"extends cycle: {' -> '.join((*chain, decl.name, decl.extends))}",
+            code="extends-cycle")]
     base = ws.experiments.get(decl.extends)
     if base is None:
-        return None, [Diagnostic(
-            span=decl.extends_span, code="unknown", message=f"unknown experiment `{decl.extends}`",
+        return None, [error(
+            decl.extends_span, f"unknown experiment `{decl.extends}`", code="unknown",
             help=did_you_mean(decl.extends, [n for n in ws.experiments if n != decl.name])
             or ("define it in this file or `include` the file that does",))]
     merged_base, diags = _flatten(ws, base, (*chain, decl.name))
@@ -194,12 +190,12 @@ def apply_overrides(decl: sx.ExperimentDecl, overrides: Sequence[str]
     return decl, diags
 
 
-def _override_error(line: int, text: str, message: str, *, col: int = 1, end: int | None = None,
+def _override_error(line: int, text: str, message: str, *, end: int | None = None,
                     help: Sequence[str] = ()) -> DiagnosticError:
-    span = Span(path=OVERRIDE_PATH, line=line, col=col, end_line=line,
-                end_col=(len(text) + 1 if end is None else end))
-    return DiagnosticError(Diagnostic(span=span, code="override", message=message,
-                                      help=(*help, f"in `--set {text}`")))
+    """An error about `--set {text}` (the `line`-th override), spanning its key (up to `end`)
+    or all of it."""
+    return fail(OVERRIDE_PATH, message, code="override", line=line,
+                end_col=len(text) + 1 if end is None else end, help=(*help, f"in `--set {text}`"))
 
 
 def _apply_one(decl: sx.ExperimentDecl, text: str, line: int) -> sx.ExperimentDecl:
@@ -238,7 +234,7 @@ def _targets(st: sx.Statement, path: tuple[str, ...]) -> bool:
 
 def _check_override_path(path: tuple[str, ...], decl: sx.ExperimentDecl, line: int, text: str,
                          key_end: int) -> None:
-    def fail(message: str, choices: Sequence[str]) -> DiagnosticError:
+    def unknown(message: str, choices: Sequence[str]) -> DiagnosticError:
         word = ".".join(path)
         return _override_error(line, text, message, end=key_end,
                                help=did_you_mean(word, choices) or (f"expected {one_of(choices)}",)
@@ -247,7 +243,7 @@ def _check_override_path(path: tuple[str, ...], decl: sx.ExperimentDecl, line: i
     settable = [*vocab.TOP_KEYS, *(f"{b}.{k}" for b, keys in vocab.BLOCK_KEYS.items() for k in keys)]
     if path[0] in ("capture", "importance"):
         if len(path) != 3:
-            raise fail(f"write `--set {path[0]}.NAME.KEY=VALUE`", ())
+            raise unknown(f"write `--set {path[0]}.NAME.KEY=VALUE`", ())
         kind = sx.CaptureStmt if path[0] == "capture" else sx.ImportanceStmt
         names = sorted({s.key_name if kind is sx.CaptureStmt else s.metric
                         for s in decl.statements if isinstance(s, kind)})
@@ -258,7 +254,7 @@ def _check_override_path(path: tuple[str, ...], decl: sx.ExperimentDecl, line: i
                                       (f"{path[0]}s: {', '.join(names)}",) if names else ()))
         return
     if ".".join(path) not in settable:
-        raise fail(f"unknown key `{'.'.join(path)}`", settable)
+        raise unknown(f"unknown key `{'.'.join(path)}`", settable)
 
 
 def _override_value(path: tuple[str, ...], text: str, line: int, col: int) -> sx.Value:

@@ -16,6 +16,9 @@ BLOCK_KEYS = {
     "output": ("dir", "checkpoint_every"),
 }
 
+BUILTIN_PREFIX = "builtin:"  # `model = "builtin:NAME"`: a built-in tiny model, not a folder
+DEFAULT_BATCH_SIZE = 8  # `data { batch_size }` when the spec leaves it out
+
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
 
