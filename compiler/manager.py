@@ -43,10 +43,9 @@ class CompilerPassError(RuntimeError):
         super().__init__(f"compiler pass `{pass_name}` failed{where}: {cause}")
 
 
-def visit(graph: fx.Graph, *, reverse: bool = False) -> Iterator[fx.Node]:
+def visit(graph: fx.Graph) -> Iterator[fx.Node]:
     """The graph's nodes in order (a snapshot, safe to edit), recording the current one."""
-    nodes = list(graph.nodes)
-    for node in reversed(nodes) if reverse else nodes:
+    for node in list(graph.nodes):
         _current_node.set(node)
         yield node
 
