@@ -9,7 +9,6 @@ labelled node, strip removes the markers nobody reads, prune drops what nothing 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 
 import attrs
 import torch
@@ -17,7 +16,7 @@ import torch.fx as fx
 
 from expc.compiler.attention import explicit_attention
 from expc.compiler.instrument import instrument
-from expc.compiler.manager import Pass, run_passes
+from expc.compiler.manager import GraphPass, run_passes
 from expc.compiler.plan import Plan, build_plan
 from expc.compiler.prune import prune
 from expc.compiler.resolve import resolve
@@ -39,14 +38,14 @@ class Compiled:
 
 
 def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *,
-               keep_output: bool) -> list[Pass]:
-    """The pass pipeline for `plan`, in order."""
+               keep_output: bool) -> list[GraphPass]:
+    """The pass pipeline for `plan`, in order, each pass with its configuration."""
     return [
-        partial(resolve, plan=plan),
+        resolve.configured(plan=plan),
         explicit_attention,
-        partial(instrument, sinks=sinks),
+        instrument.configured(sinks=sinks),
         strip,
-        partial(prune, keep_output=keep_output),
+        prune.configured(keep_output=keep_output),
     ]
 
 

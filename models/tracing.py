@@ -1,9 +1,10 @@
-"""torch.fx tracing of a `HydraTransformer`, and stripping its markers again.
+"""torch.fx tracing of a `HydraTransformer`.
 
 `trace` keeps `nn.Linear`, `nn.Embedding` and the norm modules as leaves, so the graph
 holds `call_module` nodes named by module path (`heads.1.layers.3.mlp.down_proj`) that
 importance metrics hook onto; `markers.mark` and `markers.attention` stay single
-`call_function` nodes. `strip_markers` removes every `mark` node, giving the plain model.
+`call_function` nodes (the compiler reads and strips them: `expc.compiler.nodes`,
+`expc.compiler.strip`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import torch
 import torch.fx
 from torch import nn
 
-from expc.models import markers
 from expc.models.layers import RMSNorm
 
 DATA_INPUTS = ("input_ids", "attention_mask")
@@ -66,17 +66,3 @@ def _drop_fixed_arguments(graph: torch.fx.Graph) -> None:
         (tensor,) = result
         output.args = (tensor,)
 
-
-def is_marker(node: torch.fx.Node) -> bool:
-    return node.op == "call_function" and node.target is markers.mark
-
-
-def strip_markers(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Remove every `mark` node in place (each is an identity on its first argument)."""
-    for node in list(gm.graph.nodes):
-        if is_marker(node):
-            node.replace_all_uses_with(node.args[0])
-            gm.graph.erase_node(node)
-    gm.graph.lint()
-    gm.recompile()
-    return gm

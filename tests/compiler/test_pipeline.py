@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compiler_support import Recorder, inputs
+from compiler_support import Recorder, capture, inputs, plan_of
 from expc import spec
-from expc.compiler.pipeline import compile_experiment
+from expc.compiler.pipeline import compile_experiment, passes_for
 from expc.compiler.plan import build_plan
 from expc.compiler.taps import Tap, is_tap
 from expc.models.loading import load_model
@@ -34,3 +34,14 @@ def test_a_model_split_unlike_the_spec_is_refused():
     experiment = spec.load("examples/quickstart.exp")  # trunk 2, 3 heads
     with pytest.raises(ValueError, match="split"):
         compile_experiment(experiment, load_model("builtin:tiny-llama", hydra=ir.Hydra(trunk=3, heads=3)))
+
+
+def test_the_pass_list_shows_each_pass_with_its_configuration():
+    plan = plan_of(capture("resid_out", 1))
+    passes = passes_for(plan, None, keep_output=True)
+    assert [p.name for p in passes] == [
+        "resolve", "explicit_attention", "instrument", "strip", "prune"]
+    assert [dict(p.params) for p in passes] == [
+        {"plan": plan}, {}, {"sinks": None}, {}, {"keep_output": True}]
+    assert repr(passes[-1]) == "prune(keep_output=True)"
+    assert repr(passes[0]) == f"resolve(plan={plan!r})"

@@ -1,6 +1,9 @@
-"""Prune: computation nobody reads is gone (node counts), and what is read is unchanged."""
+"""Prune: computation nobody reads is gone (node counts, unreachable layers), and what is
+read is unchanged — equal to what the uninstrumented model computes."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -11,6 +14,7 @@ from compiler_support import (
     HEADS, N_LAYERS, TRUNK, Recorder, capture, inputs, metric, plan_of, trace,
 )
 from expc.compiler.pipeline import compile_plan
+from expc.compiler.plan import CaptureEntry, MetricEntry
 from expc.compiler.strip import strip
 from expc.compiler.taps import is_tap
 from expc.spec.vocabulary import LAYER_SITES
@@ -111,3 +115,76 @@ def test_any_pruned_plan_reads_what_the_whole_model_computes(model, reference, c
         got, want = recorder.one(entry.key), reference.one(entry.key)
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
+
+
+_LAYER = re.compile(r"(heads\.\d+\.)?layers\.\d+")
+
+
+def _layers(compiled) -> set[str]:
+    """The model's layers (`layers.1`, `heads.2.layers.3`) and `norm`/`lm_head` still run."""
+    return {_LAYER.match(m).group(0) if _LAYER.match(m) else m for m in _modules(compiled)}
+
+
+def _reachable(*entries) -> set[str]:
+    """What a plan needs, worked out from the model's layout instead of from the graph."""
+    needed = {"embed_tokens"}
+    for entry in entries:
+        if isinstance(entry, CaptureEntry) and entry.site in ("final_norm", "logits"):
+            last = N_LAYERS - 1
+            needed |= {"norm"} | ({"lm_head"} if entry.site == "logits" else set())
+        else:
+            last = entry.layer
+        needed |= {f"layers.{L}" for L in range(min(last + 1, TRUNK))}
+        if entry.head is not None:
+            needed |= {f"heads.{entry.head}.layers.{L}" for L in range(TRUNK, last + 1)}
+    return needed
+
+
+def _eager_module_calls(model, paths) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(input, output) of each module path in one forward of the uninstrumented model."""
+    seen = {}
+
+    def hook_for(path):
+        def record(module, args, out) -> None:
+            seen[path] = (args[0], out)
+        return record
+
+    hooks = [model.get_submodule(p).register_forward_hook(hook_for(p)) for p in paths]
+    try:
+        with torch.no_grad():
+            logits = model(*inputs())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {"logits": logits, **seen}
+
+
+PLANS = {
+    "trunk metric": [metric("l2_norm", "mlp.down_proj", 0)],
+    "head metric and trunk capture": [metric("l2_norm", "self_attn.o_proj", 2, 1),
+                                      capture("attn_out", 1)],
+    "two heads at different depths": [metric("l2_norm", "mlp.up_proj", 3, 0),
+                                      metric("l2_norm", "mlp.down_proj", 2, 2)],
+    "one head's logits": [capture("logits", None, 1), metric("l2_norm", "mlp.down_proj", 1)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_a_pruned_graph_computes_what_the_model_does_and_drops_what_nobody_reads(model, name):
+    entries = PLANS[name]
+    compiled, recorder, out = _run(model, plan_of(*entries))
+    assert out is None
+    assert _layers(compiled) == _reachable(*entries)
+    paths = [e.module_path for e in entries if isinstance(e, MetricEntry)]
+    eager = _eager_module_calls(model, paths)
+    _, unpruned, logits = _run(model, plan_of(*entries), keep_output=True)
+    assert torch.equal(logits, eager["logits"])
+    for entry in entries:
+        if isinstance(entry, MetricEntry):
+            want = eager[entry.module_path]
+        elif entry.site == "logits":
+            want = (eager["logits"][entry.head],)
+        else:  # a marker inside the model: read from the unpruned graph, equal to it above
+            want = unpruned.one(entry.key)
+        for got, expected in zip(recorder.one(entry.key), want, strict=True):
+            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

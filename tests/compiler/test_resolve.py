@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import attrs
 import pytest
 
@@ -41,7 +39,7 @@ def test_an_entry_without_a_node_is_a_diagnostic_on_its_line(model):
     missing_head = attrs.evolve(capture("resid_out", 3, 5), span=span)
     with pytest.raises(DiagnosticError) as info:
         plan = plan_of(missing_module, missing_head, capture("resid_out", 0))
-        run_passes(trace(model), [partial(resolve, plan=plan)])
+        run_passes(trace(model), [resolve.configured(plan=plan)])
     diagnostics = info.value.diagnostics
     assert len(diagnostics) == 2
     assert {d.code for d in diagnostics} == {"compile-unresolved"}

@@ -11,12 +11,14 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
+from expc.compiler.nodes import is_marker
+from expc.compiler.strip import strip
 from expc.models.builtin import open_builtin
 from expc.models.hydra import HydraTransformer
 from expc.models.loading import load_model
 from expc.models.markers import attention
 from expc.models.tokenizer import load_tokenizer
-from expc.models.tracing import is_marker, strip_markers, trace
+from expc.models.tracing import trace
 from expc.spec import ir
 from expc.spec.vocabulary import LAYER_SITES
 from expc.spec.builtin_models import BUILTIN_CONFIGS
@@ -237,7 +239,7 @@ def test_hydra_bert_traces_with_every_site_marked_and_strips_to_eager(folder: Pa
     with torch.no_grad():
         eager = hydra(ids, mask)
         torch.testing.assert_close(graph(ids, mask), eager, atol=0, rtol=0)
-        stripped = strip_markers(graph)
+        stripped = strip(graph)
         assert not any(is_marker(n) for n in stripped.graph.nodes)
         torch.testing.assert_close(stripped(ids, mask), eager, atol=0, rtol=0)
 

@@ -3,9 +3,11 @@
 import pytest
 import torch
 
+from expc.compiler.nodes import is_marker
+from expc.compiler.strip import strip
 from expc.models import markers
 from expc.models.loading import load_model
-from expc.models.tracing import is_marker, strip_markers, trace
+from expc.models.tracing import trace
 from expc.spec import ir
 from expc.spec.vocabulary import LAYER_SITES
 
@@ -54,7 +56,7 @@ def test_traced_and_stripped_graphs_equal_eager(model):
     expected = model(ids, mask)
     gm = trace(model)
     torch.testing.assert_close(gm(ids, mask), expected, atol=0, rtol=0)
-    stripped = strip_markers(gm)
+    stripped = strip(gm)
     assert not _marks(stripped)
     torch.testing.assert_close(stripped(ids, mask), expected, atol=0, rtol=0)
 
