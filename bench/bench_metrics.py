@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from expc.runtime.aggregators import create_aggregator
-from expc.runtime.importance import create_metric
+from expc.runtime.aggregate.create import create_aggregator
+from expc.runtime.importance.create import create_metric
 
 log = logging.getLogger("bench_metrics")
 

@@ -276,8 +276,8 @@ def loop_over(step: Step, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
 def expc_batches(spec: Path) -> tuple[object, list[tuple[torch.Tensor, torch.Tensor]], int]:
     """The spec's experiment, expc's own padded batches of its data (`[B, S]` ids and mask
     each, as `expc run` collates them), and their real token count."""
-    from expc.runtime.data import load_data
-    from expc.runtime.data_batches import iter_batches, plan_batches
+    from expc.runtime.data.load import load_data
+    from expc.runtime.data.batches import iter_batches, plan_batches
     from expc.spec import load as load_spec
 
     experiment = load_spec(spec)
@@ -608,15 +608,15 @@ PROFILED = {  # label -> (file suffix, function name) in the cProfile stats
     "_prepare (load + compile)": ("runtime/execute.py", "_prepare"),
     "  load_model": ("models/loading.py", "load_model"),
     "  load_tokenizer": ("models/tokenizer.py", "load_tokenizer"),
-    "  load_data": ("runtime/data.py", "load_data"),
+    "  load_data": ("runtime/data/load.py", "load_data"),
     "  compile_plan (trace + passes)": ("compiler/pipeline.py", "compile_plan"),
     "  build_states": ("runtime/state.py", "build_states"),
     "_execute (_prepare + loop + finish)": ("runtime/execute.py", "_execute"),
     "  graph forward (per batch)": ("<eval_with_key>", "forward"),
     "  sinks (capture + metric)": ("runtime/sinks.py", "sink"),
-    "  aggregator add": ("runtime/aggregate_base.py", "add"),
-    "  importance update": ("runtime/importance_base.py", "update"),
-    "  collate batches": ("runtime/data_batches.py", "collate"),
+    "  aggregator add": ("runtime/aggregate/base.py", "add"),
+    "  importance update": ("runtime/importance/base.py", "update"),
+    "  collate batches": ("runtime/data/batches.py", "collate"),
     "  save_checkpoint": ("runtime/checkpoint.py", "save_checkpoint"),
     "  progress": ("runtime/progress.py", "advance"),
     "  finish (merge, results, manifest)": ("runtime/execute.py", "_finish"),

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 
 import torch
 
-from expc.runtime.aggregate_dataset_mean import Moments
-from expc.runtime.aggregate_packing import padded_cat
+from expc.runtime.aggregate.dataset_mean import Moments
+from expc.runtime.aggregate.packing import padded_cat
 from expc.spec.run_format import (COUNT_SUFFIX, MASK_SUFFIX, SAMPLE_INDEX, VAR_SUFFIX, key_family,
                                   split_suffix)
 

@@ -23,11 +23,11 @@ from expc.compiler.pipeline import compile_plan
 from expc.compiler.plan import Plan, build_plan
 from expc.models.loading import load_model
 from expc.models.tokenizer import load_tokenizer
-from expc.runtime.aggregate_masks import EmptyMaskError
+from expc.runtime.aggregate.masks import EmptyMaskError
 from expc.runtime.cache import Results
 from expc.runtime.checkpoint import Cursor, load_checkpoint, save_checkpoint
-from expc.runtime.data import TokenizedData, load_data
-from expc.runtime.data_batches import BatchPlan, iter_batches, plan_batches
+from expc.runtime.data.load import TokenizedData, load_data
+from expc.runtime.data.batches import BatchPlan, iter_batches, plan_batches
 from expc.runtime.device import resolve_device
 from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
 from expc.runtime.progress import Progress

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Set
 import attrs
 import torch
 
-from expc.runtime.aggregate_base import Aggregator
-from expc.runtime.importance_base import ImportanceMetric
+from expc.runtime.aggregate.base import Aggregator
+from expc.runtime.importance.base import ImportanceMetric
 from expc.runtime.state_protocol import State
 
 

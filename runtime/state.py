@@ -13,10 +13,10 @@ from collections.abc import Mapping
 import torch
 
 from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
-from expc.runtime.aggregators import create_aggregator
+from expc.runtime.aggregate.create import create_aggregator
 from expc.runtime.allocator import release_freed_memory
-from expc.runtime.data_batches import restore_data_order
-from expc.runtime.importance import create_metric
+from expc.runtime.data.batches import restore_data_order
+from expc.runtime.importance.create import create_metric
 from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANINGS, TOKEN_COUNT,

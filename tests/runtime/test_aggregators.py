@@ -2,7 +2,7 @@
 
 Each reference loops over samples and picks the tokens by hand (the non-padding ones, the
 last/first non-padding one, or those a field marks), so it shares no code with the
-vectorised masks in `expc.runtime.aggregate_*`. Batches are padded on the left and right;
+vectorised masks in `expc.runtime.aggregate`. Batches are padded on the left and right;
 the first batch's padding holds NaN and the others' large finite junk, so both the fast
 (matrix product) and the safe (`where`) summing paths are exercised, and any padding that
 leaked into a result would show.
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load, save
 
-from expc.runtime.aggregators import EmptyMaskError, create_aggregator
+from expc.runtime.aggregate.create import EmptyMaskError, create_aggregator
 
 FEATURES = 5
 

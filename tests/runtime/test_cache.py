@@ -11,7 +11,7 @@ import pickle
 import pytest
 import torch
 
-from expc.runtime.aggregators import create_aggregator
+from expc.runtime.aggregate.create import create_aggregator
 from expc.runtime.cache import Results
 
 

@@ -14,10 +14,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from expc.runtime import atomic, checkpoint
-from expc.runtime.aggregate_per_sample import PerSampleAggregator
+from expc.runtime.aggregate.per_sample import PerSampleAggregator
 from expc.runtime.checkpoint import Cursor, cursor_name, load_checkpoint, save_checkpoint
-from expc.runtime.data import TokenizedData
-from expc.runtime.data_batches import iter_batches, plan_batches
+from expc.runtime.data.load import TokenizedData
+from expc.runtime.data.batches import iter_batches, plan_batches
 from expc.spec.diagnostics import DiagnosticError
 
 

@@ -13,11 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from expc.runtime.data import TokenizedData, load_data
-from expc.runtime.data_batches import (
+from expc.runtime.data.load import TokenizedData, load_data
+from expc.runtime.data.batches import (
     collate, iter_batches, plan_batches, restore_data_order,
 )
-from expc.runtime.data_sources import MAX_ERRORS, read_samples
+from expc.runtime.data.sources import MAX_ERRORS, read_samples
 from expc.spec.diagnostics import DiagnosticError
 
 BOS, PAD = 1, 0

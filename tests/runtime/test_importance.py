@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load, save
 
-from expc.runtime.importance import METRICS, create_metric
-from expc.runtime.importance_iterative_contributions import PrunedGrams, direct, through_pruned
+from expc.runtime.importance.create import METRICS, create_metric
+from expc.runtime.importance.iterative_contributions import PrunedGrams, direct, through_pruned
 from expc.spec import vocabulary
 
 D_IN, D_OUT = 12, 6

@@ -2,7 +2,7 @@
 
 import torch
 
-from expc.runtime.aggregate_packing import RowBlocks, padded_cat
+from expc.runtime.aggregate.packing import RowBlocks, padded_cat
 
 
 def test_rows_across_many_blocks_come_back_in_order():

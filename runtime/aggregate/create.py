@@ -1,7 +1,7 @@
 """Build the aggregator behind a capture statement's `aggregate = ...` (after d9d's factory).
 
 `create_aggregator(mode=..., mask=..., field=...)` is the one entry point the runtime uses;
-the modes live in their own `aggregate_*` files, and their words are the language's
+the modes live in their own files of `runtime/aggregate/`, and their words are the language's
 (`expc.spec.vocabulary.AGGREGATE_MODES`, `MASKS`). `none` has no aggregator: the plan drops
 such captures before any state is built. What `result()` gives, by suffix:
 - `mean`, `sum`, `max`: `""` `[N, *F]`, one row per sample in the order fed (sums and means
@@ -12,11 +12,11 @@ such captures before any state is built. What `result()` gives, by suffix:
 
 from __future__ import annotations
 
-from expc.runtime.aggregate_base import Aggregator
-from expc.runtime.aggregate_dataset_mean import DatasetMeanAggregator
-from expc.runtime.aggregate_full import FullAggregator
-from expc.runtime.aggregate_masks import EmptyMaskError
-from expc.runtime.aggregate_per_sample import PerSampleAggregator
+from expc.runtime.aggregate.base import Aggregator
+from expc.runtime.aggregate.dataset_mean import DatasetMeanAggregator
+from expc.runtime.aggregate.full import FullAggregator
+from expc.runtime.aggregate.masks import EmptyMaskError
+from expc.runtime.aggregate.per_sample import PerSampleAggregator
 from expc.spec.vocabulary import AGGREGATE_MODES, DEFAULT_MASK
 
 __all__ = ["Aggregator", "EmptyMaskError", "create_aggregator"]
@@ -28,7 +28,7 @@ def create_aggregator(*, mode: str, mask: str | None = DEFAULT_MASK, field: str 
 
     `mask=None` (a statement that names none) means the default mask, `attention`.
     `eager_checks` (default: by device) says whether an all-zero mask row is reported at
-    the batch that has it or at the next result/state request; see `aggregate_masks`.
+    the batch that has it or at the next result/state request; see `aggregate/masks.py`.
     """
     if mode == "none":
         raise ValueError("aggregate = none keeps nothing and has no aggregator "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import INPUT, TokenMeanMetric
+from expc.runtime.importance.base import INPUT, TokenMeanMetric
 from expc.runtime.token_sums import promoted_dtype
 
 

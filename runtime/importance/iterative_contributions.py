@@ -13,7 +13,7 @@ never builds a `[B, S, D, O]` tensor). Pruned channels need no contribution (the
   through the round's Gram blocks (`PrunedGrams`, |P| x D numbers, computed once a round),
   free while nothing is pruned. `b` is read off the batch itself, `Y - X W^T` at its first
   real token, so a module with or without bias needs no extra input.
-Both work in place on temporaries of their own (see `importance_base`).
+Both work in place on temporaries of their own (see `base.py`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-from expc.runtime.aggregate_base import Aggregator
+from expc.runtime.aggregate.base import Aggregator
 from expc.runtime.token_sums import broadcast_rows, promoted_dtype, sum_selected
 from expc.spec.vocabulary import DEFAULT_MASK
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import INPUT, TokenMeanMetric, masked_abs
+from expc.runtime.importance.base import INPUT, TokenMeanMetric, masked_abs
 
 
 class ChannelContributionMetric(TokenMeanMetric):

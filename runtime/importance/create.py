@@ -1,7 +1,7 @@
 """Build the metric behind an `importance NAME at MODULE { params }` statement.
 
 `create_metric` is the one entry point the runtime uses; each metric lives in its own
-`importance_<metric>` file. Parameters are checked here (unknown names, bad values are
+file of `runtime/importance/`. Parameters are checked here (unknown names, bad values are
 `ValueError`s the runtime turns into diagnostics; names, allowed values and defaults are the
 language's, `expc.spec.vocabulary.METRICS`), and each metric receives only the model facts it
 uses: the module weight, the KV head layout, the run's batch count. What `result()` gives
@@ -20,12 +20,12 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.importance_base import ImportanceMetric
-from expc.runtime.importance_channel_contribution import ChannelContributionMetric
-from expc.runtime.importance_iterative_channel import IterativeChannelMetric
-from expc.runtime.importance_kv_head_contribution import KvHeadContributionMetric
-from expc.runtime.importance_l2_norm import L2NormMetric
-from expc.runtime.importance_layernorm_contribution import LayernormContributionMetric
+from expc.runtime.importance.base import ImportanceMetric
+from expc.runtime.importance.channel_contribution import ChannelContributionMetric
+from expc.runtime.importance.iterative_channel import IterativeChannelMetric
+from expc.runtime.importance.kv_head_contribution import KvHeadContributionMetric
+from expc.runtime.importance.l2_norm import L2NormMetric
+from expc.runtime.importance.layernorm_contribution import LayernormContributionMetric
 
 METRICS: dict[str, type[ImportanceMetric]] = {
     cls.name: cls for cls in (L2NormMetric, ChannelContributionMetric, KvHeadContributionMetric,

@@ -1,9 +1,9 @@
 """Tokenised samples of a run, packed flat, with the way back from a sample to its file line.
 
-`load_data` streams the raw samples of a data file (`data_sources.read_samples`) through the
+`load_data` streams the raw samples of a data file (`sources.read_samples`) through the
 tokenizer and keeps only token ids, optional per-token mask field and line numbers, packed in
 flat int tensors with offsets: ~1e5 short prompts cost a few MB, not a Python object per token.
-Truncation to `max_length` happens here; padding and batching happen in `data_batches`.
+Truncation to `max_length` happens here; padding and batching happen in `batches`.
 Any later error about one sample (an all-zero mask row, say) can name the file and line
 through `TokenizedData.locate` / `sample_error`.
 """
@@ -17,7 +17,7 @@ from typing import Protocol
 import attrs
 import torch
 
-from expc.runtime.data_sources import MAX_ERRORS, RawSample, read_samples
+from expc.runtime.data.sources import MAX_ERRORS, RawSample, read_samples
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
 
 _ID_LIMIT = 2**31  # token ids are kept as int32

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.aggregate_base import Aggregator
-from expc.runtime.aggregate_packing import padded_cat
+from expc.runtime.aggregate.base import Aggregator
+from expc.runtime.aggregate.packing import padded_cat
 from expc.runtime.token_sums import broadcast_rows
 from expc.spec.vocabulary import DEFAULT_MASK
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.aggregate_masks import EmptyRowGuard, select_tokens
+from expc.runtime.aggregate.masks import EmptyRowGuard, select_tokens
 from expc.runtime.state_protocol import State
 from expc.spec.vocabulary import DEFAULT_MASK, MASKS
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.importance_base import INPUT, OUTPUT, ImportanceMetric
-from expc.runtime.importance_iterative_contributions import PrunedGrams, direct, through_pruned
+from expc.runtime.importance.base import INPUT, OUTPUT, ImportanceMetric
+from expc.runtime.importance.iterative_contributions import PrunedGrams, direct, through_pruned
 from expc.runtime.token_sums import promoted_dtype
 
 

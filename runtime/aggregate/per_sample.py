@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.aggregate_base import Aggregator
-from expc.runtime.aggregate_packing import RowBlocks, padded_cat
+from expc.runtime.aggregate.base import Aggregator
+from expc.runtime.aggregate.packing import RowBlocks, padded_cat
 from expc.runtime.token_sums import broadcast_rows, sum_selected
 from expc.spec.vocabulary import DEFAULT_MASK
 

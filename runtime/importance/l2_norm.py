@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from expc.runtime.importance_base import INPUT, ImportanceMetric, masked_abs
+from expc.runtime.importance.base import INPUT, ImportanceMetric, masked_abs
 
 
 class L2NormMetric(ImportanceMetric):

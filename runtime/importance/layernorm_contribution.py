@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from expc.runtime.importance_base import OUTPUT, TokenMeanMetric, masked_abs
+from expc.runtime.importance.base import OUTPUT, TokenMeanMetric, masked_abs
 
 
 class LayernormContributionMetric(TokenMeanMetric):

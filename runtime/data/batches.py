@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import attrs
 import torch
 
-from expc.runtime.data import TokenizedData
+from expc.runtime.data.load import TokenizedData
 
 DEFAULT_BUCKET_BATCHES = 32
 
