@@ -18,7 +18,7 @@ from expc.compiler.nodes import (
     TAPS_META, attention_label, is_attention, is_marker, marker_label,
 )
 from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
-from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, error
 
 PlanEntry = CaptureEntry | MetricEntry
 
@@ -50,8 +50,8 @@ def _missing(entry: PlanEntry) -> Diagnostic:
         what = f"module `{entry.module_path}`"
     else:
         what = f"capture site `{entry.site}` in {where}"
-    return Diagnostic(span=span, code="compile-unresolved",
-                      message=f"the model has no {what} (needed for `{entry.key}`)")
+    return error(span, f"the model has no {what} (needed for `{entry.key}`)",
+                 code="compile-unresolved")
 
 
 @graph_pass

@@ -38,7 +38,7 @@ from expc.models import markers
 from expc.models.config import ModelConfig, parse_common
 from expc.models.layers import ACTIVATIONS, ForwardContext
 from expc.models.registry import Architecture, register
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 
 # Our parameter path (after `layers.L.`) -> the BERT checkpoint's (after `encoder.layer.L.`).
 LAYER_KEYS = {
@@ -150,14 +150,14 @@ def bert_config(raw: Mapping, source: str) -> ModelConfig:
     """BERT's config.json: absolute positions only, an activation we implement."""
     positions = raw.get("position_embedding_type", "absolute")
     if positions != "absolute":
-        raise DiagnosticError(error(
+        raise fail(
             source, f"BERT with `position_embedding_type` = `{positions}` is not supported",
-            code="model-unsupported", help=("supported: absolute",)))
+            code="model-unsupported", help=("supported: absolute",))
     act = raw.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
-        raise DiagnosticError(error(
+        raise fail(
             source, f"unsupported `hidden_act` `{act}`", code="model-unsupported",
-            help=(f"supported activations: {', '.join(ACTIVATIONS)}",)))
+            help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
     return parse_common(raw, source, hidden_act=act, qkv_bias=True, o_bias=True, mlp_bias=True,
                         norm_eps=raw.get("layer_norm_eps", 1e-12),
                         max_position_embeddings=raw.get("max_position_embeddings", 512),

@@ -17,7 +17,7 @@ from expc.models.layers import (
     ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding,
 )
 from expc.models.registry import Architecture, register
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 
 
 class PreNormBlock(nn.Module):
@@ -72,10 +72,10 @@ def decoder_config(raw: Mapping, source: str, **overrides) -> ModelConfig:
     """`parse_common` plus what every rotary decoder needs: rope and a known activation."""
     act = raw.get("hidden_act", "silu")
     if act not in ACTIVATIONS:
-        raise DiagnosticError(error(
+        raise fail(
             source, f"unsupported activation `{act}`", code="model-unsupported",
             help=(f"supported activations: {', '.join(ACTIVATIONS)}",),
-        ))
+        )
     return parse_common(raw, source, rope=parse_rope(raw, source), **overrides)
 
 

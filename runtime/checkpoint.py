@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from expc.runtime.atomic import remove_stale_temps, save_safetensors_atomic, write_json_atomic
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import fail
 from expc.spec.json_files import read_json_object
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,10 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0, fingerprint: str | Non
         return None
     record = _read_cursor(cursor_path)
     if fingerprint is not None and record["fingerprint"] != fingerprint:
-        raise DiagnosticError(error(
+        raise fail(
             cursor_path, "checkpoint belongs to a different run set-up (spec, data or number "
                          "of processes changed since it was written)", code="checkpoint-stale",
-            help=["run again without --resume to start over"]))
+            help=["run again without --resume to start over"])
     state_path = folder / record["state_file"]
     try:
         if state_path.stat().st_size != record["state_bytes"]:
@@ -106,10 +106,10 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0, fingerprint: str | Non
         states = {name: {key: flat[f"{position}/{key}"] for key in keys}
                   for position, (name, keys) in enumerate(layout.items())}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:
-        raise DiagnosticError(error(
+        raise fail(
             state_path, f"checkpoint state file is unreadable: {exc!r}",
             code="checkpoint-damaged",
-            help=["delete the checkpoint folder and run again without --resume"])) from None
+            help=["delete the checkpoint folder and run again without --resume"]) from None
     cursor = Cursor(batches_done=record["batches_done"], samples_done=record["samples_done"],
                     elapsed_seconds=record["elapsed_seconds"], fingerprint=record["fingerprint"])
     return states, cursor
@@ -129,10 +129,10 @@ def _read_cursor(path: Path) -> dict:
         elif "/" in record["state_file"] or "\\" in record["state_file"]:
             problem = "state_file must be a plain file name"
     if problem:
-        raise DiagnosticError(error(path, f"checkpoint cursor is damaged ({problem})",
+        raise fail(path, f"checkpoint cursor is damaged ({problem})",
                                     code="checkpoint-damaged",
                                     help=["delete the checkpoint folder and run again without "
-                                          "--resume"]))
+                                          "--resume"])
     record.setdefault("fingerprint", None)
     return record
 

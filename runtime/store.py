@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from expc.runtime.atomic import save_safetensors_atomic, write_json_atomic
-from expc.spec.diagnostics import DiagnosticError, error, fail
+from expc.spec.diagnostics import DiagnosticError, fail
 from expc.spec.run_format import (CHECKPOINT_DIR, DERIVED_FILES, FORMAT, MANIFEST,
                                   META_MEANINGS, REQUIRED_FIELDS, RESULTS, RUN_FOLDER_CODE,
                                   read_run_manifest)
@@ -79,8 +79,8 @@ class RunStore:
         """
         run_dir = Path(run_dir)
         if run_dir.exists() and not run_dir.is_dir():
-            raise DiagnosticError(error(run_dir, f"output dir `{run_dir}` is a file",
-                                        code="run-folder"))
+            raise fail(run_dir, f"output dir `{run_dir}` is a file",
+                                        code="run-folder")
         sha = spec_sha256(spec_text)
         resumed = _check_previous(run_dir, sha=sha, force=force, resume=resume)
         manifest = {
@@ -171,24 +171,24 @@ def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> di
     except (DiagnosticError, KeyError, TypeError) as exc:
         if force and not resume:
             return None
-        raise DiagnosticError(error(
+        raise fail(
             manifest_path, f"`{run_dir}` holds a run folder that cannot be read ({exc})",
             code="run-folder", help=["pass --force to replace it, or choose another output dir"]
-        )) from None
+        ) from None
     if previous_sha == sha:
         return previous if resume else None
     if resume:
-        raise DiagnosticError(error(
+        raise fail(
             manifest_path, f"cannot resume: `{run_dir}` holds a run of another spec "
                            f"(`{previous_path}`, sha256 {previous_sha[:12]})",
             code="run-folder-other-spec",
-            help=["run without --resume (and with --force) to start over"]))
+            help=["run without --resume (and with --force) to start over"])
     if not force:
-        raise DiagnosticError(error(
+        raise fail(
             manifest_path, f"`{run_dir}` holds a run of another spec "
                            f"(`{previous_path}`, sha256 {previous_sha[:12]})",
             code="run-folder-other-spec",
-            help=["pass --force to replace it, or choose another output dir"]))
+            help=["pass --force to replace it, or choose another output dir"])
     return None
 
 

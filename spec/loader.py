@@ -13,7 +13,7 @@ import attrs
 from expc.spec import ir
 from expc.spec import syntax as sx
 from expc.spec.checks import lower
-from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, normalize
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, fail, normalize
 from expc.spec.model_checks import check_against_model, check_files, duplicate_keys
 from expc.spec.model_shape import ModelShape, read_model_shape
 from expc.spec.resolve import OVERRIDE_PATH, Workspace, apply_overrides, flatten, load_workspace
@@ -30,15 +30,12 @@ def load(path: str, *, overrides: Sequence[str] = (), check_model: bool = True,
     own = [e.name for e in ws.root.experiments]
     if experiment is None:
         if not own:
-            raise DiagnosticError(Diagnostic(
-                span=_file_span(path), code="missing",
-                message="the file declares no experiment",
-                help=("add `experiment NAME { ... }`",)))
+            raise fail(_file_span(path), "the file declares no experiment", code="missing",
+                       help=("add `experiment NAME { ... }`",))
         experiment = own[-1]
     elif experiment not in ws.experiments:
-        raise DiagnosticError(Diagnostic(
-            span=_file_span(path), code="unknown", message=f"no experiment `{experiment}` in {path}",
-            help=did_you_mean(experiment, ws.experiments)))
+        raise fail(_file_span(path), f"no experiment `{experiment}` in {path}", code="unknown",
+                   help=did_you_mean(experiment, ws.experiments))
     result, diags = _check_one(ws, experiment, overrides, check_model, shapes={})
     diags = [*ws.diagnostics, *diags]
     if diags or result is None:

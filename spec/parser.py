@@ -19,7 +19,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from expc.grammar import GRAMMAR_PATH
 from expc.spec import syntax as sx
-from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, error
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, error, fail
 from expc.spec.ir import IndexSelector, Slice
 
 MAX_NESTING = 16  # lists and calls inside values; no key needs more than two
@@ -97,9 +97,9 @@ def decode(data: bytes, path: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DiagnosticError(error(
+        raise fail(
             path, f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x})", code="encoding",
-            line=line, col=col, help=["save the spec as UTF-8"])) from None
+            line=line, col=col, help=["save the spec as UTF-8"]) from None
 
 
 def parse(text: str, path: str = "<string>") -> sx.Document:
@@ -158,10 +158,9 @@ def _check_nesting(tree: Tree, path: str) -> None:
         if node.data in ("list", "call"):
             depth += 1
             if depth > MAX_NESTING:
-                raise DiagnosticError(Diagnostic(
-                    span=_meta_span(path, node.meta), code="nesting",
-                    message=f"values nest more than {MAX_NESTING} levels deep",
-                    help=("no setting takes nested lists; flatten the value",)))
+                raise fail(_meta_span(path, node.meta),
+                           f"values nest more than {MAX_NESTING} levels deep", code="nesting",
+                           help=("no setting takes nested lists; flatten the value",))
         stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
 
 
@@ -217,9 +216,8 @@ class _ToSyntax:
         try:
             value: int | float = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
         except ValueError:
-            raise DiagnosticError(Diagnostic(
-                span=self._span(meta), code="range", message=f"number `{text[:20]}...` is too large",
-                help=())) from None
+            raise fail(self._span(meta), f"number `{text[:20]}...` is too large",
+                       code="range") from None
         return sx.Num(value=value, text=text, span=self._span(meta))
 
     def ident(self, meta, children):
@@ -264,9 +262,8 @@ class _ToSyntax:
 
     def _int(self, tok: Token) -> int:
         if len(tok.lstrip("+-")) > 18:
-            raise DiagnosticError(Diagnostic(
-                span=_tok_span(self.path, tok), code="range",
-                message=f"index `{str(tok)[:20]}` is too large"))
+            raise fail(_tok_span(self.path, tok), f"index `{str(tok)[:20]}` is too large",
+                       code="range")
         return int(tok)
 
     def dotted(self, meta, children):
@@ -354,8 +351,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         expected = _expected(exc)
         if expected:
             help_.append("expected " + ", ".join(expected))
-    return Diagnostic(span=Span(path=path, line=line, col=col, end_line=line, end_col=col + width),
-                      message=message, code="syntax", help=tuple(help_))
+    return error(path, message, code="syntax", line=line, col=col, end_col=col + width,
+                 help=help_)
 
 
 def _example_label(exc: UnexpectedInput) -> str | None:
