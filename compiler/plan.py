@@ -52,15 +52,49 @@ class MetricEntry:
 
 
 @attrs.frozen(kw_only=True)
+class InterventionEntry:
+    """One intervention at one layer of one head: where it rewrites the graph and how.
+
+    `site` names the marker (`kind == "site"`); `module_path` the module whose input
+    (`"linear"`) or output (`"norm"`) is rewritten. The runtime builds the edit function for
+    `key` (the `intervention/.../channels` key prefix, less its field) from `intervention`.
+    """
+
+    key: str  # e.g. "intervention/head1/mlp.down_proj_3" (its tensors: key + "/channels")
+    kind: str  # site | linear | norm
+    target: str  # the site or module role as written, e.g. "mlp.down_proj"
+    site: str | None  # kind == "site"
+    module_path: str | None  # kind != "site", e.g. "heads.1.layers.3.mlp.down_proj"
+    layer: int
+    head: int | None  # None without a split
+    intervention: ir.Intervention  # operation, channels, positions as checked
+    span: Span | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class EffectEntry:
+    """One effect of one head: which graph values feed it (the head's, the reference's)."""
+
+    key: str  # e.g. "effect/kl/head1"
+    metric: str
+    head: int | None  # None without a split
+    reference: int | None  # the `vs` head
+    effect: ir.Effect  # parameters as checked
+    span: Span | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
 class Plan:
     layout: HydraSplit  # the experiment's Hydra split of the model
     captures: tuple[CaptureEntry, ...] = ()
     metrics: tuple[MetricEntry, ...] = ()
+    interventions: tuple[InterventionEntry, ...] = ()
+    effects: tuple[EffectEntry, ...] = ()
 
     @property
     def keys(self) -> tuple[str, ...]:
         """Every sink key, in plan order."""
-        return tuple(e.key for e in (*self.captures, *self.metrics))
+        return tuple(e.key for e in (*self.captures, *self.metrics, *self.effects))
 
 
 def _capture_entries(layout: HydraSplit, capture: ir.Capture) -> list[CaptureEntry]:

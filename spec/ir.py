@@ -97,10 +97,16 @@ class ModelRef:
 
 @attrs.frozen(kw_only=True)
 class Hydra:
-    """The split: layers `0..trunk-1` shared, `heads` copies of the rest."""
+    """The split: layers `0..trunk-1` shared, `heads` variants of the rest.
 
-    trunk: int
+    `trunk = None` is `trunk = auto`: the deepest split that keeps every intervention inside
+    the heads (resolved with the model's layer count by `models.hydra_split.HydraSplit.of`).
+    `head_models`, when given, holds one checkpoint folder per head for its layers.
+    """
+
+    trunk: int | None
     heads: int
+    head_models: tuple[str, ...] = ()
     span: Span = _span_field()
     trunk_span: Span = _span_field()
 
@@ -203,5 +209,88 @@ class Experiment:
     data: Data
     captures: tuple[Capture, ...] = ()
     importances: tuple[Importance, ...] = ()
+    interventions: tuple[Intervention, ...] = ()
+    effects: tuple[Effect, ...] = ()
     output: Output
     span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Units:
+    """`channels = ...`: which channels (or KV-head groups at `self_attn.o_proj`) change.
+
+    `list`: `indices` as written; `lowest`/`highest`: the `fraction` or `count` lowest- or
+    highest-scored units of `metric` at the same module and layer in run folder `run`;
+    `random`: `fraction` or `count` units drawn with `seed`.
+    """
+
+    kind: str  # list | lowest | highest | random
+    indices: tuple[int, ...] = ()
+    run: str | None = None
+    metric: str | None = None
+    fraction: float | None = None
+    count: int | None = None
+    seed: int = 0
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Positions:
+    """`positions = all | first | last | [i, ...] | field("name")`: which tokens change."""
+
+    kind: str  # all | first | last | list | field
+    indices: tuple[int, ...] = ()
+    field: str | None = None
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Operation:
+    """Exactly one of `set = zero | mean(run) | patch(run)`, `add = vector(run, key)` (with an
+    optional `scale`), or `scale = S` alone."""
+
+    kind: str  # zero | mean | patch | add | scale
+    run: str | None = None  # mean, patch, add: the run folder the values come from
+    key: str | None = None  # add: the stored vector's key in `run`
+    scale: float | None = None  # add: multiplies the vector (default 1); scale: the factor
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Intervention:
+    """`intervene TARGET[layers] [of heads[...]] { operation, channels, positions }`.
+
+    TARGET is a per-layer capture site (`target_kind = "site"`: the value at the marker), a
+    linear module role (`"linear"`: the module's input channels) or a norm module role
+    (`"norm"`: the norm's output channels).
+    """
+
+    target: str
+    target_kind: str  # site | linear | norm
+    layers: LayerSelector
+    heads: HeadSelector | None = None
+    operation: Operation
+    channels: Units | None = None  # None: every channel
+    positions: Positions = Positions(kind="all")
+    span: Span = _span_field()
+
+
+@attrs.frozen(kw_only=True)
+class Effect:
+    """`effect METRIC [of heads[...]] [vs heads[R]] [as NAME] [{ params }]` (contracts §5)."""
+
+    metric: str  # kl | top1 | loss | logit_diff | cosine
+    heads: HeadSelector | None = None  # None: every head (but the reference)
+    reference: int | None = None  # `vs heads[R]`
+    name: str | None = None  # `as NAME`
+    mask: Mask | None = None  # kl, top1: the tokens averaged over (default attention)
+    at_site: str | None = None  # cosine: `at = SITE[L]`
+    at_layer: int | None = None
+    aggregate: Aggregate | None = None  # cosine: how the vectors are pooled (mean(mask))
+    correct: str | None = None  # logit_diff: data field with the correct token
+    wrong: str | None = None  # logit_diff: data field with the wrong token
+    span: Span = _span_field()
+
+    @property
+    def key_name(self) -> str:
+        return self.name or self.metric

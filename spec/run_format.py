@@ -35,6 +35,8 @@ REQUIRED_FIELDS = {  # per key kind, what a tensor's entry holds beside `meaning
     "capture": ("site", "name", "layer", "head", "aggregate", "mask"),
     "importance": ("metric", "module", "layer", "head", "field"),
     "meta": (),
+    "intervention": ("target", "layer", "head", "field"),
+    "effect": ("metric", "name", "head", "reference"),
 }
 
 # The keys.
@@ -132,19 +134,32 @@ def meta_key(name: str) -> str:
     return f"meta/{name}"
 
 
+def intervention_key(target: str, layer: int, head: int | None, field: str) -> str:
+    """`intervention/{head}/{target}_{L}/{field}` (no head part without a split), e.g.
+    `intervention/head1/mlp.down_proj_3/channels`: what an intervention selected."""
+    return f"intervention/{_head_part(head)}{target}_{layer}/{field}"
+
+
+def effect_key(name: str, head: int | None) -> str:
+    """`effect/{name}/head{h}`, or `effect/{name}` without a split; `name` is the metric or
+    its `as` name."""
+    return f"effect/{name}" if head is None else f"effect/{name}/head{head}"
+
+
 # Taking keys apart.
 @attrs.frozen(kw_only=True)
 class KeyInfo:
     """One result key, taken apart."""
 
     key: str
-    kind: str  # "capture" | "importance" | "meta" | "other"
-    name: str  # capture: the site or its `as` name; importance: the metric; meta: the field
+    kind: str  # "capture" | "importance" | "intervention" | "effect" | "meta" | "other"
+    name: str  # capture: the site or its `as` name; importance: the metric; meta: the field;
+    # intervention: the target (site or module role); effect: the metric or its `as` name
     layer: int | None = None  # global layer number
     head: int | None = None  # Hydra head, None in the trunk or without a split
     suffix: str | None = None  # capture: e.g. "mask" for `capture/x_1.mask`
     module: str | None = None  # importance: module path without the head prefix
-    field: str | None = None  # importance: "score" or an extra field
+    field: str | None = None  # importance: "score" or an extra field; intervention: "channels"
 
     @property
     def instance(self) -> str:
@@ -182,6 +197,19 @@ def parse_key(key: str) -> KeyInfo:
         layer = int(match.group(1)) if match else None
         return KeyInfo(key=key, kind=kind, name=metric, layer=layer, head=head,
                        module=module, field=field)
+    if kind == "intervention" and rest.count("/") >= 1:
+        head, rest = _split_key_head(rest)
+        place, _, field = rest.rpartition("/")
+        match = _NAME_LAYER.match(place)
+        if match and field:
+            return KeyInfo(key=key, kind=kind, name=match.group(1), layer=int(match.group(2)),
+                           head=head, field=field)
+    if kind == "effect" and rest:
+        name, _, head_part = rest.partition("/")
+        head_match = re.fullmatch(r"head(\d+)", head_part)
+        if name and (not head_part or head_match):
+            return KeyInfo(key=key, kind=kind, name=name,
+                           head=int(head_match.group(1)) if head_match else None)
     if kind == "meta" and rest:
         return KeyInfo(key=key, kind=kind, name=rest)
     return KeyInfo(key=key, kind="other", name=key)

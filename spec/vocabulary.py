@@ -71,3 +71,17 @@ METRICS = {m.name: m for m in (
 
 INT_MAX = 2**31 - 1
 SEED_MAX = 2**63 - 1
+
+# Interventions (`intervene TARGET [of heads[...]] { ... }`) and effects (`effect METRIC ...`).
+INTERVENE_KEYS = ("set", "add", "scale", "channels", "positions")
+SET_VALUES = ("zero", "mean", "patch")  # `set = zero | mean(run = DIR) | patch(run = DIR)`
+UNIT_KINDS = ("lowest", "highest", "random")  # `channels = KIND(...)`, or a list of indices
+POSITION_WORDS = ("all", "first", "last")  # `positions = WORD`, a list, or `field("name")`
+DEFAULT_POSITIONS = "all"
+EFFECT_METRICS = {  # metric -> (needs `vs`, needs an LM head, its parameters)
+    "kl": (True, True, ("mask",)),
+    "top1": (True, True, ("mask",)),
+    "loss": (False, True, ()),
+    "logit_diff": (False, True, ("correct", "wrong")),
+    "cosine": (True, False, ("at", "aggregate")),
+}

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from expc.spec.run_format import (SUFFIXES, capture_key, importance_key, key_family, meta_key,
+from expc.spec.run_format import (SUFFIXES, capture_key, effect_key, importance_key,
+                                  intervention_key, key_family, meta_key,
                                   module_key, parse_key, split_head_prefix, split_suffix)
 from expc.spec.vocabulary import METRICS, SITES
 
@@ -42,6 +43,19 @@ def test_importance_keys_parse_back(metric, role, layer, head, field):
     assert split_head_prefix(path) == (info.head, info.module)
     assert info.instance == module_key(path) and info.role == role
     assert info.key == importance_key(metric, path) + "/" + field
+
+
+@given(target=st.one_of(st.sampled_from(SITES), ROLES), layer=LAYERS, head=HEADS)
+def test_intervention_keys_parse_back(target, layer, head):
+    info = parse_key(intervention_key(target, layer, head, "channels"))
+    assert (info.kind, info.name, info.layer, info.head, info.field) == (
+        "intervention", target, layer, head, "channels")
+
+
+@given(name=IDENTIFIER, head=HEADS)
+def test_effect_keys_parse_back(name, head):
+    info = parse_key(effect_key(name, head))
+    assert (info.kind, info.name, info.head) == ("effect", name, head)
 
 
 @given(name=IDENTIFIER)
