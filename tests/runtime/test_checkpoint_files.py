@@ -18,6 +18,7 @@ from expc.runtime.aggregate.per_sample import PerSampleAggregator
 from expc.runtime.checkpoint import Cursor, cursor_name, load_checkpoint, save_checkpoint
 from expc.runtime.data.load import TokenizedData
 from expc.runtime.data.batches import iter_batches, plan_batches
+from expc.runtime.fingerprint import file_digest
 from expc.spec.diagnostics import DiagnosticError
 
 
@@ -57,11 +58,14 @@ def test_no_checkpoint_is_none(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint") is None
 
 
+FINGERPRINT = {"experiment": "e1", "data": "d1", "model": "m1", "processes": "1"}
+
+
 def test_round_trip_with_fingerprint(tmp_path):
-    save_checkpoint(tmp_path, states=states_at(3), cursor=cursor_at(3, fingerprint="abc"))
-    states, cursor = load_checkpoint(tmp_path, fingerprint="abc")
+    save_checkpoint(tmp_path, states=states_at(3), cursor=cursor_at(3, fingerprint=FINGERPRINT))
+    states, cursor = load_checkpoint(tmp_path, fingerprint=FINGERPRINT)
     assert_states_equal(states, states_at(3))
-    assert cursor == cursor_at(3, fingerprint="abc")
+    assert cursor == cursor_at(3, fingerprint=FINGERPRINT)
 
 
 def test_a_checkpoint_with_the_dropped_tokens_done_and_rng_entries_still_loads(tmp_path):
@@ -73,7 +77,8 @@ def test_a_checkpoint_with_the_dropped_tokens_done_and_rng_entries_still_loads(t
     save_file({**tensors, "rng": torch.get_rng_state()}, str(state_path), metadata=metadata)
     cursor_path = tmp_path / cursor_name(0)
     record = json.loads(cursor_path.read_text())
-    record.update(tokens_done=0, state_bytes=state_path.stat().st_size)
+    record.update(tokens_done=0, state_bytes=state_path.stat().st_size,
+                  state_sha256=file_digest(state_path))
     cursor_path.write_text(json.dumps(record))
     states, cursor = load_checkpoint(tmp_path)
     assert_states_equal(states, states_at(3))
@@ -135,13 +140,21 @@ def test_ranks_keep_separate_files(tmp_path):
     assert (tmp_path / "rank1-state-00000003.safetensors").exists()
 
 
-def test_fingerprint_mismatch_is_a_diagnostic(tmp_path):
-    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1, fingerprint="old"))
+@pytest.mark.parametrize("changed", [("data",), ("model",), ("experiment", "processes")])
+def test_fingerprint_mismatch_names_what_changed(tmp_path, changed):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1, fingerprint=FINGERPRINT))
+    now = {**FINGERPRINT, **{part: "other" for part in changed}}
     with pytest.raises(DiagnosticError) as excinfo:
-        load_checkpoint(tmp_path, fingerprint="new")
+        load_checkpoint(tmp_path, fingerprint=now)
     (diag,) = excinfo.value.diagnostics
     assert diag.span.path == str(tmp_path / cursor_name(0))
-    assert "different run set-up" in diag.message
+    assert diag.message.endswith(f"{', '.join(changed)} changed since it was written")
+
+
+def test_a_cursor_without_a_fingerprint_of_parts_matches_nothing(tmp_path):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
+    with pytest.raises(DiagnosticError, match="experiment, data, model, processes changed"):
+        load_checkpoint(tmp_path, fingerprint=FINGERPRINT)
 
 
 def test_damaged_cursor_is_a_diagnostic_with_its_line(tmp_path):
@@ -153,9 +166,10 @@ def test_damaged_cursor_is_a_diagnostic_with_its_line(tmp_path):
     (diag,) = excinfo.value.diagnostics
     assert (diag.span.path, diag.span.line) == (str(path), 4)
     record = {"format": "expc-checkpoint/1", "state_file": "../x", "state_bytes": 1,
-              "batches_done": 1, "samples_done": 1, "elapsed_seconds": 1}
+              "state_sha256": "0" * 64, "batches_done": 1, "samples_done": 1,
+              "elapsed_seconds": 1}
     path.write_text(json.dumps(record))
-    with pytest.raises(DiagnosticError, match="plain file name"):
+    with pytest.raises(DiagnosticError, match="state_file must be `rank0-state-00000001"):
         load_checkpoint(tmp_path)
     del record["samples_done"]
     path.write_text(json.dumps(record))
