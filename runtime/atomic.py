@@ -13,6 +13,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import uuid
@@ -54,8 +55,9 @@ def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor
 
 
 def is_temp_of(name: str, target: str) -> bool:
-    """Whether `name` is a temporary file an atomic write of `target` makes (or left)."""
-    return name.startswith(f".{target}.") and name.endswith(TEMP_SUFFIX)
+    """Whether `name` is a temporary file an atomic write of `target` (a file name or a
+    glob pattern of names) makes, or left behind."""
+    return fnmatch.fnmatchcase(name, f".{target}.*{TEMP_SUFFIX}")
 
 
 def remove_stale_temps(folder: str | Path, *, accept: Callable[[str], bool] = lambda n: True

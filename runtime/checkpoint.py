@@ -140,7 +140,7 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0,
     return states, cursor
 
 
-def resume_states(folder: str | Path, *, rank: int, fingerprint: Mapping[str, str],
+def resume_states(folder: str | Path, *, rank: int, fingerprint: Mapping[str, str] | None,
                   states: Mapping[str, State], batches) -> Cursor | None:
     """Load `rank`'s checkpoint into `states` and return its cursor (None: no checkpoint).
 

@@ -235,3 +235,92 @@ def test_temp_files_of_a_killed_write_are_cleared_by_the_next_checkpoint(tmp_pat
     save_checkpoint(tmp_path, states=states_at(2), cursor=cursor_at(2))
     assert not any(path.exists() for path in torn)
     assert other_rank.exists()
+
+
+def state_file(folder, step=1):
+    return folder / f"rank0-state-{step:08d}.safetensors"
+
+
+@pytest.mark.parametrize("damage", ["flip one bit", "same-size overwrite"])
+def test_a_state_file_changed_after_it_was_written_is_refused(tmp_path, damage):
+    # Issue 12 item 3: both were accepted by --resume and gave a complete run with wrong numbers.
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
+    path = state_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    if damage == "flip one bit":
+        data[-3] ^= 0x01  # inside the last tensor's bytes: still a valid safetensors file
+    else:
+        save_checkpoint(tmp_path / "other", states=states_at(7), cursor=cursor_at(1))
+        data = bytearray(state_file(tmp_path / "other").read_bytes())
+        assert len(data) == path.stat().st_size
+    path.write_bytes(bytes(data))
+    with pytest.raises(DiagnosticError) as excinfo:
+        load_checkpoint(tmp_path)
+    (diag,) = excinfo.value.diagnostics
+    assert diag.span.path == str(path) and diag.code == "checkpoint-damaged"
+    assert "differs from the sha256" in diag.message
+
+
+@pytest.mark.parametrize("field, value", [
+    ("batches_done", -1), ("batches_done", True), ("batches_done", 1.0),
+    ("samples_done", -4), ("state_bytes", "12"), ("elapsed_seconds", float("nan")),
+    ("elapsed_seconds", -1.0), ("state_sha256", "xyz"), ("fingerprint", ["a"]),
+    ("fingerprint", {"data": 1}),
+])
+def test_a_cursor_with_impossible_values_is_a_diagnostic(tmp_path, field, value):
+    save_checkpoint(tmp_path, states=states_at(1), cursor=cursor_at(1))
+    path = tmp_path / cursor_name(0)
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    with pytest.raises(DiagnosticError, match=f"impossible fields: {field}") as excinfo:
+        load_checkpoint(tmp_path)
+    assert excinfo.value.diagnostics[0].span.path == str(path)
+
+
+def resumable(tmp_path, *, batches_done=3, samples_done=None):
+    """A per-sample mean over 11 samples in batches of 2, checkpointed after 3 batches."""
+    plan = plan_batches(torch.tensor([3, 7, 2, 5, 5, 1, 6, 4, 2, 3, 7]), batch_size=2)
+    aggregator = PerSampleAggregator(reduction="mean")
+    mask = torch.ones(plan.samples_before(3), 2, dtype=torch.bool)
+    aggregator.add(torch.randn(plan.samples_before(3), 2, 4), attention_mask=mask)
+    save_checkpoint(tmp_path, states={"m": aggregator.state_dict()}, cursor=Cursor(
+        batches_done=batches_done, elapsed_seconds=0.0,
+        samples_done=plan.samples_before(3) if samples_done is None else samples_done))
+    return plan
+
+
+def test_resume_states_loads_a_good_checkpoint(tmp_path):
+    plan = resumable(tmp_path)
+    fresh = PerSampleAggregator(reduction="mean")
+    cursor = checkpoint.resume_states(tmp_path, rank=0, fingerprint=None, states={"m": fresh},
+                                      batches=plan)
+    assert cursor.batches_done == 3 and fresh.result()[""].shape == (6, 4)
+
+
+@pytest.mark.parametrize("batches_done, samples_done", [(99, None), (3, 5)])
+def test_a_cursor_that_does_not_fit_the_batch_plan_is_a_diagnostic(tmp_path, batches_done,
+                                                                    samples_done):
+    plan = resumable(tmp_path, batches_done=batches_done, samples_done=samples_done)
+    with pytest.raises(DiagnosticError, match="impossible for this run") as excinfo:
+        checkpoint.resume_states(tmp_path, rank=0, fingerprint=None,
+                                 states={"m": PerSampleAggregator(reduction="mean")},
+                                 batches=plan)
+    assert excinfo.value.diagnostics[0].span.path == str(tmp_path / cursor_name(0))
+
+
+class Picky:
+    """A state whose load_state_dict rejects what it is given, as a wrong shape would."""
+
+    def load_state_dict(self, state):
+        raise RuntimeError("shape [6, 4] is not [6, 8]")
+
+
+@pytest.mark.parametrize("states", [{"other": Picky()}, {"m": Picky()}])
+def test_states_that_do_not_fit_the_run_are_a_diagnostic(tmp_path, states):
+    plan = resumable(tmp_path)
+    with pytest.raises(DiagnosticError) as excinfo:
+        checkpoint.resume_states(tmp_path, rank=0, fingerprint=None, states=states,
+                                 batches=plan)
+    (diag,) = excinfo.value.diagnostics
+    assert diag.span.path == str(state_file(tmp_path, 3)) and diag.code == "checkpoint-damaged"
