@@ -6,14 +6,19 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
+from fnmatch import fnmatchcase
+from pathlib import Path
 
 import pytest
 
 from expc.runtime import atomic
-from expc.runtime.checkpoint import Cursor, save_checkpoint
+from expc.runtime.checkpoint import Cursor, cursor_name, save_checkpoint, state_name
 from expc.runtime.run_lock import LOCK_FILE, run_lock
 from expc.runtime.store import RunStore
 from expc.spec.diagnostics import DiagnosticError
+from expc.spec.run_format import CURSOR_PATTERN, STATE_PATTERN
 
 SPEC_A, SPEC_B = "experiment a { }\n", "experiment b { }\n"
 MODEL = {"path": "builtin:tiny-llama"}
@@ -189,3 +194,32 @@ def test_a_run_that_cannot_mark_itself_failed_keeps_its_own_error(tmp_path, monk
         OSError(errno.ENOSPC, "No space left on device")))
     store.fail(RuntimeError("the real error"))  # logs, does not replace the real error
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "running"
+
+
+def test_checkpoint_file_names_are_the_claimed_patterns():
+    for rank in (0, 3, 12):
+        assert fnmatchcase(cursor_name(rank), CURSOR_PATTERN)
+        assert fnmatchcase(state_name(rank, 40), STATE_PATTERN)
+
+
+@pytest.mark.parametrize("files", ["results.safetensors", [1, 2], {"a": 1}])
+def test_a_files_field_that_is_not_a_list_of_names_is_a_damaged_manifest(tmp_path, files):
+    start(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"] = files
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert "`files` in manifest.json must be a list" in refused(tmp_path, force=True)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_expc_run_into_a_users_folder_exits_1_and_keeps_every_file(tmp_path, force):
+    before = user_files(tmp_path)
+    args = ["run", "examples/quickstart.exp", "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.run([sys.executable, "-m", "expc", *args, *(["--force"] if force else [])],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "not an expc run folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert snapshot(tmp_path) == before
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "notes.txt", "report.html",
+                                            "summary.md"]
