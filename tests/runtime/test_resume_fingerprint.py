@@ -18,11 +18,7 @@ from expc.spec.diagnostics import DiagnosticError
 BASE = """
 experiment base {{
     model = "builtin:tiny-llama"
-    data {{
-        source = jsonl("{data}", field = "text")
-        batch_size = 1
-        max_length = 16
-    }}
+    data {{ source = jsonl("{data}", field = "text")  batch_size = 1  max_length = 16 }}
     capture resid_out[0] {{ aggregate = mean }}
     output {{ dir = "{out}"  checkpoint_every = 1 }}
 }}
