@@ -25,18 +25,19 @@ from expc.models.loading import load_model
 from expc.models.tokenizer import load_tokenizer
 from expc.runtime.aggregate.masks import EmptyMaskError
 from expc.runtime.cache import Results
-from expc.runtime.checkpoint import Cursor, load_checkpoint, save_checkpoint
+from expc.runtime.checkpoint import Cursor, resume_states, save_checkpoint
 from expc.runtime.data.load import TokenizedData, load_data
 from expc.runtime.data.batches import BatchPlan, iter_batches, plan_batches
 from expc.runtime.device import resolve_device
 from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
+from expc.runtime.fingerprint import run_fingerprint
 from expc.runtime.progress import Progress
 from expc.runtime.run_lock import run_lock
 from expc.runtime.sinks import BatchContext, bind_sinks
 from expc.runtime.state import build_states, collect_results
 from expc.runtime.state_protocol import State
 from expc.runtime.stop_signals import Interrupted, StopSignals
-from expc.runtime.store import RunStore, spec_sha256
+from expc.runtime.store import RunStore
 from expc.spec import ir
 from expc.spec import load as load_spec
 from expc.spec import to_json
@@ -95,8 +96,7 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
         try:
             stop.raise_pending()
             return _execute(experiment, store=store, run_dir=run_dir, world=world,
-                            device=device, resume=resume, quiet=quiet, stop=stop,
-                            spec_sha=spec_sha256(spec_text))
+                            device=device, resume=resume, quiet=quiet, stop=stop)
         except BaseException as exc:  # a signal (`Interrupted`) too: resumable, not complete
             if store is not None:
                 store.fail(exc)
@@ -185,22 +185,18 @@ def _empty_mask_error(exc: EmptyMaskError, loop: _Loop, batch_number: int) -> Di
 
 
 def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path, world: World,
-             device: torch.device, resume: bool, quiet: bool, stop: StopSignals,
-             spec_sha: str) -> Results:
+             device: torch.device, resume: bool, quiet: bool, stop: StopSignals) -> Results:
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     loop = _prepare(experiment, device=device, world=world, seconds=seconds, store=store)
-    # A checkpoint resumes only the same spec over the same data with the same world size.
-    fingerprint = (f"{spec_sha}/world{world.size}/samples{loop.data.n_samples}"
-                   f"/tokens{loop.data.n_tokens}")
+    # A checkpoint resumes only the same work: runtime/fingerprint.py says what that covers.
+    fingerprint = run_fingerprint(experiment, world_size=world.size)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     start, elapsed = 0, 0.0
     if resume:
-        restored = load_checkpoint(checkpoint_dir, rank=world.rank, fingerprint=fingerprint)
-        if restored is not None:
-            state_dicts, cursor = restored
-            for key, state in loop.states.items():
-                state.load_state_dict(state_dicts[key])
+        cursor = resume_states(checkpoint_dir, rank=world.rank, fingerprint=fingerprint,
+                               states=loop.states, batches=loop.batches)
+        if cursor is not None:
             start, elapsed = cursor.batches_done, cursor.elapsed_seconds
             log.info("resuming after batch %d of %d", start, len(loop.batches))
 

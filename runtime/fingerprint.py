@@ -1,17 +1,21 @@
-"""What a run's results depend on, as digests: the experiment, the data, the model.
+"""What a run's results depend on, as digests: the experiment, the data, the model, versions.
 
 `--resume` continues a checkpoint only when nothing that decides its numbers has changed
 since it was written, and a re-run into a folder is "the same spec" when the experiment is
 the same. The scheme, chosen to be sound and cheap:
-- the experiment: sha256 of its canonical IR (`spec.to_json`, keys sorted). Includes,
-  `extends` and `--set` are resolved into the IR, so an edited included file changes it;
-  comments, layout and `expc fmt` do not.
+- the experiment: sha256 of its canonical IR (`spec.to_json`, keys sorted), less the two
+  fields that cannot change a number: the spec file's `path` and the `output` block (where
+  the folder is, how often to checkpoint). Includes, `extends` and `--set` are resolved into
+  the IR, so an edited included file changes it; comments, layout and `expc fmt` do not.
 - the data: sha256 of the data file's bytes. The run reads the whole file anyway, and hashing
   runs at disk speed, well below tokenising it.
-- the model: sha256 of the folder's small files (`config.json`, tokenizer files, the
-  checkpoint index) and of each weight file's name, size and modification time. Hashing
+- the model: the folder's top-level files (the only ones a model is loaded from): sha256 of
+  each small file (`config.json`, tokenizer files, the checkpoint index) and the name, size
+  and modification time of each weight file or file over `SMALL_FILE_BYTES`. Hashing
   gigabytes of weights on every resume would cost minutes; rewriting a weight file changes
-  its mtime. A built-in model is its name and the expc version that builds it.
+  its mtime (copying a model folder without keeping mtimes counts as a change: safe side).
+  A built-in model is its name and the expc version that builds it.
+- the versions of expc and torch (kernels change numbers across releases);
 - the number of processes (a checkpoint is one per rank).
 """
 
@@ -23,24 +27,39 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
 from expc.spec import ir, to_json
+from expc.spec.diagnostics import fail
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+SMALL_FILE_BYTES = 64 << 20  # hashed whole below this size; above, by name, size and mtime
+_NOT_RESULTS = ("path", "output")  # IR fields that cannot change a result
 
 
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def ir_digest(ir_json: Mapping) -> str:
+    """sha256 of the canonical IR JSON (`spec.to_json`) less its `_NOT_RESULTS` fields."""
+    kept = {key: value for key, value in ir_json.items() if key not in _NOT_RESULTS}
+    return _sha256_text(json.dumps(kept, sort_keys=True, ensure_ascii=False))
+
+
 def experiment_digest(experiment: ir.Experiment) -> str:
-    """sha256 of the canonical IR: equal for specs that differ only in form."""
-    return _sha256_text(json.dumps(to_json(experiment), sort_keys=True, ensure_ascii=False))
+    """`ir_digest` of an experiment: equal for specs that differ only in form."""
+    return ir_digest(to_json(experiment))
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in blocks."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """sha256 of a file's bytes, read in blocks; a file that cannot be read is a diagnostic."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise fail(path, f"cannot read `{path}` to fingerprint it: {exc.strerror or exc}",
+                   code="fingerprint-unreadable") from None
 
 
 def model_digest(model: ir.ModelRef) -> str:
@@ -48,27 +67,33 @@ def model_digest(model: ir.ModelRef) -> str:
     if model.builtin_name is not None:
         return _sha256_text(f"{model.path}\n{importlib.metadata.version('expc')}")
     folder = Path(model.path)
-    parts = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = path.relative_to(folder).as_posix()
-        if path.suffix in WEIGHT_SUFFIXES:
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        parts = []
+        for path in files:
             stat = path.stat()
-            parts.append(f"{name} {stat.st_size} {stat.st_mtime_ns}")
-        else:
-            parts.append(f"{name} {file_digest(path)}")
+            if path.suffix in WEIGHT_SUFFIXES or stat.st_size > SMALL_FILE_BYTES:
+                parts.append(f"{path.name} {stat.st_size} {stat.st_mtime_ns}")
+            else:
+                parts.append(f"{path.name} {file_digest(path)}")
+    except OSError as exc:
+        raise fail(folder, f"cannot read the model folder to fingerprint it: "
+                   f"{exc.strerror or exc}", code="fingerprint-unreadable") from None
     return _sha256_text("\n".join(parts))
 
 
-def run_fingerprint(experiment: ir.Experiment, *, world_size: int) -> Mapping[str, str]:
+def run_fingerprint(experiment: ir.Experiment, *, world_size: int) -> dict[str, str]:
     """Every digest a checkpoint must match to be resumed, by what it covers."""
     return {"experiment": experiment_digest(experiment),
             "data": file_digest(experiment.data.source.path),
             "model": model_digest(experiment.model),
+            "versions": f"expc {importlib.metadata.version('expc')} torch {torch.__version__}",
             "processes": str(world_size)}
 
 
 def changed_parts(recorded: object, current: Mapping[str, str]) -> list[str]:
-    """What differs between a recorded fingerprint and the current one, for the message."""
+    """The parts of `current` that a recorded fingerprint does not match, in order; all of
+    them when the record is not a fingerprint of this scheme (an older cursor)."""
     if not isinstance(recorded, Mapping):
-        return ["the checkpoint's format"]
+        return list(current)
     return [name for name, digest in current.items() if recorded.get(name) != digest]

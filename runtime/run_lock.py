@@ -82,6 +82,6 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         os.pwrite(fd, _holder_text().encode("utf-8"), 0)
         yield path
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone already, or the folder turned read-only
             path.unlink()  # while still held, so no one else can be holding this inode
         os.close(fd)

@@ -1,7 +1,7 @@
 """The run folder as `expc run` writes it: manifest, results, checkpoint dir (`expc-run/1`).
 
-`RunStore.start` claims a folder (a manifest with status `running`, refusing a folder that
-holds another spec's run unless forced), `write_results` stores the result tensors and
+`RunStore.start` claims a folder (a manifest with status `running`; which folders may be
+used, and which of their files are expc's to remove, is `runtime/folder_claim.py`), `write_results` stores the result tensors and
 describes each one for the manifest, and `finish` / `fail` rewrite the manifest last, so a
 `complete` manifest always sits beside its results. Every file is written atomically
 (`runtime/atomic.py`). `open_run` reads a folder back: its manifest checked by the
@@ -15,7 +15,6 @@ import datetime
 import hashlib
 import logging
 import platform
-import shutil
 from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from pathlib import Path
@@ -25,9 +24,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from expc.runtime.atomic import save_safetensors_atomic, write_json_atomic
+from expc.runtime.fingerprint import ir_digest
+from expc.runtime.folder_claim import claim_folder, clear_own_files
 from expc.spec.diagnostics import DiagnosticError, fail
-from expc.spec.run_format import (CHECKPOINT_DIR, DERIVED_FILES, FORMAT, MANIFEST,
-                                  META_MEANINGS, REQUIRED_FIELDS, RESULTS, RUN_FOLDER_CODE,
+from expc.spec.run_format import (CHECKPOINT_DIR, FILES_FIELD, FORMAT, MANIFEST, META_MEANINGS,
+                                  OUTPUT_FILES, REQUIRED_FIELDS, RESULTS, RUN_FOLDER_CODE,
                                   read_run_manifest)
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,19 @@ class RunStore:
               resume: bool = False) -> RunStore:
         """Claim `run_dir` for a run of `spec_text` and write its `running` manifest.
 
-        A folder holding another spec's run (or an unreadable one) is refused with a
-        `DiagnosticError` unless `force`; `resume` needs the same spec and keeps the
-        checkpoint folder, any other start clears it. Old results and reports go.
+        `runtime/folder_claim.py` decides whether the folder may be used (refusing with a
+        `DiagnosticError` otherwise) and which files are the previous run's; those go
+        after the new manifest is written, its checkpoint files unless `resume` continues
+        the same experiment.
         """
         run_dir = Path(run_dir)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise fail(run_dir, f"output dir `{run_dir}` is a file",
-                                        code="run-folder")
-        sha = spec_sha256(spec_text)
-        resumed = _check_previous(run_dir, sha=sha, force=force, resume=resume)
+        sha, ir_sha = spec_sha256(spec_text), ir_digest(ir)
+        resumed, claimed = claim_folder(run_dir, ir_sha=ir_sha, spec_sha=sha, force=force,
+                                        resume=resume)
         manifest = {
             "format": FORMAT, "status": "running", "error": None,
-            "spec": {"path": str(spec_path), "text": spec_text, "sha256": sha},
+            "spec": {"path": str(spec_path), "text": spec_text, "sha256": sha,
+                     "ir_sha256": ir_sha},
             "ir": dict(ir), "model": dict(model),
             "data": {"source": data_source, "samples": 0, "tokens": 0, "batches": 0},
             "versions": {"expc": version("expc"), "torch": torch.__version__,
@@ -94,10 +95,11 @@ class RunStore:
                         "tokens_per_s": None, "samples_per_s": None},
             "checkpoint": None if resumed is None else resumed.get("checkpoint"),
             "tensors": {},
+            FILES_FIELD: list(OUTPUT_FILES),
         }
         store = cls(run_dir=run_dir, manifest=manifest, resuming=resumed is not None)
         store._write_manifest()
-        store._clear_stale()
+        clear_own_files(run_dir, claimed, keep_checkpoint=store.resuming)
         return store
 
     def record_checkpoint(self, *, batches_done: int) -> None:
@@ -144,52 +146,13 @@ class RunStore:
                                   "diagnostics": [d.to_json() for d in diagnostics]}
         self.manifest["timings"]["finished"] = _now()
         self.manifest["status"] = "failed"
-        self._write_manifest()
+        try:
+            self._write_manifest()
+        except DiagnosticError as unwritable:  # the error being reported matters more
+            log.warning("could not mark the run failed: %s", unwritable)
 
     def _write_manifest(self) -> None:
         write_json_atomic(self.manifest_path, self.manifest)
-
-    def _clear_stale(self) -> None:
-        """Remove an earlier run's outputs; its checkpoint too unless resuming from it."""
-        for name in (RESULTS, *DERIVED_FILES):
-            (self.run_dir / name).unlink(missing_ok=True)
-        if not self.resuming and self.checkpoint_dir.exists():
-            shutil.rmtree(self.checkpoint_dir)
-
-
-def _check_previous(run_dir: Path, *, sha: str, force: bool, resume: bool) -> dict | None:
-    """The manifest of this spec's run to resume, if any; raise if the folder must not be used."""
-    manifest_path = run_dir / MANIFEST
-    if not manifest_path.exists():
-        if resume:
-            log.info("nothing to resume in %s: starting from the beginning", run_dir)
-        return None
-    try:
-        previous, _ = read_run_manifest(run_dir)
-        previous_sha = previous["spec"]["sha256"]
-        previous_path = previous["spec"]["path"]
-    except (DiagnosticError, KeyError, TypeError) as exc:
-        if force and not resume:
-            return None
-        raise fail(
-            manifest_path, f"`{run_dir}` holds a run folder that cannot be read ({exc})",
-            code="run-folder", help=["pass --force to replace it, or choose another output dir"]
-        ) from None
-    if previous_sha == sha:
-        return previous if resume else None
-    if resume:
-        raise fail(
-            manifest_path, f"cannot resume: `{run_dir}` holds a run of another spec "
-                           f"(`{previous_path}`, sha256 {previous_sha[:12]})",
-            code="run-folder-other-spec",
-            help=["run without --resume (and with --force) to start over"])
-    if not force:
-        raise fail(
-            manifest_path, f"`{run_dir}` holds a run of another spec "
-                           f"(`{previous_path}`, sha256 {previous_sha[:12]})",
-            code="run-folder-other-spec",
-            help=["pass --force to replace it, or choose another output dir"])
-    return None
 
 
 def _describe(key: str, tensor: torch.Tensor, description: Mapping | None) -> dict:

@@ -26,11 +26,19 @@ RESULTS = "results.safetensors"
 CHECKPOINT_DIR = "checkpoint"
 REPORT, SUMMARY = "report.html", "summary.md"  # written by `expc report`
 DERIVED_FILES = (REPORT, SUMMARY)  # made from a run; stale once it is re-run
+CURSOR_PATTERN = "rank*-cursor.json"  # checkpoint files, per rank (runtime/checkpoint.py)
+STATE_PATTERN = "rank*-state-*.safetensors"
+# Every file `expc run` and `expc report` may write in a run folder besides the manifest, as
+# names or glob patterns relative to it: the manifest's `files`. Only files these name are
+# ever removed (by a re-run), and only when the folder's manifest claims them.
+OUTPUT_FILES = (RESULTS, *DERIVED_FILES, f"{CHECKPOINT_DIR}/{CURSOR_PATTERN}",
+                f"{CHECKPOINT_DIR}/{STATE_PATTERN}")
 RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of a folder that cannot be read
 
 # The manifest.
 OBJECT_FIELDS = ("spec", "ir", "model", "data", "versions", "timings", "tensors")
 NULLABLE_OBJECT_FIELDS = ("error", "checkpoint")
+FILES_FIELD = "files"  # optional list of the `OUTPUT_FILES` the run claims
 REQUIRED_FIELDS = {  # per key kind, what a tensor's entry holds beside `meaning` and `kind`
     "capture": ("site", "name", "layer", "head", "aggregate", "mask"),
     "importance": ("metric", "module", "layer", "head", "field"),
@@ -80,7 +88,19 @@ def read_manifest(path: Path) -> dict:
         if not isinstance(manifest.get(field) or {}, dict):
             raise fail(path, f"`{field}` in {MANIFEST} must be an object or null",
                        code=RUN_FOLDER_CODE)
+    files = manifest.get(FILES_FIELD, [])
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise fail(path, f"`{FILES_FIELD}` in {MANIFEST} must be a list of file names",
+                   code=RUN_FOLDER_CODE)
     return manifest
+
+
+def claimed_files(manifest: dict) -> tuple[str, ...]:
+    """The `OUTPUT_FILES` a checked manifest claims: its `files` (only names this expc
+    writes count, so a tampered list cannot claim a user's file); a manifest written before
+    the field existed claims them all, as the format's layout does."""
+    return tuple(name for name in OUTPUT_FILES
+                 if name in manifest.get(FILES_FIELD, OUTPUT_FILES))
 
 
 def read_run_manifest(folder: str | Path) -> tuple[dict, Path | None]:

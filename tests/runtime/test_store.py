@@ -9,6 +9,7 @@ import torch
 
 from expc.runtime import atomic
 from expc.runtime.checkpoint import Cursor, save_checkpoint
+from expc.runtime.fingerprint import ir_digest
 from expc.runtime.store import RunStore, open_run, spec_sha256
 from expc.spec.diagnostics import DiagnosticError, error
 
@@ -24,8 +25,12 @@ IMPORTANCE = {"kind": "importance", "meaning": "l2 norm of down_proj's input cha
               "field": "score"}
 
 
+def ir_of(spec: str) -> dict:
+    return {"name": spec.split()[1]}
+
+
 def start(run_dir, spec=SPEC_A, **kwargs) -> RunStore:
-    return RunStore.start(run_dir, spec_path="a.exp", spec_text=spec, ir={"name": "a"},
+    return RunStore.start(run_dir, spec_path="a.exp", spec_text=spec, ir=ir_of(spec),
                           model=MODEL, data_source="examples/data/prompts.jsonl", **kwargs)
 
 
@@ -60,7 +65,10 @@ def test_start_writes_a_running_manifest_with_the_documented_fields(tmp_path):
     store = start(run_dir)
     m = manifest(run_dir)
     assert m["format"] == "expc-run/1" and m["status"] == "running" and m["error"] is None
-    assert m["spec"] == {"path": "a.exp", "text": SPEC_A, "sha256": spec_sha256(SPEC_A)}
+    assert m["spec"] == {"path": "a.exp", "text": SPEC_A, "sha256": spec_sha256(SPEC_A),
+                         "ir_sha256": ir_digest(ir_of(SPEC_A))}
+    assert m["files"] == ["results.safetensors", "report.html", "summary.md",
+                          "checkpoint/rank*-cursor.json", "checkpoint/rank*-state-*.safetensors"]
     assert m["model"] == MODEL and m["ir"] == {"name": "a"}
     assert m["data"]["source"] == "examples/data/prompts.jsonl"
     assert set(m["versions"]) == {"expc", "torch", "python"}
@@ -124,7 +132,7 @@ def test_crash_while_finishing_never_says_complete(tmp_path, monkeypatch):
         raise OSError("killed at the rename")
 
     monkeypatch.setattr(atomic.os, "replace", killed)
-    with pytest.raises(OSError):
+    with pytest.raises(DiagnosticError, match="cannot write `manifest.json`: killed"):
         store.finish(samples=3, tokens=13, batches=2, seconds={"run": 1.0})
     assert manifest(tmp_path)["status"] == "running"
 
@@ -193,13 +201,14 @@ def test_resume_into_an_empty_folder_starts_fresh(tmp_path):
     assert not start(tmp_path / "new", resume=True).resuming
 
 
-def test_unreadable_manifest_is_refused_unless_forced(tmp_path):
+@pytest.mark.parametrize("force", [False, True])
+def test_unreadable_manifest_is_refused_even_when_forced(tmp_path, force):
+    # Not an expc manifest, so not expc's file to overwrite (issue 12, item 1): it stays.
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(DiagnosticError) as excinfo:
-        start(tmp_path)
+    with pytest.raises(DiagnosticError, match="not a readable expc run manifest") as excinfo:
+        start(tmp_path, force=force)
     assert excinfo.value.diagnostics[0].span.path == str(tmp_path / "manifest.json")
-    start(tmp_path, force=True)
-    assert manifest(tmp_path)["status"] == "running"
+    assert (tmp_path / "manifest.json").read_text() == "{not json"
 
 
 def test_output_dir_that_is_a_file_is_a_diagnostic(tmp_path):
