@@ -54,6 +54,7 @@ def _launch(nproc: int, argv: list[str]) -> int:
     rank 0 could not report (it was killed, or it hit an internal error) gets one line
     naming the rank and where every rank's output is kept.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -66,11 +67,13 @@ def _launch(nproc: int, argv: list[str]) -> int:
             run(args)
     except ChildFailedError as exc:
         status = _report_failure(exc.failures, logs)
-        if status == 1:
-            shutil.rmtree(logs, ignore_errors=True)
-        return status
-    shutil.rmtree(logs, ignore_errors=True)
-    return 0
+    except SignalException:  # Ctrl-C: the launcher stopped the ranks; rank 0 said where
+        status = 1
+    else:
+        status = 0
+    if status != 2:
+        shutil.rmtree(logs, ignore_errors=True)
+    return status
 
 
 def _report_failure(failures: Mapping[int, ProcessFailure], logs: Path) -> int:

@@ -113,7 +113,8 @@ def settle(exc: BaseException, *, rank: int, distributed: bool,
     """The exception this rank's failed run ends with (call it in the run's `except`).
 
     Another rank records its failure for rank 0 and keeps its own exception; rank 0 ends with
-    the first failure on record, its own exception when that is its own.
+    the first failure on record, and with its own exception when that is its own or when
+    every rank was stopped (Ctrl-C stops them all; each saved its checkpoint).
     """
     if not distributed:
         return exc
@@ -125,4 +126,4 @@ def settle(exc: BaseException, *, rank: int, distributed: bool,
             log.warning("cannot record rank %d's failure: %s", rank, unwritable)
         return exc
     first = first_failure([own, *read_failures(run_dir)])
-    return exc if first is own else first.exception()
+    return exc if first is own or first.stopped else first.exception()  # a stop: its own

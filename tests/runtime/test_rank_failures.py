@@ -79,6 +79,15 @@ def test_a_settled_rank_ignores_the_launchers_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def write_record(folder, *, rank: int, time: float, message: str) -> None:
+def write_record(folder, *, rank: int, time: float, message: str, stopped: bool = False) -> None:
     failure_path(folder, rank).write_text(json.dumps(
-        {"rank": rank, "time": time, "stopped": False, "message": message, "diagnostics": []}))
+        {"rank": rank, "time": time, "stopped": stopped, "message": message, "diagnostics": []}))
+
+
+def test_when_every_rank_was_stopped_rank0_keeps_its_own_stop(tmp_path):
+    """Ctrl-C reaches torchrun's agent, which stops every rank: rank 0's own stop message
+    (with its resume hint) is the report, whichever rank stopped first."""
+    write_record(tmp_path, rank=1, time=1.0, message="Interrupted: stopped by SIGINT",
+                 stopped=True)
+    own = Interrupted(signal_name="SIGINT", batches_done=3)
+    assert settle(own, rank=0, distributed=True, run_dir=tmp_path) is own
