@@ -87,16 +87,24 @@ def _report_failure(failures: Mapping[int, ProcessFailure], logs: Path) -> int:
     if rank0 is not None and rank0.exitcode == 1:
         return 1
     if rank0 is None or rank0.exitcode != 2:
-        for rank, failure in sorted(failures.items()):
+        for _, failure in sorted(failures.items()):
             output = _stderr_log(logs, failure.local_rank)
             if failure.exitcode == 1 and output is not None:
                 click.echo(output.read_text(encoding="utf-8", errors="replace").rstrip(),
                            err=True)
                 return 1
-    rank, failure = (0, rank0) if rank0 is not None else min(failures.items())
+    rank, failure = min(failures.items(), key=_blame)
     click.echo(f"rank {rank} failed ({_exit_text(failure.exitcode)}); every rank's output "
                f"is in {logs}", err=True)
     return 2
+
+
+def _blame(item: tuple[int, ProcessFailure]) -> tuple[int, int]:
+    """Which failed rank to name: one killed outright (not by the launcher's own SIGTERM),
+    else the lowest that exited with an error of its own."""
+    rank, failure = item
+    killed = failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM
+    return (0 if killed else 1 if failure.exitcode > 0 else 2, rank)
 
 
 def _stderr_log(logs: Path, local_rank: int) -> Path | None:
@@ -105,9 +113,12 @@ def _stderr_log(logs: Path, local_rank: int) -> Path | None:
 
 
 def _exit_text(exitcode: int) -> str:
-    if exitcode < 0:
+    if exitcode >= 0:
+        return f"exit status {exitcode}"
+    try:
         return f"killed by {signal.Signals(-exitcode).name}"
-    return f"exit status {exitcode}"
+    except ValueError:  # a real-time signal has no name
+        return f"killed by signal {-exitcode}"
 
 
 @contextlib.contextmanager
