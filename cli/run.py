@@ -2,19 +2,28 @@
 
 `--nproc N` launches the same command, less `--nproc`, in N processes through torchrun's own
 launcher (`torch.distributed.run`); each rank runs its shard and rank 0 writes the one run
-folder.
+folder, and reports a failure as a single process would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from expc.cli._errors import Command
 from expc.cli._options import set_option
 from expc.spec.run_format import RESULTS
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 
 def argv_without(ctx: click.Context, name: str) -> list[str]:
@@ -37,17 +46,90 @@ def argv_without(ctx: click.Context, name: str) -> list[str]:
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
-    """Run `expc run ARGV` in `nproc` local processes (torchrun --standalone); exit status."""
+    """Run `expc run ARGV` in `nproc` local processes (torchrun --standalone); exit status.
+
+    Rank 0 keeps this terminal and reports the run's first failure as one process would
+    (`runtime/rank_failures.py`); the other ranks' output goes to log files, and torch's
+    launcher logs nothing, so a user error reads as it does without `--nproc`. A failure
+    rank 0 could not report (it was killed, or it hit an internal error) gets one line
+    naming the rank and where every rank's output is kept.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    logs = Path(tempfile.mkdtemp(prefix="expc-ranks-"))
+    others = ",".join(f"{rank}:3" for rank in range(1, nproc))  # 3: stdout and stderr
+    args = parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs}",
+                       f"--redirects={others}", "--module", "expc", "run", *argv])
     try:
-        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "expc", "run",
-                        *argv]))
-    except ChildFailedError as exc:  # each rank has printed its own error
-        click.echo(str(exc), err=True)
+        with _launcher_silenced():
+            run(args)
+    except ChildFailedError as exc:
+        status = _report_failure(exc.failures, logs)
+    except SignalException:  # Ctrl-C: the launcher stopped the ranks; rank 0 said where
+        status = 1
+    else:
+        status = 0
+    if status != 2:
+        shutil.rmtree(logs, ignore_errors=True)
+    return status
+
+
+def _report_failure(failures: Mapping[int, ProcessFailure], logs: Path) -> int:
+    """Exit status of a failed launch, after saying what rank 0 could not say itself.
+
+    Rank 0 exits 1 having printed the run's first failure, or 2 having printed an internal
+    error. Failing before its run began (a bad spec), it may have been stopped before it
+    printed: another rank that exited 1 printed the same user error into its log.
+    """
+    rank0 = failures.get(0)
+    if rank0 is not None and rank0.exitcode == 1:
         return 1
-    return 0
+    if rank0 is None or rank0.exitcode != 2:
+        for _, failure in sorted(failures.items()):
+            output = _stderr_log(logs, failure.local_rank)
+            if failure.exitcode == 1 and output is not None:
+                click.echo(output.read_text(encoding="utf-8", errors="replace").rstrip(),
+                           err=True)
+                return 1
+    rank, failure = min(failures.items(), key=_blame)
+    click.echo(f"rank {rank} failed ({_exit_text(failure.exitcode)}); every rank's output "
+               f"is in {logs}", err=True)
+    return 2
+
+
+def _blame(item: tuple[int, ProcessFailure]) -> tuple[int, int]:
+    """Which failed rank to name: one killed outright (not by the launcher's own SIGTERM),
+    else the lowest that exited with an error of its own."""
+    rank, failure = item
+    killed = failure.exitcode < 0 and failure.exitcode != -signal.SIGTERM
+    return (0 if killed else 1 if failure.exitcode > 0 else 2, rank)
+
+
+def _stderr_log(logs: Path, local_rank: int) -> Path | None:
+    """Where torchrun kept a rank's stderr (`<logs>/<run>/attempt_0/<rank>/stderr.log`)."""
+    return next(iter(sorted(logs.glob(f"*/attempt_*/{local_rank}/stderr.log"))), None)
+
+
+def _exit_text(exitcode: int) -> str:
+    if exitcode >= 0:
+        return f"exit status {exitcode}"
+    try:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"killed by signal {-exitcode}"
+
+
+@contextlib.contextmanager
+def _launcher_silenced() -> Iterator[None]:
+    """No log records while torch's launcher runs in this process: its banners and its
+    failure table would bury the one error the user needs (rank 0 prints that)."""
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 @click.command("run", cls=Command)

@@ -9,6 +9,8 @@ run folder. gloo on CPU, NCCL on CUDA.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Mapping
 
 import attrs
@@ -59,3 +61,15 @@ def barrier(world: World) -> None:
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def ignore_launcher_stop(world: World) -> None:
+    """In a rank of a distributed run, ignore SIGTERM from now on (main thread only).
+
+    torchrun's agent SIGTERMs every rank as soon as one fails. Inside the run `StopSignals`
+    turns it into a clean stop (it restores this setting when the run ends); before that,
+    and once a rank's failure is settled, the signal could only kill the rank before it
+    reports — rank 0 would print nothing. The agent still kills a rank that hangs.
+    """
+    if world.distributed and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -29,9 +29,11 @@ from expc.runtime.checkpoint import Cursor, resume_states, save_checkpoint
 from expc.runtime.data.load import TokenizedData, load_data
 from expc.runtime.data.batches import BatchPlan, iter_batches, plan_batches
 from expc.runtime.device import resolve_device
-from expc.runtime.distributed import World, barrier, current_world, gather_states, shutdown
+from expc.runtime.distributed import (World, barrier, current_world, gather_states,
+                                      ignore_launcher_stop, shutdown)
 from expc.runtime.fingerprint import run_fingerprint
 from expc.runtime.progress import Progress
+from expc.runtime.rank_failures import clear_failures, settle
 from expc.runtime.run_lock import run_lock
 from expc.runtime.sinks import BatchContext, bind_sinks
 from expc.runtime.state import build_states, collect_results
@@ -80,6 +82,7 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
     """Run a checked experiment; rank 0 writes the run folder."""
     device = resolve_device(experiment.device)
     world = current_world(device)
+    ignore_launcher_stop(world)  # what StopSignals restores: a settled rank is not killed
     run_dir = Path(out_dir or experiment.output.dir)
     store = None
     with contextlib.ExitStack() as held:
@@ -92,15 +95,22 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
                                        model={"path": experiment.model.path},
                                        data_source=experiment.data.source.path,
                                        force=force, resume=resume)
+                clear_failures(run_dir)
         barrier(world)
         try:
             stop.raise_pending()
             return _execute(experiment, store=store, run_dir=run_dir, world=world,
                             device=device, resume=resume, quiet=quiet, stop=stop)
         except BaseException as exc:  # a signal (`Interrupted`) too: resumable, not complete
-            if store is not None:
-                store.fail(exc)
-            raise
+            ignore_launcher_stop(world)  # torchrun's stop must not cut the report short
+            with stop.deferred():
+                cause = settle(exc, rank=world.rank, distributed=world.distributed,
+                               run_dir=run_dir)
+                if store is not None:
+                    store.fail(cause)
+            if cause is exc:
+                raise
+            raise cause from None  # another rank failed first: its error is the run's
         finally:
             shutdown(world)
 

@@ -28,11 +28,12 @@ REPORT, SUMMARY = "report.html", "summary.md"  # written by `expc report`
 DERIVED_FILES = (REPORT, SUMMARY)  # made from a run; stale once it is re-run
 CURSOR_PATTERN = "rank*-cursor.json"  # checkpoint files, per rank (runtime/checkpoint.py)
 STATE_PATTERN = "rank*-state-*.safetensors"
+RANK_ERROR_PATTERN = ".rank*-error.json"  # a failed rank's own error (runtime/rank_failures.py)
 # Every file `expc run` and `expc report` may write in a run folder besides the manifest, as
 # names or glob patterns relative to it: the manifest's `files`. Only files these name are
 # ever removed (by a re-run), and only when the folder's manifest claims them.
-OUTPUT_FILES = (RESULTS, *DERIVED_FILES, f"{CHECKPOINT_DIR}/{CURSOR_PATTERN}",
-                f"{CHECKPOINT_DIR}/{STATE_PATTERN}")
+OUTPUT_FILES = (RESULTS, *DERIVED_FILES, RANK_ERROR_PATTERN,
+                f"{CHECKPOINT_DIR}/{CURSOR_PATTERN}", f"{CHECKPOINT_DIR}/{STATE_PATTERN}")
 RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of a folder that cannot be read
 
 # The manifest.

@@ -245,23 +245,33 @@ experiment bad {{
     assert not (tmp_path / "run" / "results.safetensors").exists()
 
 
-def test_empty_field_mask_row_names_the_sample(tmp_path):
+@pytest.mark.parametrize("nproc, batch_size", [(1, 2), (2, 1)])
+def test_empty_field_mask_row_names_the_sample(tmp_path, nproc, batch_size):
+    """With two ranks only rank 1 sees the empty row (batch 1, the shorter sample): its
+    diagnostic is what the user reads and the manifest keeps, not rank 0's broken gloo
+    connection or torchrun's failure table."""
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps({"input_ids": [5, 6, 7], "keep": [1, 0, 1]}) + "\n"
                     + json.dumps({"input_ids": [8, 9], "keep": [0, 0]}) + "\n")
     spec = write_spec(tmp_path, f"""
 experiment masked {{
     model = "builtin:tiny-llama"
-    data {{ source = tokens("{data}", mask_field = "keep")  batch_size = 2 }}
+    data {{ source = tokens("{data}", mask_field = "keep")  batch_size = {batch_size} }}
     capture resid_out[0] {{ aggregate = mean(mask = field("keep")) }}
     output {{ dir = "{tmp_path / 'run'}" }}
 }}
 """)
-    proc = expc_cli("run", str(spec), "--quiet")
+    proc = expc_cli("run", str(spec), "--quiet", "--nproc", str(nproc),
+                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1, proc.stderr
     assert f"{data}:2:" in proc.stderr and "no token" in proc.stderr
+    for echo in ("Traceback", "ChildFailedError", "FAILED", "Connection closed", "internal"):
+        assert echo not in proc.stderr + proc.stdout, proc.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
+    [diagnostic] = manifest["error"]["diagnostics"]
+    assert (diagnostic["code"], diagnostic["path"], diagnostic["line"]) == (
+        "empty-mask", str(data), 2)
 
 
 def test_refuses_a_folder_holding_another_spec(tmp_path):
