@@ -34,7 +34,7 @@ def test_json_ir_is_the_resolved_experiment(capsys):
     data = json.loads(out)
     assert data == to_json(load("examples/quickstart_variant.exp", overrides=["seed=5"]))
     assert (data["name"], data["seed"], data["hydra"], data["data"]["limit"]) == (
-        "quickstart_olmo2", 5, {"trunk": 2, "heads": 2}, 16)
+        "quickstart_olmo2", 5, {"trunk": 2, "heads": 2, "head_models": []}, 16)
     assert [c["name"] or c["site"] for c in data["captures"]] == ["resid_out", "attn_out", "resid_last", "mlp_out"]
 
 
