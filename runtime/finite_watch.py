@@ -6,10 +6,13 @@ of NaN tensors. Every state object (`State.finite`) hands its watch, once per ba
 what it adds to itself for that batch — a per-sample aggregator its `[B, *F]` rows (a `full`
 capture its zero-padded `[B, S, *F]` tokens), a reduction over many samples its batch sums —
 taken after padding is excluded, so a NaN that a padding position happens to hold never
-counts, and no second pass over the activations is made. `observe` only queues device work
-(one flag per row, or one for the batch); `runtime/nonfinite.py` reads the flags of every
-state in one host read per check and asks a watch for its `first()` bad place only when
-some flag is down.
+counts, and no second pass over the activations is made. `observe` only queues device work:
+one float64 sum per row (or one for the batch), which is finite exactly when every value in
+it is — NaN and inf propagate through a sum, and a float64 sum of float32 or half-precision
+values cannot overflow (float64 inputs could, beyond 1e300). One reduction per tensor is
+about half the CPU cost of `isfinite(...).all()`, which is three kernels. `runtime/nonfinite.py`
+reads the sums of every state with one host read per check and asks a watch for its
+`first()` bad place only when the total is not finite.
 """
 
 from __future__ import annotations
@@ -31,35 +34,32 @@ class NonFinite:
 
 
 class FiniteWatch:
-    """Per-batch finiteness flags of one state's additions, still on their device."""
+    """Per-batch sums of one state's additions, still on their device (see the module)."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[int, bool, torch.Tensor]] = []  # (batch, rows, ok flags)
+        self._pending: list[tuple[int, bool, torch.Tensor]] = []  # (batch, rows, sums)
 
     def observe(self, added: torch.Tensor | Sequence[torch.Tensor], *, batch: int,
                 rows: bool) -> None:
         """Queue the check of one batch's additions: with `rows`, each tensor is `[B, ...]`
-        and is flagged row by row; else each is flagged as a whole."""
+        and is summed row by row (`[B]`); else each is summed whole (`[1]`)."""
         tensors = [added] if isinstance(added, torch.Tensor) else list(added)
-        flags = [torch.isfinite(t).reshape(len(t), -1).all(dim=1) if rows
-                 else torch.isfinite(t).all()[None] for t in tensors]
-        ok = flags[0]
-        for more in flags[1:]:
-            ok = ok & more
-        self._pending.append((batch, rows, ok))
+        sums = [t.reshape(len(t), -1).sum(dim=1, dtype=torch.float64) if rows
+                else t.sum(dtype=torch.float64).view(1) for t in tensors]
+        self._pending.append((batch, rows, sums[0] if len(sums) == 1 else sum(sums)))
 
-    def flags(self) -> list[torch.Tensor]:
-        """The queued flags (True: finite), one tensor per observed batch."""
-        return [ok for _, _, ok in self._pending]
+    def sums(self) -> list[torch.Tensor]:
+        """The queued sums (finite exactly when what they sum is), one per observed batch."""
+        return [sums for _, _, sums in self._pending]
 
     def first(self) -> NonFinite | None:
         """The first queued batch (and row) holding a non-finite value; reads the device."""
-        for batch, rows, ok in self._pending:
-            bad = (~ok).nonzero()
+        for batch, rows, sums in self._pending:
+            bad = (~torch.isfinite(sums)).nonzero()
             if len(bad):
                 return NonFinite(batch=batch, row=int(bad[0, 0]) if rows else None)
         return None
 
     def clear(self) -> None:
-        """Forget the queued flags (checked, or replaced by a loaded state)."""
+        """Forget the queued sums (checked, or replaced by a loaded state)."""
         self._pending.clear()

@@ -1,14 +1,14 @@
-"""The batch loop's check for NaN and inf: every state's finiteness flags in one host read.
+"""The batch loop's check for NaN and inf: every state's queued sums in one host read.
 
-Each state queues, per batch, whether what it added was finite (`runtime/finite_watch.py`).
-`check_finite` joins the queued flags of all states and reads them with one `bool(...)`;
-only when a flag is down does it ask each state where, and raises `NonFiniteError` for the
-earliest place: the first batch, and in it the state nearest the embedding (so the key named
-is where the NaN first shows, not a later layer it flowed into). The loop
-(`runtime/execute.py`) checks after every batch on CPU, where reading a flag waits for no
-device, and on an accelerator every `ACCELERATOR_CHECK_EVERY` batches, at each checkpoint and
+Each state queues, per batch, float64 sums of what it added (`runtime/finite_watch.py`),
+finite exactly when those values are. `check_finite` adds the queued sums of all states and
+reads the total with one `bool(...)`; only when it is not finite does it ask each state
+where, and raises `NonFiniteError` for the earliest place: the first batch, and in it the
+state nearest the embedding (so the key named is where the NaN first shows, not a later
+layer it flowed into). The loop (`runtime/execute.py`) checks after every batch on CPU,
+where reading the total waits for no device, and on an accelerator every `ACCELERATOR_CHECK_EVERY` batches, at each checkpoint and
 before the finish, so the device is not stalled per batch; the place named is the same either
-way, since the flags keep their batch numbers.
+way, since the sums keep their batch numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from expc.runtime.finite_watch import NonFinite
 from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import DiagnosticError, fail
 
-ACCELERATOR_CHECK_EVERY = 64  # batches between checks off CPU (bounds the queued flags too)
+ACCELERATOR_CHECK_EVERY = 64  # batches between checks off CPU (bounds the queued sums too)
 SHOWN_SAMPLES = 8  # sample numbers named for a batch-wide reduction
 HELP = ["the model computed NaN or inf: look for NaN or inf in its weights (an embedding row, "
         "a layer's weight), or run in float32 if a half-precision activation overflowed"]
@@ -54,12 +54,11 @@ def _depth(entry: CaptureEntry | MetricEntry, n_layers: int) -> int:
 def check_finite(plan: Plan, states: Mapping[str, State]) -> None:
     """Raise `NonFiniteError` for the earliest non-finite addition queued in any state; the
     queues are empty afterwards."""
-    flags = [flag for state in states.values() for flag in state.finite.flags()]
-    if not flags:
+    sums = [sums for state in states.values() for sums in state.finite.sums()]
+    if not sums:
         return
-    finite = bool(torch.cat(flags).all())
     found = []
-    if not finite:
+    if not bool(torch.isfinite(torch.cat(sums).sum())):
         entries = (*plan.captures, *plan.metrics)
         for index, entry in enumerate(entries):
             at = states[entry.key].finite.first()

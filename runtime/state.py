@@ -77,9 +77,10 @@ def _finite_result(entry: CaptureEntry | MetricEntry, key: str,
     """`tensor`, if it holds no NaN or inf; else the run's error, at the spec statement."""
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
-        raise fail(entry.span, f"{describe(entry, key)} holds {nan} NaN and {inf} inf "
-                   "values at the finish, though every batch added finite values (a NaN or inf in the module's "
-                   "weight, or an overflow of the result's dtype)", code="nonfinite", help=HELP)
+        raise fail(entry.span, f"{describe(entry, key)} holds {nan} NaN and {inf} inf values "
+                   "at the finish, though every batch added finite values (a NaN or inf in "
+                   "the module's weight, or an overflow of the result's dtype)",
+                   code="nonfinite", help=HELP)
     return tensor
 
 
