@@ -99,7 +99,12 @@ def test_a_nan_weight_fails_the_run_naming_key_layer_head_and_sample(clean, tmp_
     assert not (tmp_path / "run" / "results.safetensors").exists()
 
 
-def test_an_inf_embedding_row_names_the_one_sample_that_uses_it(clean, tmp_path):
+@pytest.mark.parametrize("check_each", [1, 64], ids=["cpu-every-batch", "accelerator-policy"])
+def test_an_inf_embedding_row_names_the_one_sample_that_uses_it(clean, tmp_path, monkeypatch,
+                                                                check_each):
+    """Checked after every batch (CPU) or once at the end (as an accelerator would, every 64
+    batches): the same sample is named, since the queued sums keep their batch numbers."""
+    monkeypatch.setattr("expc.runtime.execute.check_every", lambda device: check_each)
     model = doctored(clean, tmp_path, model__embed_tokens__weight=((RARE, 0), float("inf")))
     path = spec(tmp_path, model, clean / "data.jsonl",
                 body="capture resid_out[0] { aggregate = full }")
