@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 import torch
 
+from expc.report.nonfinite import nonfinite_keys
 from expc.report.page import render_page
 from expc.report.run_folder import open_run_folder
 from expc.report.section_attention import attention_section
@@ -70,13 +71,15 @@ def build_report(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
 def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     started = time.perf_counter()
     folder = open_run_folder(run_dir)
+    nonfinite = nonfinite_keys(folder)
     importance, candidates = importance_section(folder)
-    sections = [s for s in (run_section(folder), captures_section(folder),
+    sections = [s for s in (run_section(folder, nonfinite=nonfinite), captures_section(folder),
                             model_wide_section(folder), importance, attention_section(folder))
                 if s is not None]
     titles = tuple(s.title for s in sections)
     page = render_page(title=folder.title, status=folder.status, sections=sections)
-    summary = render_summary(folder, sections=titles, candidates=candidates)
+    summary = render_summary(folder, sections=titles, candidates=candidates,
+                             nonfinite=nonfinite)
     log.info("built report of %s in %.2f s (%d bytes)", folder.path,
              time.perf_counter() - started, len(page))
     return page, summary, titles

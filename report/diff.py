@@ -2,10 +2,16 @@
 
 For every key in either run: missing on one side, shape or dtype mismatch, and the largest
 absolute and relative difference (values compared in float64, so a float32 run can be held
-against a bfloat16 one; a slice of samples at a time, so large captures fit in memory). A key differs when some element is outside `atol + rtol * |b|`
-(NaNs equal only to NaNs at the same place). Keys are walked in forward order (data, embed,
-trunk layers, each head's layers, final_norm, logits), so the first differing key names the
-layer where the numbers first diverge.
+against a bfloat16 one; a slice of samples at a time, so large captures fit in memory). A
+key differs when some element is outside `atol + rtol * |b|`. Keys are walked in forward
+order (data, embed, trunk layers, each head's layers, final_norm, logits), so the first
+differing key names the layer where the numbers first diverge.
+
+NaN and inf: each side's NaN, +inf and -inf are counted per key (`report/nonfinite.py`). In
+the differences a NaN equals a NaN at the same place (and an inf the same inf), so max abs
+and max rel say how the finite values compare; but a key holding any NaN or inf on either
+side is never `same`: its status is `nonfinite`, and the runs differ (exit 1), so two runs
+that both computed garbage do not pass as reproducing each other.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 
 from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from expc.report.keys import forward_position, place_label
+from expc.report.nonfinite import NonFiniteCount, count_nonfinite
 from expc.report.run_folder import RunFolder, open_run_folder
 from expc.spec.run_format import parse_key
 
@@ -32,7 +39,7 @@ class KeyDiff:
     """How one key compares between run A and run B."""
 
     key: str
-    status: str  # same | differs | shape | missing_in_a | missing_in_b
+    status: str  # same | differs | nonfinite | shape | missing_in_a | missing_in_b
     place: str
     shape_a: tuple[int, ...] | None = None
     shape_b: tuple[int, ...] | None = None
@@ -40,10 +47,17 @@ class KeyDiff:
     dtype_b: str | None = None
     max_abs: float | None = None
     max_rel: float | None = None
+    nonfinite_a: NonFiniteCount | None = None  # None where the key is not in run A
+    nonfinite_b: NonFiniteCount | None = None
 
     @property
     def same(self) -> bool:
         return self.status == "same"
+
+    @property
+    def has_nonfinite(self) -> bool:
+        return any(count is not None and count.total
+                   for count in (self.nonfinite_a, self.nonfinite_b))
 
 
 @attrs.frozen(kw_only=True)
@@ -74,6 +88,7 @@ class RunDiff:
             "first_divergence": None if first is None else {"place": first.place,
                                                             "key": first.key},
             "context": [{"field": f, "a": a, "b": b} for f, a, b in self.context],
+            "nonfinite_keys": [k.key for k in self.keys if k.has_nonfinite],
             "keys": [attrs.asdict(k) for k in self.keys],
         }
 
@@ -96,27 +111,41 @@ def compare_values(a: torch.Tensor, b: torch.Tensor, *, atol: float, rtol: float
     return within, max_abs, max_rel
 
 
+def _count(folder: RunFolder, key: str) -> NonFiniteCount:
+    """The NaN and infinities of one side's key, read a slice at a time."""
+    count = NonFiniteCount()
+    for part in folder.chunks(key, folder.rows_per_chunk(key)):
+        count += count_nonfinite(part)
+    return count
+
+
 def _compare_key(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: float) -> KeyDiff:
     place = place_label(parse_key(key))
     if key not in a.layout:
         shape, dtype = b.layout[key]
-        return KeyDiff(key=key, status="missing_in_a", place=place, shape_b=shape, dtype_b=dtype)
+        return KeyDiff(key=key, status="missing_in_a", place=place, shape_b=shape, dtype_b=dtype,
+                       nonfinite_b=_count(b, key))
     if key not in b.layout:
         shape, dtype = a.layout[key]
-        return KeyDiff(key=key, status="missing_in_b", place=place, shape_a=shape, dtype_a=dtype)
+        return KeyDiff(key=key, status="missing_in_b", place=place, shape_a=shape, dtype_a=dtype,
+                       nonfinite_a=_count(a, key))
     (shape_a, dtype_a), (shape_b, dtype_b) = a.layout[key], b.layout[key]
     sides = dict(shape_a=shape_a, shape_b=shape_b, dtype_a=dtype_a, dtype_b=dtype_b)
     if shape_a != shape_b:
-        return KeyDiff(key=key, status="shape", place=place, **sides)
+        return KeyDiff(key=key, status="shape", place=place, nonfinite_a=_count(a, key),
+                       nonfinite_b=_count(b, key), **sides)
     rows = a.rows_per_chunk(key)
     within, max_abs, max_rel = True, 0.0, 0.0
+    count_a, count_b = NonFiniteCount(), NonFiniteCount()
     for part_a, part_b in zip(a.chunks(key, rows), b.chunks(key, rows)):
         part_within, part_abs, part_rel = compare_values(part_a, part_b, atol=atol, rtol=rtol)
         within, max_abs, max_rel = (within and part_within, max(max_abs, part_abs),
                                     max(max_rel, part_rel))
+        count_a, count_b = count_a + count_nonfinite(part_a), count_b + count_nonfinite(part_b)
     status = "same" if within and dtype_a == dtype_b else "differs"
+    status = "nonfinite" if count_a.total or count_b.total else status
     return KeyDiff(key=key, status=status, place=place, max_abs=max_abs, max_rel=max_rel,
-                   **sides)
+                   nonfinite_a=count_a, nonfinite_b=count_b, **sides)
 
 
 def _context(a: RunFolder, b: RunFolder) -> tuple[tuple[str, object, object], ...]:
@@ -165,6 +194,8 @@ def render_text(result: RunDiff) -> str:
         for k in result.keys if not k.same]
     same = sum(k.same for k in result.keys)
     lines = _columns(rows) if len(rows) > 1 else []
+    lines += [f"warning: {k.key} holds NaN or inf: {k.nonfinite_a or '-'} (a), "
+              f"{k.nonfinite_b or '-'} (b)" for k in result.keys if k.has_nonfinite]
     lines += [f"note: {field} differs: {a!r} (a) vs {b!r} (b)" for field, a, b in result.context]
     lines.append(f"{same} of {len(result.keys)} keys the same "
                  f"(atol {result.atol:g}, rtol {result.rtol:g})")

@@ -1,7 +1,9 @@
 """The run section: the Hydra split drawn as trunk -> heads, model, data, timings, provenance,
 the spec (highlighted) and the table of every result key.
 
-It is drawn from the manifest alone, so even a `running` run with no results yet has it.
+It is drawn from the manifest alone, so even a `running` run with no results yet has it,
+plus a warning naming every result tensor that holds NaN or inf (`report/nonfinite.py`):
+expc fails such runs today, but an older one or an edited results file may hold them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
 from expc.report.highlight import highlight
 from expc.report.html_parts import Section, esc, facts, figure, fmt_number, table
+from expc.report.nonfinite import NonFiniteCount
 from expc.report.run_folder import RunFolder
 
 MAX_DRAWN_HEADS = 8
@@ -101,6 +104,15 @@ def _error_block(manifest: Mapping) -> str:
     return f'<pre class="error">{esc(chr(10).join(lines))}</pre>'
 
 
+def _nonfinite_warning(nonfinite: Mapping[str, NonFiniteCount]) -> str:
+    if not nonfinite:
+        return ""
+    rows = [(key, count.nan, count.posinf, count.neginf) for key, count in nonfinite.items()]
+    return (f'<div class="banner failed">{len(rows)} result tensors hold NaN or inf values: '
+            "their figures and statistics are not meaningful</div>"
+            + table(("key", "NaN", "+inf", "-inf"), rows))
+
+
 def _keys_table(folder: RunFolder) -> str:
     if not folder.keys:
         return ""
@@ -113,8 +125,9 @@ def _keys_table(folder: RunFolder) -> str:
             f"{table(('key', 'shape', 'dtype', 'meaning'), rows)}</details>")
 
 
-def run_section(folder: RunFolder) -> Section:
-    """The run's description; always present."""
+def run_section(folder: RunFolder, *,
+                nonfinite: Mapping[str, NonFiniteCount] | None = None) -> Section:
+    """The run's description; always present. `nonfinite`: the keys holding NaN or inf."""
     manifest = folder.manifest
     model = manifest.get("model", {})
     hydra = model.get("hydra") or {}
@@ -125,6 +138,7 @@ def run_section(folder: RunFolder) -> Section:
                f"{trunk}-{n_layers - 1}" if heads > 1 else "no Hydra split: one path")
     spec_text = manifest.get("spec", {}).get("text")
     spec = (f"<h3>Spec</h3><pre class=\"spec\">{highlight(spec_text)}</pre>" if spec_text else "")
-    body = (_error_block(manifest) + figure(hydra_svg(n_layers, trunk, heads), caption)
+    body = (_error_block(manifest) + _nonfinite_warning(nonfinite or {})
+            + figure(hydra_svg(n_layers, trunk, heads), caption)
             + _run_facts(manifest, folder) + spec + _keys_table(folder))
     return Section(anchor="run", title="Run", body=body)

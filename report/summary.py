@@ -7,12 +7,14 @@ HTML that Markdown renderers let through.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from expc.report.html_parts import fmt_number
+from expc.report.nonfinite import NonFiniteCount
 from expc.report.run_folder import RunFolder
 
 CANDIDATE_LINES = 20
+NONFINITE_KEYS = 10  # keys named in the summary's warning (the report lists them all)
 
 
 def md(value: object) -> str:
@@ -21,8 +23,19 @@ def md(value: object) -> str:
     return text.replace("|", "\\|").replace("`", "\\`").replace("\n", " ")
 
 
-def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: list[dict]) -> str:
-    """Markdown summary of a run and its report."""
+def _nonfinite_line(nonfinite: Mapping[str, NonFiniteCount]) -> list[str]:
+    if not nonfinite:
+        return []
+    named = ", ".join(f"{md(key)} ({count})" for key, count in
+                      list(nonfinite.items())[:NONFINITE_KEYS])
+    more = (f" and {len(nonfinite) - NONFINITE_KEYS} more" if len(nonfinite) > NONFINITE_KEYS
+            else "")
+    return [f"- **warning: {len(nonfinite)} tensors hold NaN or inf**: {named}{more}"]
+
+
+def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: list[dict],
+                   nonfinite: Mapping[str, NonFiniteCount] | None = None) -> str:
+    """Markdown summary of a run and its report (`nonfinite`: keys holding NaN or inf)."""
     m = folder.manifest
     model = m.get("model", {})
     hydra = model.get("hydra") or {}
@@ -51,6 +64,7 @@ def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: li
         lines.append(f"- importance: {', '.join(md(x) for x in metrics)}")
     if m.get("error"):
         lines.append(f"- error: {md(m['error'].get('message'))}")
+    lines += _nonfinite_line(nonfinite or {})
     if candidates:
         lines += ["", "## Pruning candidates (lowest scores first)", "",
                   "| metric | module | unit | lowest |", "| --- | --- | --- | --- |"]

@@ -32,6 +32,8 @@ from expc.runtime.device import resolve_device
 from expc.runtime.distributed import (World, barrier, current_world, gather_states,
                                       ignore_launcher_stop, shutdown)
 from expc.runtime.fingerprint import run_fingerprint
+from expc.runtime.nonfinite import (NonFiniteError, check_every, check_finite,
+                                    nonfinite_diagnostic)
 from expc.runtime.progress import Progress
 from expc.runtime.rank_failures import clear_failures, settle
 from expc.runtime.run_lock import run_lock
@@ -223,6 +225,7 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
     t_run = time.perf_counter()
     progress = Progress(total=len(loop.batches), done=start, quiet=quiet or not world.is_main)
     number = start
+    check_each = check_every(device)
     with stop.deferred(), torch.inference_mode(), progress:
         try:
             for batch in iter_batches(loop.data, loop.batches, pad_token_id=loop.pad_token_id,
@@ -235,16 +238,22 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
                 loop.graph(batch.input_ids.to(device), attention_mask)
                 progress.advance(samples=batch.size, tokens=int(batch.token_count.sum()))
                 done = number + 1
+                if done % check_each == 0 or stop.received or (every and done % every == 0):
+                    check_finite(loop.plan, loop.states)  # before any checkpoint saves them
                 if every and done % every == 0 and done < len(loop.batches):
                     checkpoint(done)
                 if stop.received:
                     checkpoint(done)
                     raise Interrupted(signal_name=stop.received, run_dir=checkpoint_dir,
                                       batches_done=done)
+            check_finite(loop.plan, loop.states)  # the batches since the last check
             gathered = (gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
                         if world.distributed else None)  # one process: nothing to merge
         except EmptyMaskError as exc:
             raise _empty_mask_error(exc, loop, number) from None
+        except NonFiniteError as exc:
+            raise nonfinite_diagnostic(exc, samples=loop.batches.batch(exc.at.batch).tolist(),
+                                       locate=loop.data.locate) from None
     seconds["run"] = elapsed + time.perf_counter() - t_run
     if not world.is_main:
         return Results({})

@@ -3,7 +3,10 @@
 The compiler's plan names every result key; here each capture entry gets an aggregator and
 each metric entry an importance metric (given its module's weight and the model's KV-head
 layout), and at the end their results become the contract's tensors, per-sample ones put
-back in data order, each with the manifest description of docs/run-folder.md.
+back in data order, each with the manifest description of docs/run-folder.md. Results that
+the finish computes afresh from accumulators (a `dataset_mean`, every metric: small tensors)
+are checked for NaN and inf here; per-sample results are the rows the batch loop already
+checked (`runtime/nonfinite.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from expc.runtime.aggregate.create import create_aggregator
 from expc.runtime.allocator import release_freed_memory
 from expc.runtime.data.batches import restore_data_order
 from expc.runtime.importance.create import create_metric
+from expc.runtime.nonfinite import HELP, describe
 from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANINGS, TOKEN_COUNT,
@@ -68,6 +72,18 @@ def _metric_description(entry: MetricEntry, field: str) -> dict:
             "meaning": f"{entry.metric} {field} of {module}"}
 
 
+def _finite_result(entry: CaptureEntry | MetricEntry, key: str,
+                   tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, if it holds no NaN or inf; else the run's error, at the spec statement."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+        raise fail(entry.span, f"{describe(entry, key)} holds {nan} NaN and {inf} inf values "
+                   "at the finish, though every batch added finite values (a NaN or inf in "
+                   "the module's weight, or an overflow of the result's dtype)",
+                   code="nonfinite", help=HELP)
+    return tensor
+
+
 def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: torch.Tensor,
                     token_count: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Every result tensor (contract keys, CPU, data order) and its manifest description.
@@ -84,6 +100,8 @@ def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: to
             tensor = tensor.detach().cpu()
             if entry.mode in PER_SAMPLE_MODES:
                 tensor = restore_data_order(tensor, sample_index)
+            else:
+                tensor = _finite_result(entry, entry.key + suffix, tensor)
             if entry.site == "attn_pattern" and entry.mode == "full" and suffix == "":
                 tensor = tensor.permute(0, 2, 1, 3)  # [N, S_q, A, S_k] -> [N, A, S_q, S_k]
             tensors[entry.key + suffix] = tensor.contiguous()
@@ -92,7 +110,7 @@ def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: to
     for entry in plan.metrics:
         for field, tensor in states[entry.key].take_result().items():
             key = importance_key(entry.metric, entry.module_path, field)
-            tensors[key] = tensor.detach().cpu().contiguous()
+            tensors[key] = _finite_result(entry, key, tensor.detach().cpu().contiguous())
             descriptions[key] = _metric_description(entry, field)
     tensors[SAMPLE_INDEX] = torch.arange(sample_index.numel(), dtype=torch.int64)
     tensors[TOKEN_COUNT] = token_count.to(torch.int64).contiguous()

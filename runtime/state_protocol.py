@@ -14,7 +14,11 @@ two kinds alike through these methods, so they carry the same names on both:
   run keeps, are handed over rather than held twice while they are put back in data order
   (measured: it replaced a full garbage collection that cost ~200 ms). The default just
   returns `result()`, which is right for states whose results are computed afresh from small
-  accumulators (the metrics); aggregators override it.
+  accumulators (the metrics); aggregators override it;
+- `finite`: a `FiniteWatch` (`runtime/finite_watch.py`) to which the state hands, once per
+  batch, what it adds to itself (padding already excluded), so that the batch loop can fail
+  a run at the first NaN or inf with one host read per batch for all states together
+  (`runtime/nonfinite.py`).
 
 Feeding a batch is not part of the protocol, because the two kinds are fed different inputs:
 a capture sees one tensor at its site and picks tokens with the batch's masks,
@@ -29,9 +33,13 @@ from typing import Protocol
 
 import torch
 
+from expc.runtime.finite_watch import FiniteWatch
+
 
 class State(Protocol):
     """A resumable, mergeable accumulator behind one plan entry; see the module docstring."""
+
+    finite: FiniteWatch
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
 

@@ -4,7 +4,8 @@ An aggregator is the state behind one capture (a `State`, `runtime/state_protoco
 runtime hands it each batch's `[B, S, *F]` tensor (dim 1 the sequence) with the batch's masks
 (`add`), and at the end asks for `take_result()`. Its `merge(other)` is exact and
 associative. Results are `{suffix: tensor}` dicts: `""` is the main tensor, `.mask`, `.var`,
-`.count` sit beside it.
+`.count` sit beside it. What a batch adds (its rows, or its sums) goes to the state's
+`finite` watch, so that a NaN or inf fails the run at that batch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from expc.runtime.aggregate.masks import EmptyRowGuard, select_tokens
+from expc.runtime.finite_watch import FiniteWatch
 from expc.runtime.state_protocol import State
 from expc.spec.vocabulary import DEFAULT_MASK, MASKS
 
@@ -22,6 +24,7 @@ class Aggregator(State):
     """Base of every aggregation mode; subclasses implement the `_`-prefixed hooks."""
 
     mode = ""
+    rows = True  # what a batch adds is one row per sample (False: one reduction of the batch)
 
     def __init__(self, *, mask: str = DEFAULT_MASK, field: str | None = None,
                  eager_checks: bool | None = None):
@@ -33,6 +36,7 @@ class Aggregator(State):
         self.field = field
         self._eager_checks = eager_checks
         self._guard = EmptyRowGuard(mask=self.mask_label, eager=eager_checks)
+        self.finite = FiniteWatch()
 
     @property
     def mask_label(self) -> str:
@@ -54,8 +58,10 @@ class Aggregator(State):
         selected = select_tokens(self.mask, attention_mask=attention_mask.to(hidden.device),
                                  field_mask=field_mask, field=self.field)  # [B, S]
         counts = selected.sum(dim=1)  # [B]
+        batch = self.batches
         self._guard.observe(counts)
-        self._add_selected(hidden, selected, counts)
+        self.finite.observe(self._add_selected(hidden, selected, counts), batch=batch,
+                            rows=self.rows)
 
     def result(self) -> dict[str, torch.Tensor]:
         """The finished tensors by suffix; `{}` when nothing was collected."""
@@ -76,6 +82,7 @@ class Aggregator(State):
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self._guard = EmptyRowGuard(mask=self.mask_label, eager=self._eager_checks,
                                     batches=int(state["batches"]))
+        self.finite.clear()
         self._load({key: value for key, value in state.items() if key != "batches"})
 
     def merge(self, other: Aggregator) -> None:
@@ -92,7 +99,8 @@ class Aggregator(State):
 
     # Hooks for the modes.
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
-                      counts: torch.Tensor) -> None:
+                      counts: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Take the batch's selected tokens; return what was added (for `finite`)."""
         raise NotImplementedError
 
     def _result(self) -> dict[str, torch.Tensor]:

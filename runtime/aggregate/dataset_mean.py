@@ -70,6 +70,7 @@ class DatasetMeanAggregator(Aggregator):
     """Welford/Chan running moments over every selected token."""
 
     mode = "dataset_mean"
+    rows = False
 
     def __init__(self, *, mask: str = DEFAULT_MASK, field: str | None = None,
                  eager_checks: bool | None = None):
@@ -81,9 +82,11 @@ class DatasetMeanAggregator(Aggregator):
         self._moments = moments if self._moments is None else self._moments.combine(moments)
 
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
-                      counts: torch.Tensor) -> None:
+                      counts: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self._dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-        self._fold(batch_moments(hidden, selected, counts))
+        moments = batch_moments(hidden, selected, counts)
+        self._fold(moments)
+        return moments.mean, moments.m2
 
     def _result(self) -> dict[str, torch.Tensor]:
         return {} if self._moments is None else self._moments.as_result(self._dtype)

@@ -30,11 +30,13 @@ class FullAggregator(Aggregator):
         self._masks: list[torch.Tensor] = []  # each [B, S] bool
 
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
-                      counts: torch.Tensor) -> None:
+                      counts: torch.Tensor) -> torch.Tensor:
         keep = broadcast_rows(selected, hidden)  # [B, S, 1, ...]
-        self._values.append(torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype,
-                                                                  device=hidden.device)))
+        kept = torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype,
+                                                     device=hidden.device))
+        self._values.append(kept)
         self._masks.append(selected)
+        return kept
 
     def _packed(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         if len(self._values) > 1:

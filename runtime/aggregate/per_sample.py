@@ -33,7 +33,7 @@ class PerSampleAggregator(Aggregator):
         self._rows = RowBlocks()  # [N, *F] so far
 
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
-                      counts: torch.Tensor) -> None:
+                      counts: torch.Tensor) -> torch.Tensor:
         if self.mode == "max":
             keep = broadcast_rows(selected, hidden)  # [B, S, 1, ...]
             row = torch.where(keep, hidden, float("-inf")).amax(dim=1)  # [B, *F]
@@ -43,6 +43,7 @@ class PerSampleAggregator(Aggregator):
                 # clamp: an empty row is reported by the guard, never divided by zero
                 row = row / counts.clamp(min=1).view(-1, *([1] * (row.dim() - 1)))
         self._rows.append(row)
+        return row
 
     def _packed(self) -> torch.Tensor | None:
         return self._rows.packed()

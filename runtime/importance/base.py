@@ -3,8 +3,9 @@
 A metric is the state behind one `importance` statement at one module (a `State`,
 `runtime/state_protocol.py`). The runtime feeds it (`update`) each batch's module input
 `x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in `needs`) with the batch's
-attention mask; padding tokens never count. Unlike the hooks it comes from, every metric can
-checkpoint, resume and `merge` exactly, and accumulators stay on the
+attention mask; padding tokens never count. What a batch adds to the state goes to its
+`finite` watch, so a NaN or inf fails the run at that batch. Unlike the hooks it comes from,
+every metric can checkpoint, resume and `merge` exactly, and accumulators stay on the
 activations' device in float64 so a batch never waits for the host. Per batch, metrics work
 on temporaries of their own, zeroing padding in place (`masked_fill_`, NaN-safe) rather than
 allocating masked copies: on CPU each fresh `[B, S, D]` tensor costs more than its arithmetic.
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
+from expc.runtime.finite_watch import FiniteWatch
 from expc.runtime.state_protocol import State
 from expc.runtime.token_sums import WIDE
 from expc.spec.vocabulary import METRICS, ParamSpec
@@ -41,6 +43,7 @@ class ImportanceMetric(State):
 
     name = ""
     needs: frozenset[str] = frozenset()
+    rows = False  # what a batch adds is per sample `[B, ...]` (False: summed over the batch)
     # which of weight / n_kv_heads / head_dim / total_batches the constructor takes
     CONTEXT: tuple[str, ...] = ()
 
@@ -58,6 +61,7 @@ class ImportanceMetric(State):
 
     def __init__(self) -> None:
         self._batches = 0
+        self.finite = FiniteWatch()
 
     def update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None, *,
                attention_mask: torch.Tensor) -> None:
@@ -72,7 +76,8 @@ class ImportanceMetric(State):
         x_in = None if x_in is None else x_in.detach()  # never keep an autograd graph alive
         y_out = None if y_out is None else y_out.detach()
         device = (x_in if x_in is not None else y_out).device
-        self._update(x_in, y_out, attention_mask.to(device).bool())
+        added = self._update(x_in, y_out, attention_mask.to(device).bool())
+        self.finite.observe(added, batch=self._batches, rows=self.rows)
         self._batches += 1
 
     def progress(self) -> dict[str, int]:
@@ -83,6 +88,7 @@ class ImportanceMetric(State):
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self._batches = int(state["batches"])
+        self.finite.clear()
         self._load({key: value for key, value in state.items() if key != "batches"})
 
     def merge(self, other: ImportanceMetric) -> None:
@@ -96,7 +102,8 @@ class ImportanceMetric(State):
         raise NotImplementedError
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
-                mask: torch.Tensor) -> None:
+                mask: torch.Tensor) -> torch.Tensor:
+        """Take one batch; return what it added to the state (for `finite`)."""
         raise NotImplementedError
 
     def _state(self) -> dict[str, torch.Tensor]:
@@ -129,10 +136,11 @@ class TokenMeanMetric(ImportanceMetric):
         raise NotImplementedError
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
-                mask: torch.Tensor) -> None:
+                mask: torch.Tensor) -> torch.Tensor:
         batch_sum = self.token_sum(x_in, y_out, mask).double()  # [C]
         self._sum = batch_sum if self._sum is None else self._sum + batch_sum.to(self._sum)
         self._count = self._count.to(mask.device) + mask.sum()
+        return batch_sum
 
     def token_mean(self) -> torch.Tensor:
         """The mean over every unmasked token so far, `[C]` float64."""

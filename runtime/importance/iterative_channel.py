@@ -75,7 +75,7 @@ class IterativeChannelMetric(ImportanceMetric):
         self._rounds_closed += 1
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
-                mask: torch.Tensor) -> None:
+                mask: torch.Tensor) -> torch.Tensor:
         assert x_in is not None and y_out is not None
         if self._batches >= self.total_batches:
             raise ValueError(f"iterative_channel was told the run has {self.total_batches} "
@@ -96,6 +96,7 @@ class IterativeChannelMetric(ImportanceMetric):
         batch_sum = contribution.sum(dim=(0, 1)).double()  # [K]
         self._round_sum = self._round_sum.to(x_in.device).index_add(0, kept, batch_sum)
         self._round_count = self._round_count.to(x_in.device) + mask.sum()
+        return batch_sum
 
     def kept_channels(self, device: torch.device) -> torch.Tensor:
         """The channels not pruned yet, ascending: `[K]`, found once per round."""

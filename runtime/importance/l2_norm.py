@@ -17,6 +17,7 @@ from expc.runtime.importance.base import INPUT, ImportanceMetric, masked_abs
 class L2NormMetric(ImportanceMetric):
     name = "l2_norm"
     needs = frozenset({INPUT})
+    rows = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -24,7 +25,7 @@ class L2NormMetric(ImportanceMetric):
         self._tokens = torch.zeros((), dtype=torch.float64)
 
     def _update(self, x_in: torch.Tensor | None, y_out: torch.Tensor | None,
-                mask: torch.Tensor) -> None:
+                mask: torch.Tensor) -> torch.Tensor:
         assert x_in is not None
         counts = mask.sum(dim=1, keepdim=True)  # [B, 1]
         per_sample = masked_abs(x_in, mask).sum(dim=1)  # [B, D]
@@ -32,6 +33,7 @@ class L2NormMetric(ImportanceMetric):
         batch = per_sample.double().square().sum(dim=0)  # [D]
         self._squares = batch if self._squares is None else self._squares + batch
         self._tokens = self._tokens.to(mask.device) + counts.sum()
+        return per_sample
 
     def result(self) -> dict[str, torch.Tensor]:
         if self._squares is None:
