@@ -87,33 +87,81 @@ def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
 
     With `n_layers` selectors resolve exactly; without, `*` overlaps everything and
     negative or open-ended selectors overlap only a selector written the same way.
+    Each statement is compared only with earlier ones of its key that share a layer
+    (`_EarlierStatements`), so 30 000 statements check in linear time.
     """
     out = []
-    seen_caps: list[ir.Capture] = []
+    captures: dict[str, _EarlierStatements] = {}
     for cap in exp.captures:
         if cap.aggregate.mode == "none":
             continue
-        for prev in seen_caps:
-            if prev.key_name == cap.key_name and _overlap(prev.layers, cap.layers, n_layers) \
-                    and _heads_overlap(prev.heads, cap.heads, exp.hydra):
-                out.append(error(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
-                                 f"the capture on line {prev.span.line}", code="duplicate",
-                                 help=("give one of them its own name with `as NAME`",)))
-                break
-        seen_caps.append(cap)
-    seen_imps: list[ir.Importance] = []
+        earlier = captures.setdefault(cap.key_name, _EarlierStatements(n_layers))
+        prev = earlier.first_overlap(cap.layers, cap.heads, exp.hydra)
+        if prev is not None:
+            out.append(error(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
+                             f"the capture on line {prev.span.line}", code="duplicate",
+                             help=("give one of them its own name with `as NAME`",)))
+        earlier.add(cap, cap.layers)
+    importances: dict[tuple[str, str], _EarlierStatements] = {}
     for imp in exp.importances:
-        for prev in seen_imps:
-            if (prev.metric, prev.module) == (imp.metric, imp.module) and \
-                    _overlap(prev.layers, imp.layers, n_layers) and \
-                    _heads_overlap(prev.heads, imp.heads, exp.hydra):
-                out.append(error(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
-                                 f"on line {prev.span.line} for some of these layers",
-                                 code="duplicate",
-                                 help=("merge the two selectors into one statement",)))
-                break
-        seen_imps.append(imp)
+        earlier = importances.setdefault((imp.metric, imp.module), _EarlierStatements(n_layers))
+        prev = earlier.first_overlap(imp.layers, imp.heads, exp.hydra)
+        if prev is not None:
+            out.append(error(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
+                             f"on line {prev.span.line} for some of these layers",
+                             code="duplicate",
+                             help=("merge the two selectors into one statement",)))
+        earlier.add(imp, imp.layers)
     return out
+
+
+class _EarlierStatements:
+    """The earlier statements of one result key, indexed by the layers they name.
+
+    A statement whose layers are known (resolved with the layer count, or literal without
+    it) is filed under each layer; one whose layers are not (`*`, negative or open-ended
+    selectors without a count) is compared with every later statement.
+    """
+
+    def __init__(self, n_layers: int | None):
+        self.n_layers = n_layers
+        self.order: dict[int, int] = {}  # id(statement) -> position, to report the first
+        self.by_layer: dict[int | None, list] = {}  # layer (None: model-wide) -> statements
+        self.unindexed: list[tuple[object, ir.IndexSelector]] = []
+
+    def _layers(self, selector: ir.IndexSelector | None) -> set[int | None] | None:
+        if selector is None:
+            return {None}
+        if self.n_layers is not None:
+            if selector.out_of_range(self.n_layers):
+                return set()  # reported as out of range instead
+            return set(selector.resolve(self.n_layers))
+        return None if selector.all else _static(selector)
+
+    def add(self, statement, selector: ir.IndexSelector | None) -> None:
+        self.order[id(statement)] = len(self.order)
+        layers = self._layers(selector)
+        if layers is None:
+            self.unindexed.append((statement, selector))
+        for layer in layers or ():
+            self.by_layer.setdefault(layer, []).append((statement, selector))
+
+    def first_overlap(self, selector: ir.IndexSelector | None, heads: ir.IndexSelector | None,
+                      hydra: ir.Hydra | None):
+        """The earliest statement whose layers and heads overlap these, or None."""
+        layers = self._layers(selector)
+        groups = [self.unindexed, *(self.by_layer.values() if layers is None
+                                    else (self.by_layer.get(layer, ()) for layer in layers))]
+        first = None
+        for group in groups:  # each in statement order: its first overlap is its earliest
+            for statement, prev_selector in group:
+                if first is not None and self.order[id(statement)] >= self.order[id(first)]:
+                    break
+                if _overlap(prev_selector, selector, self.n_layers) and \
+                        _heads_overlap(statement.heads, heads, hydra):
+                    first = statement
+                    break
+        return first
 
 
 def _overlap(a: ir.IndexSelector | None, b: ir.IndexSelector | None, n: int | None) -> bool:
