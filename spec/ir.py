@@ -205,3 +205,4 @@ class Experiment:
     importances: tuple[Importance, ...] = ()
     output: Output
     span: Span = _span_field()
+    device_span: Span = _span_field()  # the `device = ...` value (the experiment's, if unset)
