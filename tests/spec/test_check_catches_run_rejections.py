@@ -109,3 +109,19 @@ def test_max_length_above_the_models_positions(diagnose):
     text = spec_with("").replace("batch_size = 2", "batch_size = 2\n        max_length = 513")
     d = _only(diagnose(text.replace("tiny-llama", "tiny-bert")), "range")
     assert "exceeds the model's 512 positions" in d.message
+
+
+def test_gpu_count_from_the_driver_files(monkeypatch):
+    from expc.spec import devices
+
+    present = {devices.DRIVER_FILE}
+    monkeypatch.setattr(devices.os.path, "exists", lambda p: p in present)
+    monkeypatch.setattr(devices.os, "listdir", lambda p: ["nvidia0", "nvidia1", "nvidiactl"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.visible_gpus() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert devices.visible_gpus() == 0
+    present.add("/dev/dxg")  # WSL: the files cannot tell, so nothing is refused
+    assert devices.visible_gpus() is None and devices.cuda_problem("cuda:3", None) is None
+    present.clear()
+    assert devices.visible_gpus() == 0
