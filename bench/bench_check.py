@@ -68,7 +68,7 @@ def generated_spec(lines: int) -> str:
     """At least `lines` lines of valid, varied experiments."""
     parts, count, i = [], 0, 0
     while count < lines:
-        block = _EXPERIMENT.format(i=i, limit=8 + i % 50)
+        block = _EXPERIMENT.format(i=i, limit=16 + i % 50)  # >= 4 batches: iterations = 4
         parts.append(block)
         count += block.count("\n")
         i += 1

@@ -20,7 +20,9 @@ import click
 
 from expc.cli._errors import Command
 from expc.cli._options import set_option
+from expc.spec import load as load_spec
 from expc.spec.run_format import RESULTS
+from expc.spec.sharding import refuse_sharded_experiment
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -147,6 +149,8 @@ def command(ctx: click.Context, file: str, out_dir: str | None, resume: bool, fo
             overrides: tuple[str, ...], quiet: bool, nproc: int) -> None:
     """Compile FILE and run it over its data."""
     if nproc > 1:
+        # Refused here, once, before N processes start and each prints the same error.
+        refuse_sharded_experiment(load_spec(file, overrides=overrides))
         raise SystemExit(_launch(nproc, argv_without(ctx, "nproc")))
     if not quiet:
         logging.getLogger("expc").setLevel(logging.INFO)

@@ -47,8 +47,9 @@ def compile(experiment: Experiment, *, model: HydraTransformer | None = None,  #
     from expc.runtime.device import resolve_device
 
     if model is None:
+        device = resolve_device(experiment.device, span=experiment.device_span)
         model = load_model(experiment.model.path, hydra=experiment.hydra,
-                           dtype=experiment.dtype, device=resolve_device(experiment.device))
+                           dtype=experiment.dtype, device=device)
     return compile_experiment(experiment, model, sinks)
 
 

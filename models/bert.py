@@ -38,7 +38,7 @@ from expc.models import markers
 from expc.models.config import ModelConfig, parse_common
 from expc.models.layers import ACTIVATIONS, ForwardContext
 from expc.models.registry import Architecture, register
-from expc.spec.diagnostics import fail
+from expc.spec.config_fields import ConfigFields
 
 # Our parameter path (after `layers.L.`) -> the BERT checkpoint's (after `encoder.layer.L.`).
 LAYER_KEYS = {
@@ -148,20 +148,21 @@ class BertBlock(nn.Module):
 
 def bert_config(raw: Mapping, source: str) -> ModelConfig:
     """BERT's config.json: absolute positions only, an activation we implement."""
-    positions = raw.get("position_embedding_type", "absolute")
+    fields = ConfigFields(raw=raw, source=source)
+    positions = fields.word("position_embedding_type", default="absolute")
     if positions != "absolute":
-        raise fail(
-            source, f"BERT with `position_embedding_type` = `{positions}` is not supported",
+        raise fields.fail(
+            "position_embedding_type",
+            f"BERT with `position_embedding_type` = `{positions}` is not supported",
             code="model-unsupported", help=("supported: absolute",))
-    act = raw.get("hidden_act", "gelu")
+    act = fields.word("hidden_act", default="gelu")
     if act not in ACTIVATIONS:
-        raise fail(
-            source, f"unsupported `hidden_act` `{act}`", code="model-unsupported",
+        raise fields.fail(
+            "hidden_act", f"unsupported `hidden_act` `{act}`", code="model-unsupported",
             help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
     return parse_common(raw, source, hidden_act=act, qkv_bias=True, o_bias=True, mlp_bias=True,
-                        norm_eps=raw.get("layer_norm_eps", 1e-12),
-                        max_position_embeddings=raw.get("max_position_embeddings", 512),
-                        type_vocab_size=raw.get("type_vocab_size", 2))
+                        norm_eps=fields.number("layer_norm_eps", default=1e-12),
+                        type_vocab_size=fields.integer("type_vocab_size", default=2))
 
 
 def build_final_norm(cfg: ModelConfig) -> nn.Module:
@@ -192,7 +193,7 @@ def checkpoint_keys(name: str) -> tuple[str, ...]:
 
 BERT = register(Architecture(
     model_type="bert", hf_architectures=("BertModel", "BertForMaskedLM", "BertForPreTraining"),
-    causal=False, uses_rope=False, has_lm_head=False, config_from_hf=bert_config,
+    causal=False, uses_rope=False, config_from_hf=bert_config,
     build_embeddings=BertEmbeddings, build_block=BertBlock, build_final_norm=build_final_norm,
     checkpoint_keys=checkpoint_keys,
 ))

@@ -5,7 +5,9 @@ code builds from: every architecture reads the same fields, and the differences 
 Llama, Mistral, Qwen2, OLMo2 and BERT live in the architecture registry
 (`expc.models.registry`), not in `if model_type == ...` branches across the code. This
 module only describes and parses the fields; the registry, which imports it, picks the
-architecture that reads a given `config.json` (`registry.read_config`).
+architecture that reads a given `config.json` (`registry.read_config`). Every field is
+read through `expc.spec.config_fields.ConfigFields`, so a value of the wrong type or range is
+a diagnostic at its line in config.json, never a Python error deep in the model code.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-from expc.spec.diagnostics import fail
+from expc.spec.config_fields import ConfigFields
+from expc.spec.model_shape import shape_from_config
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -90,61 +93,53 @@ class ModelConfig:
         return self.n_attention_heads // self.n_kv_heads
 
 
-def _require(raw: Mapping, key: str, source: str):
-    if key not in raw:
-        raise fail(source, f"config is missing `{key}`", code="model-config")
-    return raw[key]
-
-
-def _token_id(raw: Mapping, key: str) -> int | None:
-    value = raw.get(key)
-    if isinstance(value, list):  # some configs list several eos ids; the first is canonical
-        value = value[0] if value else None
-    return value
-
-
 def parse_rope(raw: Mapping, source: str) -> RopeConfig:
     """Both layouts: newer `rope_parameters` and the flat `rope_theta` + `rope_scaling`."""
-    params = raw.get("rope_parameters")
-    if isinstance(params, Mapping) and "rope_theta" in params:
-        fields = dict(params)
+    fields = ConfigFields(raw=raw, source=source)
+    nested = fields.section("rope_parameters")
+    if nested is not None and "rope_theta" in nested.raw:
+        rope, theta = nested, nested.number("rope_theta")
     else:
-        fields = dict(raw.get("rope_scaling") or {})
-        fields["rope_theta"] = raw.get("rope_theta", 10000.0)
-    rope_type = fields.get("rope_type", fields.get("type", "default"))
+        rope = fields.section("rope_scaling") or ConfigFields(raw={}, source=source)
+        theta = fields.number("rope_theta", default=10000.0)
+    rope_type = rope.word("rope_type", default=rope.word("type", default="default"))
     if rope_type not in ROPE_TYPES:
-        raise fail(
-            source, f"unsupported rope type `{rope_type}`", code="model-unsupported",
-            help=(f"supported rope types: {', '.join(ROPE_TYPES)}",),
-        )
-    known = {f.name for f in attrs.fields(RopeConfig)} - {"theta", "rope_type"}
-    extra = {k: fields[k] for k in known if fields.get(k) is not None}
-    return RopeConfig(theta=float(fields["rope_theta"]), rope_type=rope_type, **extra)
+        raise rope.fail(
+            "rope_type", f"unsupported rope type `{rope_type}`", code="model-unsupported", help=(
+                f"supported rope types: {', '.join(ROPE_TYPES)}",))
+    return RopeConfig(
+        theta=theta, rope_type=rope_type, factor=rope.number("factor", default=1.0),
+        low_freq_factor=rope.number("low_freq_factor", default=1.0),
+        high_freq_factor=rope.number("high_freq_factor", default=4.0),
+        original_max_position_embeddings=rope.integer("original_max_position_embeddings",
+                                                      default=8192))
 
 
 def parse_common(raw: Mapping, source: str, **overrides) -> ModelConfig:
-    """The fields every architecture shares; `overrides` carry an architecture's own rules."""
-    hidden = _require(raw, "hidden_size", source)
-    n_heads = _require(raw, "num_attention_heads", source)
-    n_layers = _require(raw, "num_hidden_layers", source)
-    fields = dict(
-        model_type=raw["model_type"],
-        vocab_size=_require(raw, "vocab_size", source),
-        hidden_size=hidden,
-        intermediate_size=_require(raw, "intermediate_size", source),
-        n_layers=n_layers,
-        n_attention_heads=n_heads,
-        n_kv_heads=raw.get("num_key_value_heads") or n_heads,
-        head_dim=raw.get("head_dim") or hidden // n_heads,
-        norm_eps=raw.get("rms_norm_eps", raw.get("layer_norm_eps", 1e-6)),
-        hidden_act=raw.get("hidden_act", "silu"),
-        max_position_embeddings=raw.get("max_position_embeddings", 2048),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        sliding_windows=(None,) * n_layers,
-        pad_token_id=_token_id(raw, "pad_token_id"),
-        bos_token_id=_token_id(raw, "bos_token_id"),
-        eos_token_id=_token_id(raw, "eos_token_id"),
+    """The fields every architecture shares, type- and range-checked (`shape_from_config`
+    reads the sizes exactly as `expc check` does); `overrides` carry an architecture's own
+    rules."""
+    shape = shape_from_config(raw, source=source)
+    fields = ConfigFields(raw=raw, source=source)
+    common = dict(
+        model_type=shape.model_type,
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        n_layers=shape.n_layers,
+        n_attention_heads=shape.n_heads,
+        n_kv_heads=shape.n_kv_heads,
+        head_dim=shape.head_dim,
+        norm_eps=fields.number("rms_norm_eps",
+                               default=fields.number("layer_norm_eps", default=1e-6)),
+        hidden_act=fields.word("hidden_act", default="silu"),
+        max_position_embeddings=shape.max_positions,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        sliding_windows=(None,) * shape.n_layers,
+        pad_token_id=fields.token_id("pad_token_id", vocab_size=shape.vocab),
+        bos_token_id=fields.token_id("bos_token_id"),  # only recorded: configs of tiny
+        eos_token_id=fields.token_id("eos_token_id"),  # test models put them past the vocab
         raw=dict(raw),
     )
-    fields.update(overrides)
-    return ModelConfig(**fields)
+    common.update(overrides)
+    return ModelConfig(**common)

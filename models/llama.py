@@ -17,7 +17,7 @@ from expc.models.layers import (
     ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding,
 )
 from expc.models.registry import Architecture, register
-from expc.spec.diagnostics import fail
+from expc.spec.config_fields import ConfigFields
 
 
 class PreNormBlock(nn.Module):
@@ -60,45 +60,50 @@ def decoder_checkpoint_keys(name: str) -> tuple[str, ...]:
     return (f"model.{name}", name)
 
 
-def _windows_from_layer_types(raw: Mapping, n_layers: int) -> tuple[int | None, ...] | None:
-    types = raw.get("layer_types")
+def _windows_from_layer_types(fields: ConfigFields, n_layers: int) -> tuple[int | None, ...] | None:
+    types = fields.words("layer_types")
     if not types:
         return None
-    window = raw.get("sliding_window")
+    window = fields.optional_integer("sliding_window", default=None)
     return tuple(window if t == "sliding_attention" else None for t in types[:n_layers])
 
 
 def decoder_config(raw: Mapping, source: str, **overrides) -> ModelConfig:
     """`parse_common` plus what every rotary decoder needs: rope and a known activation."""
-    act = raw.get("hidden_act", "silu")
+    fields = ConfigFields(raw=raw, source=source)
+    act = fields.word("hidden_act", default="silu")
     if act not in ACTIVATIONS:
-        raise fail(
-            source, f"unsupported activation `{act}`", code="model-unsupported",
+        raise fields.fail(
+            "hidden_act", f"unsupported activation `{act}`", code="model-unsupported",
             help=(f"supported activations: {', '.join(ACTIVATIONS)}",),
         )
     return parse_common(raw, source, rope=parse_rope(raw, source), **overrides)
 
 
 def llama_config(raw: Mapping, source: str) -> ModelConfig:
-    bias = bool(raw.get("attention_bias", False))
+    fields = ConfigFields(raw=raw, source=source)
+    bias = fields.flag("attention_bias")
     return decoder_config(raw, source, qkv_bias=bias, o_bias=bias,
-                          mlp_bias=bool(raw.get("mlp_bias", False)))
+                          mlp_bias=fields.flag("mlp_bias"))
 
 
 def mistral_config(raw: Mapping, source: str) -> ModelConfig:
-    n_layers = raw.get("num_hidden_layers", 0)
-    windows = _windows_from_layer_types(raw, n_layers)
+    fields = ConfigFields(raw=raw, source=source)
+    n_layers = fields.integer("num_hidden_layers")
+    windows = _windows_from_layer_types(fields, n_layers)
     if windows is None:
-        windows = (raw.get("sliding_window", 4096),) * n_layers
+        windows = (fields.optional_integer("sliding_window", default=4096),) * n_layers
     return decoder_config(raw, source, sliding_windows=windows)
 
 
 def qwen2_config(raw: Mapping, source: str) -> ModelConfig:
-    n_layers = raw.get("num_hidden_layers", 0)
-    windows = _windows_from_layer_types(raw, n_layers)
+    fields = ConfigFields(raw=raw, source=source)
+    n_layers = fields.integer("num_hidden_layers")
+    windows = _windows_from_layer_types(fields, n_layers)
     if windows is None:
-        use = raw.get("use_sliding_window", False)
-        window, first = raw.get("sliding_window", 4096), raw.get("max_window_layers", 28)
+        use = fields.flag("use_sliding_window")
+        window = fields.optional_integer("sliding_window", default=4096)
+        first = fields.integer("max_window_layers", default=28, minimum=0)
         windows = tuple(window if use and i >= first else None for i in range(n_layers))
     return decoder_config(raw, source, qkv_bias=True, o_bias=False, sliding_windows=windows)
 
@@ -106,7 +111,7 @@ def qwen2_config(raw: Mapping, source: str) -> ModelConfig:
 def _decoder(model_type: str, hf_names: tuple[str, ...], config_from_hf) -> Architecture:
     return register(Architecture(
         model_type=model_type, hf_architectures=hf_names, causal=True, uses_rope=True,
-        has_lm_head=True, config_from_hf=config_from_hf,
+        config_from_hf=config_from_hf,
         build_embeddings=build_token_embeddings, build_block=PreNormBlock,
         build_final_norm=build_rms_final_norm, checkpoint_keys=decoder_checkpoint_keys,
     ))

@@ -20,6 +20,7 @@ from expc.models.llama import (
     build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys, decoder_config,
 )
 from expc.models.registry import Architecture, register
+from expc.spec.config_fields import ConfigFields
 
 
 class Olmo2Block(nn.Module):
@@ -46,13 +47,13 @@ class Olmo2Block(nn.Module):
 
 
 def olmo2_config(raw: Mapping, source: str) -> ModelConfig:
-    bias = bool(raw.get("attention_bias", False))
+    bias = ConfigFields(raw=raw, source=source).flag("attention_bias")
     return decoder_config(raw, source, qkv_bias=bias, o_bias=bias)
 
 
 OLMO2 = register(Architecture(
     model_type="olmo2", hf_architectures=("Olmo2ForCausalLM", "Olmo2Model"), causal=True,
-    uses_rope=True, has_lm_head=True, config_from_hf=olmo2_config,
+    uses_rope=True, config_from_hf=olmo2_config,
     build_embeddings=build_token_embeddings, build_block=Olmo2Block,
     build_final_norm=build_rms_final_norm, checkpoint_keys=decoder_checkpoint_keys,
 ))

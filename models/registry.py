@@ -17,7 +17,9 @@ import attrs
 from torch import nn
 
 from expc.models.config import ModelConfig
+from expc.spec.config_fields import ConfigFields
 from expc.spec.diagnostics import fail
+from expc.spec.model_shape import ARCHITECTURES
 
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.bert")
@@ -41,12 +43,17 @@ class Architecture:
     hf_architectures: tuple[str, ...]
     causal: bool
     uses_rope: bool
-    has_lm_head: bool
     config_from_hf: Callable[[Mapping, str], ModelConfig]
     build_embeddings: Callable[[ModelConfig], nn.Module]
     build_block: Callable[[ModelConfig, int, int | None], nn.Module]
     build_final_norm: Callable[[ModelConfig], nn.Module]
     checkpoint_keys: Callable[[str], tuple[str, ...]]
+
+    @property
+    def has_lm_head(self) -> bool:
+        """Whether it ends in an LM head (the `logits` site): a fact `expc check` needs
+        too, so its one home is the spec's architecture table."""
+        return ARCHITECTURES[self.model_type].has_lm_head
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -71,10 +78,11 @@ def supported() -> tuple[str, ...]:
 def architecture_for(raw: Mapping, *, source: str = "config.json") -> Architecture:
     """The architecture of a `config.json` dict, by `model_type` then `architectures`."""
     registry = _load_all()
-    model_type = raw.get("model_type")
+    fields = ConfigFields(raw=raw, source=source)
+    model_type = fields.word("model_type", default=None)
     if model_type in registry:
         return registry[model_type]
-    names = raw.get("architectures") or []
+    names = fields.words("architectures")
     for arch in registry.values():
         if any(name in arch.hf_architectures for name in names):
             return arch
@@ -83,13 +91,16 @@ def architecture_for(raw: Mapping, *, source: str = "config.json") -> Architectu
         f"{a.model_type} ({', '.join(a.hf_architectures)})" for a in sorted(
             registry.values(), key=lambda a: a.model_type)
     )
-    raise fail(source, f"unsupported model architecture `{found}`", code="model-unsupported",
-               help=(f"supported model types: {listed}",))
+    raise fail(fields.where("model_type"), f"unsupported model architecture `{found}`",
+               code="model-unsupported", help=(f"supported model types: {listed}",))
 
 
 def read_config(raw: Mapping, *, source: str = "config.json") -> ModelConfig:
-    """A Hugging Face config dict as a `ModelConfig`; an unsupported architecture is a diagnostic."""
-    return architecture_for(raw, source=source).config_from_hf(raw, source)
+    """A Hugging Face config dict as a `ModelConfig`; an unsupported architecture or a field
+    of the wrong type or range is a diagnostic (found by `architectures` alone, the config
+    is read as its architecture's `model_type`)."""
+    arch = architecture_for(raw, source=source)
+    return arch.config_from_hf({**raw, "model_type": arch.model_type}, source)
 
 
 def architecture_named(model_type: str) -> Architecture:

@@ -20,6 +20,7 @@ import tokenizers
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS, BYTE_VOCAB
 from expc.spec.diagnostics import fail
+from expc.spec.config_fields import ConfigFields
 from expc.spec.json_files import read_json_object
 from expc.spec.vocabulary import BUILTIN_PREFIX
 
@@ -122,13 +123,14 @@ def _pad_token_id(folder: Path, backend: tokenizers.Tokenizer) -> int:
     for name in map(_token_text, names):
         if name is not None and backend.token_to_id(name) is not None:
             return backend.token_to_id(name)
-    config = _read_optional_json(folder / "config.json")
-    for key in ("pad_token_id", "eos_token_id"):
-        value = config.get(key)
-        value = value[0] if isinstance(value, list) and value else value
-        if isinstance(value, int):
-            return value
-    return 0
+    path = folder / "config.json"
+    fields = ConfigFields(raw=_read_optional_json(path), source=str(path))
+    vocab_size = fields.integer("vocab_size", default=backend.get_vocab_size())
+    pad = fields.token_id("pad_token_id", vocab_size=vocab_size)  # a bad one is an error
+    if pad is not None:
+        return pad
+    eos = fields.token_id("eos_token_id")  # a bad one is merely not used for padding
+    return eos if eos is not None and eos < vocab_size else 0
 
 
 def _load_folder(folder: Path) -> HFTokenizer:

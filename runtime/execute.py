@@ -45,8 +45,9 @@ from expc.runtime.store import RunStore
 from expc.spec import ir
 from expc.spec import load as load_spec
 from expc.spec import to_json
-from expc.spec.diagnostics import DiagnosticError, error
+from expc.spec.diagnostics import DiagnosticError
 from expc.spec.run_format import CHECKPOINT_DIR
+from expc.spec.sharding import refuse_sharded
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
                    out_dir: Path | None = None, resume: bool = False, force: bool = False,
                    quiet: bool = False) -> Results:
     """Run a checked experiment; rank 0 writes the run folder."""
-    device = resolve_device(experiment.device)
+    device = resolve_device(experiment.device, span=experiment.device_span)
     world = current_world(device)
     ignore_launcher_stop(world)  # what StopSignals restores: a settled rank is not killed
     run_dir = Path(out_dir or experiment.output.dir)
@@ -150,6 +151,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
     data = load_data(kind=source.kind, path=source.path, field=source.field,
                      mask_field=source.mask_field, limit=experiment.data.limit,
                      tokenizer=tokenizer, max_length=experiment.data.max_length,
+                     max_positions=model.config.max_position_embeddings,
                      vocab_size=model.config.vocab_size)
     batches = plan_batches(data.lengths, batch_size=experiment.data.batch_size)
     batches = batches.shard(rank=world.rank, world_size=world.size)
@@ -171,16 +173,9 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
 
 
 def refuse_sequential_metrics(plan: Plan) -> None:
-    """`iterative_channel` prunes in rounds that depend on every batch before them, so data
-    sharded across processes cannot reproduce a single run: refuse it rather than differ."""
-    problems = [entry for entry in plan.metrics if entry.metric == "iterative_channel"]
-    if problems:
-        raise DiagnosticError([
-            error(entry.span, "iterative_channel cannot run sharded across processes: "
-                  "its pruning rounds depend on every batch before them",
-                  code="distributed-iterative",
-                  help=["run it with one process (drop --nproc / torchrun)"])
-            for entry in problems])
+    """Metrics whose rounds depend on every earlier batch cannot run sharded
+    (`expc.spec.sharding`; `expc run --nproc` refuses them before launching)."""
+    refuse_sharded((entry.metric, entry.span) for entry in plan.metrics)
 
 
 def _pad_token_id(tokenizer, config) -> int | None:

@@ -8,6 +8,7 @@ nothing stops at the first. Model-dependent checks live in `model_checks.py`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from expc.spec import ir
@@ -138,6 +139,9 @@ def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tup
     ir_captures = [_capture(c, st, hydra) for st in captures]
     ir_importances = [_importance(c, st, hydra) for st in importances]
 
+    if isinstance(data, ir.Data):
+        _field_masks(c, data.source, ir_captures)
+
     parts = (model, dtype, device, seed, compile_, hydra, data, output, *ir_captures,
              *ir_importances)
     if c.diagnostics or any(p is _BAD for p in parts):
@@ -145,7 +149,8 @@ def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tup
     return ir.Experiment(
         name=decl.name, path=path, model=model, dtype=dtype, device=device, seed=seed,
         compile=compile_, hydra=hydra, data=data, captures=tuple(ir_captures),
-        importances=tuple(ir_importances), output=output, span=decl.span), ()
+        importances=tuple(ir_importances), output=output, span=decl.span,
+        device_span=settings["device"].value.span if "device" in settings else decl.name_span), ()
 
 
 def _model(c: Checker, assign: sx.Assign | None, decl: sx.ExperimentDecl) -> object:
@@ -158,7 +163,7 @@ def _model(c: Checker, assign: sx.Assign | None, decl: sx.ExperimentDecl) -> obj
 
 
 def _device(c: Checker, value: sx.Value) -> object:
-    if isinstance(value, sx.Ident) and value.name.startswith("cuda:"):
+    if isinstance(value, sx.Ident) and re.fullmatch(r"cuda:\d+", value.name):
         return value.name
     return c.word(value, "device", vocab.DEVICES)
 
@@ -232,6 +237,27 @@ def _source(c: Checker, value: sx.Value) -> object:
         return _BAD
     return ir.Source(kind=value.name, path=path, field=field, mask_field=mask_field,
                      span=value.span)
+
+
+def _field_masks(c: Checker, source: ir.Source, captures: list) -> None:
+    """A `field("x")` mask reads the per-token list the data source names as its
+    `mask_field`; any other name would silently read that one's values."""
+    for cap in captures:
+        mask = cap.aggregate.mask if isinstance(cap, ir.Capture) else None
+        if mask is None or mask.kind != "field" or mask.field == source.mask_field:
+            continue
+        if source.mask_field is None:
+            fix = (f'add `mask_field = "{mask.field}"` to `{source.kind}(...)`'
+                   if "mask_field" in vocab.SOURCES[source.kind][0]
+                   else f"a `{source.kind}` source has no fields; use `jsonl` or `tokens`")
+            c.error(mask.span, f'`field("{mask.field}")` needs a data source with the mask field '
+                    f'`{mask.field}`, and `{source.kind}(...)` gives none', code="mask-field",
+                    help=(fix,))
+        else:
+            c.error(mask.span, f'`field("{mask.field}")` names no mask field of the data: its '
+                    f'source gives `mask_field = "{source.mask_field}"`', code="mask-field",
+                    help=(f'write `field("{source.mask_field}")`, or read `mask_field = '
+                          f'"{mask.field}"` from the source',))
 
 
 def _output(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> object:

@@ -213,6 +213,7 @@ class Experiment:
     effects: tuple[Effect, ...] = ()
     output: Output
     span: Span = _span_field()
+    device_span: Span = _span_field()  # the `device = ...` value (the experiment's, if unset)
 
 
 @attrs.frozen(kw_only=True)

@@ -1,9 +1,12 @@
-"""Checks of a lowered experiment against the model's shape and the files it names.
+"""Checks of a lowered experiment against the model's shape, the files it names and the
+machine it would run on — everything the run would otherwise reject late.
 
-Layer indices in range, `0 < trunk < n_layers`, module roles the architecture has, heads
-selectors that reach layers inside the heads, `max_length` within the model's positions,
-the data file present — and two statements that would write the same result key. The
-key-collision check also runs without a model, on what the selectors say on their own.
+Against the model: layer indices in range, `0 < trunk < n_layers`, module roles and capture
+sites the architecture has (no `logits` on an encoder), heads selectors that reach layers
+inside the heads, `max_length` within the model's positions, a model that fits in memory —
+and two statements that would write the same result key (that check also runs without a
+model, on what the selectors say on their own). Against the files and the machine: the data
+file present, enough batches for `iterative_channel`'s rounds, the CUDA device present.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import os
 
 from expc.spec import ir
+from expc.spec.data_size import count_batches, count_samples
+from expc.spec.devices import DEVICE_HELP, cuda_problem, visible_gpus
 from expc.spec.diagnostics import Diagnostic, error
 from expc.spec.model_shape import ModelShape
+from expc.spec.model_size import GIB, layer_copies, layer_parameters, machine_memory, model_bytes
 from expc.spec.suggest import did_you_mean
 
 
@@ -63,22 +69,71 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
             out.append(error(imp.module_span, f"{shape.model_type} models have no `{imp.module}`",
                              code="module", help=did_you_mean(imp.module, shape.modules)
                              or (f"modules: {', '.join(shape.modules)}",)))
-    max_positions = shape.config.get("max_position_embeddings")
-    if (exp.data.max_length is not None and isinstance(max_positions, int)
-            and exp.data.max_length > max_positions):
+    for cap in exp.captures:
+        if cap.site not in shape.facts.sites:
+            out.append(error(cap.span, f"{shape.model_type} models have no `{cap.site}`: an "
+                             "encoder has no LM head", code="site",
+                             help=("capture `final_norm` for the last hidden state",)))
+    if exp.data.max_length is not None and exp.data.max_length > shape.max_positions:
         out.append(error(exp.data.max_length_span, f"max_length = {exp.data.max_length} exceeds "
-                         f"the model's {max_positions} positions", code="range"))
+                         f"the model's {shape.max_positions} positions", code="range",
+                         help=("leave `max_length` out to use the model's maximum",)))
+    out.extend(_memory(exp, shape))
     out.extend(duplicate_keys(exp, n_layers=n, trunk=trunk))
     return out
 
 
-def check_files(exp: ir.Experiment) -> list[Diagnostic]:
-    """The data file must exist (paths resolve against the working directory)."""
-    source = exp.data.source
-    if os.path.isfile(source.path):
+def _memory(exp: ir.Experiment, shape: ModelShape) -> list[Diagnostic]:
+    """A model too large for this machine, with the estimate of what it would need."""
+    need, have = model_bytes(shape, hydra=exp.hydra, dtype=exp.dtype), machine_memory()
+    if have is None or need <= have:
         return []
-    return [error(source.span, f"data file `{source.path}` does not exist", code="data",
-                  help=("paths in a spec resolve against the working directory",))]
+    copies = layer_copies(shape, exp.hydra)
+    split = exp.hydra is not None and copies != shape.n_layers
+    where = exp.hydra.span if split else exp.model.span
+    built = (f"{copies:,} layer copies (trunk {exp.hydra.trunk}, {exp.hydra.heads:,} heads x "
+             f"{shape.n_layers - exp.hydra.trunk} layers)" if split else f"{copies:,} layers")
+    return [error(where, f"the model would need about {need / GIB:,.1f} GiB: {built} of "
+                  f"{layer_parameters(shape):,} parameters in {exp.dtype}; this machine has "
+                  f"{have / GIB:,.1f} GiB", code="memory",
+                  help=("fewer heads or layers, or `dtype = bfloat16`",))]
+
+
+def check_files(exp: ir.Experiment) -> list[Diagnostic]:
+    """What this machine and its files allow: the data file present (paths resolve against
+    the working directory), enough batches for `iterative_channel`, the CUDA device."""
+    out = []
+    problem = cuda_problem(exp.device, visible_gpus())
+    if problem is not None:
+        out.append(error(exp.device_span, problem, code="device", help=DEVICE_HELP))
+    source = exp.data.source
+    if not os.path.isfile(source.path):
+        return [*out, error(source.span, f"data file `{source.path}` does not exist",
+                            code="data", help=("paths in a spec resolve against the working "
+                                               "directory",))]
+    return [*out, *_iteration_batches(exp)]
+
+
+def _iteration_batches(exp: ir.Experiment) -> list[Diagnostic]:
+    """`iterative_channel` prunes in `iterations` rounds of at least one batch each."""
+    rounds = [imp for imp in exp.importances if imp.metric == "iterative_channel"]
+    samples = count_samples(exp.data.source.path, limit=exp.data.limit) if rounds else None
+    if samples is None:
+        return []
+    batches = count_batches(samples, exp.data.batch_size)
+    out = []
+    for imp in rounds:
+        iterations = imp.param("iterations")
+        if iterations > batches:
+            span = next((p.span for p in imp.params if p.name == "iterations"
+                         and p.span != ir.NO_SPAN), imp.span)
+            out.append(error(span, f"iterative_channel with iterations = {iterations} needs at "
+                             f"least {iterations} batches (one per round); the data gives "
+                             f"{batches} ({samples} samples, batch_size {exp.data.batch_size})",
+                             code="iterations",
+                             help=(f"iterations <= {batches}, a smaller batch_size, or more "
+                                   "data",)))
+    return out
 
 
 def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
@@ -87,33 +142,81 @@ def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
 
     With `n_layers` selectors resolve exactly; without, `*` overlaps everything and
     negative or open-ended selectors overlap only a selector written the same way.
+    Each statement is compared only with earlier ones of its key that share a layer
+    (`_EarlierStatements`), so 30 000 statements check in linear time.
     """
     out = []
-    seen_caps: list[ir.Capture] = []
+    captures: dict[str, _EarlierStatements] = {}
     for cap in exp.captures:
         if cap.aggregate.mode == "none":
             continue
-        for prev in seen_caps:
-            if prev.key_name == cap.key_name and _overlap(prev.layers, cap.layers, n_layers) \
-                    and _heads_overlap(prev.heads, cap.heads, exp.hydra):
-                out.append(error(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
-                                 f"the capture on line {prev.span.line}", code="duplicate",
-                                 help=("give one of them its own name with `as NAME`",)))
-                break
-        seen_caps.append(cap)
-    seen_imps: list[ir.Importance] = []
+        earlier = captures.setdefault(cap.key_name, _EarlierStatements(n_layers))
+        prev = earlier.first_overlap(cap.layers, cap.heads, exp.hydra)
+        if prev is not None:
+            out.append(error(cap.span, f"this capture writes the same `{cap.key_name}` keys as "
+                             f"the capture on line {prev.span.line}", code="duplicate",
+                             help=("give one of them its own name with `as NAME`",)))
+        earlier.add(cap, cap.layers)
+    importances: dict[tuple[str, str], _EarlierStatements] = {}
     for imp in exp.importances:
-        for prev in seen_imps:
-            if (prev.metric, prev.module) == (imp.metric, imp.module) and \
-                    _overlap(prev.layers, imp.layers, n_layers) and \
-                    _heads_overlap(prev.heads, imp.heads, exp.hydra):
-                out.append(error(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
-                                 f"on line {prev.span.line} for some of these layers",
-                                 code="duplicate",
-                                 help=("merge the two selectors into one statement",)))
-                break
-        seen_imps.append(imp)
+        earlier = importances.setdefault((imp.metric, imp.module), _EarlierStatements(n_layers))
+        prev = earlier.first_overlap(imp.layers, imp.heads, exp.hydra)
+        if prev is not None:
+            out.append(error(imp.span, f"`{imp.metric}` at `{imp.module}` is already computed "
+                             f"on line {prev.span.line} for some of these layers",
+                             code="duplicate",
+                             help=("merge the two selectors into one statement",)))
+        earlier.add(imp, imp.layers)
     return out
+
+
+class _EarlierStatements:
+    """The earlier statements of one result key, indexed by the layers they name.
+
+    A statement whose layers are known (resolved with the layer count, or literal without
+    it) is filed under each layer; one whose layers are not (`*`, negative or open-ended
+    selectors without a count) is compared with every later statement.
+    """
+
+    def __init__(self, n_layers: int | None):
+        self.n_layers = n_layers
+        self.order: dict[int, int] = {}  # id(statement) -> position, to report the first
+        self.by_layer: dict[int | None, list] = {}  # layer (None: model-wide) -> statements
+        self.unindexed: list[tuple[object, ir.IndexSelector]] = []
+
+    def _layers(self, selector: ir.IndexSelector | None) -> set[int | None] | None:
+        if selector is None:
+            return {None}
+        if self.n_layers is not None:
+            if selector.out_of_range(self.n_layers):
+                return set()  # reported as out of range instead
+            return set(selector.resolve(self.n_layers))
+        return None if selector.all else _static(selector)
+
+    def add(self, statement, selector: ir.IndexSelector | None) -> None:
+        self.order[id(statement)] = len(self.order)
+        layers = self._layers(selector)
+        if layers is None:
+            self.unindexed.append((statement, selector))
+        for layer in layers or ():
+            self.by_layer.setdefault(layer, []).append((statement, selector))
+
+    def first_overlap(self, selector: ir.IndexSelector | None, heads: ir.IndexSelector | None,
+                      hydra: ir.Hydra | None):
+        """The earliest statement whose layers and heads overlap these, or None."""
+        layers = self._layers(selector)
+        groups = [self.unindexed, *(self.by_layer.values() if layers is None
+                                    else (self.by_layer.get(layer, ()) for layer in layers))]
+        first = None
+        for group in groups:  # each in statement order: its first overlap is its earliest
+            for statement, prev_selector in group:
+                if first is not None and self.order[id(statement)] >= self.order[id(first)]:
+                    break
+                if _overlap(prev_selector, selector, self.n_layers) and \
+                        _heads_overlap(statement.heads, heads, hydra):
+                    first = statement
+                    break
+        return first
 
 
 def _overlap(a: ir.IndexSelector | None, b: ir.IndexSelector | None, n: int | None) -> bool:

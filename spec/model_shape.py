@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS
+from expc.spec.config_fields import ConfigFields
 from expc.spec.diagnostics import Span, fail
 from expc.spec.json_files import read_json_object
 from expc.spec.suggest import did_you_mean
-from expc.spec.vocabulary import BUILTIN_PREFIX
+from expc.spec.vocabulary import BUILTIN_PREFIX, SITES
 
 _LLAMA_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -29,19 +31,44 @@ _LLAMA_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "se
 _BERT_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                 "mlp.up_proj", "mlp.down_proj")
 
-# model_type -> (linear roles, norm roles)
-MODULE_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "llama": (_LLAMA_LINEAR, ("input_layernorm", "post_attention_layernorm")),
-    "mistral": (_LLAMA_LINEAR, ("input_layernorm", "post_attention_layernorm")),
-    "qwen2": (_LLAMA_LINEAR, ("input_layernorm", "post_attention_layernorm")),
-    "olmo2": (_LLAMA_LINEAR, ("post_attention_layernorm", "post_feedforward_layernorm",
-                              "self_attn.q_norm", "self_attn.k_norm")),
-    "bert": (_BERT_LINEAR, ("post_attention_layernorm", "post_feedforward_layernorm")),
+_DECODER_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+@attrs.frozen(kw_only=True)
+class ArchitectureFacts:
+    """What is known of an architecture without building it: the one home of these facts
+    for `expc check` and for the model code (`expc.models.registry` reads them here)."""
+
+    linear_modules: tuple[str, ...]
+    norm_modules: tuple[str, ...]
+    has_lm_head: bool  # decoders end in an LM head (the `logits` site); encoders do not
+    max_positions: int  # Hugging Face's default `max_position_embeddings`
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The capture sites a model of this architecture marks."""
+        return tuple(s for s in SITES if self.has_lm_head or s != "logits")
+
+
+ARCHITECTURES: dict[str, ArchitectureFacts] = {
+    "llama": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=_DECODER_NORMS,
+                               has_lm_head=True, max_positions=2048),
+    "mistral": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=_DECODER_NORMS,
+                                 has_lm_head=True, max_positions=4096 * 32),
+    "qwen2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=_DECODER_NORMS,
+                               has_lm_head=True, max_positions=32768),
+    "olmo2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
+        "post_attention_layernorm", "post_feedforward_layernorm", "self_attn.q_norm",
+        "self_attn.k_norm"), has_lm_head=True, max_positions=2048),
+    "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
+        "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
+        max_positions=512),
 }
-SUPPORTED_MODEL_TYPES = tuple(MODULE_ROLES)
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 ATTENTION_OUTPUT = "self_attn.o_proj"
-ALL_ROLES = tuple(dict.fromkeys(r for lin, norm in MODULE_ROLES.values() for r in (*lin, *norm)))
-ALL_NORM_ROLES = tuple(dict.fromkeys(r for _, norm in MODULE_ROLES.values() for r in norm))
+ALL_ROLES = tuple(dict.fromkeys(r for a in ARCHITECTURES.values()
+                                for r in (*a.linear_modules, *a.norm_modules)))
+ALL_NORM_ROLES = tuple(dict.fromkeys(r for a in ARCHITECTURES.values() for r in a.norm_modules))
 
 
 @attrs.frozen(kw_only=True)
@@ -55,9 +82,18 @@ class ModelShape:
     head_dim: int
     intermediate: int
     vocab: int
-    linear_modules: tuple[str, ...]
-    norm_modules: tuple[str, ...]
+    max_positions: int  # `max_position_embeddings`: the longest input the model takes
+    tie_word_embeddings: bool
+    facts: ArchitectureFacts
     config: dict = attrs.field(eq=False, repr=False, hash=False)
+
+    @property
+    def linear_modules(self) -> tuple[str, ...]:
+        return self.facts.linear_modules
+
+    @property
+    def norm_modules(self) -> tuple[str, ...]:
+        return self.facts.norm_modules
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -67,7 +103,8 @@ class ModelShape:
 def read_model_shape(model: str, *, span: Span) -> ModelShape:
     """The shape of `builtin:NAME` or of the checkpoint folder `model` (relative to the cwd).
 
-    Problems are diagnostics at `span`, the spec's `model = ...` value.
+    A missing or unsupported model is a diagnostic at `span`, the spec's `model = ...`
+    value; a bad field is one at its line in config.json.
     """
     if model.startswith(BUILTIN_PREFIX):
         name = model[len(BUILTIN_PREFIX):]
@@ -89,28 +126,34 @@ def read_model_shape(model: str, *, span: Span) -> ModelShape:
     return shape_from_config(config, span=span, source=str(config_path))
 
 
-def shape_from_config(config: dict[str, Any], *, span: Span, source: str) -> ModelShape:
-    model_type = config.get("model_type")
-    if model_type not in MODULE_ROLES:
-        raise fail(span, f"unsupported model_type `{model_type}` in {source}", code="model",
+def shape_from_config(config: Mapping[str, Any], *, source: str,
+                      span: Span | None = None) -> ModelShape:
+    """The shape a config describes, every field type- and range-checked (`ConfigFields`).
+
+    An unsupported `model_type` is reported at `span` (the spec's `model = ...`) when given,
+    else in `source`.
+    """
+    fields = ConfigFields(raw=config, source=source)
+    model_type = fields.word("model_type")
+    if model_type not in ARCHITECTURES:
+        raise fail(span or fields.where("model_type"), f"unsupported model_type `{model_type}` in {source}", code="model",
                    help=(f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",))
-
-    def positive_int(key: str, default: int | None = None) -> int:
-        value = config.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise fail(span, f"{source}: `{key}` must be a positive integer, found {value!r}",
-                       code="model")
-        return value
-
-    n_heads = positive_int("num_attention_heads")
-    hidden = positive_int("hidden_size")
-    linear, norms = MODULE_ROLES[model_type]
-    architectures = config.get("architectures") or [model_type]
+    facts = ARCHITECTURES[model_type]
+    hidden = fields.integer("hidden_size")
+    n_heads = fields.integer("num_attention_heads")
+    n_kv_heads = fields.integer("num_key_value_heads", default=n_heads, maximum=n_heads)
+    if n_heads % n_kv_heads:
+        raise fields.fail("num_key_value_heads", f"`num_key_value_heads` = {n_kv_heads} must "
+                          f"divide `num_attention_heads` = {n_heads}")
+    if "head_dim" not in config and hidden % n_heads:
+        raise fields.fail("hidden_size", f"`hidden_size` = {hidden} is not a multiple of "
+                          f"`num_attention_heads` = {n_heads}; give `head_dim`")
+    architectures = fields.words("architectures") or (model_type,)
     return ModelShape(
-        model_type=model_type, architecture=str(architectures[0]),
-        n_layers=positive_int("num_hidden_layers"), hidden=hidden, n_heads=n_heads,
-        n_kv_heads=positive_int("num_key_value_heads", n_heads),
-        head_dim=positive_int("head_dim", hidden // n_heads if hidden % n_heads == 0 else None),
-        intermediate=positive_int("intermediate_size"), vocab=positive_int("vocab_size"),
-        linear_modules=linear, norm_modules=norms, config=config,
+        model_type=model_type, architecture=architectures[0],
+        n_layers=fields.integer("num_hidden_layers"), hidden=hidden, n_heads=n_heads,
+        n_kv_heads=n_kv_heads, head_dim=fields.integer("head_dim", default=hidden // n_heads),
+        intermediate=fields.integer("intermediate_size"), vocab=fields.integer("vocab_size"),
+        max_positions=fields.integer("max_position_embeddings", default=facts.max_positions),
+        tie_word_embeddings=fields.flag("tie_word_embeddings"), facts=facts, config=dict(config),
     )

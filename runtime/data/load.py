@@ -73,19 +73,23 @@ class TokenizedData:
 def load_data(*, kind: str, path: str | Path, field: str | None = None,
               mask_field: str | None = None, limit: int | None = None,
               tokenizer: Tokenizer | None = None, max_length: int | None = None,
-              vocab_size: int | None = None) -> TokenizedData:
+              max_positions: int | None = None, vocab_size: int | None = None) -> TokenizedData:
     """Read, tokenise and truncate a data source; raise `DiagnosticError` for bad input.
 
     `tokens` sources are already token ids and need no tokenizer; their truncation keeps the
     first `max_length` ids. Texts are truncated by the tokenizer, which keeps the model's
     special tokens (a BERT `[SEP]` stays last). A mask field must have one entry per token
     of the untruncated sample (the tokenizer's tokens for `jsonl`); a sample with a mask
-    field is truncated by keeping its first `max_length` tokens and mask entries. With
-    `vocab_size`, ids outside the model's vocabulary are errors at their line (they would
+    field is truncated by keeping its first `max_length` tokens and mask entries. Without a
+    `max_length`, the model's `max_positions` is the limit: a sample longer than the model
+    can take is truncated, never fed whole (`expc check` refuses a `max_length` above it).
+    With `vocab_size`, ids outside the model's vocabulary are errors at their line (they would
     otherwise fail deep inside the embedding).
     """
     if kind != "tokens" and tokenizer is None:
         raise ValueError(f"a `{kind}` source needs a tokenizer")
+    if max_length is None:
+        max_length = max_positions
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
     path = str(path)

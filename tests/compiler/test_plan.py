@@ -14,7 +14,7 @@ HYDRA = "hydra { trunk = 2\n heads = 3 }"
 
 def _plan(tmp_path, statements: str, *, hydra: str = HYDRA):
     data = tmp_path / "d.jsonl"
-    data.write_text('{"text": "hello"}\n')
+    data.write_text('{"text": "hello"}\n' * 32)  # 4 batches: enough for iterations = 4
     path = tmp_path / "p.exp"
     path.write_text(textwrap.dedent(f"""\
         experiment p {{

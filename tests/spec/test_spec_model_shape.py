@@ -8,7 +8,7 @@ import pytest
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import DiagnosticError, Span
-from expc.spec.model_shape import MODULE_ROLES, read_model_shape
+from expc.spec.model_shape import ARCHITECTURES, read_model_shape
 from tests.spec.conftest import spec_with
 
 SPAN = Span(path="spec.exp", line=2, col=13, end_col=30)
@@ -22,7 +22,8 @@ def test_builtin_shapes_follow_their_configs(name):
     assert shape.hidden == cfg["hidden_size"]
     assert shape.n_kv_heads == cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     assert shape.head_dim == cfg["hidden_size"] // cfg["num_attention_heads"]
-    assert set(shape.modules) == set(MODULE_ROLES[cfg["model_type"]][0] + MODULE_ROLES[cfg["model_type"]][1])
+    facts = ARCHITECTURES[cfg["model_type"]]
+    assert set(shape.modules) == set(facts.linear_modules + facts.norm_modules)
 
 
 def test_bert_has_no_gate_and_no_pre_attention_norm():
@@ -76,9 +77,14 @@ def test_unsupported_model_type(tmp_path):
 
 
 def test_config_lacking_a_size(tmp_path):
+    # In config.json, not at the spec's `model = ...`: the fix is in that file (issue 12).
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8,
                                                       "num_attention_heads": 2}))
-    assert "`num_hidden_layers` must be a positive integer" in _fails(str(tmp_path))
+    with pytest.raises(DiagnosticError) as info:
+        read_model_shape(str(tmp_path), span=SPAN)
+    (d,) = info.value.diagnostics
+    assert "config is missing `num_hidden_layers`" in d.message
+    assert d.span.path == str(tmp_path / "config.json")
 
 
 def test_unknown_builtin_suggests():

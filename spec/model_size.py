@@ -1,0 +1,52 @@
+"""How much memory a model would take, from its shape alone — to refuse absurd sizes early.
+
+`heads = 1000000` or a config with 200 000 layers used to hang a run in `running` while it
+built millions of modules. `expc check` (and the run, whose spec load runs the same checks)
+estimates the weights (parameters x dtype bytes, every Hydra head's own copy of its layers)
+plus the bookkeeping of each layer copy, and compares it with the machine's memory, read
+without torch.
+"""
+
+from __future__ import annotations
+
+import os
+
+from expc.spec import ir
+from expc.spec.model_shape import ModelShape
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+LAYER_OVERHEAD = 256 << 10  # bytes of modules, graph nodes and tensors' headers per layer copy
+GIB = 1 << 30
+
+
+def layer_parameters(shape: ModelShape) -> int:
+    """Parameters of one transformer layer: attention, MLP and norms (weights and biases)."""
+    inner, kv = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    attention = 2 * shape.hidden * inner + 2 * shape.hidden * kv
+    mlp_matrices = 3 if "mlp.gate_proj" in shape.linear_modules else 2
+    return attention + mlp_matrices * shape.hidden * shape.intermediate \
+        + 2 * shape.hidden * len(shape.norm_modules)
+
+
+def layer_copies(shape: ModelShape, hydra: ir.Hydra | None) -> int:
+    """Layers built: the trunk once, then each head's own copy of the rest."""
+    if hydra is None or hydra.trunk >= shape.n_layers:
+        return shape.n_layers
+    return hydra.trunk + hydra.heads * (shape.n_layers - hydra.trunk)
+
+
+def model_bytes(shape: ModelShape, *, hydra: ir.Hydra | None, dtype: str) -> int:
+    """The memory the model would take: weights in `dtype` and per-layer bookkeeping."""
+    embeddings = shape.vocab * shape.hidden
+    lm_head = embeddings if shape.facts.has_lm_head and not shape.tie_word_embeddings else 0
+    copies = layer_copies(shape, hydra)
+    weights = (embeddings + lm_head + copies * layer_parameters(shape)) * DTYPE_BYTES[dtype]
+    return weights + copies * LAYER_OVERHEAD
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
