@@ -3,8 +3,9 @@
 The trunk is the embeddings plus layers `0..trunk-1` (`layers.{L}`); each head owns its own
 modules for layers `trunk..L-1` (`heads.{h}.layers.{L}`, global `L`: distinct fx paths), whose
 weights the loader shares between heads that read the same checkpoint
-(`expc.models.loading`); all heads share the final `norm` and `lm_head`. A model without a Hydra split is the same class with one head holding
-no layers, so every caller sees one shape: logits `[n_heads, B, S, V]`.
+(`expc.models.loading`); all heads share the final `norm` and `lm_head`. A model without a
+Hydra split is the same class with one head holding no layers, so every caller sees one
+shape: logits `[n_heads, B, S, V]`.
 
 Position ids follow the attention mask, so a left- or right-padded sample gives the same
 numbers as the sample run alone; every query may attend to itself, so padded rows stay

@@ -3,10 +3,11 @@
 `expc.spec.ir.Hydra` is what the user wrote (`trunk`, `heads`); `HydraSplit` is what it
 means for one model: layers `0..trunk-1` shared, every one of `n_heads` heads holding its
 own modules for the rest (`trunk = 0` shares only the embeddings; `trunk = auto` is the
-deepest trunk that keeps every intervention inside the heads). It is the one type for that fact — the model builds its layers from
-it, the compiler's plan reads which heads a layer has and the module path of each copy, the
-runtime records it in the manifest — and `HydraSplit.of` is the one place the IR becomes it,
-with the diagnostics for a split the model cannot take.
+deepest trunk that keeps every intervention inside the heads). It is the one type for that
+fact — the model builds its layers from it, the compiler's plan reads which heads a layer has
+and the module path in each head, the runtime records it in the manifest — and
+`HydraSplit.of` is the one place the IR becomes it, with the diagnostics for a split the
+model cannot take.
 
 It lives in models/ because what it answers is the `HydraTransformer`'s module layout
 (`layers.{L}` in the trunk, `heads.{h}.layers.{L}` in a head, global `L`) and it needs the
