@@ -48,6 +48,7 @@ def compile(experiment: Experiment, *, model: HydraTransformer | None = None,  #
 
     if model is None:
         model = load_model(experiment.model.path, hydra=experiment.hydra,
+                           interventions=experiment.interventions,
                            dtype=experiment.dtype, device=resolve_device(experiment.device))
     return compile_experiment(experiment, model, sinks)
 
