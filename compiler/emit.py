@@ -97,7 +97,7 @@ def emit_dot(plan: Plan, *, name: str = "plan") -> str:
 
 def emit(experiment: ir.Experiment, what: str) -> str:
     """The text `expc compile --emit WHAT` prints for a checked experiment."""
-    model = meta_model(experiment.model.path, experiment.hydra)
+    model = meta_model(experiment.model.path, experiment.hydra, experiment.interventions)
     plan = build_plan(experiment, n_layers=model.config.n_layers)
     if what == "dot":
         return emit_dot(plan, name=experiment.name)

@@ -130,7 +130,7 @@ def _metric_entries(layout: HydraSplit, importance: ir.Importance) -> list[Metri
 
 def build_plan(experiment: ir.Experiment, *, n_layers: int) -> Plan:
     """The plan of a checked experiment on a model with `n_layers` layers (pure)."""
-    layout = HydraSplit.of(experiment.hydra, n_layers=n_layers)
+    layout = HydraSplit.of(experiment.hydra, n_layers=n_layers, interventions=experiment.interventions)
     captures = [e for c in experiment.captures if c.aggregate.mode != "none"
                 for e in _capture_entries(layout, c)]
     metrics = [e for i in experiment.importances for e in _metric_entries(layout, i)]

@@ -49,6 +49,7 @@ def compile(experiment: Experiment, *, model: HydraTransformer | None = None,  #
     if model is None:
         device = resolve_device(experiment.device, span=experiment.device_span)
         model = load_model(experiment.model.path, hydra=experiment.hydra,
+                           interventions=experiment.interventions,
                            dtype=experiment.dtype, device=device)
     return compile_experiment(experiment, model, sinks)
 

@@ -1,9 +1,11 @@
 """`HydraTransformer`: one shared trunk fanning out into N heads (after olmo_tap's Hydra).
 
 The trunk is the embeddings plus layers `0..trunk-1` (`layers.{L}`); each head owns its own
-copy of layers `trunk..L-1` (`heads.{h}.layers.{L}`, global `L`); all heads share the final
-`norm` and `lm_head`. A model without a Hydra split is the same class with one head holding
-no layers, so every caller sees one shape: logits `[n_heads, B, S, V]`.
+modules for layers `trunk..L-1` (`heads.{h}.layers.{L}`, global `L`: distinct fx paths), whose
+weights the loader shares between heads that read the same checkpoint
+(`expc.models.loading`); all heads share the final `norm` and `lm_head`. A model without a
+Hydra split is the same class with one head holding no layers, so every caller sees one
+shape: logits `[n_heads, B, S, V]`.
 
 Position ids follow the attention mask, so a left- or right-padded sample gives the same
 numbers as the sample run alone; every query may attend to itself, so padded rows stay
@@ -34,7 +36,7 @@ class TrunkState:
 
 
 class HydraHead(nn.Module):
-    """One head: its own copy of the layers after the trunk, keyed by global layer number."""
+    """One head: its own modules for the layers after the trunk, keyed by global layer number."""
 
     def __init__(self, *, config: ModelConfig, hydra: HydraSplit, head: int, build_block):
         super().__init__()

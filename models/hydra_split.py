@@ -2,10 +2,12 @@
 
 `expc.spec.ir.Hydra` is what the user wrote (`trunk`, `heads`); `HydraSplit` is what it
 means for one model: layers `0..trunk-1` shared, every one of `n_heads` heads holding its
-own copy of the rest. It is the one type for that fact — the model builds its layers from
-it, the compiler's plan reads which heads a layer has and the module path of each copy, the
-runtime records it in the manifest — and `HydraSplit.of` is the one place the IR becomes it,
-with the diagnostics for a split the model cannot take.
+own modules for the rest (`trunk = 0` shares only the embeddings; `trunk = auto` is the
+deepest trunk that keeps every intervention inside the heads). It is the one type for that
+fact — the model builds its layers from it, the compiler's plan reads which heads a layer has
+and the module path in each head, the runtime records it in the manifest — and
+`HydraSplit.of` is the one place the IR becomes it, with the diagnostics for a split the
+model cannot take.
 
 It lives in models/ because what it answers is the `HydraTransformer`'s module layout
 (`layers.{L}` in the trunk, `heads.{h}.layers.{L}` in a head, global `L`) and it needs the
@@ -16,6 +18,7 @@ checks the `hydra` block against the model's shape itself, with spans, before an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -38,22 +41,30 @@ class HydraSplit:
         return cls(n_layers=n_layers, trunk=n_layers)
 
     @classmethod
-    def of(cls, hydra: ir.Hydra | None, *, n_layers: int,
+    def of(cls, hydra: ir.Hydra | None, *, n_layers: int, interventions: Iterable[ir.Intervention] = (),
            source: str | Path | None = None) -> HydraSplit:
         """The split `hydra` asks of an `n_layers`-layer model.
 
-        Errors point at `source` (the model's config, say) or else at the spec's `hydra` block.
+        `trunk = auto` (`hydra.trunk is None`) resolves against `interventions` with
+        `auto_trunk`. Errors point at `source` (the model's config, say) or else at the
+        spec's `hydra` block.
         """
         if hydra is None:
             return cls.single(n_layers)
-        if not 0 < hydra.trunk < n_layers:
+        trunk = auto_trunk(interventions, n_layers=n_layers) if hydra.trunk is None else hydra.trunk
+        if not 0 <= trunk < n_layers:
             raise fail(hydra.trunk_span if source is None else source,
-                       f"hydra trunk must be between 1 and {n_layers - 1} for a "
-                       f"{n_layers}-layer model, got {hydra.trunk}", code="hydra-trunk")
+                       f"hydra trunk must be between 0 and {n_layers - 1} for a "
+                       f"{n_layers}-layer model, got {trunk}", code="hydra-trunk")
         if hydra.heads < 1:
             raise fail(hydra.span if source is None else source,
                        f"hydra needs at least one head, got {hydra.heads}", code="hydra-heads")
-        return cls(n_layers=n_layers, trunk=hydra.trunk, n_heads=hydra.heads)
+        if hydra.head_models and len(hydra.head_models) != hydra.heads:
+            raise fail(hydra.span if source is None else source,
+                       f"hydra head_models names {len(hydra.head_models)} checkpoints for "
+                       f"{hydra.heads} heads", code="hydra-heads",
+                       help=("give one checkpoint folder per head",))
+        return cls(n_layers=n_layers, trunk=trunk, n_heads=hydra.heads)
 
     @property
     def is_split(self) -> bool:
@@ -62,7 +73,7 @@ class HydraSplit:
 
     @property
     def head_layers(self) -> range:
-        """The global layers every head holds its own copy of (empty without a split)."""
+        """The global layers every head holds its own modules for (empty without a split)."""
         return range(self.trunk, self.n_layers)
 
     def heads_of_layer(self, layer: int, selector: ir.IndexSelector | None) -> tuple[int | None, ...]:
@@ -79,3 +90,20 @@ class HydraSplit:
         """The module's qualified name in the Hydra model, e.g. `heads.1.layers.3.mlp.down_proj`."""
         prefix = "" if head is None else f"heads.{head}."
         return f"{prefix}layers.{layer}.{module}"
+
+
+def auto_trunk(interventions: Iterable[ir.Intervention], *, n_layers: int) -> int:
+    """`trunk = auto`: the deepest trunk that keeps every intervention inside the heads.
+
+    The smallest layer any intervention resolves to, capped at `n_layers - 1` so the heads
+    hold at least one layer (`n_layers - 1` without interventions).
+    """
+    deepest = n_layers - 1
+    for intervention in interventions:
+        selector = intervention.layers
+        bad = selector.out_of_range(n_layers)
+        if bad:  # `expc check` reports it first; this keeps an unchecked spec a diagnostic
+            raise fail(selector.span_of(bad[0]), f"layer {bad[0]} is out of range for a "
+                       f"{n_layers}-layer model", code="range")
+        deepest = min([deepest, *selector.resolve(n_layers)])
+    return deepest

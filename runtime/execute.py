@@ -142,7 +142,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
              seconds: dict[str, float], store: RunStore | None) -> _Loop:
     t0 = time.perf_counter()
     torch.manual_seed(experiment.seed)
-    model = load_model(experiment.model.path, hydra=experiment.hydra,
+    model = load_model(experiment.model.path, hydra=experiment.hydra, interventions=experiment.interventions,
                        dtype=experiment.dtype, device=device)
     if store is not None:
         store.manifest["model"] = _describe_model(experiment, model)

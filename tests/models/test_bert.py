@@ -143,7 +143,7 @@ def test_padding_left_or_right_equals_each_sample_alone(ours) -> None:
         torch.testing.assert_close(left_out[i, width - n:], alone[i], atol=ATOL, rtol=0)
 
 
-def test_hydra_heads_cloned_from_the_checkpoint_equal_the_base_model(folder, ours) -> None:
+def test_hydra_heads_sharing_the_checkpoint_equal_the_base_model(folder, ours) -> None:
     hydra = load_model(folder, hydra=ir.Hydra(trunk=1, heads=3))
     ids, mask = right_padded_batch([8, 5], 97, seed=2)
     with torch.no_grad():
@@ -152,11 +152,13 @@ def test_hydra_heads_cloned_from_the_checkpoint_equal_the_base_model(folder, our
     assert heads.shape == (3, *base.shape)
     for head in heads:
         torch.testing.assert_close(head, base, atol=ATOL, rtol=0)
-    names = {n for n, _ in hydra.named_parameters()}
+    names = {n for n, _ in hydra.named_parameters(remove_duplicate=False)}
     assert "heads.2.layers.2.mlp.down_proj.weight" in names
     assert "layers.0.self_attn.q_proj.weight" in names
-    with torch.no_grad():  # each head owns its copy: editing one leaves the others alone
-        hydra.heads[0].layers["2"].mlp.down_proj.weight.zero_()
+    down_projs = [head.layers["2"].mlp.down_proj for head in hydra.heads]
+    assert down_projs[0] is not down_projs[2] and down_projs[0].weight is down_projs[2].weight
+    with torch.no_grad():  # each head owns its modules: replacing one's weight leaves the others
+        down_projs[0].weight = torch.nn.Parameter(torch.zeros_like(down_projs[0].weight))
         edited = hydra(ids, mask)
     assert not torch.allclose(edited[0], base, atol=ATOL)
     torch.testing.assert_close(edited[1], base, atol=ATOL, rtol=0)

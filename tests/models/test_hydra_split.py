@@ -2,7 +2,7 @@
 
 import pytest
 
-from expc.models.hydra_split import HydraSplit
+from expc.models.hydra_split import HydraSplit, auto_trunk
 from expc.spec import ir
 from expc.spec.diagnostics import DiagnosticError, Span
 
@@ -32,9 +32,10 @@ def test_one_head_after_a_trunk_is_still_a_split():
 
 
 @pytest.mark.parametrize(("hydra", "code", "message"), [
-    (ir.Hydra(trunk=4, heads=2), "hydra-trunk", "between 1 and 3 for a 4-layer model, got 4"),
-    (ir.Hydra(trunk=0, heads=2), "hydra-trunk", "between 1 and 3"),
+    (ir.Hydra(trunk=4, heads=2), "hydra-trunk", "between 0 and 3 for a 4-layer model, got 4"),
+    (ir.Hydra(trunk=-1, heads=2), "hydra-trunk", "between 0 and 3"),
     (ir.Hydra(trunk=2, heads=0), "hydra-heads", "at least one head, got 0"),
+    (ir.Hydra(trunk=2, heads=3, head_models=("a", "b")), "hydra-heads", "2 checkpoints for 3 heads"),
 ])
 def test_a_split_the_model_cannot_take_is_a_diagnostic(hydra, code, message):
     with pytest.raises(DiagnosticError, match=message) as excinfo:
@@ -52,3 +53,37 @@ def test_without_a_source_errors_point_at_the_hydra_block():
     with pytest.raises(DiagnosticError) as excinfo:
         HydraSplit.of(ir.Hydra(trunk=1, heads=0, span=block_span, trunk_span=trunk_span), n_layers=4)
     assert excinfo.value.diagnostics[0].span == block_span
+
+
+def test_trunk_zero_shares_only_the_embeddings():
+    split = HydraSplit.of(ir.Hydra(trunk=0, heads=2), n_layers=4)
+    assert split.is_split and list(split.head_layers) == [0, 1, 2, 3]
+    assert split.heads_of_layer(0, None) == (0, 1)
+    assert split.module_path("mlp", 0, 1) == "heads.1.layers.0.mlp"
+
+
+def _intervention(*items, all_layers=False):
+    return ir.Intervention(target="resid_out", target_kind="site",
+                           layers=ir.IndexSelector(all=all_layers, items=items),
+                           operation=ir.Operation(kind="zero"))
+
+
+@pytest.mark.parametrize(("interventions", "trunk"), [
+    ((), 5),  # none: the deepest split that leaves the heads one layer
+    ((_intervention(3),), 3),
+    ((_intervention(4, 2), _intervention(5)), 2),  # the smallest layer of any intervention
+    ((_intervention(-1),), 5),  # negative layers count from the end
+    ((_intervention(ir.Slice(start=1, stop=None)),), 1),
+    ((_intervention(all_layers=True),), 0),  # layer 0 intervened: only the embeddings shared
+])
+def test_trunk_auto_keeps_every_intervention_inside_the_heads(interventions, trunk):
+    split = HydraSplit.of(ir.Hydra(trunk=None, heads=3), n_layers=6, interventions=interventions)
+    assert (split.trunk, split.n_heads) == (trunk, 3)
+    assert auto_trunk(interventions, n_layers=6) == trunk
+    for intervention in interventions:  # every intervened layer sits in the heads
+        assert all(L >= split.trunk for L in intervention.layers.resolve(6))
+
+
+def test_trunk_auto_with_a_layer_out_of_range_is_a_diagnostic():
+    with pytest.raises(DiagnosticError, match="layer 9 is out of range for a 6-layer model"):
+        HydraSplit.of(ir.Hydra(trunk=None, heads=2), n_layers=6, interventions=(_intervention(9),))
