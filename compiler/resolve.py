@@ -85,8 +85,8 @@ def unresolved(span: Span | None, key: tuple, needed_for: str) -> Diagnostic:
             where += f" of head {head}"
         site = "attn_pattern" if key[0] == "attention" else key[1]
         what = f"capture site `{site}` in {where}"
-    return error(span or Span(path="<plan>"), f"the model has no {what} (needed for `{needed_for}`)",
-                 code="compile-unresolved")
+    return error(span or Span(path="<plan>"),
+                 f"the model has no {what} (needed for `{needed_for}`)", code="compile-unresolved")
 
 
 @graph_pass

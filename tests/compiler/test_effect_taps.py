@@ -64,12 +64,14 @@ def test_single_metrics_get_the_head_logits(model, metric):
 
 
 def test_cosine_reads_the_site_in_both_heads_or_the_trunk_once(model):
-    inside, trunk = effect("cosine", 2, 0, at=("resid_out", 3)), effect("cosine", 1, 0, at=("resid_out", 1))
+    inside = effect("cosine", 2, 0, at=("resid_out", 3))
+    trunk = effect("cosine", 1, 0, at=("resid_out", 1))
     plan = plan_of(inside, attrs.evolve(trunk, key="effect/trunk_cosine/head1"))
     recorder, _ = _run(model, plan)
     _, blocks = _eager(model)
     value, reference = recorder.one(inside.key)
-    assert torch.equal(value, blocks["heads.2.layers.3"]) and torch.equal(reference, blocks["heads.0.layers.3"])
+    assert torch.equal(value, blocks["heads.2.layers.3"])
+    assert torch.equal(reference, blocks["heads.0.layers.3"])
     value, reference = recorder.one("effect/trunk_cosine/head1")
     assert torch.equal(value, blocks["layers.1"]) and torch.equal(reference, blocks["layers.1"])
 
@@ -106,7 +108,8 @@ def test_without_a_split_the_effect_reads_the_one_model():
 
 
 def test_effects_with_the_output_kept_change_nothing(model):
-    plan = plan_of(effect("kl", 1, 0), effect("loss", 2), effect("cosine", 1, 0, at=("attn_out", 2)))
+    plan = plan_of(effect("kl", 1, 0), effect("loss", 2),
+                   effect("cosine", 1, 0, at=("attn_out", 2)))
     recorder = Recorder(plan)
     got = compile_plan(plan, model, recorder.sinks, keep_output=True).graph_module(*inputs())
     assert torch.equal(got, _eager(model)[0])

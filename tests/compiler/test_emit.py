@@ -97,14 +97,16 @@ def edited():
     """The quickstart with an intervention per kind of target and two effects (IR built
     directly: the language's parser for them lives elsewhere)."""
     def at(target, kind, layer, head, operation):
-        return ir.Intervention(target=target, target_kind=kind, layers=ir.IndexSelector(items=(layer,)),
-                               heads=ir.IndexSelector(items=(head,)), operation=operation)
+        return ir.Intervention(target=target, target_kind=kind, operation=operation,
+                               layers=ir.IndexSelector(items=(layer,)),
+                               heads=ir.IndexSelector(items=(head,)))
     interventions = (
         at("mlp_out", "site", 3, 1, ir.Operation(kind="zero")),
         at("mlp.down_proj", "linear", 2, 2, ir.Operation(kind="scale", scale=0.5)),
         at("post_attention_layernorm", "norm", 3, 2, ir.Operation(kind="mean", run="runs/a")),
     )
-    effects = (ir.Effect(metric="kl", reference=0), ir.Effect(metric="loss", heads=ir.IndexSelector(items=(2,))),
+    effects = (ir.Effect(metric="kl", reference=0),
+               ir.Effect(metric="loss", heads=ir.IndexSelector(items=(2,))),
                ir.Effect(metric="cosine", reference=0, at_site="resid_out", at_layer=3))
     return attrs.evolve(spec.load(QUICKSTART), interventions=interventions, effects=effects)
 
@@ -124,7 +126,8 @@ def test_dot_draws_interventions_and_effects(edited):
     edges, nodes = _dot_edges(dot), _dot_nodes(dot)
     assert ("intervention/head1/mlp_out_3", "head1/layers.3") in edges
     assert ("intervention/head2/mlp.down_proj_2", "head2/layers.2") in edges
-    assert 'set = mean(run = \\"runs/a\\")' in nodes["intervention/head2/post_attention_layernorm_3"]
+    norm = nodes["intervention/head2/post_attention_layernorm_3"]
+    assert 'set = mean(run = \\"runs/a\\")' in norm
     assert "scale = 0.5" in nodes["intervention/head2/mlp.down_proj_2"]
     assert {("head1/logits", "effect/kl/head1"), ("head0/logits", "effect/kl/head1"),
             ("head2/logits", "effect/loss/head2"), ("head2/layers.3", "effect/cosine/head2"),

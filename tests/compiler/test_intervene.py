@@ -126,7 +126,8 @@ def test_a_norm_edit_sees_the_module_output(model):
     edits = EditRecorder(plan)
     _compiled_logits(model, plan, edits.edits)
     (x, _), = edits.seen[plan.interventions[0].key]
-    assert torch.equal(x, _seen_by_hook(model, "heads.0.layers.2.post_attention_layernorm", "output"))
+    norm_output = _seen_by_hook(model, "heads.0.layers.2.post_attention_layernorm", "output")
+    assert torch.equal(x, norm_output)
 
 
 def test_captures_and_metrics_at_the_intervened_place_see_the_edited_value(model):
@@ -206,7 +207,8 @@ def test_the_edit_is_the_only_new_node(model, kind, target):
 
 
 def test_the_graph_names_each_edit_after_its_key(model):
-    plan = plan_of(intervention("mlp_out", 3, 1), intervention("mlp.down_proj", 2, 2, kind="linear"))
+    plan = plan_of(intervention("mlp_out", 3, 1),
+                   intervention("mlp.down_proj", 2, 2, kind="linear"))
     text = str(compile_plan(plan, model, keep_output=True).graph_module.graph)
     assert "call_module[target=expc_edits.e0_intervention_head1_mlp_out_3]" in text
     assert "call_module[target=expc_edits.e1_intervention_head2_mlp_down_proj_2]" in text

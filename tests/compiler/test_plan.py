@@ -136,8 +136,8 @@ ZERO = ir.Operation(kind="zero")
 
 
 def test_interventions_one_entry_per_layer_and_named_head(tmp_path):
-    site = ir.Intervention(target="mlp_out", target_kind="site", layers=_layers(ir.Slice(start=2, stop=4)),
-                           heads=_layers(1, 2), operation=ZERO)
+    site = ir.Intervention(target="mlp_out", target_kind="site", heads=_layers(1, 2),
+                           layers=_layers(ir.Slice(start=2, stop=4)), operation=ZERO)
     linear = ir.Intervention(target="self_attn.o_proj", target_kind="linear", layers=_layers(-1),
                              heads=_layers(2), operation=ZERO)
     norm = ir.Intervention(target="input_layernorm", target_kind="norm", layers=_layers(2),
