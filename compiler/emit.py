@@ -3,7 +3,8 @@
 `graph` is the rewritten torch.fx graph node by node, `code` the Python that torch.fx
 generates from it (what actually runs), `dot` a Graphviz drawing of the plan: the trunk's
 layers fanning out into each head's layers, every result key hanging off the layer or
-site it reads, and the layers nothing needs drawn dashed as pruned. The graph views are
+site it reads (an effect off its head's and its reference's), every intervention pointing
+at the layer it changes, and the layers nothing needs drawn dashed as pruned. The graph views are
 compiled on the meta device with no-op sinks, so no weights are read.
 """
 
@@ -15,7 +16,7 @@ import networkx as nx
 import torch.fx as fx
 
 from expc.compiler.pipeline import compile_plan
-from expc.compiler.plan import CaptureEntry, Plan, build_plan
+from expc.compiler.plan import CaptureEntry, EffectEntry, InterventionEntry, Plan, build_plan
 from expc.models.loading import meta_model
 from expc.spec import ir
 
@@ -38,8 +39,42 @@ def _place(layer: int | None, head: int | None, site: str) -> str:
     return f"{prefix}layers.{layer}"
 
 
+def _effect_places(plan: Plan, entry: EffectEntry) -> list[str]:
+    """The places an effect reads: its head's, then its reference's (cosine: `at`'s layer)."""
+    heads = [entry.head] if entry.reference is None else [entry.head, entry.reference]
+    at_layer = entry.effect.at_layer
+    if at_layer is None:
+        return [_place(None, h if plan.layout.is_split else None, "logits") for h in heads]
+    return [_place(at_layer, None if at_layer < plan.layout.trunk else h, "") for h in heads]
+
+
+def _operation_text(intervention: ir.Intervention) -> str:
+    """The intervention's operation, units and positions, in the language's words."""
+    op = intervention.operation
+    if op.kind == "scale":
+        words = [f"scale = {op.scale}"]
+    elif op.kind == "add":
+        words = [f'add = vector(run = "{op.run}", key = "{op.key}")']
+        words += [] if op.scale is None else [f"scale = {op.scale}"]
+    else:
+        words = ["set = zero" if op.kind == "zero" else f'set = {op.kind}(run = "{op.run}")']
+    if intervention.channels is not None:
+        words.append(f"channels = {intervention.channels.kind}")
+    if intervention.positions.kind != "all":
+        words.append(f"positions = {intervention.positions.kind}")
+    return ", ".join(words)
+
+
+def _add_interventions(dag: nx.DiGraph, interventions: tuple[InterventionEntry, ...]) -> None:
+    """Each intervention as a node pointing at the layer it changes."""
+    for entry in interventions:
+        dag.add_node(entry.key, kind="intervention", detail=_operation_text(entry.intervention))
+        dag.add_edge(entry.key, _place(entry.layer, entry.head, ""), kind="edit")
+
+
 def plan_graph(plan: Plan) -> nx.DiGraph:
-    """The plan as a DAG: model places (embed, layers, final_norm, logits) and result keys."""
+    """The plan as a DAG: model places (embed, layers, final_norm, logits), result keys and
+    interventions."""
     layout = plan.layout
     heads = range(layout.n_heads) if layout.is_split else (None,)
     dag = nx.DiGraph()
@@ -61,10 +96,16 @@ def plan_graph(plan: Plan) -> nx.DiGraph:
             detail = ", ".join(f"{k} = {v}" for k, v in entry.params.items())
         dag.add_node(entry.key, kind="result", detail=detail)
         dag.add_edge(_place(entry.layer, entry.head, site), entry.key, kind="tap")
+    for entry in plan.effects:
+        versus = "" if entry.reference is None else f" vs head{entry.reference}"
+        dag.add_node(entry.key, kind="result", detail=f"{entry.metric}{versus}")
+        for place in _effect_places(plan, entry):
+            dag.add_edge(place, entry.key, kind="tap")
     results = [n for n, kind in dag.nodes(data="kind") if kind == "result"]
     needed = set(results).union(*(nx.ancestors(dag, r) for r in results))
     for node in dag.nodes:
         dag.nodes[node]["needed"] = node in needed
+    _add_interventions(dag, plan.interventions)
     return dag
 
 
@@ -76,16 +117,17 @@ def _quote(text: str) -> str:
 def to_dot(dag: nx.DiGraph, *, name: str) -> str:
     lines = [f"digraph {_quote(name)} {{", "  rankdir=LR;", '  node [fontname="Helvetica"];']
     for node, data in dag.nodes(data=True):
-        if data["kind"] == "result":
+        if data["kind"] in ("result", "intervention"):
             label = node + (f"\n{data['detail']}" if data["detail"] else "")
-            attrs = f"shape=note, label={_quote(label)}"
+            shape = "note" if data["kind"] == "result" else "cds, color=firebrick"
+            attrs = f"shape={shape}, label={_quote(label)}"
         elif data["needed"]:
             attrs = "shape=box"
         else:
             attrs = 'shape=box, style=dashed, color=gray, fontcolor=gray, xlabel="pruned"'
         lines.append(f"  {_quote(node)} [{attrs}];")
     for source, target, data in dag.edges(data=True):
-        style = " [style=dotted]" if data["kind"] == "tap" else ""
+        style = {"tap": " [style=dotted]", "edit": " [color=firebrick]"}.get(data["kind"], "")
         lines.append(f"  {_quote(source)} -> {_quote(target)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -3,8 +3,9 @@
 A labelled marker is replaced by its input, and each of its entries gets a tap called with
 that input (`sink(hidden)`); a labelled module gets, per entry, a tap called with the
 module's input and output (`sink(x_in, y_out)`), which is all any importance metric needs
-(the weight it reads from the module itself). Taps return nothing, so the values flowing on
-are exactly those of the uninstrumented graph.
+(the weight it reads from the module itself). Where an intervention edits the module's
+input or output, the tap reads the edited value, the one the model goes on with. Taps return
+nothing, so the values flowing on are exactly those of the uninstrumented graph.
 """
 
 from __future__ import annotations
@@ -14,20 +15,8 @@ from collections.abc import Callable, Mapping
 import torch.fx as fx
 
 from expc.compiler.manager import graph_pass, visit
-from expc.compiler.nodes import TAPS_META, is_marker, marker_input
-from expc.compiler.taps import add_tap, ignore
-
-
-class MissingSinkError(KeyError):
-    """The caller's sinks lack a key that the plan produces."""
-
-
-def _sink(sinks: Mapping[str, Callable] | None, key: str) -> Callable:
-    if sinks is None:
-        return ignore
-    if key not in sinks:
-        raise MissingSinkError(f"no sink given for result key `{key}`")
-    return sinks[key]
+from expc.compiler.nodes import TAPS_META, is_marker, marker_input, module_output
+from expc.compiler.taps import add_tap, callback_for, ignore
 
 
 @graph_pass
@@ -40,11 +29,13 @@ def instrument(gm: fx.GraphModule, *, sinks: Mapping[str, Callable] | None) -> f
             continue
         if is_marker(node):
             fed: tuple = (marker_input(node),)
+            anchor = node
         else:
-            fed = (node.args[0], node)
-        anchor = node
+            fed = (node.args[0], module_output(node))
+            anchor = fed[1]
         for entry in entries:
-            target = add_tap(gm, key=entry.key, sink=_sink(sinks, entry.key))
+            sink = callback_for(sinks, entry.key, default=ignore, what="sink")
+            target = add_tap(gm, key=entry.key, sink=sink)
             with graph.inserting_after(anchor):
                 anchor = graph.call_module(target, fed)
         if is_marker(node):

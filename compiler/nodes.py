@@ -64,3 +64,13 @@ def attention_label(node: fx.Node) -> SiteLabel:
 def marker_input(node: fx.Node) -> fx.Node:
     """The value a marker passes through unchanged."""
     return marker_arguments(node)["x"]
+
+
+# Where `intervene` leaves the last edit of a module's output (a norm target), so a metric
+# tap on that module reads the output its users see.
+EDITED_OUTPUT_META = "expc_edited_output"
+
+
+def module_output(node: fx.Node) -> fx.Node:
+    """The value a `call_module` node's users read: its output, or the last edit of it."""
+    return node.meta.get(EDITED_OUTPUT_META, node)

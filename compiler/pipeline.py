@@ -1,9 +1,16 @@
 """The compiler's entry points: plan, trace, and run the passes in order.
 
 `compile_experiment` is what the runtime calls; `compile_plan` does the same from a plan
-(tests, benchmarks). Pass order matters: resolve labels the nodes, attention expands the
-labelled attention nodes into explicit softmax with a pattern marker, instrument taps every
-labelled node, strip removes the markers nobody reads, prune drops what nothing needs.
+(tests, benchmarks). Pass order matters: resolve labels the nodes (on the graph as traced,
+so a missing site is reported before anything changes); intervene puts the edits between
+markers and their inputs (and at module inputs and outputs) while every marker is still in
+the graph, and before any tap exists, so every capture, metric and effect downstream reads
+the edited values; attention expands the labelled attention nodes into explicit softmax
+with a pattern marker (an edit upstream of it is already in place); effect_taps taps the
+logits (or site) markers of each head and its reference, and must see the markers before
+instrument and strip replace them; instrument taps every labelled node; strip removes the
+markers nobody reads; prune drops what nothing needs, last, so the taps of every earlier
+pass keep what they read alive.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ import torch
 import torch.fx as fx
 
 from expc.compiler.attention import explicit_attention
+from expc.compiler.effect_taps import effect_taps
 from expc.compiler.instrument import instrument
+from expc.compiler.intervene import intervene
 from expc.compiler.manager import GraphPass, run_passes
 from expc.compiler.plan import Plan, build_plan
 from expc.compiler.prune import prune
@@ -37,12 +46,14 @@ class Compiled:
     returns_output: bool
 
 
-def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *,
-               keep_output: bool) -> list[GraphPass]:
+def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *, keep_output: bool,
+               edits: Mapping[str, Callable] | None = None) -> list[GraphPass]:
     """The pass pipeline for `plan`, in order, each pass with its configuration."""
     return [
         resolve.configured(plan=plan),
+        intervene.configured(plan=plan, edits=edits),
         explicit_attention,
+        effect_taps.configured(plan=plan, sinks=sinks),
         instrument.configured(sinks=sinks),
         strip,
         prune.configured(keep_output=keep_output),
@@ -50,18 +61,24 @@ def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *,
 
 
 def compile_plan(plan: Plan, model: torch.nn.Module, sinks: Mapping[str, Callable] | None = None,
-                 *, keep_output: bool = False) -> Compiled:
-    """Trace `model` and instrument it per `plan`; `sinks=None` uses no-op sinks."""
+                 edits: Mapping[str, Callable] | None = None, *,
+                 keep_output: bool = False) -> Compiled:
+    """Trace `model`, edit and instrument it per `plan`.
+
+    `sinks` maps every `plan.keys` entry to its sink, `edits` every intervention entry's key
+    to its edit function (`x -> edited x`); `None` for either uses no-ops (for printing).
+    """
     gm = trace(model)
-    gm = run_passes(gm, passes_for(plan, sinks, keep_output=keep_output))
+    gm = run_passes(gm, passes_for(plan, sinks, keep_output=keep_output, edits=edits))
     return Compiled(graph_module=gm, plan=plan, returns_output=keep_output)
 
 
 def compile_experiment(experiment: ir.Experiment, model: torch.nn.Module,
-                       sinks: Mapping[str, Callable] | None = None, *,
+                       sinks: Mapping[str, Callable] | None = None,
+                       edits: Mapping[str, Callable] | None = None, *,
                        keep_output: bool = False) -> Compiled:
     """Plan `experiment` for `model` (a `HydraTransformer` built with its Hydra split)."""
     plan = build_plan(experiment, n_layers=model.config.n_layers)
     if model.hydra != plan.layout:
         raise ValueError(f"the model is split as {model.hydra}, the experiment as {plan.layout}")
-    return compile_plan(plan, model, sinks, keep_output=keep_output)
+    return compile_plan(plan, model, sinks, edits, keep_output=keep_output)

@@ -5,6 +5,9 @@ one per result key of contracts §3 — before any graph exists: a `CaptureEntry
 marker (site, global layer, Hydra head) and the aggregation; a `MetricEntry` names the
 module path and the metric with its parameters. The passes only read the plan; the runtime
 builds one state object per entry and hands them back as sinks keyed by `entry.key`.
+An `InterventionEntry` names the marker or module one head's edit rewrites (the runtime
+hands back an edit function per `entry.key`); an `EffectEntry` names the head and the
+reference head whose outputs feed one effect sink.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import attrs
 from expc.models.hydra_split import HydraSplit
 from expc.spec import ir
 from expc.spec.diagnostics import Span
-from expc.spec.run_format import capture_key, importance_key
+from expc.spec.run_format import capture_key, effect_key, importance_key, intervention_key
 from expc.spec.vocabulary import PER_HEAD_MODEL_SITES
 
 
@@ -128,10 +131,46 @@ def _metric_entries(layout: HydraSplit, importance: ir.Importance) -> list[Metri
     return entries
 
 
+def _intervention_entries(layout: HydraSplit,
+                          intervention: ir.Intervention) -> list[InterventionEntry]:
+    """One entry per (layer, head): the heads named by `of heads[...]` inside the heads (every
+    head without a selector), the unsplit model's layer otherwise (head None)."""
+    kind, target = intervention.target_kind, intervention.target
+    entries = []
+    for layer in intervention.layers.resolve(layout.n_layers):
+        for head in layout.heads_of_layer(layer, intervention.heads):
+            # The entry's key is its stored tensors' key less their field (`/channels`).
+            key = intervention_key(target, layer, head, "channels").removesuffix("/channels")
+            entries.append(InterventionEntry(
+                key=key, kind=kind, target=target,
+                site=target if kind == "site" else None,
+                module_path=None if kind == "site" else layout.module_path(target, layer, head),
+                layer=layer, head=head, intervention=intervention, span=intervention.span))
+    return entries
+
+
+def _effect_entries(layout: HydraSplit, effect: ir.Effect) -> list[EffectEntry]:
+    """One entry per head: `of heads[...]`, else every head but the `vs` reference; one
+    unlabelled entry without a split."""
+    if not layout.is_split:
+        heads: tuple[int | None, ...] = (None,)
+    elif effect.heads is not None:
+        heads = layout.selected_heads(effect.heads)
+    else:
+        heads = tuple(h for h in range(layout.n_heads) if h != effect.reference)
+    return [EffectEntry(key=effect_key(effect.key_name, head), metric=effect.metric, head=head,
+                        reference=effect.reference, effect=effect, span=effect.span)
+            for head in heads]
+
+
 def build_plan(experiment: ir.Experiment, *, n_layers: int) -> Plan:
     """The plan of a checked experiment on a model with `n_layers` layers (pure)."""
     layout = HydraSplit.of(experiment.hydra, n_layers=n_layers, interventions=experiment.interventions)
     captures = [e for c in experiment.captures if c.aggregate.mode != "none"
                 for e in _capture_entries(layout, c)]
     metrics = [e for i in experiment.importances for e in _metric_entries(layout, i)]
-    return Plan(layout=layout, captures=tuple(captures), metrics=tuple(metrics))
+    interventions = [e for i in experiment.interventions
+                     for e in _intervention_entries(layout, i)]
+    effects = [e for f in experiment.effects for e in _effect_entries(layout, f)]
+    return Plan(layout=layout, captures=tuple(captures), metrics=tuple(metrics),
+                interventions=tuple(interventions), effects=tuple(effects))

@@ -10,7 +10,7 @@ that torch.fx's own dead-code elimination keeps them too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.fx as fx
@@ -39,17 +39,38 @@ def ignore(*tensors: torch.Tensor) -> None:
     """The sink used when the caller gives none (e.g. for `expc compile --emit`)."""
 
 
+class MissingCallbackError(KeyError):
+    """The caller's sinks (or edits) lack a key that the plan produces (or rewrites)."""
+
+
+def callback_for(callbacks: Mapping[str, Callable] | None, key: str, *,
+                 default: Callable, what: str) -> Callable:
+    """The caller's callback for `key`; `default` when the caller gives none at all."""
+    if callbacks is None:
+        return default
+    if key not in callbacks:
+        raise MissingCallbackError(f"no {what} given for `{key}`")
+    return callbacks[key]
+
+
 def _slug(key: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", key).strip("_")
 
 
+def add_numbered(gm: fx.GraphModule, module: torch.nn.Module, *, root: str, letter: str,
+                 key: str) -> str:
+    """Register `module` as `{root}.{letter}{i}_{slug(key)}` (i counts `root`'s children) and
+    return that target for a `call_module` node."""
+    existing = gm.get_submodule(root) if hasattr(gm, root) else None
+    index = 0 if existing is None else len(list(existing.children()))
+    target = f"{root}.{letter}{index}_{_slug(key)}"
+    gm.add_submodule(target, module)
+    return target
+
+
 def add_tap(gm: fx.GraphModule, *, key: str, sink: Callable[..., None]) -> str:
     """Register a `Tap` on `gm` and return its target for a `call_module` node."""
-    existing = gm.get_submodule(TAPS_ROOT) if hasattr(gm, TAPS_ROOT) else None
-    index = 0 if existing is None else len(list(existing.children()))
-    target = f"{TAPS_ROOT}.t{index}_{_slug(key)}"
-    gm.add_submodule(target, Tap(key=key, sink=sink))
-    return target
+    return add_numbered(gm, Tap(key=key, sink=sink), root=TAPS_ROOT, letter="t", key=key)
 
 
 def is_tap(node: fx.Node) -> bool:

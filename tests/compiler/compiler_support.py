@@ -7,12 +7,12 @@ from collections import defaultdict
 
 import torch
 
-from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
+from expc.compiler.plan import CaptureEntry, EffectEntry, InterventionEntry, MetricEntry, Plan
 from expc.models.hydra_split import HydraSplit
 from expc.models.loading import load_model
 from expc.models.tracing import trace
 from expc.spec import ir
-from expc.spec.run_format import capture_key, importance_key
+from expc.spec.run_format import capture_key, effect_key, importance_key, intervention_key
 
 N_LAYERS, TRUNK, HEADS = 4, 2, 3
 LAYOUT = HydraSplit(n_layers=N_LAYERS, trunk=TRUNK, n_heads=HEADS)
@@ -44,10 +44,53 @@ def metric(name: str, module: str, layer: int, head: int | None = None) -> Metri
                        module_path=path, layer=layer, head=head)
 
 
-def plan_of(*entries) -> Plan:
-    return Plan(layout=LAYOUT,
-                captures=tuple(e for e in entries if isinstance(e, CaptureEntry)),
-                metrics=tuple(e for e in entries if isinstance(e, MetricEntry)))
+def intervention(target: str, layer: int, head: int | None, *, kind: str = "site",
+                 layout: HydraSplit = LAYOUT) -> InterventionEntry:
+    """An entry as `build_plan` makes it (`scale = 2` as the IR's operation; the edit
+    function the test passes is what actually runs)."""
+    ir_node = ir.Intervention(target=target, target_kind=kind,
+                              layers=ir.IndexSelector(items=(layer,)),
+                              operation=ir.Operation(kind="scale", scale=2.0))
+    key = intervention_key(target, layer, head, "channels").removesuffix("/channels")
+    return InterventionEntry(
+        key=key, kind=kind, target=target, site=target if kind == "site" else None,
+        module_path=None if kind == "site" else layout.module_path(target, layer, head),
+        layer=layer, head=head, intervention=ir_node)
+
+
+def effect(metric_name: str, head: int | None, reference: int | None = None, *,
+           at: tuple[str, int] | None = None) -> EffectEntry:
+    site, layer = at or (None, None)
+    ir_node = ir.Effect(metric=metric_name, reference=reference, at_site=site, at_layer=layer)
+    return EffectEntry(key=effect_key(metric_name, head), metric=metric_name, head=head,
+                       reference=reference, effect=ir_node)
+
+
+def plan_of(*entries, layout: HydraSplit = LAYOUT) -> Plan:
+    def of(kind):
+        return tuple(e for e in entries if isinstance(e, kind))
+    return Plan(layout=layout, captures=of(CaptureEntry), metrics=of(MetricEntry),
+                interventions=of(InterventionEntry), effects=of(EffectEntry))
+
+
+def doubling(x: torch.Tensor) -> torch.Tensor:
+    """The edit the intervention tests apply: easy to write out again in a forward hook."""
+    return 2 * x
+
+
+class EditRecorder:
+    """Edits that apply `edit` and keep what each key's edit was given and gave back."""
+
+    def __init__(self, plan: Plan, edit=doubling):
+        self.seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        self.edits = {e.key: self._edit(e.key, edit) for e in plan.interventions}
+
+    def _edit(self, key: str, edit):
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = edit(x)
+            self.seen[key].append((x.detach().clone(), y.detach().clone()))
+            return y
+        return run
 
 
 class Recorder:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
 from expc import spec
 from expc.cli.compile import command
-from expc.compiler.emit import emit_dot, plan_graph
+from expc.compiler.emit import emit, emit_dot, plan_graph
 from expc.compiler.plan import build_plan
+from expc.spec import ir
 
 QUICKSTART = "examples/quickstart.exp"
 
@@ -88,3 +90,47 @@ def test_graph_views_need_the_model():
     result = CliRunner().invoke(command, [QUICKSTART, "--emit", "graph", "--no-model"])
     assert result.exit_code == 2
     assert "needs the model" in result.output
+
+
+@pytest.fixture(scope="module")
+def edited():
+    """The quickstart with an intervention per kind of target and two effects (IR built
+    directly: the language's parser for them lives elsewhere)."""
+    def at(target, kind, layer, head, operation):
+        return ir.Intervention(target=target, target_kind=kind, operation=operation,
+                               layers=ir.IndexSelector(items=(layer,)),
+                               heads=ir.IndexSelector(items=(head,)))
+    interventions = (
+        at("mlp_out", "site", 3, 1, ir.Operation(kind="zero")),
+        at("mlp.down_proj", "linear", 2, 2, ir.Operation(kind="scale", scale=0.5)),
+        at("post_attention_layernorm", "norm", 3, 2, ir.Operation(kind="mean", run="runs/a")),
+    )
+    effects = (ir.Effect(metric="kl", reference=0),
+               ir.Effect(metric="loss", heads=ir.IndexSelector(items=(2,))),
+               ir.Effect(metric="cosine", reference=0, at_site="resid_out", at_layer=3))
+    return attrs.evolve(spec.load(QUICKSTART), interventions=interventions, effects=effects)
+
+
+def test_graph_shows_each_edit_by_name_and_each_effect_tap(edited):
+    text = emit(edited, "graph")
+    edits = re.findall(r"call_module\[target=expc_edits\.(\w+)\]", text)
+    assert edits == ["e0_intervention_head1_mlp_out_3", "e1_intervention_head2_mlp_down_proj_2",
+                     "e2_intervention_head2_post_attention_layernorm_3"]
+    taps = re.findall(r"call_module\[target=expc_taps\.\w+?_(effect_\w+)\]", text)
+    assert sorted(taps) == sorted(["effect_kl_head1", "effect_kl_head2", "effect_loss_head2",
+                                   "effect_cosine_head1", "effect_cosine_head2"])
+
+
+def test_dot_draws_interventions_and_effects(edited):
+    dot = emit(edited, "dot")
+    edges, nodes = _dot_edges(dot), _dot_nodes(dot)
+    assert ("intervention/head1/mlp_out_3", "head1/layers.3") in edges
+    assert ("intervention/head2/mlp.down_proj_2", "head2/layers.2") in edges
+    norm = nodes["intervention/head2/post_attention_layernorm_3"]
+    assert 'set = mean(run = \\"runs/a\\")' in norm
+    assert "scale = 0.5" in nodes["intervention/head2/mlp.down_proj_2"]
+    assert {("head1/logits", "effect/kl/head1"), ("head0/logits", "effect/kl/head1"),
+            ("head2/logits", "effect/loss/head2"), ("head2/layers.3", "effect/cosine/head2"),
+            ("head0/layers.3", "effect/cosine/head2")} <= edges
+    assert "kl vs head0" in nodes["effect/kl/head2"]
+    assert "dashed" not in nodes["head0/logits"]  # the reference head is needed

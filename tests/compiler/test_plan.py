@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import textwrap
 
+import attrs
 import pytest
 
 from expc import spec
 from expc.compiler.plan import build_plan
+from expc.spec import ir
 
 HYDRA = "hydra { trunk = 2\n heads = 3 }"
 
 
-def _plan(tmp_path, statements: str, *, hydra: str = HYDRA):
+def _experiment(tmp_path, statements: str, *, hydra: str = HYDRA) -> ir.Experiment:
     data = tmp_path / "d.jsonl"
     data.write_text('{"text": "hello"}\n' * 32)  # 4 batches: enough for iterations = 4
     path = tmp_path / "p.exp"
@@ -25,7 +27,11 @@ def _plan(tmp_path, statements: str, *, hydra: str = HYDRA):
             output {{ dir = "runs/p" }}
         }}
         """))
-    return build_plan(spec.load(path), n_layers=4)
+    return spec.load(path)
+
+
+def _plan(tmp_path, statements: str, *, hydra: str = HYDRA):
+    return build_plan(_experiment(tmp_path, statements, hydra=hydra), n_layers=4)
 
 
 def _keys(entries) -> list[str]:
@@ -113,3 +119,71 @@ def test_the_quickstart_plans_every_statement():
     assert "capture/head2/resid_last_3" in plan.keys
     assert len(plan.metrics) == 4 * 8 + 3
     assert len(set(plan.keys)) == len(plan.keys)
+
+
+def _with(tmp_path, *, interventions=(), effects=(), hydra: str = HYDRA):
+    """A spec's experiment with IR nodes added directly (the parser for them lives elsewhere)."""
+    experiment = attrs.evolve(_experiment(tmp_path, "", hydra=hydra),
+                              interventions=tuple(interventions), effects=tuple(effects))
+    return build_plan(experiment, n_layers=4)
+
+
+def _layers(*items) -> ir.IndexSelector:
+    return ir.IndexSelector(items=items)
+
+
+ZERO = ir.Operation(kind="zero")
+
+
+def test_interventions_one_entry_per_layer_and_named_head(tmp_path):
+    site = ir.Intervention(target="mlp_out", target_kind="site", heads=_layers(1, 2),
+                           layers=_layers(ir.Slice(start=2, stop=4)), operation=ZERO)
+    linear = ir.Intervention(target="self_attn.o_proj", target_kind="linear", layers=_layers(-1),
+                             heads=_layers(2), operation=ZERO)
+    norm = ir.Intervention(target="input_layernorm", target_kind="norm", layers=_layers(2),
+                           heads=_layers(0), operation=ZERO)
+    plan = _with(tmp_path, interventions=[site, linear, norm])
+    assert _keys(plan.interventions) == [
+        "intervention/head1/mlp_out_2", "intervention/head2/mlp_out_2",
+        "intervention/head1/mlp_out_3", "intervention/head2/mlp_out_3",
+        "intervention/head2/self_attn.o_proj_3", "intervention/head0/input_layernorm_2",
+    ]
+    first, o_proj, ln = plan.interventions[0], plan.interventions[4], plan.interventions[5]
+    assert (first.kind, first.site, first.module_path, first.layer, first.head) == (
+        "site", "mlp_out", None, 2, 1)
+    assert first.intervention is site
+    assert (o_proj.kind, o_proj.site, o_proj.module_path) == (
+        "linear", None, "heads.2.layers.3.self_attn.o_proj")
+    assert (ln.kind, ln.module_path) == ("norm", "heads.0.layers.2.input_layernorm")
+    assert plan.keys == ()  # interventions feed no sink
+
+
+def test_interventions_without_a_split_change_the_one_model(tmp_path):
+    iv = ir.Intervention(target="mlp.down_proj", target_kind="linear", layers=_layers(1),
+                         operation=ZERO)
+    plan = _with(tmp_path, interventions=[iv], hydra="")
+    (entry,) = plan.interventions
+    assert (entry.key, entry.head, entry.module_path) == (
+        "intervention/mlp.down_proj_1", None, "layers.1.mlp.down_proj")
+
+
+def test_effects_every_head_but_the_reference_or_the_named_ones(tmp_path):
+    kl = ir.Effect(metric="kl", reference=0)
+    loss = ir.Effect(metric="loss")
+    named = ir.Effect(metric="cosine", heads=_layers(2), reference=1, name="cos",
+                      at_site="resid_out", at_layer=3)
+    plan = _with(tmp_path, effects=[kl, loss, named])
+    assert _keys(plan.effects) == [
+        "effect/kl/head1", "effect/kl/head2",
+        "effect/loss/head0", "effect/loss/head1", "effect/loss/head2", "effect/cos/head2",
+    ]
+    assert [(e.head, e.reference) for e in plan.effects] == [
+        (1, 0), (2, 0), (0, None), (1, None), (2, None), (2, 1)]
+    assert plan.effects[-1].effect is named and plan.effects[0].metric == "kl"
+    assert set(_keys(plan.effects)) <= set(plan.keys)
+
+
+def test_an_effect_without_a_split_has_one_unlabelled_key(tmp_path):
+    plan = _with(tmp_path, effects=[ir.Effect(metric="loss", name="ce")], hydra="")
+    (entry,) = plan.effects
+    assert (entry.key, entry.head) == ("effect/ce", None)
