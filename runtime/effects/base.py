@@ -25,7 +25,7 @@ from expc.runtime.state_protocol import State
 from expc.spec import ir
 from expc.spec.vocabulary import DEFAULT_MASK
 
-CHUNK_ELEMENTS = 1 << 24  # float64 temporaries of [tokens, vocab] stay below 128 MiB
+CHUNK_ELEMENTS = 1 << 24  # float64 temporaries of [positions, vocab] stay below 128 MiB
 
 
 def mask_label(mask: ir.Mask | None) -> str:
@@ -45,17 +45,16 @@ def selected_tokens(mask: ir.Mask | None, context: BatchContext) -> torch.Tensor
 
 def per_row_sums(values: torch.Tensor, selected: torch.Tensor,
                  per_token: Callable[..., torch.Tensor], *others: torch.Tensor) -> torch.Tensor:
-    """`sum over the selected tokens of per_token(values[tok], *others[tok])` per row, `[B]`
-    float64; the tokens go through in chunks so `[tokens, vocab]` float64 stays bounded."""
-    rows = selected.nonzero()[:, 0]  # [T], the row of each selected token
-    picked = [tensor[selected] for tensor in (values, *others)]  # each [T, ...]
-    width = max(1, picked[0][0].numel() if len(rows) else 1)
-    step = max(1, CHUNK_ELEMENTS // width)
-    total = torch.zeros(selected.shape[0], dtype=torch.float64, device=values.device)
-    for start in range(0, len(rows), step):
-        part = [tensor[start:start + step] for tensor in picked]
-        total.index_add_(0, rows[start:start + step], per_token(*part).to(torch.float64))
-    return total
+    """`sum over the selected tokens of per_token(values[b, t], *others[b, t])` per row, `[B]`
+    float64. Every position goes through (unselected ones, NaN padding included, are then
+    dropped with `where`), in chunks so the `[positions, vocab]` float64 temporaries stay
+    bounded; the chunks depend on shapes only, so no batch waits for the host."""
+    batch, seq = selected.shape
+    flat = [tensor.reshape(batch * seq, *tensor.shape[2:]) for tensor in (values, *others)]
+    step = max(1, CHUNK_ELEMENTS // max(1, values[0, 0].numel()))
+    per_position = torch.cat([per_token(*(tensor[start:start + step] for tensor in flat))
+                              .to(torch.float64) for start in range(0, batch * seq, step)])
+    return torch.where(selected.reshape(-1), per_position, 0.0).view(batch, seq).sum(dim=1)
 
 
 class EffectState(State):
