@@ -20,24 +20,24 @@ from expc.spec.run_format import intervention_key
 FIELD = "channels"
 
 
+_OPERATION_WORDS = {"zero": "zero-ablation", "mean": "mean-ablation (dataset_mean of run {run})",
+                    "patch": "patching from run {run}", "add": "adding {times}{key} of run {run}",
+                    "scale": "scaling by {scale}"}
+_POSITION_WORDS = {"all": "", "first": ", first position", "last": ", last position",
+                   "list": ", positions {indices}", "field": ', positions field("{field}")'}
+
+
 def _operation_words(operation: ir.Operation) -> str:
-    if operation.kind == "zero":
-        return "zero-ablation"
-    if operation.kind == "mean":
-        return f"mean-ablation (dataset_mean of run {operation.run})"
-    if operation.kind == "patch":
-        return f"patching from run {operation.run}"
-    if operation.kind == "add":
-        scale = "" if operation.scale is None else f"{operation.scale} x "
-        return f"adding {scale}{operation.key} of run {operation.run}"
-    return f"scaling by {operation.scale}"
+    times = "" if operation.scale is None else f"{operation.scale} x "
+    return _OPERATION_WORDS[operation.kind].format(run=operation.run, key=operation.key,
+                                                   scale=operation.scale, times=times)
 
 
 def _units_words(selection: Selection) -> str:
     units = selection.entry.intervention.channels
     noun = "KV heads" if selection.kv else "channels"
     if units is None:
-        return f"every {noun[:-1]}" if selection.kv else "every channel"
+        return "every channel"
     if units.kind == "list":
         return f"{noun} {list(units.indices)}"
     how_many = (str(units.count) if units.count is not None
@@ -54,13 +54,8 @@ def _target_words(entry: InterventionEntry) -> str:
 
 
 def _positions_words(positions: ir.Positions) -> str:
-    if positions.kind == "all":
-        return ""
-    if positions.kind == "list":
-        return f", positions {list(positions.indices)}"
-    if positions.kind == "field":
-        return f', positions field("{positions.field}")'
-    return f", {positions.kind} position"
+    return _POSITION_WORDS[positions.kind].format(indices=list(positions.indices),
+                                                  field=positions.field)
 
 
 def meaning(selection: Selection) -> str:

@@ -216,3 +216,25 @@ def test_results_store_units_and_describe_them_in_words(tmp_path):
     assert {k: description[k] for k in ("kind", "target", "layer", "head", "field")} == {
         "kind": "intervention", "target": "mlp.down_proj", "layer": 3, "head": 1,
         "field": "channels"}
+
+
+@pytest.mark.parametrize(("operation", "channels", "positions", "words"), [
+    (ir.Operation(kind="mean", run="runs/a"), None, ir.Positions(kind="all"),
+     "mean-ablation (dataset_mean of run runs/a) of every channel of resid_out at layer 1, "
+     "head 1"),
+    (ir.Operation(kind="patch", run="runs/c"), ir.Units(kind="list", indices=(2, 0)),
+     ir.Positions(kind="last"),
+     "patching from run runs/c of channels [2, 0] of resid_out at layer 1, head 1, "
+     "last position"),
+    (ir.Operation(kind="add", run="runs/s", key="capture/diff_1", scale=4.0),
+     ir.Units(kind="random", count=2, seed=3), ir.Positions(kind="list", indices=(0, -1)),
+     "adding 4.0 x capture/diff_1 of run runs/s of 2 random channels (seed 3) of resid_out "
+     "at layer 1, head 1, positions [0, -1]"),
+    (ir.Operation(kind="scale", scale=0.5), None, ir.Positions(kind="field", field="m"),
+     'scaling by 0.5 of every channel of resid_out at layer 1, head 1, positions field("m")'),
+])
+def test_meaning_of_each_operation(operation, channels, positions, words):
+    e = entry(operation=operation, channels=channels, positions=positions)
+    selection = select_units(e, facts=FACTS, sources=RunSources())
+    _, descriptions = intervention_results({e.key: selection})
+    assert descriptions["intervention/head1/resid_out_1/channels"]["meaning"] == words
