@@ -20,14 +20,21 @@ from expc.runtime.state_protocol import State
 
 @attrs.define(kw_only=True)
 class BatchContext:
-    """The masks of the batch currently flowing through the instrumented graph."""
+    """The masks of the batch currently flowing through the instrumented graph, and what
+    interventions and effects need of it (its token ids, each row's sample)."""
 
     attention_mask: torch.Tensor | None = None  # [B, S] 0/1
     field_mask: torch.Tensor | None = None  # [B, S] 0/1, from the data's mask field
+    input_ids: torch.Tensor | None = None  # [B, S] int64 (loss: the next tokens)
+    sample_index: torch.Tensor | None = None  # [B] int64, each row's sample in data order
 
-    def set(self, *, attention_mask: torch.Tensor, field_mask: torch.Tensor | None) -> None:
+    def set(self, *, attention_mask: torch.Tensor, field_mask: torch.Tensor | None,
+            input_ids: torch.Tensor | None = None,
+            sample_index: torch.Tensor | None = None) -> None:
         self.attention_mask = attention_mask
         self.field_mask = field_mask
+        self.input_ids = input_ids
+        self.sample_index = sample_index
 
 
 def capture_sink(aggregator: Aggregator, context: BatchContext) -> Callable[[torch.Tensor], None]:
