@@ -106,8 +106,9 @@ def compare_values(a: torch.Tensor, b: torch.Tensor, *, atol: float, rtol: float
     """(within tolerance, max |a-b|, max |a-b| / |b|) of two same-shape tensors in float64.
 
     Two integer (or bool) tensors are within tolerance only when equal: tolerances are for
-    rounding, and indices or counts do not round. The relative difference of an element where b is 0 is 0 if a is 0 too, else inf; NaN
-    against NaN counts as equal, NaN against a number as infinitely different."""
+    rounding, and indices or counts do not round. The relative difference of an element
+    where b is 0 is 0 if a is 0 too, else inf; NaN against NaN counts as equal, NaN against
+    a number as infinitely different."""
     exact = not a.is_floating_point() and not b.is_floating_point()
     atol, rtol = (0.0, 0.0) if exact else (atol, rtol)
     a, b = a.double(), b.double()

@@ -168,7 +168,8 @@ def test_sweep_may_be_written_as_one_statement_per_head():
 @pytest.mark.parametrize(("text", "selector"), [
     ("*", IndexSelector(all=True)), ("1:", IndexSelector(items=(Slice(start=1),))),
     (":2", IndexSelector(items=(Slice(stop=2),))), ("1, 3", IndexSelector(items=(1, 3))),
-    ("-1", IndexSelector(items=(-1,))), ("0:2, 4", IndexSelector(items=(Slice(start=0, stop=2), 4))),
+    ("-1", IndexSelector(items=(-1,))),
+    ("0:2, 4", IndexSelector(items=(Slice(start=0, stop=2), 4))),
     ("[2]", IndexSelector(items=(2,)))])
 def test_selector_text_resolves_like_the_language(text, selector):
     assert selector_indices(text, 5) == selector.resolve(5)
@@ -219,7 +220,8 @@ def test_stored_keys_without_an_ir_statement_are_still_listed(write_run, ir_node
                     edit=add_stray)
     body = section(build_report(run)[0], "interventions")
     assert "no statement of the IR names" in body
-    assert "<td>2</td><td>3</td><td>added by a test</td><td>channels</td><td>2</td><td>4, 2</td>" in body
+    assert ("<td>2</td><td>3</td><td>added by a test</td><td>channels</td><td>2</td>"
+            "<td>4, 2</td>") in body
     assert body.count("Interventions") == 1  # the section's own heading, no second one
 
 
