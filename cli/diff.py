@@ -16,7 +16,7 @@ from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 @click.argument("run_a", type=click.Path(path_type=Path))
 @click.argument("run_b", type=click.Path(path_type=Path))
 @click.option("--atol", type=click.FloatRange(min=0.0), default=DEFAULT_ATOL, show_default=True,
-              help="Absolute tolerance.")
+              help="Absolute tolerance (float keys; integer keys compare exactly).")
 @click.option("--rtol", type=click.FloatRange(min=0.0), default=DEFAULT_RTOL, show_default=True,
               help="Relative tolerance (of RUN_B's values).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",

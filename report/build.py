@@ -14,11 +14,13 @@ from pathlib import Path
 import attrs
 import torch
 
+from expc.report.effect_stats import effect_groups
 from expc.report.nonfinite import nonfinite_keys
 from expc.report.page import render_page
 from expc.report.run_folder import open_run_folder
 from expc.report.section_attention import attention_section
 from expc.report.section_captures import captures_section
+from expc.report.section_effects import effects_section
 from expc.report.section_importance import importance_section
 from expc.report.section_model_wide import model_wide_section
 from expc.report.section_run import run_section
@@ -73,13 +75,15 @@ def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     folder = open_run_folder(run_dir)
     nonfinite = nonfinite_keys(folder)
     importance, candidates = importance_section(folder)
-    sections = [s for s in (run_section(folder, nonfinite=nonfinite), captures_section(folder),
+    effects = effect_groups(folder)
+    sections = [s for s in (run_section(folder, nonfinite=nonfinite),
+                            effects_section(folder, effects), captures_section(folder),
                             model_wide_section(folder), importance, attention_section(folder))
                 if s is not None]
     titles = tuple(s.title for s in sections)
     page = render_page(title=folder.title, status=folder.status, sections=sections)
     summary = render_summary(folder, sections=titles, candidates=candidates,
-                             nonfinite=nonfinite)
+                             nonfinite=nonfinite, effects=effects)
     log.info("built report of %s in %.2f s (%d bytes)", folder.path,
              time.perf_counter() - started, len(page))
     return page, summary, titles

@@ -7,6 +7,11 @@ key differs when some element is outside `atol + rtol * |b|`. Keys are walked in
 order (data, embed, trunk layers, each head's layers, final_norm, logits), so the first
 differing key names the layer where the numbers first diverge.
 
+Effects (`effect/...`, one value per sample in data order) compare like captures, element
+by element, and each side's mean (over its finite values, in float64) is named beside them;
+integer keys (`intervention/.../channels`, `meta/*`) compare exactly, whatever the
+tolerances.
+
 NaN and inf: each side's NaN, +inf and -inf are counted per key (`report/nonfinite.py`). In
 the differences a NaN equals a NaN at the same place (and an inf the same inf), so max abs
 and max rel say how the finite values compare; but a key holding any NaN or inf on either
@@ -24,6 +29,7 @@ import attrs
 import torch
 
 from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
+from expc.report.effect_stats import interval
 from expc.report.keys import forward_position, place_label
 from expc.report.nonfinite import NonFiniteCount, count_nonfinite
 from expc.report.run_folder import RunFolder, open_run_folder
@@ -49,6 +55,8 @@ class KeyDiff:
     max_rel: float | None = None
     nonfinite_a: NonFiniteCount | None = None  # None where the key is not in run A
     nonfinite_b: NonFiniteCount | None = None
+    mean_a: float | None = None  # effects: the mean of each side's finite values
+    mean_b: float | None = None
 
     @property
     def same(self) -> bool:
@@ -97,8 +105,12 @@ def compare_values(a: torch.Tensor, b: torch.Tensor, *, atol: float, rtol: float
                    ) -> tuple[bool, float, float]:
     """(within tolerance, max |a-b|, max |a-b| / |b|) of two same-shape tensors in float64.
 
-    The relative difference of an element where b is 0 is 0 if a is 0 too, else inf; NaN
-    against NaN counts as equal, NaN against a number as infinitely different."""
+    Two integer (or bool) tensors are within tolerance only when equal: tolerances are for
+    rounding, and indices or counts do not round. The relative difference of an element
+    where b is 0 is 0 if a is 0 too, else inf; NaN against NaN counts as equal, NaN against
+    a number as infinitely different."""
+    exact = not a.is_floating_point() and not b.is_floating_point()
+    atol, rtol = (0.0, 0.0) if exact else (atol, rtol)
     a, b = a.double(), b.double()
     both_nan = torch.isnan(a) & torch.isnan(b)
     same_inf = torch.isinf(a) & (a == b)
@@ -119,7 +131,21 @@ def _count(folder: RunFolder, key: str) -> NonFiniteCount:
     return count
 
 
+def _means(key: str, a: RunFolder, b: RunFolder) -> dict[str, float | None]:
+    """An effect key's mean on each side that has it (nothing for other keys)."""
+    if parse_key(key).kind != "effect":
+        return {}
+    return {f"mean_{side}": interval(folder.tensor(key)).mean if key in folder.layout else None
+            for side, folder in (("a", a), ("b", b))}
+
+
 def _compare_key(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: float) -> KeyDiff:
+    return attrs.evolve(_compare_values_of(key, a, b, atol=atol, rtol=rtol),
+                        **_means(key, a, b))
+
+
+def _compare_values_of(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: float
+                       ) -> KeyDiff:
     place = place_label(parse_key(key))
     if key not in a.layout:
         shape, dtype = b.layout[key]
@@ -194,6 +220,8 @@ def render_text(result: RunDiff) -> str:
         for k in result.keys if not k.same]
     same = sum(k.same for k in result.keys)
     lines = _columns(rows) if len(rows) > 1 else []
+    lines += [f"note: {k.key}: mean {_cell(k.mean_a)} (a) vs {_cell(k.mean_b)} (b)"
+              for k in result.keys if not k.same and (k.mean_a, k.mean_b) != (None, None)]
     lines += [f"warning: {k.key} holds NaN or inf: {k.nonfinite_a or '-'} (a), "
               f"{k.nonfinite_b or '-'} (b)" for k in result.keys if k.has_nonfinite]
     lines += [f"note: {field} differs: {a!r} (a) vs {b!r} (b)" for field, a, b in result.context]

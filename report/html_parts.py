@@ -56,3 +56,10 @@ def fmt_number(value: float | int | None, digits: int = 4) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}g}"
+
+
+def fmt_interval(low: float | None, high: float | None, digits: int = 4) -> str:
+    """An interval for tables: `[0.0101, 0.0145]`, `-` where there is none."""
+    if low is None or high is None:
+        return "-"
+    return f"[{fmt_number(low, digits)}, {fmt_number(high, digits)}]"

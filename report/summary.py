@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 
-from expc.report.html_parts import fmt_number
+from expc.report.effect_stats import EffectHead
+from expc.report.html_parts import fmt_interval, fmt_number
 from expc.report.nonfinite import NonFiniteCount
 from expc.report.run_folder import RunFolder
 
@@ -33,9 +34,26 @@ def _nonfinite_line(nonfinite: Mapping[str, NonFiniteCount]) -> list[str]:
     return [f"- **warning: {len(nonfinite)} tensors hold NaN or inf**: {named}{more}"]
 
 
+def _effect_lines(effects: Mapping[str, Sequence[EffectHead]]) -> list[str]:
+    """Each effect's mean and 95% interval per head, as a table."""
+    if not effects:
+        return []
+    lines = ["", "## Effects (mean and 95% confidence interval per head)", "",
+             "| effect | head | vs | n | mean | 95% CI |", "| --- | --- | --- | --- | --- | --- |"]
+    for heads in effects.values():
+        for e in heads:
+            s = e.summary
+            vs = "-" if e.reference is None else f"head {e.reference}"
+            lines.append(f"| {md(e.name)} | {md(e.head_label)} | {vs} | {s.n} "
+                         f"| {fmt_number(s.mean) or '-'} | {fmt_interval(s.low, s.high)} |")
+    return lines
+
+
 def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: list[dict],
-                   nonfinite: Mapping[str, NonFiniteCount] | None = None) -> str:
-    """Markdown summary of a run and its report (`nonfinite`: keys holding NaN or inf)."""
+                   nonfinite: Mapping[str, NonFiniteCount] | None = None,
+                   effects: Mapping[str, Sequence[EffectHead]] | None = None) -> str:
+    """Markdown summary of a run and its report (`nonfinite`: keys holding NaN or inf;
+    `effects`: `effect_stats.effect_groups` of the run)."""
     m = folder.manifest
     model = m.get("model", {})
     hydra = model.get("hydra") or {}
@@ -65,6 +83,7 @@ def render_summary(folder: RunFolder, *, sections: Sequence[str], candidates: li
     if m.get("error"):
         lines.append(f"- error: {md(m['error'].get('message'))}")
     lines += _nonfinite_line(nonfinite or {})
+    lines += _effect_lines(effects or {})
     if candidates:
         lines += ["", "## Pruning candidates (lowest scores first)", "",
                   "| metric | module | unit | lowest |", "| --- | --- | --- | --- |"]

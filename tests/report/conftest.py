@@ -3,7 +3,9 @@
 The runtime that writes run folders is built elsewhere, so these tests write their own, after
 docs/run-folder.md and the key names of contracts §3: a Hydra run (trunk + heads) with mean
 captures at every layer, a `full` capture with its mask, an `as`-named capture in the heads,
-an attention pattern, all five importance metrics with their extra fields and the meta keys.
+an attention pattern, all five importance metrics with their extra fields and the meta keys;
+optionally interventions and effects (contracts §4, §5), given as the IR nodes `intervene`
+and `effect` write (`spec.to_json`'s form), with their stored keys and manifest entries.
 `write_run` is deterministic: the same arguments give byte-identical results.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import math
+import types
+from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -167,17 +171,103 @@ def _importance(b: _Builder, g: torch.Generator, *, n_layers: int, trunk: int, h
     metric("iterative_channel", n_layers - 1, "mlp.down_proj", iterative)
 
 
+def _selector(indices: Sequence[int] | str | None) -> str | None:
+    """Indices as an IR selector's text (`1, 3`); a string is taken as written (`*`, `1:`)."""
+    if indices is None or isinstance(indices, str):
+        return indices
+    return ", ".join(str(i) for i in indices)
+
+
+def intervene(target: str, layers, heads=None, *, operation: str = "zero",
+              target_kind: str = "site", channels: Sequence[int] | None = None,
+              run: str | None = None) -> dict:
+    """An `intervene` node as the manifest's `ir.interventions` holds it; `layers` and
+    `heads` are lists of indices (or selector text)."""
+    return {"target": target, "target_kind": target_kind, "layers": _selector(layers),
+            "heads": _selector(heads),
+            "operation": {"kind": operation, "run": run, "key": None,
+                          "scale": 2.0 if operation == "scale" else None},
+            "channels": None if channels is None else {
+                "kind": "list", "indices": list(channels), "run": None, "metric": None,
+                "fraction": None, "count": None, "seed": 0},
+            "positions": {"kind": "all", "indices": [], "field": None}}
+
+
+def effect(metric: str, heads=None, *, reference: int | None = None,
+           name: str | None = None) -> dict:
+    """An `effect` node as the manifest's `ir.effects` holds it."""
+    return {"metric": metric, "heads": _selector(heads), "reference": reference, "name": name,
+            "mask": None, "at_site": None, "at_layer": None, "aggregate": None,
+            "correct": None, "wrong": None}
+
+
+def mean_ci95(values: torch.Tensor) -> tuple[float, list[float]]:
+    """The manifest's `mean` and `ci95` of `values`, written out in float64."""
+    x = [float(v) for v in values.double()]
+    n = len(x)
+    mean = sum(x) / n
+    s = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
+    return mean, [mean - 1.96 * s / math.sqrt(n), mean + 1.96 * s / math.sqrt(n)]
+
+
+def _resolve(text: str | None, n: int) -> list[int | None]:
+    """The test's own reading of the selectors it writes: `*`, `a:` or `1, 3`."""
+    if text is None:
+        return [None]
+    if text == "*":
+        return list(range(n))
+    if text.endswith(":"):
+        return list(range(int(text[:-1]), n))
+    return [int(i) for i in text.split(",")]
+
+
+def _interventions(b: _Builder, nodes: Sequence[dict], *, n_layers: int, heads: int,
+                   hidden: int) -> None:
+    for node in nodes:
+        for head in _resolve(node["heads"], heads):
+            for layer in _resolve(node["layers"], n_layers):
+                channels = (torch.tensor(node["channels"]["indices"]) if node["channels"]
+                            else torch.arange(hidden))
+                where = f"{node['target']} at layer {layer}" + (
+                    "" if head is None else f", head {head}")
+                prefix = "" if head is None else f"head{head}/"
+                b.add(f"intervention/{prefix}{node['target']}_{layer}/channels",
+                      channels.to(torch.int64), f"{node['operation']['kind']} of {where}",
+                      kind="intervention", target=node["target"], layer=layer, head=head,
+                      field="channels", operation=node["operation"]["kind"], units="channels")
+
+
+def _effects(b: _Builder, g: torch.Generator, nodes: Sequence[dict], *, heads: int,
+             samples: int) -> None:
+    for node in nodes:
+        name = node["name"] or node["metric"]
+        for head in _resolve(node["heads"], heads):
+            if head is not None and head == node["reference"]:
+                continue
+            level = 0.1 * (1 + (head or 0))
+            values = (level + 0.05 * torch.randn(samples, generator=g)).abs().float()  # [N]
+            mean, ci95 = mean_ci95(values)
+            vs = "" if node["reference"] is None else f" vs head {node['reference']}"
+            b.add(f"effect/{name}" + ("" if head is None else f"/head{head}"), values,
+                  f"{node['metric']} of head {head}{vs}, per sample",
+                  kind="effect", metric=node["metric"], name=name, head=head,
+                  reference=node["reference"], mean=mean, ci95=ci95)
+
+
 def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk: int = 2,
               heads: int = 3, hidden: int = 32, intermediate: int = 64, samples: int = 6,
               seq: int = 10, attn_heads: int = 4, kv_heads: int = 2, seed: int = 0,
               model_path: str = "builtin:tiny-llama",
               source: str = "examples/data/prompts.jsonl", spec_path: str = "synthetic.exp",
               error_message: str = "data line 3: missing field `text`",
+              interventions: Sequence[dict] = (), effects: Sequence[dict] = (),
               edit: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
     """Write a synthetic run folder at `path` and return it.
 
     `status="running"` writes only the manifest (no results yet); `"failed"` writes the
-    results gathered so far and an error. `edit` may change the tensors before they are
+    results gathered so far and an error. `interventions` and `effects` are IR nodes
+    (`intervene`, `effect`): each writes its keys with random but deterministic values, and
+    the manifest's `ir` holds the nodes. `edit` may change the tensors before they are
     written (perturb, drop, add keys); the manifest follows what is written.
     """
     g = torch.Generator().manual_seed(seed)
@@ -186,6 +276,8 @@ def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk:
               samples=samples, seq=seq, attn_heads=attn_heads)
     _importance(b, g, n_layers=n_layers, trunk=trunk, heads=heads, hidden=hidden,
                 intermediate=intermediate, kv_heads=kv_heads)
+    _interventions(b, interventions, n_layers=n_layers, heads=heads, hidden=hidden)
+    _effects(b, g, effects, heads=heads, samples=samples)
     if edit is not None:
         edit(b.tensors)
     for key in list(b.entries):
@@ -204,7 +296,8 @@ def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk:
                   else None),
         "spec": {"path": spec_path, "text": spec_text,
                  "sha256": hashlib.sha256(spec_text.encode()).hexdigest()},
-        "ir": {"name": "synthetic"},
+        "ir": {"name": "synthetic", "interventions": list(interventions),
+               "effects": list(effects)},
         "model": {"path": model_path, "architecture": "llama",
                   "config": {"hidden_size": hidden, "num_hidden_layers": n_layers,
                              "num_attention_heads": attn_heads,
@@ -280,3 +373,9 @@ def page_parser():
 def _write_run_fixture():
     """`write_run(path, **options)` for tests (fixtures rather than imports of conftest)."""
     return write_run
+
+
+@pytest.fixture(name="ir_nodes", scope="session")
+def _ir_nodes_fixture():
+    """`ir_nodes.intervene(...)` and `ir_nodes.effect(...)`: IR nodes for `write_run`."""
+    return types.SimpleNamespace(intervene=intervene, effect=effect)

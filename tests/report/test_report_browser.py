@@ -91,13 +91,19 @@ def test_the_checks_catch_console_errors_network_requests_and_blank_pages(tmp_pa
     assert is_blank(seen.pixels)
 
 
-def test_report_loads_in_chromium_cleanly_offline_and_renders(write_run, tmp_path):
-    files = write_report(write_run(tmp_path / "run", status="failed"))
+def test_report_loads_in_chromium_cleanly_offline_and_renders(write_run, ir_nodes, tmp_path):
+    run = write_run(tmp_path / "run", status="failed", n_layers=4, trunk=0, heads=5,
+                    interventions=[ir_nodes.intervene("mlp_out", [h - 1], [h])
+                                   for h in range(1, 5)],
+                    effects=[ir_nodes.effect("kl", "1:", reference=0),
+                             ir_nodes.effect("loss", "*")])
+    files = write_report(run)
     seen = visit(files.html, tmp_path / "browser")
     assert seen.console == []
     assert seen.requests == []
     assert not REMOTE_URL.search(seen.dom)
     assert "Attention patterns" in seen.dom and "<svg" in seen.dom
+    assert '<section id="effects">' in seen.dom and "Layer sweep" in seen.dom
     assert 'class="banner failed"' in seen.dom
     assert not is_blank(seen.pixels)
     assert seen.pixels.shape[:2] == (2400, 1200)
