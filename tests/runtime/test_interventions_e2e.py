@@ -29,6 +29,7 @@ from expc.spec import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from hf_reference import hf_model, save  # noqa: E402
+from test_bert import randomize, tiny_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LENGTHS = [6, 3, 9, 4, 7, 2, 5]
@@ -442,17 +443,7 @@ def bert_cases() -> dict[int, Case]:
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
     folder = tmp_path_factory.mktemp("iv-bert")
-    config = transformers.BertConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
-                                     num_hidden_layers=3, num_attention_heads=4,
-                                     max_position_embeddings=40, type_vocab_size=2,
-                                     hidden_act="gelu")
-    model = transformers.BertModel(config, add_pooling_layer=False).eval()
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            param.copy_(base + noise * (0.1 if param.ndim == 1 else 0.05))
+    model = randomize(transformers.BertModel(tiny_config(), add_pooling_layer=False))
     model.save_pretrained(folder / "ckpt")
     rows = write_data(folder / "data.jsonl", seed=3, vocab=97)
     cases = bert_cases()
