@@ -69,7 +69,8 @@ def effect_sink(state, context: BatchContext) -> Callable[..., None]:
 
 
 def bind_sinks(states: Mapping[str, State], *, metric_keys: Set[str],
-               effect_keys: Set[str] = frozenset(), context: BatchContext) -> dict[str, Callable[..., None]]:
+               effect_keys: Set[str] = frozenset(), context: BatchContext
+               ) -> dict[str, Callable[..., None]]:
     """A sink for every state, by plan key: metric sinks for `metric_keys`, effect sinks for
     `effect_keys`, capture sinks else."""
 

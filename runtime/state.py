@@ -111,7 +111,8 @@ def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: to
     """Every result tensor (contract keys, CPU, data order) and its manifest description.
 
     `sample_index` `[N]` names each collected row's sample in run order; `token_count` `[N]`
-    is given in data order; `selections` are the interventions' chosen units, by entry key. Each capture state hands its tensors over (and is empty after),
+    is given in data order; `selections` are the interventions' chosen units, by entry key.
+    Each capture state hands its tensors over (and is empty after),
     and the memory its run-order rows held goes back to the OS before the next is taken, so
     the finish holds the results once, not once in the states and again in data order.
     """
