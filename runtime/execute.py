@@ -13,7 +13,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -32,13 +32,18 @@ from expc.runtime.device import resolve_device
 from expc.runtime.distributed import (World, barrier, current_world, gather_states,
                                       ignore_launcher_stop, shutdown)
 from expc.runtime.fingerprint import run_fingerprint
+from expc.runtime.intervene.edits import build_edits
+from expc.runtime.intervene.facts import ModelFacts
+from expc.runtime.intervene.sources import RunSources
+from expc.runtime.intervene.units import Selection
 from expc.runtime.nonfinite import (NonFiniteError, check_every, check_finite,
                                     nonfinite_diagnostic)
 from expc.runtime.progress import Progress
 from expc.runtime.rank_failures import clear_failures, settle
 from expc.runtime.run_lock import run_lock
+from expc.runtime.sample_error import SampleError
 from expc.runtime.sinks import BatchContext, bind_sinks
-from expc.runtime.state import build_states, collect_results
+from expc.runtime.state import build_states, collect_results, token_field_names
 from expc.runtime.state_protocol import State
 from expc.runtime.stop_signals import Interrupted, StopSignals
 from expc.runtime.store import RunStore
@@ -129,6 +134,7 @@ class _Loop:
     states: dict[str, State]
     context: BatchContext
     pad_token_id: int | None
+    selections: dict[str, Selection]  # each intervention's units, by its entry key
 
 
 def _describe_model(experiment: ir.Experiment, model) -> dict:
@@ -146,30 +152,38 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
                        dtype=experiment.dtype, device=device)
     if store is not None:
         store.manifest["model"] = _describe_model(experiment, model)
+    plan = build_plan(experiment, n_layers=model.config.n_layers)
     source = experiment.data.source
     tokenizer = None if source.kind == "tokens" else load_tokenizer(experiment.model.path)
     data = load_data(kind=source.kind, path=source.path, field=source.field,
                      mask_field=source.mask_field, limit=experiment.data.limit,
                      tokenizer=tokenizer, max_length=experiment.data.max_length,
                      max_positions=model.config.max_position_embeddings,
-                     vocab_size=model.config.vocab_size)
+                     vocab_size=model.config.vocab_size,
+                     token_fields=token_field_names(plan))
     batches = plan_batches(data.lengths, batch_size=experiment.data.batch_size)
     batches = batches.shard(rank=world.rank, world_size=world.size)
     seconds["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    plan = build_plan(experiment, n_layers=model.config.n_layers)
     if world.distributed:
         refuse_sequential_metrics(plan)
-    states = build_states(plan, model, total_batches=len(batches))
+    token_fields = {name: ids.to(device) for name, ids in data.token_fields.items()}
+    states = build_states(plan, model, total_batches=len(batches), token_fields=token_fields)
     context = BatchContext()
-    sinks = bind_sinks(states, metric_keys={entry.key for entry in plan.metrics}, context=context)
-    graph = compile_plan(plan, model, sinks).graph_module
+    # Earlier runs' tensors are read here, once, onto the device; units are chosen now.
+    edits, selections = build_edits(
+        plan.interventions, facts=ModelFacts.from_model(model, plan.interventions),
+        sources=RunSources(device=device), context=context, n_samples=data.n_samples)
+    sinks = bind_sinks(states, metric_keys={entry.key for entry in plan.metrics},
+                       effect_keys={entry.key for entry in plan.effects}, context=context)
+    graph = compile_plan(plan, model, sinks, edits).graph_module
     if experiment.compile:
         graph = torch.compile(graph, dynamic=True)  # one compile for every sequence length
     seconds["compile"] = time.perf_counter() - t0
     return _Loop(data=data, batches=batches, graph=graph, plan=plan, states=states,
-                 context=context, pad_token_id=_pad_token_id(tokenizer, model.config))
+                 context=context, pad_token_id=_pad_token_id(tokenizer, model.config),
+                 selections=selections)
 
 
 def refuse_sequential_metrics(plan: Plan) -> None:
@@ -189,6 +203,22 @@ def _empty_mask_error(exc: EmptyMaskError, loop: _Loop, batch_number: int) -> Di
     return DiagnosticError(loop.data.sample_error(
         sample, f"the `{exc.mask or 'attention'}` mask selects no token of this sample",
         code="empty-mask"))
+
+
+@contextlib.contextmanager
+def _sample_diagnostics(loop: _Loop, batch_number: Callable[[], int]):
+    """Problems found with one sample while batches run (or states finish) -> the run's
+    diagnostic at that sample's data line; `batch_number()` is the batch in flight."""
+    try:
+        yield
+    except EmptyMaskError as exc:
+        raise _empty_mask_error(exc, loop, batch_number()) from None
+    except SampleError as exc:
+        raise DiagnosticError(loop.data.sample_error(exc.sample, exc.message,
+                                                     code=exc.code)) from None
+    except NonFiniteError as exc:
+        raise nonfinite_diagnostic(exc, samples=loop.batches.batch(exc.at.batch).tolist(),
+                                   locate=loop.data.locate) from None
 
 
 def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path, world: World,
@@ -221,34 +251,30 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
     progress = Progress(total=len(loop.batches), done=start, quiet=quiet or not world.is_main)
     number = start
     check_each = check_every(device)
-    with stop.deferred(), torch.inference_mode(), progress:
-        try:
-            for batch in iter_batches(loop.data, loop.batches, pad_token_id=loop.pad_token_id,
-                                      start=start):
-                number = batch.number
-                attention_mask = batch.attention_mask.to(device)
-                loop.context.set(attention_mask=attention_mask,
-                                 field_mask=None if batch.field_mask is None
-                                 else batch.field_mask.to(device))
-                loop.graph(batch.input_ids.to(device), attention_mask)
-                progress.advance(samples=batch.size, tokens=int(batch.token_count.sum()))
-                done = number + 1
-                if done % check_each == 0 or stop.received or (every and done % every == 0):
-                    check_finite(loop.plan, loop.states)  # before any checkpoint saves them
-                if every and done % every == 0 and done < len(loop.batches):
-                    checkpoint(done)
-                if stop.received:
-                    checkpoint(done)
-                    raise Interrupted(signal_name=stop.received, run_dir=checkpoint_dir,
-                                      batches_done=done)
-            check_finite(loop.plan, loop.states)  # the batches since the last check
-            gathered = (gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
-                        if world.distributed else None)  # one process: nothing to merge
-        except EmptyMaskError as exc:
-            raise _empty_mask_error(exc, loop, number) from None
-        except NonFiniteError as exc:
-            raise nonfinite_diagnostic(exc, samples=loop.batches.batch(exc.at.batch).tolist(),
-                                       locate=loop.data.locate) from None
+    with (stop.deferred(), torch.inference_mode(), progress,
+          _sample_diagnostics(loop, lambda: number)):
+        for batch in iter_batches(loop.data, loop.batches, pad_token_id=loop.pad_token_id,
+                                  start=start):
+            number = batch.number
+            input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+            loop.context.set(attention_mask=attention_mask,
+                             field_mask=None if batch.field_mask is None
+                             else batch.field_mask.to(device),
+                             input_ids=input_ids, sample_index=batch.sample_index.to(device))
+            loop.graph(input_ids, attention_mask)
+            progress.advance(samples=batch.size, tokens=int(batch.token_count.sum()))
+            done = number + 1
+            if done % check_each == 0 or stop.received or (every and done % every == 0):
+                check_finite(loop.plan, loop.states)  # before any checkpoint saves them
+            if every and done % every == 0 and done < len(loop.batches):
+                checkpoint(done)
+            if stop.received:
+                checkpoint(done)
+                raise Interrupted(signal_name=stop.received, run_dir=checkpoint_dir,
+                                  batches_done=done)
+        check_finite(loop.plan, loop.states)  # the batches since the last check
+        gathered = (gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
+                    if world.distributed else None)  # one process: nothing to merge
     seconds["run"] = elapsed + time.perf_counter() - t_run
     if not world.is_main:
         return Results({})
@@ -263,8 +289,10 @@ def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore
     states = merge_ranks(loop.states, gathered)
     run_order = torch.cat([full.shard(rank=r, world_size=world.size).order
                            for r in range(world.size)])
-    tensors, descriptions = collect_results(loop.plan, states, sample_index=run_order,
-                                            token_count=loop.data.lengths)
+    with _sample_diagnostics(loop, lambda: len(loop.batches) - 1):  # checks states defer
+        tensors, descriptions = collect_results(loop.plan, states, sample_index=run_order,
+                                                token_count=loop.data.lengths,
+                                                selections=loop.selections)
     store.write_results(tensors, descriptions)
     seconds["total"] = time.perf_counter() - started
     store.finish(samples=loop.data.n_samples, tokens=loop.data.n_tokens, batches=len(full),

@@ -46,8 +46,9 @@ def check_every(device: torch.device) -> int:
 def _depth(entry: CaptureEntry | MetricEntry, n_layers: int) -> int:
     """How far into the forward pass an entry sits: `embed` first, `final_norm` / `logits`
     after the last layer."""
-    if entry.layer is not None:
-        return entry.layer
+    layer = getattr(entry, "layer", None)  # an effect has none: it reads the logits
+    if layer is not None:
+        return layer
     return -1 if getattr(entry, "site", None) == "embed" else n_layers
 
 
@@ -59,7 +60,7 @@ def check_finite(plan: Plan, states: Mapping[str, State]) -> None:
         return
     found = []
     if not bool(torch.isfinite(torch.cat(sums).sum())):
-        entries = (*plan.captures, *plan.metrics)
+        entries = (*plan.captures, *plan.metrics, *plan.effects)
         for index, entry in enumerate(entries):
             at = states[entry.key].finite.first()
             if at is not None:
@@ -74,7 +75,8 @@ def check_finite(plan: Plan, states: Mapping[str, State]) -> None:
 def describe(entry: CaptureEntry | MetricEntry, key: str | None = None) -> str:
     """A result key (`key`, else the entry's) with its place:
     `capture/head1/resid_out_3 (layer 3, head 1)`."""
-    place = [f"layer {entry.layer}" if entry.layer is not None else None,
+    layer = getattr(entry, "layer", None)
+    place = [f"layer {layer}" if layer is not None else None,
              f"head {entry.head}" if entry.head is not None else None]
     place = [part for part in place if part]
     key = key or entry.key

@@ -1,9 +1,10 @@
 """Bind state objects to the compiler's taps, with the current batch's masks.
 
-The compiler calls a capture sink as `sink(hidden)` and a metric sink as `sink(x_in, y_out)`;
-aggregators and metrics also need the batch's attention mask (and a per-token mask field).
-`BatchContext` holds those for the batch being run, set by the execution loop before each
-forward, so the graph itself stays free of runtime objects.
+The compiler calls a capture sink as `sink(hidden)`, a metric sink as `sink(x_in, y_out)`
+and an effect sink as `sink(head, reference)` or `sink(head_logits)`; the states also need
+the batch's attention mask (and a per-token mask field), and effects and interventions its
+token ids and each row's sample. `BatchContext` holds those for the batch being run, set by
+the execution loop before each forward, so the graph itself stays free of runtime objects.
 """
 
 from __future__ import annotations
@@ -57,8 +58,25 @@ def metric_sink(metric: ImportanceMetric,
     return sink
 
 
+def effect_sink(state, context: BatchContext) -> Callable[..., None]:
+    """A tap callback feeding one effect (`runtime/effects`): `sink(head, ref)` or
+    `sink(head_logits)`, with the current batch's context."""
+
+    def sink(*values: torch.Tensor) -> None:
+        state.add(*values, context=context)
+
+    return sink
+
+
 def bind_sinks(states: Mapping[str, State], *, metric_keys: Set[str],
-               context: BatchContext) -> dict[str, Callable[..., None]]:
-    """A sink for every state, by plan key: metric sinks for `metric_keys`, capture sinks else."""
-    return {key: (metric_sink if key in metric_keys else capture_sink)(state, context)
-            for key, state in states.items()}
+               effect_keys: Set[str] = frozenset(), context: BatchContext
+               ) -> dict[str, Callable[..., None]]:
+    """A sink for every state, by plan key: metric sinks for `metric_keys`, effect sinks for
+    `effect_keys`, capture sinks else."""
+
+    def bind(key: str, state: State) -> Callable[..., None]:
+        if key in metric_keys:
+            return metric_sink(state, context)
+        return (effect_sink if key in effect_keys else capture_sink)(state, context)
+
+    return {key: bind(key, state) for key, state in states.items()}

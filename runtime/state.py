@@ -1,9 +1,11 @@
 """One state object per plan entry, and the result tensors they finish into.
 
-The compiler's plan names every result key; here each capture entry gets an aggregator and
+The compiler's plan names every result key; here each capture entry gets an aggregator,
 each metric entry an importance metric (given its module's weight and the model's KV-head
-layout), and at the end their results become the contract's tensors, per-sample ones put
-back in data order, each with the manifest description of docs/run-folder.md. Results that
+layout) and each effect entry its effect (`logit_diff` given its samples' token ids), and at
+the end their results become the contract's tensors, per-sample ones put back in data
+order, each with the manifest description of docs/run-folder.md; the units every
+intervention changed join them. Results that
 the finish computes afresh from accumulators (a `dataset_mean`, every metric: small tensors)
 are checked for NaN and inf here; per-sample results are the rows the batch loop already
 checked (`runtime/nonfinite.py`).
@@ -19,7 +21,11 @@ from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
 from expc.runtime.aggregate.create import create_aggregator
 from expc.runtime.allocator import release_freed_memory
 from expc.runtime.data.batches import restore_data_order
+from expc.runtime.effects.create import create_effect
+from expc.runtime.effects.results import effect_results
 from expc.runtime.importance.create import create_metric
+from expc.runtime.intervene.results import intervention_results
+from expc.runtime.intervene.units import Selection
 from expc.runtime.nonfinite import HELP, describe
 from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import fail
@@ -27,8 +33,11 @@ from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANING
                                   importance_key, module_key)
 
 
-def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> dict[str, State]:
-    """An aggregator or metric for every plan key, in plan order."""
+def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int,
+                 token_fields: Mapping[str, torch.Tensor] | None = None) -> dict[str, State]:
+    """An aggregator, metric or effect for every plan key, in plan order; `token_fields`
+    holds the data's token ids per sample `[N]` (data order) by field name, for
+    `logit_diff` (on the device its logits will be on)."""
     config = model.config
     states: dict[str, State] = {}
     for entry in plan.captures:
@@ -44,7 +53,18 @@ def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int) -> d
         except ValueError as exc:
             raise fail(entry.span, f"{entry.metric} at {entry.module_path}: {exc}",
                        code="metric") from None
+    fields = token_fields or {}
+    for entry in plan.effects:
+        states[entry.key] = create_effect(entry, correct=fields.get(entry.effect.correct),
+                                          wrong=fields.get(entry.effect.wrong))
     return states
+
+
+def token_field_names(plan: Plan) -> tuple[str, ...]:
+    """The data fields the plan's effects read one token from (`logit_diff`), in order."""
+    names = [name for entry in plan.effects if entry.metric == "logit_diff"
+             for name in (entry.effect.correct, entry.effect.wrong)]
+    return tuple(dict.fromkeys(names))
 
 
 def _capture_meaning(entry: CaptureEntry) -> str:
@@ -85,11 +105,14 @@ def _finite_result(entry: CaptureEntry | MetricEntry, key: str,
 
 
 def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: torch.Tensor,
-                    token_count: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+                    token_count: torch.Tensor,
+                    selections: Mapping[str, Selection] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Every result tensor (contract keys, CPU, data order) and its manifest description.
 
     `sample_index` `[N]` names each collected row's sample in run order; `token_count` `[N]`
-    is given in data order. Each capture state hands its tensors over (and is empty after),
+    is given in data order; `selections` are the interventions' chosen units, by entry key.
+    Each capture state hands its tensors over (and is empty after),
     and the memory its run-order rows held goes back to the OS before the next is taken, so
     the finish holds the results once, not once in the states and again in data order.
     """
@@ -112,6 +135,10 @@ def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: to
             key = importance_key(entry.metric, entry.module_path, field)
             tensors[key] = _finite_result(entry, key, tensor.detach().cpu().contiguous())
             descriptions[key] = _metric_description(entry, field)
+    for found in (effect_results(plan.effects, states, sample_index=sample_index),
+                  intervention_results(selections or {})):
+        tensors.update(found[0])
+        descriptions.update(found[1])
     tensors[SAMPLE_INDEX] = torch.arange(sample_index.numel(), dtype=torch.int64)
     tensors[TOKEN_COUNT] = token_count.to(torch.int64).contiguous()
     return tensors, descriptions

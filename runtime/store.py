@@ -158,7 +158,8 @@ class RunStore:
 def _describe(key: str, tensor: torch.Tensor, description: Mapping | None) -> dict:
     kind = key.split("/", 1)[0]
     if kind not in REQUIRED_FIELDS:
-        raise ValueError(f"result key {key!r} must start with capture/, importance/ or meta/")
+        raise ValueError(f"result key {key!r} must start with one of "
+                         f"{', '.join(kind + '/' for kind in REQUIRED_FIELDS)}")
     if description is None and key in META_MEANINGS:
         description = {"kind": "meta", "meaning": META_MEANINGS[key]}
     if description is None:

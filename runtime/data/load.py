@@ -5,13 +5,16 @@ tokenizer and keeps only token ids, optional per-token mask field and line numbe
 flat int tensors with offsets: ~1e5 short prompts cost a few MB, not a Python object per token.
 Truncation to `max_length` happens here; padding and batching happen in `batches`.
 Any later error about one sample (an all-zero mask row, say) can name the file and line
-through `TokenizedData.locate` / `sample_error`.
+through `TokenizedData.locate` / `sample_error`. Token fields (one token per sample, what
+`effect logit_diff` compares) become one id per sample here: an id as written (inside the
+vocabulary), or a string that the tokenizer turns into exactly one token.
 """
 
 from __future__ import annotations
 
 from array import array
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -41,6 +44,7 @@ class TokenizedData:
     offsets: torch.Tensor  # [N + 1] int64, sample i is token_ids[offsets[i]:offsets[i+1]]
     lines: torch.Tensor  # [N] int64, 1-based line of sample i in `path`
     field_mask: torch.Tensor | None = None  # [T] int8 0/1 beside token_ids, or None
+    token_fields: dict[str, torch.Tensor] = attrs.field(factory=dict)  # name -> [N] int64 ids
 
     @property
     def n_samples(self) -> int:
@@ -73,7 +77,8 @@ class TokenizedData:
 def load_data(*, kind: str, path: str | Path, field: str | None = None,
               mask_field: str | None = None, limit: int | None = None,
               tokenizer: Tokenizer | None = None, max_length: int | None = None,
-              max_positions: int | None = None, vocab_size: int | None = None) -> TokenizedData:
+              max_positions: int | None = None, vocab_size: int | None = None,
+              token_fields: Sequence[str] = ()) -> TokenizedData:
     """Read, tokenise and truncate a data source; raise `DiagnosticError` for bad input.
 
     `tokens` sources are already token ids and need no tokenizer; their truncation keeps the
@@ -84,7 +89,8 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
     `max_length`, the model's `max_positions` is the limit: a sample longer than the model
     can take is truncated, never fed whole (`expc check` refuses a `max_length` above it).
     With `vocab_size`, ids outside the model's vocabulary are errors at their line (they would
-    otherwise fail deep inside the embedding).
+    otherwise fail deep inside the embedding). `token_fields` are read as one token id per
+    sample (`TokenizedData.token_fields`); a string needs the tokenizer.
     """
     if kind != "tokens" and tokenizer is None:
         raise ValueError(f"a `{kind}` source needs a tokenizer")
@@ -95,8 +101,11 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
     path = str(path)
     ids, offsets, lines = array("i"), array("q", [0]), array("q")
     masks = array("b") if mask_field is not None else None
+    field_ids = {name: array("q") for name in token_fields}
+    one_token = _OneToken(tokenizer=tokenizer, vocab_size=vocab_size)
     problems: list[Diagnostic] = []
-    samples = read_samples(kind=kind, path=path, field=field, mask_field=mask_field, limit=limit)
+    samples = read_samples(kind=kind, path=path, field=field, mask_field=mask_field, limit=limit,
+                           token_fields=tuple(token_fields))
     try:
         for raw in samples:
             if raw.token_ids is not None:
@@ -107,6 +116,12 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
                 tokens = tokenizer.encode(raw.text, max_length=max_length)
             problem = _check_tokens(raw, tokens, path=path, mask_field=mask_field,
                                     vocab_size=vocab_size)
+            resolved = {}
+            for name, value in raw.token_fields.items():
+                resolved[name], wrong = one_token.id_of(value)
+                if problem is None and wrong is not None:
+                    problem = error(path, f"field `{name}` {wrong}", code="data-token-field",
+                                    line=raw.line)
             if problem is not None:
                 problems.append(problem)
                 if len(problems) >= MAX_ERRORS:
@@ -118,6 +133,8 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
                 masks.extend(raw.mask[:keep])
             offsets.append(len(ids))
             lines.append(raw.line)
+            for name, token in resolved.items():
+                field_ids[name].append(token)
     except DiagnosticError as exc:  # the reader's own problems, after ours of earlier lines
         problems.extend(exc.diagnostics)
     finally:
@@ -130,6 +147,8 @@ def load_data(*, kind: str, path: str | Path, field: str | None = None,
         offsets=_to_tensor(offsets, torch.int64),
         lines=_to_tensor(lines, torch.int64),
         field_mask=None if masks is None else _to_tensor(masks, torch.int8),
+        token_fields={name: _to_tensor(values, torch.int64)
+                      for name, values in field_ids.items()},
     )
 
 
@@ -150,6 +169,40 @@ def _check_tokens(raw: RawSample, tokens: list[int], *, path: str, mask_field: s
                      line=raw.line,
                      help=["the mask needs one 0/1 entry per token of the model's tokenizer"])
     return None
+
+
+@attrs.define(kw_only=True)
+class _OneToken:
+    """A token field's value as one token id, or why it is not one.
+
+    A string is one token when the tokenizer's ids for it are the ids of the empty text
+    (its special tokens) plus one more; that one is the token, wherever the specials sit.
+    """
+
+    tokenizer: Tokenizer | None
+    vocab_size: int | None
+    _specials: list[int] | None = None
+
+    def id_of(self, value: int | str) -> tuple[int, str | None]:
+        """(the id, None), or (0, what is wrong with `value`)."""
+        if isinstance(value, int):
+            limit = min(self.vocab_size or _ID_LIMIT, _ID_LIMIT)
+            if value >= limit:
+                return 0, f"holds token id {value}, outside the vocabulary (size {limit})"
+            return value, None
+        if self.tokenizer is None:
+            return 0, (f"holds the string {value!r}, and a `tokens` source has no tokenizer "
+                       "to turn it into an id; give the token id")
+        if self._specials is None:
+            self._specials = self.tokenizer.encode("")
+        ids = self.tokenizer.encode(value)
+        at = next((i for i, (a, b) in enumerate(zip(ids, self._specials)) if a != b),
+                  len(self._specials))
+        if len(ids) != len(self._specials) + 1 or ids[:at] + ids[at + 1:] != self._specials:
+            count = len(ids) - len(self._specials)
+            return 0, (f"holds {value!r}, which the tokenizer turns into {count} tokens, not "
+                       "one; give a string of one token or its token id")
+        return ids[at], None
 
 
 def _to_tensor(values: array, dtype: torch.dtype) -> torch.Tensor:

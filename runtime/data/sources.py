@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -26,19 +26,24 @@ MAX_ERRORS = 20  # stop collecting after this many bad lines; the user fixes the
 
 @attrs.frozen(kw_only=True, slots=True)
 class RawSample:
-    """One sample as read: its text (jsonl, text) or token ids (tokens), and its mask field."""
+    """One sample as read: its text (jsonl, text) or token ids (tokens), its mask field, and
+    its token fields (`logit_diff`'s `correct`/`wrong`: a token id or a string, as written)."""
 
     line: int
     text: str | None = None
     token_ids: list[int] | None = None
     mask: list[int] | None = None
+    token_fields: dict[str, int | str] = attrs.field(factory=dict)
 
 
 def read_samples(*, kind: str, path: str | Path, field: str | None = None,
-                 mask_field: str | None = None, limit: int | None = None) -> Iterator[RawSample]:
+                 mask_field: str | None = None, limit: int | None = None,
+                 token_fields: Sequence[str] = ()) -> Iterator[RawSample]:
     """Yield the samples of a data file in file order; raise `DiagnosticError` on bad lines.
 
     `field` defaults as in the language (`text` for jsonl, `input_ids` for tokens).
+    `token_fields` are fields that hold one token per sample: a non-negative id or a string
+    (turned into an id by `load.load_data`).
     All bad lines up to `MAX_ERRORS` (among the first `limit` samples) are reported at once.
     A missing file or a file with no samples is an error too.
     """
@@ -52,6 +57,10 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
         raise fail(path, f"a `text` source has no fields, so it cannot carry the mask field "
                    f"`{mask_field}`", code="data-mask-field",
                    help=["use a `jsonl` or `tokens` source whose objects hold the mask list"])
+    if kind == "text" and token_fields:
+        raise fail(path, f"a `text` source has no fields, so it cannot carry the token field "
+                   f"`{token_fields[0]}`", code="data-token-field",
+                   help=["use a `jsonl` or `tokens` source whose objects hold the field"])
     try:
         handle = open(path, "rb")
     except OSError as exc:
@@ -69,7 +78,7 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
             produced += 1
             sample = None if text is None else _parse_line(
                 text, kind=kind, path=path, line=number, field=field, mask_field=mask_field,
-                problems=problems)
+                token_fields=token_fields, problems=problems)
             if len(problems) >= MAX_ERRORS:
                 break
             if sample is not None and not problems:
@@ -93,7 +102,8 @@ def _decode(raw: bytes, *, path: str, line: int, problems: list[Diagnostic]) -> 
 
 
 def _parse_line(text: str, *, kind: str, path: str, line: int, field: str,
-                mask_field: str | None, problems: list[Diagnostic]) -> RawSample | None:
+                mask_field: str | None, token_fields: Sequence[str],
+                problems: list[Diagnostic]) -> RawSample | None:
     if kind == "text":
         return RawSample(line=line, text=text)
     try:
@@ -140,7 +150,21 @@ def _parse_line(text: str, *, kind: str, path: str, line: int, field: str,
             where.report(mask_field, f"mask field `{mask_field}` has {len(mask)} entries but "
                                      f"`{field}` has {len(token_ids)} tokens")
             return None
-    return RawSample(line=line, text=sample_text, token_ids=token_ids, mask=mask)
+    tokens = {}
+    for name in token_fields:
+        value = where.get(name)
+        if value is None:
+            return None
+        if not (isinstance(value, str) or (isinstance(value, int)
+                                           and not isinstance(value, bool) and value >= 0)):
+            found = (json.dumps(value) if isinstance(value, (int, float))
+                     and not isinstance(value, bool) else _json_type(value))
+            where.report(name, f"field `{name}` should hold one token: a non-negative token "
+                               f"id or a string, found {found}")
+            return None
+        tokens[name] = value
+    return RawSample(line=line, text=sample_text, token_ids=token_ids, mask=mask,
+                     token_fields=tokens)
 
 
 @attrs.define(kw_only=True)

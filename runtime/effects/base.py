@@ -8,7 +8,9 @@ batch yields one float64 value per row, computed from that row alone, so splitti
 batches anywhere and merging (`merge`, resume, ranks) gives the same values bit for bit.
 Values stay on the device in row blocks (`RowBlocks`, as the per-sample aggregators keep
 theirs); a row that selects no token is a `SampleError` naming its sample, found without
-stalling accelerators (`SampleCheck`). `result()` is `{"": [N] float32}` in run order.
+stalling accelerators (`SampleCheck`), and each batch's values go to the `finite` watch, so a
+NaN or inf fails the run at its sample (`runtime/nonfinite.py`). `result()` is
+`{"": [N] float32}` in run order.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from expc.runtime.aggregate.masks import select_tokens
 from expc.runtime.aggregate.packing import RowBlocks
+from expc.runtime.finite_watch import FiniteWatch
 from expc.runtime.sample_error import SampleCheck
 from expc.runtime.sinks import BatchContext
 from expc.runtime.state_protocol import State
@@ -66,6 +69,8 @@ class EffectState(State):
     def __init__(self) -> None:
         self._rows = RowBlocks()  # [n] float64 so far, run order
         self._check = SampleCheck(message=self.empty_message, code="effect-empty")
+        self.finite = FiniteWatch()
+        self.batches = 0  # batches seen, merged and loaded ones included (`finite` counts so)
 
     def values(self, *inputs: torch.Tensor, context: BatchContext) -> torch.Tensor:
         """One batch's per-row values `[B]` float64."""
@@ -73,7 +78,10 @@ class EffectState(State):
 
     def add(self, *inputs: torch.Tensor, context: BatchContext) -> None:
         """Take one batch's tapped values (detached: state keeps no autograd graph)."""
-        self._rows.append(self.values(*(x.detach() for x in inputs), context=context))
+        values = self.values(*(x.detach() for x in inputs), context=context)
+        self.finite.observe(values, batch=self.batches, rows=True)
+        self.batches += 1
+        self._rows.append(values)
 
     def flag_empty(self, counts: torch.Tensor, context: BatchContext) -> None:
         """Report rows whose count of tokens is zero (now on CPU, at finalisation else)."""
@@ -85,10 +93,12 @@ class EffectState(State):
         return torch.zeros(0, dtype=torch.float64) if packed is None else packed
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"values": self._packed()}
+        return {"values": self._packed(), "batches": torch.tensor(self.batches)}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self._check = SampleCheck(message=self.empty_message, code="effect-empty")
+        self.finite.clear()
+        self.batches = int(state["batches"])
         self._rows.replace(state["values"].to(torch.float64))
 
     def merge(self, other: State) -> None:
@@ -98,6 +108,7 @@ class EffectState(State):
                              f"{type(self).__name__}")
         mine, theirs = self._packed(), other._packed()
         self._rows.replace(torch.cat([mine, theirs.to(mine.device)]))
+        self.batches += other.batches
 
     def result(self) -> dict[str, torch.Tensor]:
         return {"": self._packed().to(torch.float32)}

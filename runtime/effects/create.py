@@ -1,8 +1,6 @@
-"""The effect state an `EffectEntry` asks for, and the sink that feeds it from its tap."""
+"""The effect state an `EffectEntry` asks for (`runtime/sinks.effect_sink` feeds it)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
@@ -10,7 +8,6 @@ from expc.compiler.plan import EffectEntry
 from expc.runtime.effects.base import EffectState
 from expc.runtime.effects.compare import CosineEffect, KlEffect, Top1Effect
 from expc.runtime.effects.predict import LogitDiffEffect, LossEffect
-from expc.runtime.sinks import BatchContext
 
 
 def create_effect(entry: EffectEntry, *, correct: torch.Tensor | None = None,
@@ -30,11 +27,3 @@ def create_effect(entry: EffectEntry, *, correct: torch.Tensor | None = None,
         return LogitDiffEffect(correct=correct, wrong=wrong)
     raise ValueError(f"unknown effect metric {entry.metric!r}")
 
-
-def effect_sink(state: EffectState, context: BatchContext) -> Callable[..., None]:
-    """A tap callback feeding one effect: `sink(head, ref)` or `sink(head_logits)`."""
-
-    def sink(*values: torch.Tensor) -> None:
-        state.add(*values, context=context)
-
-    return sink

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from expc.compiler.plan import EffectEntry
-from expc.runtime.effects.create import create_effect, effect_sink
+from expc.runtime.effects.create import create_effect
+from expc.runtime.sinks import BatchContext, effect_sink
 from expc.runtime.effects.results import effect_results
 from expc.runtime.sample_error import SampleError
-from expc.runtime.sinks import BatchContext
 from expc.spec import ir
 
 V, H = 11, 4

@@ -232,3 +232,17 @@ def test_failure_keeps_the_diagnostics(tmp_path):
     store.fail(RuntimeError("out of memory"))
     assert manifest(tmp_path)["error"] == {"message": "RuntimeError: out of memory",
                                            "diagnostics": []}
+
+
+def test_intervention_and_effect_keys_need_their_fields(tmp_path):
+    store = start(tmp_path)
+    effect = {"kind": "effect", "meaning": "kl", "metric": "kl", "name": "kl", "head": 1}
+    with pytest.raises(ValueError, match="lacks reference"):
+        store.write_results({"effect/kl/head1": torch.zeros(2)}, {"effect/kl/head1": effect})
+    units = {"kind": "intervention", "meaning": "zero", "target": "mlp_out", "layer": 1,
+             "head": 1, "field": "channels"}
+    store.write_results({"effect/kl/head1": torch.zeros(2),
+                         "intervention/head1/mlp_out_1/channels": torch.arange(3)},
+                        {"effect/kl/head1": {**effect, "reference": 0},
+                         "intervention/head1/mlp_out_1/channels": units})
+    assert store.manifest["tensors"]["intervention/head1/mlp_out_1/channels"]["shape"] == [3]
