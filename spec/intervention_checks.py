@@ -49,7 +49,7 @@ def check_interventions(exp: ir.Experiment, shape: ModelShape, *, trunk: int,
     for iv in exp.interventions:
         layers = layers_of(iv.layers)
         if iv.target_kind != "site" and iv.target not in shape.modules:
-            out.append(error(iv.span, f"{shape.model_type} models have no `{iv.target}`",
+            out.append(error(iv.target_span, f"{shape.model_type} models have no `{iv.target}`",
                              code="module", help=did_you_mean(iv.target, shape.modules)
                              or (f"modules: {', '.join(shape.modules)}",)))
             continue
@@ -84,7 +84,7 @@ def _effect(effect: ir.Effect, shape: ModelShape, trunk: int, *, split: bool) ->
         return [error(effect.span, f"{shape.model_type} models have no LM head, and "
                       f"`{effect.metric}` reads next-token logits", code="effect",
                       help=("compare hidden states with `effect cosine vs heads[0] "
-                            "{ at = resid_out[-1] }`" if split else
+                            f"{{ at = resid_out[{shape.n_layers - 1}] }}`" if split else
                             "an encoder's effects compare heads with `cosine`",))]
     if effect.at_layer is None:
         return []

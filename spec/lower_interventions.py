@@ -51,7 +51,7 @@ def intervention(c: Checker, st: sx.InterveneStmt, hydra: object) -> object:
         return BAD
     return ir.Intervention(target=st.target, target_kind=kind, layers=st.layers, heads=heads,
                            operation=operation, channels=channels, positions=positions,
-                           span=st.span)
+                           span=st.span, target_span=st.target_span)
 
 
 def _target_kind(c: Checker, st: sx.InterveneStmt) -> object:
