@@ -64,16 +64,24 @@ class Checker:
                               code="type")
         return float(value.value)
 
-    def kwargs(self, call: sx.Call, allowed: Iterable[str], *,
-               required: Iterable[str] = ()) -> object:
-        """Name -> value of a call's named arguments (`mean(run = "DIR")`); positional
+    def kwargs(self, call: sx.Call, allowed: Iterable[str], *, required: Iterable[str] = (),
+               positional: str | None = None) -> object:
+        """Name -> value of a call's arguments (`mean(run = "DIR")`): named ones, plus the one
+        positional argument `positional` names (a source's path). Extra positional
         arguments, unknown or repeated names and missing required ones are reported."""
         allowed = tuple(allowed)
         before = len(self.diagnostics)
         given: dict[str, sx.Value] = {}
-        if call.args:
-            self.error(call.args[0].span, f"`{call.name}(...)` takes named arguments",
-                       code="type", help=(f"write {one_of(a + ' = ...' for a in allowed)}",))
+        if positional is not None and call.args:
+            given[positional] = call.args[0]
+        extra = call.args[1:] if positional is not None else call.args
+        if extra:
+            named = [a for a in allowed if a != positional]
+            what = f"one positional argument, the {positional}" if positional else "named arguments"
+            self.error(extra[0].span, f"`{call.name}(...)` takes {what}", code="type",
+                       help=(f"name {'the others' if positional else 'them'}: "
+                             f"{one_of(a + ' = ...' for a in named)}",)
+                       if named else ())
         for kw in call.kwargs:
             if kw.key not in allowed:
                 self.unknown(kw.key_span, f"`{call.name}` argument", kw.key, allowed)

@@ -175,20 +175,9 @@ def _source(c: Checker, value: sx.Value) -> object:
     if value.name not in vocab.SOURCES:
         return c.unknown(value.span, "data source", value.name, kinds)
     allowed, default_field = vocab.SOURCES[value.name]
-    given: dict[str, sx.Value] = {}
-    if len(value.args) > 1:
-        c.error(value.args[1].span, f"`{value.name}(...)` takes one positional argument, the path",
-                code="type", help=(f"name the others: {one_of(a + ' = ...' for a in allowed[1:])}",)
-                if len(allowed) > 1 else ())
-    if value.args:
-        given["path"] = value.args[0]
-    for kw in value.kwargs:
-        if kw.key not in allowed:
-            c.unknown(kw.key_span, f"`{value.name}` argument", kw.key, allowed)
-        elif kw.key in given:
-            c.error(kw.key_span, f"`{kw.key}` given twice", code="duplicate")
-        else:
-            given[kw.key] = kw.value
+    given = c.kwargs(value, allowed, positional="path")
+    if given is _BAD:
+        return _BAD
     if "path" not in given:
         return c.error(value.span, f"`{value.name}(...)` needs a path", code="missing",
                        help=(f'e.g. `{value.name}("prompts.{value.name}")`',))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.spec.conftest import spec_with
+from tests.spec.conftest import assert_single_diagnostic, spec_with
 
 BODY_LINE = 7  # the first line of BODY in the base spec
 
@@ -82,14 +82,8 @@ BODY_CASES = [
 
 @pytest.mark.parametrize("case", BODY_CASES, ids=[c[0] for c in BODY_CASES])
 def test_body_check(diagnose, case):
-    _, body, code, line, message, help_ = case
-    diags = diagnose(spec_with(body))
-    assert len(diags) == 1, diags
-    (d,) = diags
-    assert (d.code, d.span.line) == (code, line)
-    assert message in d.message
-    if help_ is not None:
-        assert any(help_ in h for h in d.help), d.help
+    _, body, *expected = case
+    assert_single_diagnostic(diagnose(spec_with(body)), *expected)
 
 
 def test_clean_base_has_no_diagnostics(diagnose):

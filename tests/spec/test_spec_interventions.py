@@ -16,7 +16,7 @@ from expc.spec import ir
 from expc.spec.loader import load
 from expc.spec.run_format import FORMAT, MANIFEST, RESULTS
 
-from tests.spec.conftest import spec_with
+from tests.spec.conftest import assert_single_diagnostic, spec_with
 
 SPLIT = "hydra { trunk = auto  heads = 3 }\n"
 
@@ -99,14 +99,8 @@ CASES = [  # id, body, code, line, message, help
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_intervention_check(diagnose, case):
-    _, body, code, line, message, help_ = case
-    diags = diagnose(spec_with(body))
-    assert len(diags) == 1, diags
-    (d,) = diags
-    assert (d.code, d.span.line) == (code, line), d
-    assert message in d.message, d.message
-    if help_ is not None:
-        assert any(help_ in h for h in d.help), d.help
+    _, body, *expected = case
+    assert_single_diagnostic(diagnose(spec_with(body)), *expected)
 
 
 def test_loss_on_an_encoder_is_an_error(diagnose):
