@@ -229,3 +229,8 @@ def test_extends_overrides_interventions_and_effects(write):
     assert [i.layers.text() for i in exp.interventions] == ["2", "1"]
     (kl,) = exp.effects
     assert kl.mask.kind == "last"
+
+
+def test_a_missing_equals_in_an_intervention_body_is_named(diagnose):
+    (d,) = diagnose(spec_with(SPLIT + "intervene mlp_out[1] of heads[1] { set zero }"))
+    assert d.code == "syntax" and "missing `=`" in d.message
