@@ -13,98 +13,21 @@ from collections.abc import Iterable
 
 from expc.spec import ir
 from expc.spec import syntax as sx
+from expc.spec import lower_interventions as lowering
 from expc.spec import vocabulary as vocab
-from expc.spec.diagnostics import Diagnostic, Span, error
-from expc.spec.model_shape import ALL_NORM_ROLES, ALL_ROLES, ATTENTION_OUTPUT
-from expc.spec.suggest import did_you_mean, one_of
-
-_BAD = object()  # a value that failed its check (already reported)
-
-
-class Checker:
-    """Collects diagnostics while reading values against the vocabulary."""
-
-    def __init__(self) -> None:
-        self.diagnostics: list[Diagnostic] = []
-
-    def error(self, span: Span, message: str, *, code: str, help: Iterable[str] = ()) -> object:
-        self.diagnostics.append(error(span, message, code=code, help=help))
-        return _BAD
-
-    def unknown(self, span: Span, what: str, word: str, choices: Iterable[str]) -> object:
-        choices = tuple(choices)
-        return self.error(span, f"unknown {what} `{word}`", code="unknown",
-                          help=did_you_mean(word, choices) or (f"expected {one_of(choices)}",))
-
-    # typed readers ------------------------------------------------------------------
-    def integer(self, value: sx.Value, key: str, *, minimum: int, maximum: int = vocab.INT_MAX,
-                allow_none: bool = False) -> object:
-        if allow_none and isinstance(value, sx.Ident) and value.name == "none":
-            return None
-        if not isinstance(value, sx.Num) or not isinstance(value.value, int):
-            return self.error(value.span, f"`{key}` must be an integer, found {describe(value)}",
-                              code="type", help=("or `none`",) if allow_none else ())
-        if not minimum <= value.value <= maximum:
-            bound = f">= {minimum}" if value.value < minimum else f"<= {maximum}"
-            return self.error(value.span, f"`{key}` must be {bound}, found {value.text}",
-                              code="range")
-        return value.value
-
-    def string(self, value: sx.Value, key: str) -> object:
-        if not isinstance(value, sx.Str):
-            help_ = (f'quote it: `"{value.name}"`',) if isinstance(value, sx.Ident) else ()
-            return self.error(value.span, f"`{key}` must be a string, found {describe(value)}",
-                              code="type", help=help_)
-        if not value.value:
-            return self.error(value.span, f"`{key}` must not be empty", code="range")
-        return value.value
-
-    def word(self, value: sx.Value, key: str, choices: Iterable[str]) -> object:
-        choices = tuple(choices)
-        if not isinstance(value, sx.Ident):
-            help_ = (f"write it without quotes: `{value.value}`",) if isinstance(value, sx.Str) else ()
-            return self.error(value.span, f"`{key}` must be one of {one_of(choices)}, found "
-                              f"{describe(value)}", code="type", help=help_)
-        if value.name not in choices:
-            return self.unknown(value.span, key, value.name, choices)
-        return value.name
-
-    def boolean(self, value: sx.Value, key: str) -> object:
-        if isinstance(value, sx.Ident) and value.name in ("true", "false", "True", "False"):
-            return value.name in ("true", "True")
-        return self.error(value.span, f"`{key}` must be `true` or `false`, found {describe(value)}",
-                          code="type")
-
-    def assigns(self, assigns: Iterable[sx.Assign], allowed: Iterable[str], what: str) -> dict:
-        """Key → Assign for the allowed keys; unknown keys reported as "unknown {what}"."""
-        allowed = tuple(allowed)
-        out = {}
-        for a in assigns:
-            if a.key in allowed:
-                out[a.key] = a
-            else:
-                self.unknown(a.key_span, what, a.key, allowed)
-        return out
-
-
-def describe(value: sx.Value) -> str:
-    if isinstance(value, sx.Str):
-        return f'string "{value.value[:40]}"'
-    if isinstance(value, sx.Num):
-        return f"number {value.text[:40]}"
-    if isinstance(value, sx.Ident):
-        return f"`{value.name}`"
-    if isinstance(value, sx.Call):
-        return f"`{value.name}(...)`"
-    return "a list"
-
+from expc.spec.checker import BAD as _BAD
+from expc.spec.checker import Checker, aggregate as _aggregate, describe, fit_help, fits
+from expc.spec.checker import heads as _heads
+from expc.spec.diagnostics import Diagnostic
+from expc.spec.model_shape import ALL_ROLES
+from expc.spec.suggest import one_of
 
 def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tuple[Diagnostic, ...]]:
     """The IR of one merged experiment declaration, and every problem found on the way."""
     c = Checker()
     settings: dict[str, sx.Assign] = {}
     blocks: dict[str, sx.BlockDecl] = {}
-    captures, importances = [], []
+    captures, importances, interventions, effects = [], [], [], []
     for st in decl.statements:
         if isinstance(st, sx.Assign):
             if st.key in vocab.BLOCKS:
@@ -124,6 +47,10 @@ def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tup
                 c.unknown(st.name_span, "block", st.name, vocab.BLOCKS + vocab.TOP_KEYS)
         elif isinstance(st, sx.CaptureStmt):
             captures.append(st)
+        elif isinstance(st, sx.InterveneStmt):
+            interventions.append(st)
+        elif isinstance(st, sx.EffectStmt):
+            effects.append(st)
         else:
             importances.append(st)
 
@@ -138,18 +65,27 @@ def lower(decl: sx.ExperimentDecl, path: str) -> tuple[ir.Experiment | None, tup
     output = _output(c, blocks.get("output"), decl)
     ir_captures = [_capture(c, st, hydra) for st in captures]
     ir_importances = [_importance(c, st, hydra) for st in importances]
+    ir_interventions = [lowering.intervention(c, st, hydra) for st in interventions]
+    ir_effects = [lowering.effect(c, st, hydra) for st in effects]
+    good_effects = [e for e in ir_effects if isinstance(e, ir.Effect)]
+    lowering.duplicate_effects(c, good_effects, hydra if isinstance(hydra, ir.Hydra) else None)
 
     if isinstance(data, ir.Data):
-        _field_masks(c, data.source, ir_captures)
+        masks = [cap.aggregate.mask for cap in ir_captures if isinstance(cap, ir.Capture)]
+        masks += lowering.field_uses([i for i in ir_interventions if isinstance(i, ir.Intervention)],
+                                     good_effects)
+        _field_masks(c, data.source, masks)
+        _token_fields(c, data.source, good_effects)
 
     parts = (model, dtype, device, seed, compile_, hydra, data, output, *ir_captures,
-             *ir_importances)
+             *ir_importances, *ir_interventions, *ir_effects)
     if c.diagnostics or any(p is _BAD for p in parts):
         return None, tuple(c.diagnostics)
     return ir.Experiment(
         name=decl.name, path=path, model=model, dtype=dtype, device=device, seed=seed,
         compile=compile_, hydra=hydra, data=data, captures=tuple(ir_captures),
-        importances=tuple(ir_importances), output=output, span=decl.span,
+        importances=tuple(ir_importances), interventions=tuple(ir_interventions),
+        effects=tuple(ir_effects), output=output, span=decl.span,
         device_span=settings["device"].value.span if "device" in settings else decl.name_span), ()
 
 
@@ -170,16 +106,42 @@ def _device(c: Checker, value: sx.Value) -> object:
 
 def _hydra(c: Checker, block: sx.BlockDecl) -> object:
     keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["hydra"], "`hydra` key")
-    values = {}
-    for key in ("trunk", "heads"):
-        if key not in keys:
-            values[key] = c.error(block.name_span, f"`hydra` needs `{key} = ...`", code="missing")
-        else:
-            values[key] = c.integer(keys[key].value, f"hydra.{key}", minimum=1)
-    if _BAD in values.values():
+    missing = [key for key in ("trunk", "heads") if key not in keys]
+    for key in missing:
+        c.error(block.name_span, f"`hydra` needs `{key} = ...`", code="missing")
+    if missing:
         return _BAD
-    return ir.Hydra(trunk=values["trunk"], heads=values["heads"], span=block.span,
-                    trunk_span=keys["trunk"].value.span)
+    trunk_value = keys["trunk"].value
+    if isinstance(trunk_value, sx.Ident) and trunk_value.name == vocab.AUTO_TRUNK:
+        trunk = None
+    elif isinstance(trunk_value, sx.Ident):
+        trunk = c.error(trunk_value.span, f"`hydra.trunk` must be an integer or "
+                        f"`{vocab.AUTO_TRUNK}`, found {describe(trunk_value)}", code="type",
+                        help=(f"`trunk = {vocab.AUTO_TRUNK}` splits below the first "
+                              "intervened layer",))
+    else:
+        trunk = c.integer(trunk_value, "hydra.trunk", minimum=0)
+    heads = c.integer(keys["heads"].value, "hydra.heads", minimum=1)
+    head_models = (_head_models(c, keys["head_models"].value, heads)
+                   if "head_models" in keys else ())
+    if _BAD in (trunk, heads, head_models):
+        return _BAD
+    return ir.Hydra(trunk=trunk, heads=heads, head_models=head_models, span=block.span,
+                    trunk_span=trunk_value.span)
+
+
+def _head_models(c: Checker, value: sx.Value, heads: object) -> object:
+    """`head_models = ["ckpt/a", ...]`: one checkpoint folder per head."""
+    if not isinstance(value, sx.ListValue):
+        return c.error(value.span, f"`head_models` must be a list of checkpoint folders, found "
+                       f"{describe(value)}", code="type", help=('e.g. `["ckpt/a", "ckpt/b"]`',))
+    folders = tuple(c.string(item, "head_models") for item in value.items)
+    if _BAD in folders:
+        return _BAD
+    if isinstance(heads, int) and len(folders) != heads:
+        return c.error(value.span, f"`head_models` names {len(folders)} checkpoints for {heads} "
+                       "heads", code="hydra-heads", help=("give one checkpoint folder per head",))
+    return folders
 
 
 def _data(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> object:
@@ -213,20 +175,9 @@ def _source(c: Checker, value: sx.Value) -> object:
     if value.name not in vocab.SOURCES:
         return c.unknown(value.span, "data source", value.name, kinds)
     allowed, default_field = vocab.SOURCES[value.name]
-    given: dict[str, sx.Value] = {}
-    if len(value.args) > 1:
-        c.error(value.args[1].span, f"`{value.name}(...)` takes one positional argument, the path",
-                code="type", help=(f"name the others: {one_of(a + ' = ...' for a in allowed[1:])}",)
-                if len(allowed) > 1 else ())
-    if value.args:
-        given["path"] = value.args[0]
-    for kw in value.kwargs:
-        if kw.key not in allowed:
-            c.unknown(kw.key_span, f"`{value.name}` argument", kw.key, allowed)
-        elif kw.key in given:
-            c.error(kw.key_span, f"`{kw.key}` given twice", code="duplicate")
-        else:
-            given[kw.key] = kw.value
+    given = c.kwargs(value, allowed, positional="path")
+    if given is _BAD:
+        return _BAD
     if "path" not in given:
         return c.error(value.span, f"`{value.name}(...)` needs a path", code="missing",
                        help=(f'e.g. `{value.name}("prompts.{value.name}")`',))
@@ -239,11 +190,10 @@ def _source(c: Checker, value: sx.Value) -> object:
                      span=value.span)
 
 
-def _field_masks(c: Checker, source: ir.Source, captures: list) -> None:
-    """A `field("x")` mask reads the per-token list the data source names as its
-    `mask_field`; any other name would silently read that one's values."""
-    for cap in captures:
-        mask = cap.aggregate.mask if isinstance(cap, ir.Capture) else None
+def _field_masks(c: Checker, source: ir.Source, masks: list) -> None:
+    """A `field("x")` mask (or `positions = field("x")`) reads the per-token list the data
+    source names as its `mask_field`; any other name would silently read that one's values."""
+    for mask in masks:
         if mask is None or mask.kind != "field" or mask.field == source.mask_field:
             continue
         if source.mask_field is None:
@@ -260,6 +210,18 @@ def _field_masks(c: Checker, source: ir.Source, captures: list) -> None:
                           f'"{mask.field}"` from the source',))
 
 
+def _token_fields(c: Checker, source: ir.Source, effects: list[ir.Effect]) -> None:
+    """`logit_diff` reads each sample's `correct` and `wrong` tokens from its record's
+    fields, and only `jsonl` and `tokens` sources have records."""
+    if "field" in vocab.SOURCES[source.kind][0]:
+        return
+    for e in effects:
+        if e.correct is not None:
+            c.error(e.span, f"`{e.metric}` reads the fields `{e.correct}` and `{e.wrong}` of each "
+                    f"record, and a `{source.kind}` source has no fields", code="data-field",
+                    help=("use a `jsonl(...)` source",))
+
+
 def _output(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> object:
     keys = c.assigns(block.assigns, vocab.BLOCK_KEYS["output"], "`output` key") if block else {}
     dir_ = c.string(keys["dir"].value, "dir") if "dir" in keys else f"runs/{decl.name}"
@@ -268,21 +230,6 @@ def _output(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> 
     if _BAD in (dir_, every):
         return _BAD
     return ir.Output(dir=dir_, checkpoint_every=every, span=block.span if block else decl.span)
-
-
-def _heads(c: Checker, selector: ir.IndexSelector | None, hydra: object, what: str) -> object:
-    """Check an `of heads[...]` selector against the hydra block."""
-    if selector is None:
-        return None
-    if hydra is None:
-        return c.error(selector.span, f"`of heads[...]` on {what} needs a `hydra {{ ... }}` block",
-                       code="heads", help=("add `hydra { trunk = ..., heads = ... }` or drop `of heads`",))
-    if isinstance(hydra, ir.Hydra):
-        bad = selector.out_of_range(hydra.heads)
-        if bad:
-            return c.error(selector.span_of(bad[0]), f"head {bad[0]} is out of range: hydra has {hydra.heads} "
-                           f"heads (0..{hydra.heads - 1})", code="range")
-    return selector
 
 
 def _capture(c: Checker, st: sx.CaptureStmt, hydra: object) -> object:
@@ -315,59 +262,6 @@ def _capture(c: Checker, st: sx.CaptureStmt, hydra: object) -> object:
                       aggregate=aggregate, span=st.span)
 
 
-def _aggregate(c: Checker, value: sx.Value) -> object:
-    modes = vocab.AGGREGATE_MODES
-    if isinstance(value, sx.Ident):
-        if value.name not in modes:
-            return c.unknown(value.span, "aggregation mode", value.name, modes)
-        mask = (ir.Mask(kind=vocab.DEFAULT_MASK, span=value.span)
-                if value.name in vocab.REDUCING_MODES else None)
-        return ir.Aggregate(mode=value.name, mask=mask, span=value.span)
-    if not isinstance(value, sx.Call):
-        return c.error(value.span, f"`aggregate` must be an aggregation mode, found {describe(value)}",
-                       code="type", help=(f"expected {one_of(modes)}",))
-    if value.name not in modes:
-        return c.unknown(value.span, "aggregation mode", value.name, modes)
-    if value.name not in vocab.REDUCING_MODES:
-        if value.args or value.kwargs:
-            return c.error(value.span, f"`{value.name}` takes no arguments", code="type",
-                           help=(f"write `aggregate = {value.name}`",))
-        return ir.Aggregate(mode=value.name, span=value.span)
-    if value.args:
-        return c.error(value.args[0].span, "the mask is a named argument", code="type",
-                       help=(f"write `{value.name}(mask = ...)`",))
-    mask = ir.Mask(kind=vocab.DEFAULT_MASK, span=value.span)
-    for kw in value.kwargs:
-        if kw.key != "mask":
-            c.unknown(kw.key_span, f"`{value.name}` argument", kw.key, ("mask",))
-            mask = _BAD
-        else:
-            mask = _mask(c, kw.value)
-    if mask is _BAD:
-        return _BAD
-    return ir.Aggregate(mode=value.name, mask=mask, span=value.span)
-
-
-def _mask(c: Checker, value: sx.Value) -> object:
-    if isinstance(value, sx.Ident):
-        if value.name == "field":
-            return c.error(value.span, "a field mask names its data field", code="type",
-                           help=('write `field("name")`',))
-        if value.name not in vocab.MASKS:
-            return c.unknown(value.span, "mask", value.name, vocab.MASKS)
-        return ir.Mask(kind=value.name, span=value.span)
-    if isinstance(value, sx.Call) and value.name == "field":
-        if len(value.args) != 1 or value.kwargs:
-            return c.error(value.span, "`field(...)` takes one argument, the data field's name",
-                           code="type", help=('write `field("name")`',))
-        name = c.string(value.args[0], "field")
-        return _BAD if name is _BAD else ir.Mask(kind="field", field=name, span=value.span)
-    if isinstance(value, sx.Call) and value.name not in vocab.MASKS:
-        return c.unknown(value.span, "mask", value.name, vocab.MASKS)
-    return c.error(value.span, f"`mask` must be {one_of(vocab.MASKS[:-1])} or `field(\"name\")`,"
-                   f" found {describe(value)}", code="type")
-
-
 def _importance(c: Checker, st: sx.ImportanceStmt, hydra: object) -> object:
     ok = True
     spec = vocab.METRICS.get(st.metric)
@@ -377,9 +271,9 @@ def _importance(c: Checker, st: sx.ImportanceStmt, hydra: object) -> object:
     if st.module not in ALL_ROLES:
         c.unknown(st.module_span, "module", st.module, ALL_ROLES)
         ok = False
-    elif spec is not None and not _fits(spec.modules, st.module):
+    elif spec is not None and not fits(spec.modules, st.module):
         c.error(st.module_span, f"`{st.metric}` cannot be computed at `{st.module}`",
-                code="metric-module", help=(_fit_help(spec.modules),))
+                code="metric-module", help=(fit_help(spec.modules),))
         ok = False
     if st.layers is None:
         c.error(st.module_span, "say which layers the module is taken from", code="selector",
@@ -391,23 +285,6 @@ def _importance(c: Checker, st: sx.ImportanceStmt, hydra: object) -> object:
         return _BAD
     return ir.Importance(metric=st.metric, module=st.module, layers=st.layers, heads=heads,
                          params=params, span=st.span, module_span=st.module_span)
-
-
-def _fits(kind: str, module: str) -> bool:
-    if kind == "any":
-        return True
-    if kind == "attention_output":
-        return module == ATTENTION_OUTPUT
-    is_norm = module in ALL_NORM_ROLES
-    return is_norm if kind == "norm" else not is_norm
-
-
-def _fit_help(kind: str) -> str:
-    return {
-        "attention_output": f"it needs the attention output projection: `at {ATTENTION_OUTPUT}[...]`",
-        "norm": "it needs a norm module, e.g. `post_attention_layernorm`",
-        "linear": "it needs a linear module, e.g. `mlp.down_proj`",
-    }[kind]
 
 
 def _params(c: Checker, spec: vocab.MetricSpec, body: tuple[sx.Assign, ...]) -> object:

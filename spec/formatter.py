@@ -1,8 +1,8 @@
 """`expc fmt`: one canonical layout for `.exp` files, comments kept, idempotent.
 
 The layout is the quickstart's: four-space indents, one statement per line, `=` aligned
-within a run of settings, `{` bodies aligned within a run of capture or importance
-statements (and metric names padded so `at` lines up), trailing comments from column 42
+within a run of settings, `{` bodies aligned within a run of capture, importance,
+intervene or effect statements (and metric names padded so `at` lines up), trailing comments from column 42
 (further right when code is longer), single blank lines kept where the author put them.
 Comments stay with the line they followed or preceded. `parse(format_text(x)) ==
 parse(x)` up to spans: only layout changes.
@@ -39,6 +39,8 @@ def format_value(value: sx.Value) -> str:
         args = [format_value(a) for a in value.args]
         args += [f"{kw.key} = {format_value(kw.value)}" for kw in value.kwargs]
         return f"{value.name}({', '.join(args)})"
+    if isinstance(value, sx.Indexed):
+        return f"{value.name}[{value.layers.text()}]"
     return "[" + ", ".join(format_value(v) for v in value.items) + "]"
 
 
@@ -47,12 +49,24 @@ def _body_inline(body: tuple[sx.Assign, ...]) -> str:
 
 
 # lines --------------------------------------------------------------------------------
+_HEADED = ("capture", "intervene", "effect")  # `HEAD { body }`: bodies align within a run
+
+
+def _selector(st: sx.CaptureStmt | sx.InterveneStmt | sx.EffectStmt) -> str:
+    """` of heads[...]`, ` vs heads[...]` and ` as NAME`, as far as the statement has them."""
+    text = f" of heads[{st.heads.text()}]" if st.heads else ""
+    reference = getattr(st, "reference", None)
+    text += f" vs heads[{reference.text()}]" if reference else ""
+    name = getattr(st, "name", None)
+    return text + (f" as {name}" if name else "")
+
+
 @attrs.define
 class _Line:
     """One output line; `kind` and `cells` drive alignment with its neighbours."""
 
     depth: int
-    kind: str  # assign | capture | importance | other | blank
+    kind: str  # assign | capture | importance | intervene | effect | other | blank
     cells: tuple[str, ...] = ()
     comment: str | None = None
 
@@ -61,7 +75,7 @@ class _Line:
         if self.kind == "assign":
             key, value = c
             text = f"{key:<{widths.get(0, 0)}} = {value}"
-        elif self.kind == "capture":
+        elif self.kind in _HEADED:
             head, body = c
             text = f"{head:<{widths.get(1, 0)}} {body}" if body else head
         elif self.kind == "importance":
@@ -78,7 +92,7 @@ def _widths(run: list[_Line]) -> dict[int, int]:
     kind = run[0].kind
     if kind == "assign":
         return {0: max(len(l.cells[0]) for l in run)}
-    if kind == "capture":
+    if kind in _HEADED:
         return {1: max((len(l.cells[0]) for l in run if l.cells[1]), default=0)}
     if kind == "importance":
         metric = max(len(l.cells[0]) for l in run)
@@ -92,7 +106,7 @@ def _render(lines: list[_Line]) -> str:
     i = 0
     while i < len(lines):  # runs of same-kind lines at one depth share column widths
         j = i + 1
-        while (j < len(lines) and lines[i].kind in ("assign", "capture", "importance")
+        while (j < len(lines) and lines[i].kind in ("assign", "importance", *_HEADED)
                and lines[j].kind == lines[i].kind and lines[j].depth == lines[i].depth):
             j += 1
         widths = _widths(lines[i:j])
@@ -211,9 +225,12 @@ class _Printer:
             self._close(depth, st.span.end_line)
         elif isinstance(st, sx.CaptureStmt):
             head = f"capture {st.site}" + (f"[{st.layers.text()}]" if st.layers else "")
-            head += f" of heads[{st.heads.text()}]" if st.heads else ""
-            head += f" as {st.name}" if st.name else ""
-            self._with_body(st, depth, "capture", (head,))
+            self._with_body(st, depth, "capture", (head + _selector(st),))
+        elif isinstance(st, sx.InterveneStmt):
+            head = f"intervene {st.target}" + (f"[{st.layers.text()}]" if st.layers else "")
+            self._with_body(st, depth, "intervene", (head + _selector(st),))
+        elif isinstance(st, sx.EffectStmt):
+            self._with_body(st, depth, "effect", (f"effect {st.metric}" + _selector(st),))
         else:
             module = st.module + (f"[{st.layers.text()}]" if st.layers else "")
             module += f" of heads[{st.heads.text()}]" if st.heads else ""
@@ -222,14 +239,14 @@ class _Printer:
     def _assign(self, a: sx.Assign, depth: int) -> None:
         self._emit(depth, "assign", (a.key, format_value(a.value)), a.span.line, a.span.end_line)
 
-    def _with_body(self, st: sx.CaptureStmt | sx.ImportanceStmt, depth: int, kind: str,
-                   head: tuple[str, ...]) -> None:
+    def _with_body(self, st: sx.CaptureStmt | sx.ImportanceStmt | sx.InterveneStmt
+                   | sx.EffectStmt, depth: int, kind: str, head: tuple[str, ...]) -> None:
         body = st.body or ()
         if not body or st.span.line == st.span.end_line:
             cells = (*head, _body_inline(body) if body else "")
             self._emit(depth, kind, cells, st.span.line, st.span.end_line)
             return
-        text = " ".join(head) if kind == "capture" else f"importance {head[0]} at {head[1]}"
+        text = head[0] if kind in _HEADED else f"importance {head[0]} at {head[1]}"
         self._open(depth, text, st.span.line, max(st.span.line, body[0].span.line - 1))
         for a in body:
             self._assign(a, depth + 1)

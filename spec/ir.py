@@ -274,6 +274,7 @@ class Intervention:
     channels: Units | None = None  # None: every channel
     positions: Positions = Positions(kind="all")
     span: Span = _span_field()
+    target_span: Span = _span_field()  # the TARGET[LAYERS] part
 
 
 @attrs.frozen(kw_only=True)

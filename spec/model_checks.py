@@ -1,8 +1,8 @@
 """Checks of a lowered experiment against the model's shape, the files it names and the
 machine it would run on — everything the run would otherwise reject late.
 
-Against the model: layer indices in range, `0 < trunk < n_layers`, module roles and capture
-sites the architecture has (no `logits` on an encoder), heads selectors that reach layers
+Against the model: layer indices in range, `0 <= trunk < n_layers` (or `auto`), module roles
+and capture sites the architecture has, interventions and effects (`intervention_checks`) (no `logits` on an encoder), heads selectors that reach layers
 inside the heads, `max_length` within the model's positions, a model that fits in memory —
 and two statements that would write the same result key (that check also runs without a
 model, on what the selectors say on their own). Against the files and the machine: the data
@@ -17,9 +17,11 @@ from expc.spec import ir
 from expc.spec.data_size import count_batches, count_samples
 from expc.spec.devices import DEVICE_HELP, cuda_problem, visible_gpus
 from expc.spec.diagnostics import Diagnostic, error
+from expc.spec.intervention_checks import check_interventions, split_trunk
 from expc.spec.model_shape import ModelShape
 from expc.spec.model_size import GIB, layer_copies, layer_parameters, machine_memory, model_bytes
 from expc.spec.suggest import did_you_mean
+from expc.spec.vocabulary import AUTO_TRUNK
 
 
 _STATIC_LIMIT = 4096  # wider literal slices are compared only once the layer count is known
@@ -29,14 +31,12 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
     n = shape.n_layers
     out: list[Diagnostic] = []
     model = f"`{exp.model.path}`"
-    trunk = n
-    if exp.hydra is not None:
-        if exp.hydra.trunk >= n:
-            out.append(error(exp.hydra.trunk_span, f"hydra trunk = {exp.hydra.trunk} leaves no "
-                             f"layers for the heads: {model} has {n} layers", code="range",
-                             help=(f"0 < trunk < {n}",)))
-        else:
-            trunk = exp.hydra.trunk
+    trunk = split_trunk(exp.hydra, exp.interventions, n)
+    if exp.hydra is not None and exp.hydra.trunk is not None and exp.hydra.trunk >= n:
+        out.append(error(exp.hydra.trunk_span, f"hydra trunk = {exp.hydra.trunk} leaves no "
+                         f"layers for the heads: {model} has {n} layers", code="range",
+                         help=(f"0 <= trunk < {n}, or `trunk = {AUTO_TRUNK}`",)))
+        trunk = n
 
     def layers_in_range(selector: ir.IndexSelector) -> tuple[int, ...] | None:
         bad = selector.out_of_range(n)
@@ -78,21 +78,23 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
         out.append(error(exp.data.max_length_span, f"max_length = {exp.data.max_length} exceeds "
                          f"the model's {shape.max_positions} positions", code="range",
                          help=("leave `max_length` out to use the model's maximum",)))
-    out.extend(_memory(exp, shape))
+    out.extend(check_interventions(exp, shape, trunk=trunk, layers_of=layers_in_range))
+    out.extend(_memory(exp, shape, trunk))
     out.extend(duplicate_keys(exp, n_layers=n, trunk=trunk))
     return out
 
 
-def _memory(exp: ir.Experiment, shape: ModelShape) -> list[Diagnostic]:
+def _memory(exp: ir.Experiment, shape: ModelShape, trunk: int) -> list[Diagnostic]:
     """A model too large for this machine, with the estimate of what it would need."""
-    need, have = model_bytes(shape, hydra=exp.hydra, dtype=exp.dtype), machine_memory()
+    need = model_bytes(shape, hydra=exp.hydra, trunk=trunk, dtype=exp.dtype)
+    have = machine_memory()
     if have is None or need <= have:
         return []
-    copies = layer_copies(shape, exp.hydra)
+    copies = layer_copies(shape, exp.hydra, trunk)
     split = exp.hydra is not None and copies != shape.n_layers
     where = exp.hydra.span if split else exp.model.span
-    built = (f"{copies:,} layer copies (trunk {exp.hydra.trunk}, {exp.hydra.heads:,} heads x "
-             f"{shape.n_layers - exp.hydra.trunk} layers)" if split else f"{copies:,} layers")
+    built = (f"{copies:,} layer copies (trunk {trunk}, {exp.hydra.heads:,} heads x "
+             f"{shape.n_layers - trunk} layers)" if split else f"{copies:,} layers")
     return [error(where, f"the model would need about {need / GIB:,.1f} GiB: {built} of "
                   f"{layer_parameters(shape):,} parameters in {exp.dtype}; this machine has "
                   f"{have / GIB:,.1f} GiB", code="memory",
@@ -167,6 +169,17 @@ def duplicate_keys(exp: ir.Experiment, *, n_layers: int | None = None,
                              code="duplicate",
                              help=("merge the two selectors into one statement",)))
         earlier.add(imp, imp.layers)
+    interventions: dict[str, _EarlierStatements] = {}
+    for iv in exp.interventions:
+        earlier = interventions.setdefault(iv.target, _EarlierStatements(n_layers))
+        prev = earlier.first_overlap(iv.layers, iv.heads, exp.hydra)
+        if prev is not None:
+            out.append(error(iv.span, f"`{iv.target}` is already intervened on at line "
+                             f"{prev.span.line} for some of these layers and heads",
+                             code="duplicate",
+                             help=("one intervention per target, layer and head: change the "
+                                   "layers or `of heads[...]`, or merge the two",)))
+        earlier.add(iv, iv.layers)
     return out
 
 

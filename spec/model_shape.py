@@ -99,6 +99,19 @@ class ModelShape:
     def modules(self) -> tuple[str, ...]:
         return self.linear_modules + self.norm_modules
 
+    def target_width(self, target: str, kind: str) -> int:
+        """C, the channels of the value an intervention on `target` edits: a linear module's
+        input, a norm's output, a site's last dimension (trailing dims flattened)."""
+        q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        if kind == "linear":
+            return {ATTENTION_OUTPUT: q_width, "mlp.down_proj": self.intermediate}.get(
+                target, self.hidden)
+        if kind == "norm":
+            return {"self_attn.q_norm": q_width, "self_attn.k_norm": kv_width}.get(
+                target, self.hidden)
+        return {"mlp_post": self.intermediate, "q": q_width, "z": q_width, "k": kv_width,
+                "v": kv_width, "values": kv_width}.get(target, self.hidden)
+
 
 def read_model_shape(model: str, *, span: Span) -> ModelShape:
     """The shape of `builtin:NAME` or of the checkpoint folder `model` (relative to the cwd).

@@ -2,8 +2,8 @@
 
 `heads = 1000000` or a config with 200 000 layers used to hang a run in `running` while it
 built millions of modules. `expc check` (and the run, whose spec load runs the same checks)
-estimates the weights (parameters x dtype bytes, every Hydra head's own copy of its layers)
-plus the bookkeeping of each layer copy, and compares it with the machine's memory, read
+estimates the weights (parameters x dtype bytes: one copy the heads share, or each head's own
+with `head_models`) plus the bookkeeping of each layer copy, and compares it with the machine's memory, read
 without torch.
 """
 
@@ -28,20 +28,29 @@ def layer_parameters(shape: ModelShape) -> int:
         + 2 * shape.hidden * len(shape.norm_modules)
 
 
-def layer_copies(shape: ModelShape, hydra: ir.Hydra | None) -> int:
-    """Layers built: the trunk once, then each head's own copy of the rest."""
-    if hydra is None or hydra.trunk >= shape.n_layers:
+def layer_copies(shape: ModelShape, hydra: ir.Hydra | None, trunk: int) -> int:
+    """Layer modules built: the trunk (`trunk` resolved, `auto` included) once, then each
+    head's own copy of the rest."""
+    if hydra is None or trunk >= shape.n_layers:
         return shape.n_layers
-    return hydra.trunk + hydra.heads * (shape.n_layers - hydra.trunk)
+    return trunk + hydra.heads * (shape.n_layers - trunk)
 
 
-def model_bytes(shape: ModelShape, *, hydra: ir.Hydra | None, dtype: str) -> int:
+def weight_layers(shape: ModelShape, hydra: ir.Hydra | None, trunk: int) -> int:
+    """Layers whose weights are held: heads share the model's, unless `head_models` gives
+    each head its own."""
+    if hydra is not None and hydra.head_models:
+        return layer_copies(shape, hydra, trunk)
+    return shape.n_layers
+
+
+def model_bytes(shape: ModelShape, *, hydra: ir.Hydra | None, trunk: int, dtype: str) -> int:
     """The memory the model would take: weights in `dtype` and per-layer bookkeeping."""
     embeddings = shape.vocab * shape.hidden
     lm_head = embeddings if shape.facts.has_lm_head and not shape.tie_word_embeddings else 0
-    copies = layer_copies(shape, hydra)
-    weights = (embeddings + lm_head + copies * layer_parameters(shape)) * DTYPE_BYTES[dtype]
-    return weights + copies * LAYER_OVERHEAD
+    layers = weight_layers(shape, hydra, trunk) * layer_parameters(shape)
+    weights = (embeddings + lm_head + layers) * DTYPE_BYTES[dtype]
+    return weights + layer_copies(shape, hydra, trunk) * LAYER_OVERHEAD
 
 
 def machine_memory() -> int | None:

@@ -30,6 +30,7 @@ SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "missing `=` between a key and its value": [
         "experiment a { seed 0 }", "experiment a { data { limit 3 } }",
         "experiment a { capture x[1] { aggregate full } }",
+        "experiment a { intervene x[1] { set zero } }",
     ],
     "missing value after `=`": [
         "experiment a { seed = }", "experiment a { data { limit = } }",
@@ -155,7 +156,7 @@ def _check_nesting(tree: Tree, path: str) -> None:
     stack: list[tuple[Tree, int]] = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
-        if node.data in ("list", "call"):
+        if node.data in ("list", "call", "indexed"):
             depth += 1
             if depth > MAX_NESTING:
                 raise fail(_meta_span(path, node.meta),
@@ -237,6 +238,10 @@ class _ToSyntax:
     def list(self, meta, children):
         return sx.ListValue(items=tuple(children), span=self._span(meta))
 
+    def indexed(self, meta, children):
+        name, layers = children
+        return sx.Indexed(name=str(name), layers=layers, span=self._span(meta))
+
     # selectors ----------------------------------------------------------------------
     def all_indices(self, meta, children):
         return IndexSelector(all=True, span=self._span(meta))
@@ -276,6 +281,9 @@ class _ToSyntax:
     def of_heads(self, meta, children):
         return ("heads", children[0])
 
+    def vs_heads(self, meta, children):
+        return ("vs", children[0])
+
     def as_name(self, meta, children):
         return ("as", str(children[0]), _tok_span(self.path, children[0]))
 
@@ -309,6 +317,23 @@ class _ToSyntax:
             metric=str(metric), module=module, layers=layers, heads=parts.get("heads"),
             body=parts.get("body") or None, metric_span=_tok_span(self.path, metric),
             module_span=module_span, span=self._span(meta))
+
+    def intervene(self, meta, children):
+        (target, target_span, layers), *rest = children
+        parts = _tagged(rest)
+        return sx.InterveneStmt(
+            target=target, target_span=target_span, layers=layers, heads=parts.get("heads"),
+            body=parts.get("body") or None, span=self._span(meta))
+
+    def effect(self, meta, children):
+        metric, *rest = children
+        parts = _tagged(rest)
+        as_part = parts.get("as")
+        return sx.EffectStmt(
+            metric=str(metric), heads=parts.get("heads"), reference=parts.get("vs"),
+            name=as_part[0] if as_part else None, name_span=as_part[1] if as_part else None,
+            body=parts.get("body") or None, metric_span=_tok_span(self.path, metric),
+            span=self._span(meta))
 
     def extends(self, meta, children):
         return ("extends", str(children[0]), _tok_span(self.path, children[0]))

@@ -5,10 +5,14 @@
 - `experiment b extends a { ... }` starts from `a` and overrides: a setting replaces the
   setting, a block merges key by key, a capture replaces every capture of `a` that
   produces the same name (`as` name or site), an importance replaces those of `a` with the
-  same metric and module; everything else is added.
-- `--set key.path=value` sets `seed`, `data.limit`, `capture.NAME.aggregate`,
-  `importance.METRIC.PARAM`, ... on the merged declaration before it is checked, so an
-  override meets exactly the checks a value written in the file meets.
+  same metric and module, an intervention those on the same target with the same layers
+  and heads as written, an effect those with the same name (`as` name or metric);
+  everything else is added.
+- `--set key.path=value` sets `seed`, `data.limit`, `hydra.trunk`, `capture.NAME.aggregate`,
+  `importance.METRIC.PARAM`, `effect.NAME.PARAM`, `intervene.TARGET.KEY` (in every
+  intervention on TARGET, e.g. `intervene.mlp.down_proj.scale=2`) ... on the merged
+  declaration before it is checked, so an override meets exactly the checks a value
+  written in the file meets.
 """
 
 from __future__ import annotations
@@ -114,7 +118,8 @@ def _duplicates(decl: sx.ExperimentDecl) -> list[Diagnostic]:
     for st in decl.statements:
         if isinstance(st, sx.BlockDecl):
             scan(st.assigns, f"`{st.name}`")
-        elif isinstance(st, sx.CaptureStmt | sx.ImportanceStmt) and st.body:
+        elif isinstance(st, sx.CaptureStmt | sx.ImportanceStmt | sx.InterveneStmt
+                        | sx.EffectStmt) and st.body:
             scan(st.body, "this statement")
     return out
 
@@ -149,9 +154,13 @@ def merge(base: Sequence[sx.Statement], child: Sequence[sx.Statement]) -> tuple[
     """`base` overridden by `child` (see the module docstring for the rules)."""
     capture_names = {s.key_name for s in child if isinstance(s, sx.CaptureStmt)}
     metric_modules = {(s.metric, s.module) for s in child if isinstance(s, sx.ImportanceStmt)}
+    targets = {s.identity for s in child if isinstance(s, sx.InterveneStmt)}
+    effect_names = {s.key_name for s in child if isinstance(s, sx.EffectStmt)}
     out = [s for s in base
            if not (isinstance(s, sx.CaptureStmt) and s.key_name in capture_names)
-           and not (isinstance(s, sx.ImportanceStmt) and (s.metric, s.module) in metric_modules)]
+           and not (isinstance(s, sx.ImportanceStmt) and (s.metric, s.module) in metric_modules)
+           and not (isinstance(s, sx.InterveneStmt) and s.identity in targets)
+           and not (isinstance(s, sx.EffectStmt) and s.key_name in effect_names)]
     for st in child:
         if isinstance(st, sx.Assign | sx.BlockDecl):
             out = _replace_named(out, st)
@@ -226,10 +235,24 @@ def _apply_one(decl: sx.ExperimentDecl, text: str, line: int) -> sx.ExperimentDe
     return attrs.evolve(decl, statements=tuple(statements))
 
 
+# `--set KIND.NAME.KEY=VALUE`: the statements KIND.NAME addresses, by the name each is known by.
+_NAMED = {
+    "capture": (sx.CaptureStmt, lambda s: s.key_name),
+    "importance": (sx.ImportanceStmt, lambda s: s.metric),
+    "effect": (sx.EffectStmt, lambda s: s.key_name),
+    "intervene": (sx.InterveneStmt, lambda s: s.target),
+}
+
+
+def _statement_path(path: tuple[str, ...]) -> tuple[str, str, str]:
+    """(kind, name, key) of a statement path; an intervention target may hold dots."""
+    return path[0], ".".join(path[1:-1]), path[-1]
+
+
 def _targets(st: sx.Statement, path: tuple[str, ...]) -> bool:
-    if path[0] == "capture":
-        return isinstance(st, sx.CaptureStmt) and st.key_name == path[1]
-    return isinstance(st, sx.ImportanceStmt) and st.metric == path[1]
+    kind, name, _ = _statement_path(path)
+    node, name_of = _NAMED[kind]
+    return isinstance(st, node) and name_of(st) == name
 
 
 def _check_override_path(path: tuple[str, ...], decl: sx.ExperimentDecl, line: int, text: str,
@@ -241,17 +264,17 @@ def _check_override_path(path: tuple[str, ...], decl: sx.ExperimentDecl, line: i
                                if choices else ())
 
     settable = [*vocab.TOP_KEYS, *(f"{b}.{k}" for b, keys in vocab.BLOCK_KEYS.items() for k in keys)]
-    if path[0] in ("capture", "importance"):
-        if len(path) != 3:
+    if path[0] in _NAMED:
+        if len(path) < 3 or (len(path) > 3 and path[0] != "intervene"):
             raise unknown(f"write `--set {path[0]}.NAME.KEY=VALUE`", ())
-        kind = sx.CaptureStmt if path[0] == "capture" else sx.ImportanceStmt
-        names = sorted({s.key_name if kind is sx.CaptureStmt else s.metric
-                        for s in decl.statements if isinstance(s, kind)})
-        if path[1] not in names:
-            raise _override_error(line, text, f"no {path[0]} named `{path[1]}` in experiment "
+        kind, name, _ = _statement_path(path)
+        node, name_of = _NAMED[kind]
+        names = sorted({name_of(s) for s in decl.statements if isinstance(s, node)})
+        if name not in names:
+            raise _override_error(line, text, f"no {kind} named `{name}` in experiment "
                                   f"`{decl.name}`", end=key_end,
-                                  help=did_you_mean(path[1], names) or (
-                                      (f"{path[0]}s: {', '.join(names)}",) if names else ()))
+                                  help=did_you_mean(name, names) or (
+                                      (f"{kind}s: {', '.join(names)}",) if names else ()))
         return
     if ".".join(path) not in settable:
         raise unknown(f"unknown key `{'.'.join(path)}`", settable)

@@ -64,7 +64,16 @@ class ListValue:
     span: Span = _layout()
 
 
-Value = Union[Str, Num, Ident, Call, ListValue]
+@attrs.frozen(kw_only=True)
+class Indexed:
+    """`name[layers]`: a site at a layer, as effects name theirs (`at = resid_out[3]`)."""
+
+    name: str
+    layers: IndexSelector
+    span: Span = _layout()
+
+
+Value = Union[Str, Num, Ident, Call, ListValue, Indexed]
 
 
 @attrs.frozen(kw_only=True)
@@ -114,7 +123,42 @@ class ImportanceStmt:
     span: Span = _layout()
 
 
-Statement = Union[Assign, BlockDecl, CaptureStmt, ImportanceStmt]
+@attrs.frozen(kw_only=True)
+class InterveneStmt:
+    """`intervene TARGET[layers] [of heads[...]] { set = ..., channels = ..., ... }`."""
+
+    target: str
+    layers: IndexSelector | None = None
+    heads: IndexSelector | None = None
+    body: tuple[Assign, ...] | None = None
+    target_span: Span = _layout()
+    span: Span = _layout()
+
+    @property
+    def identity(self) -> tuple:
+        """What `extends` overrides by: the target, its layers and heads as written."""
+        return self.target, self.layers, self.heads
+
+
+@attrs.frozen(kw_only=True)
+class EffectStmt:
+    """`effect METRIC [of heads[...]] [vs heads[R]] [as NAME] [{ params }]`."""
+
+    metric: str
+    heads: IndexSelector | None = None
+    reference: IndexSelector | None = None
+    name: str | None = None
+    body: tuple[Assign, ...] | None = None
+    metric_span: Span = _layout()
+    name_span: Span | None = _layout(None)
+    span: Span = _layout()
+
+    @property
+    def key_name(self) -> str:
+        return self.name or self.metric
+
+
+Statement = Union[Assign, BlockDecl, CaptureStmt, ImportanceStmt, InterveneStmt, EffectStmt]
 
 
 @attrs.frozen(kw_only=True)

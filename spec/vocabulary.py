@@ -11,7 +11,7 @@ import attrs
 TOP_KEYS = ("model", "dtype", "device", "seed", "compile")
 BLOCKS = ("hydra", "data", "output")
 BLOCK_KEYS = {
-    "hydra": ("trunk", "heads"),
+    "hydra": ("trunk", "heads", "head_models"),
     "data": ("source", "batch_size", "max_length", "limit"),
     "output": ("dir", "checkpoint_every"),
 }
@@ -74,6 +74,9 @@ SEED_MAX = 2**63 - 1
 
 # Interventions (`intervene TARGET [of heads[...]] { ... }`) and effects (`effect METRIC ...`).
 INTERVENE_KEYS = ("set", "add", "scale", "channels", "positions")
+AUTO_TRUNK = "auto"  # `hydra { trunk = auto }`
+READOUT_SITES = ("attn_pattern",)  # per-layer sites that can be captured but not intervened on
+TARGET_SITES = tuple(s for s in LAYER_SITES if s not in READOUT_SITES)
 SET_VALUES = ("zero", "mean", "patch")  # `set = zero | mean(run = DIR) | patch(run = DIR)`
 UNIT_KINDS = ("lowest", "highest", "random")  # `channels = KIND(...)`, or a list of indices
 POSITION_WORDS = ("all", "first", "last")  # `positions = WORD`, a list, or `field("name")`

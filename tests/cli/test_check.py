@@ -41,8 +41,18 @@ def test_examples_check_clean(project, capsys):
     files = sorted(str(p.relative_to(project)) for p in (project / "examples").glob("*.exp"))
     code, _, err = run(["check", "--no-model", *files], capsys)
     assert code == 0 and f"ok: {len(files)} files checked" in err
-    builtin = [f for f in files if "minilm" not in f]
+    builtin = [f for f in files if "minilm" not in f and 'run = "' not in Path(f).read_text()]
     assert run(["check", *builtin], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("example, source", [
+    ("ablation", "ablation_means"), ("steering", "steering_source"), ("patching", "patching_clean")])
+def test_examples_that_read_an_earlier_run_name_it_until_it_exists(project, capsys, example, source):
+    code, out, _ = run(["check", "--format", "json", f"examples/{example}.exp"], capsys)
+    diags = json.loads(out)
+    assert code == 1 and diags
+    assert {d["code"] for d in diags} == {"intervention-source"}
+    assert all(f"run folder `runs/{source}` does not exist" in d["message"] for d in diags)
 
 
 def test_text_format_shows_line_caret_and_help(project, capsys):
@@ -113,3 +123,12 @@ def test_non_utf8_file_is_a_diagnostic(project, capsys):
     (project / "latin1.exp").write_bytes(b'experiment a {\n    model = "caf\xe9"\n}\n')
     code, _, err = run(["check", "latin1.exp"], capsys)
     assert code == 1 and "latin1.exp:2:17: error: the file is not valid UTF-8 (byte 0xe9)" in err
+
+
+def test_examples_that_read_an_earlier_run_check_clean_once_it_ran(project, capsys):
+    """The key choice and widths `expc check` expects match what `expc run` writes."""
+    for source in ("ablation_means", "steering_source", "patching_clean"):
+        assert run(["run", f"examples/{source}.exp", "--quiet"], capsys)[0] == 0
+    consumers = ["examples/ablation.exp", "examples/steering.exp", "examples/patching.exp"]
+    code, _, err = run(["check", *consumers], capsys)
+    assert code == 0, err

@@ -13,7 +13,8 @@ from expc.report.build import build_report
 from expc.report.diff import diff_runs
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.exp"))
+# Examples that read an earlier run folder (`run = "..."`) need their companion run first.
+EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.exp") if 'run = "' not in p.read_text())
 # few samples, but at least as many batches as the pruning rounds (4, or 6 in `scoring`)
 DEFAULT_SETTINGS = ["data.limit=8", "data.batch_size=2"]
 OVERRIDES = {"scoring.exp": ["data.limit=6", "data.batch_size=1"]}

@@ -53,3 +53,15 @@ def diagnose(write):
         return check_file(write(text), check_model=check_model, overrides=overrides)
 
     return _diagnose
+
+
+def assert_single_diagnostic(diags: tuple, code: str, line: int, message: str,
+                             help_: str | None) -> None:
+    """Exactly one diagnostic, with this code, line and message (and a help line holding
+    `help_`, when given)."""
+    assert len(diags) == 1, diags
+    (d,) = diags
+    assert (d.code, d.span.line) == (code, line), d
+    assert message in d.message, d.message
+    if help_ is not None:
+        assert any(help_ in h for h in d.help), d.help

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.spec.conftest import spec_with
+from tests.spec.conftest import assert_single_diagnostic, spec_with
 
 BODY_LINE = 7  # the first line of BODY in the base spec
 
@@ -66,7 +66,8 @@ BODY_CASES = [
     ("seed-negative", "seed = -1", "range", 7, "`seed` must be >= 0", None),
     ("seed-float", "seed = 1.5", "type", 7, "`seed` must be an integer", None),
     ("compile-not-bool", "compile = yes", "type", 7, "`compile` must be `true` or `false`", None),
-    ("hydra-trunk-zero", "hydra { trunk = 0 heads = 2 }", "range", 7, "`hydra.trunk` must be >= 1", None),
+    ("hydra-trunk-negative", "hydra { trunk = -1 heads = 2 }", "range", 7, "`hydra.trunk` must be >= 0", None),
+    ("hydra-trunk-word", "hydra { trunk = deep heads = 2 }", "type", 7, "an integer or `auto`", "trunk = auto"),
     ("hydra-heads-zero", "hydra { trunk = 1 heads = 0 }", "range", 7, "`hydra.heads` must be >= 1", None),
     ("hydra-missing-key", "hydra { trunk = 1 }", "missing", 7, "`hydra` needs `heads", None),
     ("checkpoint-negative", "output { checkpoint_every = -1 }", "range", 7,
@@ -81,14 +82,8 @@ BODY_CASES = [
 
 @pytest.mark.parametrize("case", BODY_CASES, ids=[c[0] for c in BODY_CASES])
 def test_body_check(diagnose, case):
-    _, body, code, line, message, help_ = case
-    diags = diagnose(spec_with(body))
-    assert len(diags) == 1, diags
-    (d,) = diags
-    assert (d.code, d.span.line) == (code, line)
-    assert message in d.message
-    if help_ is not None:
-        assert any(help_ in h for h in d.help), d.help
+    _, body, *expected = case
+    assert_single_diagnostic(diagnose(spec_with(body)), *expected)
 
 
 def test_clean_base_has_no_diagnostics(diagnose):

@@ -19,7 +19,10 @@ WORDS = sorted({
     *vocab.DTYPES, *vocab.DEVICES, *vocab.SITES, *vocab.AGGREGATE_MODES, *vocab.MASKS,
     *vocab.SOURCES, *vocab.METRICS, *(p.name for m in vocab.METRICS.values() for p in m.params),
     *(c for m in vocab.METRICS.values() for p in m.params for c in p.choices),
-    *ALL_ROLES, *SUPPORTED_MODEL_TYPES,
+    *ALL_ROLES, *SUPPORTED_MODEL_TYPES, "intervene", "effect", vocab.AUTO_TRUNK,
+    *vocab.INTERVENE_KEYS, *vocab.SET_VALUES, "vector", *vocab.UNIT_KINDS, *vocab.POSITION_WORDS,
+    "fraction", "count", *vocab.EFFECT_METRICS,
+    *(p for spec in vocab.EFFECT_METRICS.values() for p in spec[2]),
 })
 
 
@@ -30,7 +33,7 @@ def test_every_word_is_documented(word):
 
 def _exp_blocks() -> list[str]:
     return [b for b in re.findall(r"```\n(.*?)```", DOC, flags=re.S)
-            if re.match(r"\s*(#|experiment|include|capture|importance)", b)]
+            if re.match(r"\s*(#|experiment|include|capture|importance|intervene|effect|hydra)", b)]
 
 
 @pytest.mark.parametrize("block", _exp_blocks())

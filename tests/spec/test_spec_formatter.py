@@ -59,6 +59,33 @@ def test_messy_layout_becomes_the_canonical_one():
     )
 
 
+def test_interventions_and_effects_take_the_canonical_layout():
+    messy = (
+        "experiment a {\n"
+        "  hydra { trunk = auto  heads = 3 head_models = [ \"x\" ,\"y\", \"z\" ] }\n"
+        "  intervene mlp_out[ 3 ] of heads [1] {set=zero}\n"
+        "  intervene mlp.down_proj[*] of heads[2] { set = zero,channels = lowest( run=\"r\","
+        " metric = channel_contribution, fraction=0.25 ) }\n"
+        "  effect kl of heads[1:]  vs heads[ 0 ]\n"
+        "  effect cosine vs heads[0] as cos {at=resid_out[ 3 ] aggregate=mean(mask=last)}\n"
+        "}\n"
+    )
+    assert format_text(messy) == (
+        "experiment a {\n"
+        "    hydra {\n"
+        "        trunk       = auto\n"
+        "        heads       = 3\n"
+        '        head_models = ["x", "y", "z"]\n'
+        "    }\n"
+        "    intervene mlp_out[3] of heads[1]       { set = zero }\n"
+        "    intervene mlp.down_proj[*] of heads[2] { set = zero, channels = lowest(run = \"r\", "
+        "metric = channel_contribution, fraction = 0.25) }\n"
+        "    effect kl of heads[1:] vs heads[0]\n"
+        "    effect cosine vs heads[0] as cos { at = resid_out[3], aggregate = mean(mask = last) }\n"
+        "}\n"
+    )
+
+
 def test_multiline_bodies_stay_multiline_with_their_comments():
     text = ("experiment a {\n"
             "    capture embed {\n"
@@ -110,9 +137,20 @@ captures = st.tuples(st.sampled_from(["resid_out", "attn_pattern", "logits"]), s
 importances = st.tuples(st.sampled_from(["l2_norm", "iterative_channel"]),
                         st.sampled_from(["mlp.down_proj", "post_attention_layernorm", "self_attn.o_proj"]),
                         selectors, bodies).map(lambda t: f"importance {t[0]} at {t[1]}[{t[2]}] {t[3]}")
+interventions = st.tuples(st.sampled_from(["resid_out", "mlp.down_proj", "self_attn.o_proj"]),
+                          st.one_of(st.none(), selectors), st.one_of(st.none(), selectors), bodies).map(
+    lambda t: "intervene " + t[0] + (f"[{t[1]}]" if t[1] else "") + (f" of heads[{t[2]}]" if t[2] else "")
+    + " " + t[3])
+site_values = st.tuples(st.sampled_from(["resid_out", "mlp_out"]), selectors).map(lambda t: f"{t[0]}[{t[1]}]")
+effect_bodies = st.one_of(st.just(""), st.lists(st.one_of(
+    assigns, site_values.map(lambda v: f"at = {v}")), max_size=2).map(lambda xs: "{ " + " ".join(xs) + " }"))
+effects = st.tuples(st.sampled_from(["kl", "loss", "cosine"]), st.one_of(st.none(), selectors),
+                    st.one_of(st.none(), selectors), st.one_of(st.none(), NAMES), effect_bodies).map(
+    lambda t: "effect " + t[0] + (f" of heads[{t[1]}]" if t[1] else "") + (f" vs heads[{t[2]}]" if t[2] else "")
+    + (f" as {t[3]}" if t[3] else "") + " " + t[4])
 blocks = st.tuples(st.sampled_from(["data", "hydra", "output"]), st.lists(assigns, max_size=3)).map(
     lambda t: t[0] + " { " + "\n".join(t[1]) + " }")
-statements = st.one_of(assigns, blocks, captures, importances)
+statements = st.one_of(assigns, blocks, captures, importances, interventions, effects)
 experiments = st.tuples(st.sampled_from(["a", "b2", "long_name"]), st.one_of(st.none(), NAMES),
                         st.lists(statements, max_size=6)).map(
     lambda t: (f"experiment {t[0]}" + (f" extends {t[1]}" if t[1] else "") + " {", t[2], "}"))
