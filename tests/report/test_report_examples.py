@@ -13,7 +13,8 @@ from expc.report.build import build_report
 from expc.report.diff import diff_runs
 
 REPO = Path(__file__).resolve().parents[2]
-# Examples that read an earlier run folder (`run = "..."`) need their companion run first.
+# Examples that read an earlier run folder (`run = "..."`) need their companion run first:
+# tests/runtime/test_examples_with_sources.py runs them that way.
 EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.exp") if 'run = "' not in p.read_text())
 # few samples, but at least as many batches as the pruning rounds (4, or 6 in `scoring`)
 DEFAULT_SETTINGS = ["data.limit=8", "data.batch_size=2"]

@@ -294,7 +294,8 @@ experiment e {{
     assert expc.open_run(out).manifest["data"]["samples"] == 6
 
 
-# Examples that read an earlier run folder (`run = "..."`) need their companion run first.
+# Examples that read an earlier run folder (`run = "..."`) need their companion run first:
+# tests/runtime/test_examples_with_sources.py runs them that way.
 @pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.exp")
                                            if 'run = "' not in p.read_text()))
 def test_every_example_runs_to_a_complete_folder(tmp_path, example):
