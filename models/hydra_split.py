@@ -25,6 +25,7 @@ import attrs
 
 from expc.spec import ir
 from expc.spec.diagnostics import fail
+from expc.spec.intervention_checks import deepest_trunk
 
 
 @attrs.frozen(kw_only=True)
@@ -93,17 +94,13 @@ class HydraSplit:
 
 
 def auto_trunk(interventions: Iterable[ir.Intervention], *, n_layers: int) -> int:
-    """`trunk = auto`: the deepest trunk that keeps every intervention inside the heads.
-
-    The smallest layer any intervention resolves to, capped at `n_layers - 1` so the heads
-    hold at least one layer (`n_layers - 1` without interventions).
-    """
-    deepest = n_layers - 1
+    """`trunk = auto` (`spec.intervention_checks.deepest_trunk`), with a layer out of range
+    a diagnostic (`expc check` reports it first; this keeps an unchecked spec one too)."""
+    interventions = tuple(interventions)
     for intervention in interventions:
         selector = intervention.layers
         bad = selector.out_of_range(n_layers)
-        if bad:  # `expc check` reports it first; this keeps an unchecked spec a diagnostic
+        if bad:
             raise fail(selector.span_of(bad[0]), f"layer {bad[0]} is out of range for a "
                        f"{n_layers}-layer model", code="range")
-        deepest = min([deepest, *selector.resolve(n_layers)])
-    return deepest
+    return deepest_trunk(interventions, n_layers)

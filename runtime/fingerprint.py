@@ -15,6 +15,9 @@ the same. The scheme, chosen to be sound and cheap:
   gigabytes of weights on every resume would cost minutes; rewriting a weight file changes
   its mtime (copying a model folder without keeping mtimes counts as a change: safe side).
   A built-in model is its name and the expc version that builds it.
+- the earlier run folders interventions read (`run = "DIR"`): sha256 of each one's manifest
+  and the name, size and modification time of its results file; a `head_models` folder
+  counts like the model;
 - the versions of expc and torch (kernels change numbers across releases);
 - the number of processes (a checkpoint is one per rank).
 """
@@ -31,6 +34,7 @@ import torch
 
 from expc.spec import ir, to_json
 from expc.spec.diagnostics import fail
+from expc.spec.run_format import MANIFEST, RESULTS
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SMALL_FILE_BYTES = 64 << 20  # hashed whole below this size; above, by name, size and mtime
@@ -82,11 +86,39 @@ def model_digest(model: ir.ModelRef) -> str:
     return _sha256_text("\n".join(parts))
 
 
+def source_runs(experiment: ir.Experiment) -> tuple[str, ...]:
+    """The earlier run folders the experiment's interventions read, sorted."""
+    runs = set()
+    for intervention in experiment.interventions:
+        runs.add(intervention.operation.run)
+        if intervention.channels is not None:
+            runs.add(intervention.channels.run)
+    return tuple(sorted(run for run in runs if run))
+
+
+def sources_digest(experiment: ir.Experiment) -> str:
+    """A digest of the earlier run folders the interventions read (see the module docstring)."""
+    parts = []
+    for run in source_runs(experiment):
+        results = Path(run) / RESULTS
+        try:
+            stat = results.stat()
+        except OSError as exc:
+            raise fail(results, f"cannot read `{results}` to fingerprint it: "
+                       f"{exc.strerror or exc}", code="fingerprint-unreadable") from None
+        parts.append(f"{run} {file_digest(Path(run) / MANIFEST)} {stat.st_size} "
+                     f"{stat.st_mtime_ns}")
+    return _sha256_text("\n".join(parts))
+
+
 def run_fingerprint(experiment: ir.Experiment, *, world_size: int) -> dict[str, str]:
     """Every digest a checkpoint must match to be resumed, by what it covers."""
+    head_models = () if experiment.hydra is None else experiment.hydra.head_models
+    models = [experiment.model, *(ir.ModelRef(path=path) for path in head_models)]
     return {"experiment": experiment_digest(experiment),
             "data": file_digest(experiment.data.source.path),
-            "model": model_digest(experiment.model),
+            "model": _sha256_text(" ".join(model_digest(model) for model in models)),
+            "sources": sources_digest(experiment),
             "versions": f"expc {importlib.metadata.version('expc')} torch {torch.__version__}",
             "processes": str(world_size)}
 

@@ -34,6 +34,13 @@ def split_trunk(hydra: ir.Hydra | None, interventions: Iterable[ir.Intervention]
         return n_layers
     if hydra.trunk is not None:
         return hydra.trunk
+    return deepest_trunk(interventions, n_layers)
+
+
+def deepest_trunk(interventions: Iterable[ir.Intervention], n_layers: int) -> int:
+    """`trunk = auto`: the deepest trunk that keeps every intervention inside the heads — the
+    smallest layer any intervention resolves to, capped at `n_layers - 1` so the heads hold
+    at least one layer. The one home of the rule (`models.hydra_split` builds with it)."""
     layers = [layer for iv in interventions if not iv.layers.out_of_range(n_layers)
               for layer in iv.layers.resolve(n_layers)]
     return min([n_layers - 1, *layers])

@@ -47,7 +47,8 @@ class ModelFacts:
         return {"mlp_post": self.intermediate_size,
                 "q": self.n_heads * self.head_dim, "z": self.n_heads * self.head_dim,
                 "k": self.n_kv_heads * self.head_dim,
-                "v": self.n_kv_heads * self.head_dim}.get(entry.site, self.hidden_size)
+                "v": self.n_kv_heads * self.head_dim,
+                "values": self.n_kv_heads * self.head_dim}.get(entry.site, self.hidden_size)
 
     def kv_units(self, entry: InterventionEntry) -> bool:
         """Whether the units are KV-head groups: scored by `kv_head_contribution` at the

@@ -118,7 +118,7 @@ def test_model_digest_sees_configs_and_rewritten_weights(tmp_path):
 def test_run_fingerprint_and_changed_parts(spec):
     experiment = load_spec(spec)
     one, two = (run_fingerprint(experiment, world_size=n) for n in (1, 2))
-    assert list(one) == ["experiment", "data", "model", "versions", "processes"]
+    assert list(one) == ["experiment", "data", "model", "sources", "versions", "processes"]
     assert changed_parts(one, two) == ["processes"]
     assert changed_parts("old/string/fingerprint", one) == list(one)
 
@@ -137,3 +137,22 @@ def load_spec_text(folder, text):
     path = folder / "x.exp"
     path.write_text(text)
     return load_spec(path)
+
+
+def test_the_run_folders_interventions_read_are_part_of_the_fingerprint(spec, tmp_path):
+    """Resuming after the mean an ablation reads was re-computed would mix two sources."""
+    import attrs
+
+    run_spec(spec)  # a finished run folder to read from
+    source = tmp_path / "run"
+    experiment = load_spec(spec)
+    reads = attrs.evolve(experiment, interventions=(ir.Intervention(
+        target="resid_out", target_kind="site", layers=ir.IndexSelector(items=(0,)),
+        operation=ir.Operation(kind="mean", run=str(source))),))
+    before = run_fingerprint(reads, world_size=1)
+    assert before["sources"] != run_fingerprint(experiment, world_size=1)["sources"]
+    manifest = source / "manifest.json"
+    manifest.write_text(manifest.read_text() + "\n")
+    assert changed_parts(before, run_fingerprint(reads, world_size=1)) == ["sources"]
+    os.utime(source / "results.safetensors", ns=(1, 1))
+    assert changed_parts(before, run_fingerprint(reads, world_size=1)) == ["sources"]
