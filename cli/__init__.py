@@ -29,9 +29,9 @@ def cli(debug: bool, verbose: int) -> None:
 
 def _add_commands() -> None:
     """Attach the commands, one per module; each module imports only light modules."""
-    from expc.cli import check, compile, diff, fmt, report, run
+    from expc.cli import check, compile, diff, fmt, prune, report, run
 
-    for module in (check, compile, diff, fmt, report, run):
+    for module in (check, compile, diff, fmt, prune, report, run):
         cli.add_command(module.command)
 
 

@@ -1,0 +1,179 @@
+"""How removing units changes a checkpoint: its config fields and each tensor's slice.
+
+Checkpoint keys are mapped onto expc's own parameter names through the architecture's
+`checkpoint_keys` (the loader's mapping, so BERT's `intermediate.dense` is `mlp.up_proj`
+here exactly as it is there). Per unit kind:
+
+- neurons (kept set I of `intermediate_size`): rows I of `mlp.gate_proj` and `mlp.up_proj`
+  (weights and biases), columns I of `mlp.down_proj` (its bias stays);
+- KV heads (kept groups G of `num_key_value_heads`, g query heads each): rows of `k_proj`
+  and `v_proj` of the heads in G, rows of `q_proj` and columns of `o_proj` of the query heads
+  that read them, biases on the output side likewise, OLMo2's `q_norm`/`k_norm` weights;
+  `num_attention_heads` shrinks with them and `head_dim` is written out, since Hugging Face
+  derives it from `hidden_size / num_attention_heads` when it is absent;
+- layers: every tensor of a removed layer is dropped and the later layers renumbered
+  (`layers.{L}.` / BERT's `layer.{L}.`); config lists with one entry per layer
+  (`layer_types`) lose the removed entries, and per-layer sliding windows that a Qwen2
+  config derives from `max_window_layers` are written out as `layer_types`.
+
+Two pairings cannot give an ordinary checkpoint whose outputs equal the zeroed original:
+BERT derives its head size from `hidden_size / num_attention_heads`, so fewer heads would
+change the size of the rest (refused), and OLMo2's `q_norm`/`k_norm` normalise over all
+heads at once, so the kept heads' norm changes (allowed, said in a warning and in
+`expc_prune.json`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+import attrs
+import torch
+
+from expc.models.config import ModelConfig
+from expc.models.registry import Architecture, read_config
+from expc.runtime.prune.scores import Selection
+from expc.runtime.prune.units import CODE
+from expc.spec.diagnostics import fail
+
+log = logging.getLogger(__name__)
+
+LAYER_IN_KEY = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # model.layers.3. / encoder.layer.3.
+# Per unit kind: module -> (the weight's dimension that loses units, which index set).
+WIDTH_RULES = {
+    "neurons": {"mlp.gate_proj": (0, "units"), "mlp.up_proj": (0, "units"),
+                "mlp.down_proj": (1, "units")},
+    "kv_heads": {"self_attn.q_proj": (0, "q"), "self_attn.k_proj": (0, "kv"),
+                 "self_attn.v_proj": (0, "kv"), "self_attn.o_proj": (1, "q"),
+                 "self_attn.q_norm": (0, "q"), "self_attn.k_norm": (0, "kv")},
+}
+NOT_EXACT = {("olmo2", "kv_heads"): "OLMo2's q_norm/k_norm normalise over all heads together, "
+             "so the kept heads are normalised over fewer channels than before: outputs are "
+             "close to, not equal to, the original with the same heads zeroed"}
+
+
+@attrs.frozen(kw_only=True)
+class Slice:
+    """One output tensor: its key, and the kept indices along one dimension (or all)."""
+
+    key: str
+    dim: int | None = None
+    index: torch.Tensor | None = None  # [K] int64
+
+    def shape(self, source: tuple[int, ...]) -> tuple[int, ...]:
+        if self.dim is None:
+            return source
+        return tuple(len(self.index) if d == self.dim else n for d, n in enumerate(source))
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.dim is None else tensor.index_select(self.dim, self.index)
+
+
+def check_supported(arch: Architecture, selection: Selection, *, where: str) -> str | None:
+    """Refuse what cannot be an ordinary checkpoint; the note of an inexact result."""
+    if arch.model_type == "bert" and selection.kind.name == "kv_heads":
+        raise fail(where, "BERT checkpoints cannot lose attention heads: Hugging Face's BERT "
+                   "derives its head size from hidden_size / num_attention_heads, so fewer "
+                   "heads would resize the others", code=CODE,
+                   help=("prune BERT's MLP neurons or layers instead",))
+    note = NOT_EXACT.get((arch.model_type, selection.kind.name))
+    if note:
+        log.warning("%s", note)
+    return note
+
+
+def _kept(total: int, removed: tuple[int, ...]) -> torch.Tensor:
+    gone = set(removed)
+    return torch.tensor([i for i in range(total) if i not in gone], dtype=torch.int64)
+
+
+def _index_sets(cfg: ModelConfig, selection: Selection, layer: int) -> dict[str, torch.Tensor]:
+    kept = _kept(selection.total, selection.removed[layer])  # [K]
+    if selection.kind.name == "neurons":
+        return {"units": kept}
+    d, g = cfg.head_dim, cfg.kv_groups
+    kv = (kept[:, None] * d + torch.arange(d)).reshape(-1)  # channels of the kept KV heads
+    heads = (kept[:, None] * g + torch.arange(g)).reshape(-1)  # the query heads reading them
+    q = (heads[:, None] * d + torch.arange(d)).reshape(-1)
+    return {"kv": kv, "q": q}
+
+
+def layer_parameter_keys(arch: Architecture, cfg: ModelConfig, present) -> dict[str, tuple[int, str]]:
+    """Checkpoint key -> (layer, expc parameter name without `layers.{L}.`), per the loader's
+    own mapping, for the keys the checkpoint holds."""
+    with torch.device("meta"):
+        names = [name for name, _ in arch.build_block(cfg, 0, None).named_parameters()]
+    found: dict[str, tuple[int, str]] = {}
+    for layer in range(cfg.n_layers):
+        for name in names:
+            key = next((k for k in arch.checkpoint_keys(f"layers.{layer}.{name}") if k in present),
+                       None)
+            if key is not None:
+                found[key] = (layer, name)
+    return found
+
+
+def width_slices(arch: Architecture, cfg: ModelConfig, selection: Selection,
+                 keys: list[str]) -> dict[str, Slice]:
+    """Every checkpoint key's output slice when neurons or KV heads go."""
+    rules = WIDTH_RULES[selection.kind.name]
+    owners = layer_parameter_keys(arch, cfg, set(keys))
+    sets = {layer: _index_sets(cfg, selection, layer) for layer in range(cfg.n_layers)}
+    slices = {}
+    for key in keys:
+        layer, name = owners.get(key, (None, ""))
+        module, _, param = name.rpartition(".")
+        dim, which = rules.get(module, (None, None))
+        if dim is None or (param == "bias" and dim != 0):
+            slices[key] = Slice(key=key)
+        else:
+            slices[key] = Slice(key=key, dim=dim, index=sets[layer][which])
+    return slices
+
+
+def layer_slices(selection: Selection, keys: list[str]) -> dict[str, Slice]:
+    """Every kept checkpoint key's output name when whole layers go (renumbered)."""
+    gone = set(selection.removed_layers)
+    renumber = {old: new for new, old in enumerate(
+        layer for layer in range(selection.total) if layer not in gone)}
+    slices = {}
+    for key in keys:
+        match = LAYER_IN_KEY.search(key)
+        if match is None:
+            slices[key] = Slice(key=key)
+        elif int(match.group(1)) in renumber:
+            start, end = match.span(1)
+            slices[key] = Slice(key=f"{key[:start]}{renumber[int(match.group(1))]}{key[end:]}")
+    return slices
+
+
+def slices_for(arch: Architecture, cfg: ModelConfig, selection: Selection,
+               keys: list[str]) -> dict[str, Slice]:
+    """Checkpoint key -> its output tensor; keys that are dropped are absent."""
+    if selection.kind.name == "layers":
+        return layer_slices(selection, keys)
+    return width_slices(arch, cfg, selection, keys)
+
+
+def pruned_config(raw: Mapping, cfg: ModelConfig, selection: Selection, *, source: str) -> dict:
+    """`config.json` of the pruned checkpoint."""
+    out = dict(raw)
+    kept = selection.kept
+    if selection.kind.name == "neurons":
+        out["intermediate_size"] = kept
+    elif selection.kind.name == "kv_heads":
+        out.update(num_key_value_heads=kept, num_attention_heads=kept * cfg.kv_groups,
+                   head_dim=cfg.head_dim)
+    else:
+        layers = [layer for layer in range(cfg.n_layers) if layer not in selection.removed_layers]
+        out["num_hidden_layers"] = kept
+        for field, value in raw.items():
+            if isinstance(value, list) and len(value) == cfg.n_layers:
+                out[field] = [value[layer] for layer in layers]
+        windows = tuple(cfg.sliding_windows[layer] for layer in layers)
+        if read_config(out, source=source).sliding_windows != windows:  # e.g. Qwen2's
+            out["layer_types"] = ["full_attention" if w is None else "sliding_attention"
+                                  for w in windows]  # max_window_layers counts from layer 0
+    return out

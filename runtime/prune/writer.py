@@ -1,0 +1,141 @@
+"""Write the pruned checkpoint folder: shards streamed tensor by tensor, all or nothing.
+
+Everything goes into a temporary sibling folder (`.NAME.expc-prune-PID.tmp`) that is renamed
+to the output folder only once every file is complete, so a failure at any point leaves no
+half-written checkpoint (the temporary folder is removed). A sharded source keeps its
+sharding: each source shard becomes one output shard holding the same tensors, pruned
+(`model-0000i-of-0000n.safetensors` and `model.safetensors.index.json`, shards left empty by
+removed layers dropped); a single `model.safetensors` stays one file. Tensors are read one
+at a time through a short-lived memory map of their shard (`stream.write_streamed`), so
+memory holds one tensor and its pruned copy, never a shard. The tokenizer files beside the
+weights are copied as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+import torch
+from safetensors import safe_open
+
+from expc.models.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
+from expc.runtime.atomic import os_errors_named
+from expc.runtime.prune.rules import Slice
+from expc.runtime.prune.stream import DTYPES, Entry, write_streamed
+from expc.runtime.prune.units import CODE
+from expc.spec.diagnostics import fail
+
+PROVENANCE = "expc_prune.json"
+COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model",
+                "generation_config.json")
+METADATA = {"format": "pt"}  # what transformers expects of a PyTorch safetensors file
+
+
+@attrs.frozen(kw_only=True)
+class TensorSource:
+    """A checkpoint's tensors by file: their names, dtypes and shapes, and a reader."""
+
+    files: tuple[tuple[str, ...], ...]  # tensor names per source file, in file order
+    sharded: bool
+    info: Callable[[str], tuple[torch.dtype, tuple[int, ...]]]
+    read: Callable[[str], torch.Tensor]
+    folder: Path | None  # where the tokenizer files are (None: a built-in model)
+
+
+def _headers(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    infos = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            for name in handle.keys():
+                piece = handle.get_slice(name)
+                infos[name] = (DTYPES[piece.get_dtype()], tuple(piece.get_shape()))
+    return infos
+
+
+def tensor_source(checkpoint) -> TensorSource:
+    """The tensors of an opened checkpoint folder or built-in model."""
+    if not isinstance(checkpoint, Checkpoint):  # a built-in: generated float32 tensors
+        return TensorSource(files=(tuple(checkpoint.keys()),), sharded=False, folder=None,
+                            info=lambda name: (torch.float32, checkpoint.shape(name)),
+                            read=checkpoint.get_tensor)
+    shards = sorted(set(checkpoint.locations.values()))
+    infos = _headers(shards)
+
+    def read(name: str) -> torch.Tensor:
+        with safe_open(str(checkpoint.locations[name]), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    files = tuple(tuple(sorted(n for n, s in checkpoint.locations.items() if s == shard))
+                  for shard in shards)
+    return TensorSource(files=files, sharded=checkpoint.listing.name == INDEX_FILE,
+                        info=infos.__getitem__, read=read, folder=checkpoint.folder)
+
+
+def _entry(source: TensorSource, name: str, cut: Slice) -> Entry:
+    dtype, shape = source.info(name)
+    return Entry(name=cut.key, dtype=dtype, shape=cut.shape(shape),
+                 produce=lambda: cut.apply(source.read(name)))
+
+
+def write_weights(folder: Path, source: TensorSource, slices: Mapping[str, Slice]) -> None:
+    """The pruned safetensors file(s), plus the index when the source was sharded."""
+    groups = [[_entry(source, name, slices[name]) for name in names if name in slices]
+              for names in source.files]
+    groups = [group for group in groups if group]
+    if not source.sharded:
+        write_streamed(folder / SINGLE_FILE, [e for group in groups for e in group], METADATA)
+        return
+    weight_map, total = {}, 0
+    for number, group in enumerate(groups, start=1):
+        name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
+        total += write_streamed(folder / name, group, METADATA)
+        weight_map.update({entry.name: name for entry in group})
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def copy_tokenizer(source: TensorSource, folder: Path) -> list[str]:
+    """Copy the source's tokenizer (and generation) files; their names."""
+    if source.folder is None:
+        return []
+    copied = [name for name in COPIED_FILES if (source.folder / name).is_file()]
+    for name in copied:
+        shutil.copy2(source.folder / name, folder / name)
+    return copied
+
+
+def refuse_existing(out: Path) -> None:
+    if out.exists() or out.is_symlink():
+        raise fail(out, f"output folder `{out}` already exists", code=CODE,
+                   help=("give a new folder; expc prune never overwrites one",))
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of `out`, renamed to `out` when the block succeeds, else removed."""
+    refuse_existing(out)
+    temp = out.with_name(f".{out.name}.expc-prune-{os.getpid()}.tmp")
+    with os_errors_named(out, doing="create"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+    try:
+        with os_errors_named(out):
+            yield temp
+        refuse_existing(out)  # created meanwhile by someone else
+        with os_errors_named(out, doing="create"):
+            os.rename(temp, out)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
