@@ -1,0 +1,156 @@
+"""Tiny Hugging Face checkpoints, scoring runs on them, and the zeroed reference for the
+`expc prune` tests.
+
+Every family is built from a tiny config with scrambled weights (`hf_reference`), saved, and
+scored by a real `expc run` (channel_contribution, l2_norm and kv_head_contribution at every
+layer). `block_influence` runs are written by hand (the metric has its own tests): a
+manifest naming the model and one score per layer. The reference for a pruned checkpoint
+is the original Hugging Face model with forward hooks that zero the removed units — the
+input channels of `down_proj` / `o_proj` that the pruned tensors no longer have — or that
+pass a removed layer's input through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+
+import expc
+from expc.spec.run_format import FORMAT, MANIFEST, RESULTS, importance_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from hf_reference import hf_model, save  # noqa: E402
+from test_bert import randomize, tiny_config  # noqa: E402
+
+LENGTHS = [6, 3, 9, 4, 7]
+# family -> (HF layer list path, MLP down path, attention output path) under one layer
+PATHS = {
+    "decoder": ("model.layers", "mlp.down_proj", "self_attn.o_proj"),
+    "bert": ("encoder.layer", "output.dense", "attention.output.dense"),
+}
+FAMILIES = ("llama", "mistral", "qwen2", "olmo2", "bert")
+HF_FAMILY = {"llama": "llama", "mistral": "mistral-window", "qwen2": "qwen2", "olmo2": "olmo2"}
+
+
+def build(family: str, folder: Path, *, max_shard_size: str | None = None):
+    """A scrambled tiny HF model of `family`, saved to `folder` (with a tokenizer.json)."""
+    if family == "bert":
+        hf = randomize(transformers.BertModel(tiny_config(num_hidden_layers=3),
+                                              add_pooling_layer=False))
+        hf.save_pretrained(folder, **({} if max_shard_size is None
+                                      else {"max_shard_size": max_shard_size}))
+    else:  # olmo2's family config has 4 KV heads: give it GQA too
+        extra = {"num_key_value_heads": 2} if family == "olmo2" else {}
+        hf = hf_model(HF_FAMILY[family], **extra)
+        save(hf, folder, max_shard_size=max_shard_size)
+    (folder / "tokenizer.json").write_text('{"stand-in": "copied as is"}')
+    return hf
+
+
+def write_data(path: Path, vocab: int) -> None:
+    gen = torch.Generator().manual_seed(11)
+    rows = [{"input_ids": torch.randint(1, vocab, (n,), generator=gen).tolist()}
+            for n in LENGTHS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def scoring_run(folder: Path, model: Path, vocab: int, *, hydra: str = "",
+                name: str = "scores") -> Path:
+    """A real `expc run` scoring every layer with the three width metrics."""
+    write_data(folder / "data.jsonl", vocab)
+    spec = folder / f"{name}.exp"
+    spec.write_text(f"""
+experiment {name} {{
+    model = "{model}"
+    {hydra}
+    data {{ source = tokens("{folder / 'data.jsonl'}")  batch_size = 2 }}
+    importance channel_contribution at mlp.down_proj[*]
+    importance l2_norm at mlp.down_proj[*]
+    importance kv_head_contribution at self_attn.o_proj[*]
+    output {{ dir = "{folder / name}" }}
+}}
+""")
+    expc.run(spec)
+    return folder / name
+
+
+def layer_run(folder: Path, model: Path, scores: list[float], *, status: str = "complete",
+              head: int | None = None) -> Path:
+    """A hand-written run folder with one `block_influence` score per layer."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    prefix = "" if head is None else f"heads.{head}."
+    tensors = {importance_key("block_influence", f"{prefix}layers.{layer}", "score"):
+               torch.tensor([score]) for layer, score in enumerate(scores)}
+    save_file(tensors, str(folder / RESULTS))
+    manifest = {"format": FORMAT, "status": status, "model": {"path": str(model)},
+                "tensors": {}}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def paths(family: str) -> tuple[str, str, str]:
+    return PATHS["bert" if family == "bert" else "decoder"]
+
+
+def zeroing_hooks(hf, family: str, provenance: dict) -> list:
+    """Hooks on the original HF model that zero (or skip) what the pruned folder removed."""
+    layers_path, down, o_proj = paths(family)
+    layers = hf.get_submodule(layers_path)
+    handles = []
+    if provenance["unit"] == "layers":
+        for layer in provenance["removed_layers"]:
+            handles.append(layers[layer].register_forward_hook(_skip, with_kwargs=True))
+        return handles
+    cfg = hf.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    groups = cfg.num_attention_heads // getattr(cfg, "num_key_value_heads",
+                                                cfg.num_attention_heads)
+    for layer, units in provenance["removed"].items():
+        if provenance["unit"] == "neurons":
+            channels = list(units)
+            module = layers[int(layer)].get_submodule(down)
+        else:
+            channels = [(kv * groups + q) * head_dim + i for kv in units
+                        for q in range(groups) for i in range(head_dim)]
+            module = layers[int(layer)].get_submodule(o_proj)
+        handles.append(module.register_forward_pre_hook(_zero(channels)))
+    return handles
+
+
+def _zero(channels: list[int]):
+    def hook(_module, args):
+        x = args[0].clone()
+        x[..., channels] = 0.0
+        return (x, *args[1:])
+    return hook
+
+
+def _skip(_module, args, kwargs, output):
+    hidden = args[0] if args else kwargs["hidden_states"]
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def hf_outputs(hf, ids: torch.Tensor, mask: torch.Tensor, hooks=()) -> torch.Tensor:
+    try:
+        with torch.no_grad():
+            out = hf(input_ids=ids, attention_mask=mask)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def load_pruned(folder: Path, family: str):
+    cls = transformers.AutoModel if family == "bert" else transformers.AutoModelForCausalLM
+    return cls.from_pretrained(folder).eval()
+
+
+def batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(1, vocab, (2, 7), generator=torch.Generator().manual_seed(3))
+    return ids, torch.tensor([[1] * 7, [1] * 5 + [0] * 2])

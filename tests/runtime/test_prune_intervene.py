@@ -1,0 +1,118 @@
+"""A pruned checkpoint equals expc's own `intervene` zeroing the same units, and the
+checkpoint-level details: sharded inputs stay sharded, Qwen2's per-layer sliding windows
+survive renumbering, Hydra runs prune by the head `--head` names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import expc
+from expc.runtime.prune.export import PruneRequest, prune
+from expc.spec.diagnostics import DiagnosticError
+from prune_support import (batch, build, hf_outputs, layer_run, load_pruned, scoring_run,
+                           zeroing_hooks)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama")
+    hf = build("llama", folder / "ckpt")
+    return hf, folder, scoring_run(folder, folder / "ckpt", hf.config.vocab_size)
+
+
+def _logits_run(folder, model, name, *, body=""):
+    spec = folder / f"{name}.exp"
+    spec.write_text(f"""
+experiment {name} {{
+    model = "{model}"
+    hydra {{ trunk = 0  heads = 2 }}
+    data {{ source = tokens("{folder / 'data.jsonl'}")  batch_size = 2 }}
+    {body}
+    capture logits {{ aggregate = mean(mask = attention) }}
+    output {{ dir = "{folder / name}" }}
+}}
+""")
+    expc.run(spec)
+    with safe_open(str(folder / name / "results.safetensors"), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys() if "logits" in key}
+
+
+@pytest.mark.parametrize("metric,target", [("channel_contribution", "mlp.down_proj"),
+                                           ("kv_head_contribution", "self_attn.o_proj")])
+def test_pruned_equals_intervene_lowest(llama, metric, target):
+    """`intervene TARGET[*] { set = zero, channels = lowest(run, metric, fraction = F) }` in
+    head 1 of the original gives the pruned checkpoint's logits (same round(F * D) rule)."""
+    hf, folder, run = llama
+    out = folder / f"pruned-{metric}"
+    prune(PruneRequest(run=run, metric=metric, out=out, fraction=0.5))
+    zeroed = _logits_run(folder, folder / "ckpt", f"zeroed_{metric}", body=(
+        f"intervene {target}[*] of heads[1] {{ set = zero, channels = lowest(run = \"{run}\", "
+        f"metric = {metric}, fraction = 0.5) }}"))
+    pruned = _logits_run(folder, out, f"pruned_{metric}_run")
+    key = "capture/head1/logits"
+    torch.testing.assert_close(pruned[key], zeroed[key], atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(zeroed["capture/head0/logits"], zeroed[key], atol=1e-3)
+
+
+def test_sharded_source_stays_sharded(tmp_path):
+    hf = build("llama", tmp_path / "ckpt", max_shard_size="20KB")
+    run = scoring_run(tmp_path, tmp_path / "ckpt", hf.config.vocab_size)
+    out = tmp_path / "pruned"
+    result = prune(PruneRequest(run=run, metric="channel_contribution", out=out, keep=20))
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and not (out / "model.safetensors").exists()
+    assert sorted(p.name for p in out.glob("*.safetensors")) == shards
+    ids, mask = batch(hf.config.vocab_size)
+    real = mask.bool()
+    torch.testing.assert_close(
+        hf_outputs(load_pruned(out, "llama"), ids, mask)[real],
+        hf_outputs(hf, ids, mask, zeroing_hooks(hf, "llama", result.provenance))[real],
+        atol=2e-5, rtol=1e-4)
+
+
+def test_qwen2_windows_survive_layer_removal(tmp_path):
+    """Qwen2 derives sliding layers from `max_window_layers` (counted from layer 0): after
+    removing layer 0 the kept layers keep their own attention windows."""
+    from hf_reference import hf_model, save
+
+    hf = hf_model("qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1)
+    save(hf, tmp_path / "ckpt")
+    run = layer_run(tmp_path / "run", tmp_path / "ckpt", [0.0, 0.5, 0.9])
+    out = tmp_path / "pruned"
+    result = prune(PruneRequest(run=run, metric="block_influence", out=out, keep=2))
+    config = json.loads((out / "config.json").read_text())
+    assert config["layer_types"] == ["sliding_attention", "sliding_attention"]
+    ids, mask = batch(hf.config.vocab_size)
+    real = mask.bool()
+    torch.testing.assert_close(
+        hf_outputs(load_pruned(out, "qwen2"), ids, mask)[real],
+        hf_outputs(hf, ids, mask, zeroing_hooks(hf, "qwen2", result.provenance))[real],
+        atol=2e-5, rtol=1e-4)
+
+
+def test_hydra_run_prunes_by_the_named_head(tmp_path):
+    """Layer 0 sits in the trunk (one score), layers 1-2 in each head (per-head scores):
+    `--head 1` reads head 1's there and the trunk's at layer 0; no `--head` is refused."""
+    hf = build("llama", tmp_path / "ckpt")
+    run = scoring_run(tmp_path, tmp_path / "ckpt", hf.config.vocab_size,
+                      hydra="hydra { trunk = 1  heads = 2 }")
+    with pytest.raises(DiagnosticError, match="per Hydra head") as caught:
+        prune(PruneRequest(run=run, metric="channel_contribution", out=tmp_path / "a",
+                           fraction=0.25))
+    assert "--head" in caught.value.diagnostics[0].help[0]
+    result = prune(PruneRequest(run=run, metric="channel_contribution", out=tmp_path / "b",
+                                fraction=0.25, head=1))
+    assert result.provenance["score_keys"] == [
+        "importance/channel_contribution/layers.0.mlp.down_proj/score",
+        "importance/channel_contribution/head1/layers.1.mlp.down_proj/score",
+        "importance/channel_contribution/head1/layers.2.mlp.down_proj/score"]
+    with pytest.raises(DiagnosticError, match="no `channel_contribution` scores of head 5"):
+        prune(PruneRequest(run=run, metric="channel_contribution", out=tmp_path / "c",
+                           fraction=0.25, head=5))
