@@ -77,13 +77,20 @@ def test_sharded_source_stays_sharded(tmp_path):
         atol=2e-5, rtol=1e-4)
 
 
-def test_qwen2_windows_survive_layer_removal(tmp_path):
-    """Qwen2 derives sliding layers from `max_window_layers` (counted from layer 0): after
-    removing layer 0 the kept layers keep their own attention windows."""
+@pytest.mark.parametrize("listed", [True, False])
+def test_qwen2_windows_survive_layer_removal(tmp_path, listed):
+    """Qwen2 derives sliding layers from `max_window_layers` (counted from layer 0) unless
+    config.json lists `layer_types`: after removing layer 0 the kept layers keep their own
+    attention windows either way (the list filtered, or written out)."""
     from hf_reference import hf_model, save
 
     hf = hf_model("qwen2", use_sliding_window=True, sliding_window=3, max_window_layers=1)
     save(hf, tmp_path / "ckpt")
+    if not listed:
+        path = tmp_path / "ckpt" / "config.json"
+        config = json.loads(path.read_text())
+        del config["layer_types"]
+        path.write_text(json.dumps(config))
     run = layer_run(tmp_path / "run", tmp_path / "ckpt", [0.0, 0.5, 0.9])
     out = tmp_path / "pruned"
     result = prune(PruneRequest(run=run, metric="block_influence", out=out, keep=2))
