@@ -154,3 +154,14 @@ def load_pruned(folder: Path, family: str):
 def batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.randint(1, vocab, (2, 7), generator=torch.Generator().manual_seed(3))
     return ids, torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+
+
+def assert_equals_zeroed(hf, family: str, out: Path, provenance: dict) -> None:
+    """The pruned folder, loaded by `transformers`, gives the original with its removed
+    units zeroed (or its removed layers skipped), on the real tokens of a padded batch."""
+    ids, mask = batch(hf.config.vocab_size)
+    real = mask.bool()
+    torch.testing.assert_close(
+        hf_outputs(load_pruned(out, family), ids, mask)[real],
+        hf_outputs(hf, ids, mask, zeroing_hooks(hf, family, provenance))[real],
+        atol=2e-5, rtol=1e-4)
