@@ -163,6 +163,7 @@ def fit_help(kind: str) -> str:
         "attention_output": f"it needs the attention output projection: `at {ATTENTION_OUTPUT}[...]`",
         "norm": "it needs a norm module, e.g. `post_attention_layernorm`",
         "linear": "it needs a linear module, e.g. `mlp.down_proj`",
+        "any": "it needs a linear or norm module, e.g. `mlp.down_proj`",
         "layer": f"it scores whole layers, not a module: `at {vocab.LAYER_TARGET}[...]`",
     }[kind]
 
