@@ -22,6 +22,8 @@ import expc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from hf_reference import hf_model  # noqa: E402
+from intervene_runs import spec  # noqa: E402
+from test_bert import randomize, tiny_config  # noqa: E402
 
 ATOL = 2e-6
 
@@ -48,32 +50,12 @@ def llama(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    config = transformers.BertConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
-                                     num_hidden_layers=3, num_attention_heads=4,
-                                     max_position_embeddings=40, type_vocab_size=2)
-    hf = transformers.BertModel(config, add_pooling_layer=False).eval()
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, param in hf.named_parameters():
-            base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            param.copy_(base + 0.05 * torch.randn(param.shape, generator=generator))
+    hf = randomize(transformers.BertModel(tiny_config(), add_pooling_layer=False))
     return (hf, *_write_checkpoint(tmp_path_factory.mktemp("bi-bert"), hf))
 
 
-def _run(folder: Path, body: str, name: str) -> dict[str, torch.Tensor]:
-    spec = folder / f"{name}.exp"
-    spec.write_text(f"""
-experiment {name} {{
-    model = "{folder / 'ckpt'}"
-    data {{
-        source     = tokens("{folder / 'data.jsonl'}")
-        batch_size = 3
-    }}
-    {body}
-    output {{ dir = "{folder / name}" }}
-}}
-""")
-    return expc.run(spec)
+def _run(folder: Path, body: str, name: str, *, hydra: str = "") -> dict[str, torch.Tensor]:
+    return expc.run(spec(folder, name, data="data.jsonl", body=body, hydra=hydra))
 
 
 def _layer_io(hf, ids: list[int], *, hook=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -129,10 +111,9 @@ def _zero_mlp(layer: int):
 def test_hydra_run_writes_per_head_keys_and_reads_each_head_s_values(llama):
     hf, folder, samples = llama
     results = _run(folder, """
-    hydra { trunk = 1  heads = 2 }
     importance block_influence at layers[*]
     intervene mlp_out[2] of heads[1] { set = zero }
-    """, "hydra")
+    """, "hydra", hydra="hydra { trunk = 1  heads = 2 }")
     keys = sorted(k for k in results if k.startswith("importance/"))
     assert keys == [f"importance/block_influence/{where}/score" for where in (
         "head0/layers.1", "head0/layers.2", "head1/layers.1", "head1/layers.2", "layers.0")]
