@@ -1,10 +1,14 @@
-"""Effect taps: feed each effect's sink the head's value and the reference head's.
+"""Effect taps: feed each effect's sink the head's value and the reference head's, and each
+metric of whole layers its layer's markers.
 
 Per `EffectEntry`, one `Tap` (compiler/taps.py) is called with:
 - `kl`, `top1`: (head logits, reference logits), the `logits` markers of the two heads;
 - `cosine`: (head value, reference value), the markers of `at = SITE[L]` in the two heads
   (one trunk marker for both when L is a trunk layer);
 - `loss`, `logit_diff`: (head logits,).
+Per `MetricEntry` of whole layers (`importance block_influence at layers[...]`), one tap is
+called with the markers of its `sites` at its layer and head — (resid_in, resid_out), which
+the metric's sink takes as a module's (input, output).
 The tap is fed the marker nodes themselves, so it sees what a capture there sees — the
 edited value where an intervention sits at that site — and keeps seeing it once instrument
 and strip replace the markers by their inputs. Taps are impure, so prune keeps every head an
@@ -18,7 +22,7 @@ from collections.abc import Callable, Mapping
 import torch.fx as fx
 
 from expc.compiler.manager import graph_pass
-from expc.compiler.plan import EffectEntry, Plan
+from expc.compiler.plan import EffectEntry, MetricEntry, Plan
 from expc.compiler.resolve import locate, site_key, unresolved
 from expc.compiler.taps import add_tap, callback_for, ignore
 from expc.models.hydra_split import HydraSplit
@@ -27,8 +31,11 @@ from expc.spec.diagnostics import DiagnosticError
 PAIRED = ("kl", "top1", "cosine")  # compared with the `vs` reference head
 
 
-def _places(layout: HydraSplit, entry: EffectEntry) -> tuple[tuple, ...]:
-    """The markers feeding `entry`: the head's, then the reference's for paired metrics."""
+def _places(layout: HydraSplit, entry: EffectEntry | MetricEntry) -> tuple[tuple, ...]:
+    """The markers feeding `entry`: the head's, then the reference's for paired metrics; a
+    layer metric's sites at its layer and head, in order."""
+    if isinstance(entry, MetricEntry):
+        return tuple(site_key(site, entry.layer, entry.head) for site in entry.sites)
     heads = (entry.head, entry.reference) if entry.metric in PAIRED else (entry.head,)
     if entry.metric == "cosine":
         site, layer = entry.effect.at_site, entry.effect.at_layer
@@ -39,9 +46,11 @@ def _places(layout: HydraSplit, entry: EffectEntry) -> tuple[tuple, ...]:
 @graph_pass
 def effect_taps(gm: fx.GraphModule, *, plan: Plan,
                 sinks: Mapping[str, Callable] | None) -> fx.GraphModule:
-    """Add one tap per effect entry; `sinks=None` taps into no-op sinks."""
+    """Add one tap per effect entry and per metric of whole layers; `sinks=None` taps into
+    no-op sinks."""
     graph = gm.graph
-    places = [(entry, _places(plan.layout, entry)) for entry in plan.effects]
+    places = [(entry, _places(plan.layout, entry))
+              for entry in (*plan.layer_metrics, *plan.effects)]
     found = locate(graph, (key for _, keys in places for key in keys))
     missing = [(entry, key) for entry, keys in places for key in keys if key not in found]
     if missing:

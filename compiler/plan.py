@@ -3,7 +3,8 @@
 `build_plan` turns the checked IR and the model's layer count into flat, frozen entries —
 one per result key of contracts §3 — before any graph exists: a `CaptureEntry` names the
 marker (site, global layer, Hydra head) and the aggregation; a `MetricEntry` names the
-module path and the metric with its parameters. The passes only read the plan; the runtime
+module path and the metric with its parameters (or, for a metric of whole layers, the
+layer's path and the sites it reads). The passes only read the plan; the runtime
 builds one state object per entry and hands them back as sinks keyed by `entry.key`.
 An `InterventionEntry` names the marker or module one head's edit rewrites (the runtime
 hands back an edit function per `entry.key`); an `EffectEntry` names the head and the
@@ -21,7 +22,7 @@ from expc.models.hydra_split import HydraSplit
 from expc.spec import ir
 from expc.spec.diagnostics import Span
 from expc.spec.run_format import capture_key, effect_key, importance_key, intervention_key
-from expc.spec.vocabulary import PER_HEAD_MODEL_SITES
+from expc.spec.vocabulary import LAYER_TARGET, METRICS, PER_HEAD_MODEL_SITES
 
 
 @attrs.frozen(kw_only=True)
@@ -41,16 +42,23 @@ class CaptureEntry:
 
 @attrs.frozen(kw_only=True)
 class MetricEntry:
-    """One importance metric at one module; its keys are `key + "/" + field`."""
+    """One importance metric at one module, or at one whole layer; its keys are
+    `key + "/" + field`.
+
+    A metric of whole layers (`at layers[...]`) names no module call: it reads the layer's
+    `sites` (the markers of its layer and head, e.g. `resid_in` and `resid_out`), which the
+    `effect_taps` pass feeds to its sink as (first, second), as a module's (input, output).
+    """
 
     key: str  # e.g. "importance/l2_norm/head1/layers.3.mlp.down_proj"
     metric: str
-    module: str  # the role, e.g. "mlp.down_proj"
-    module_path: str  # e.g. "heads.1.layers.3.mlp.down_proj"
+    module: str  # the role, e.g. "mlp.down_proj"; `layers` for whole layers
+    module_path: str  # e.g. "heads.1.layers.3.mlp.down_proj", or "heads.1.layers.3"
     layer: int
     head: int | None
     params: Mapping[str, object] = attrs.field(  # read-only; left out of the hash
         factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False)
+    sites: tuple[str, ...] = ()  # whole layers: the sites it reads; empty: the module's call
     span: Span | None = attrs.field(default=None, eq=False)
 
 
@@ -95,6 +103,16 @@ class Plan:
     effects: tuple[EffectEntry, ...] = ()
 
     @property
+    def module_metrics(self) -> tuple[MetricEntry, ...]:
+        """The metrics read at a module's call (resolve labels that module)."""
+        return tuple(e for e in self.metrics if not e.sites)
+
+    @property
+    def layer_metrics(self) -> tuple[MetricEntry, ...]:
+        """The metrics of whole layers, read at their layer's markers (effect_taps)."""
+        return tuple(e for e in self.metrics if e.sites)
+
+    @property
     def keys(self) -> tuple[str, ...]:
         """Every sink key, in plan order."""
         return tuple(e.key for e in (*self.captures, *self.metrics, *self.effects))
@@ -120,14 +138,17 @@ def _capture_entries(layout: HydraSplit, capture: ir.Capture) -> list[CaptureEnt
 
 def _metric_entries(layout: HydraSplit, importance: ir.Importance) -> list[MetricEntry]:
     params = {p.name: p.value for p in importance.params}
+    whole_layer = importance.module == LAYER_TARGET
+    sites = METRICS[importance.metric].sites if whole_layer else ()
     entries = []
     for layer in importance.layers.resolve(layout.n_layers):
         for head in layout.heads_of_layer(layer, importance.heads):
-            path = layout.module_path(importance.module, layer, head)
+            path = (layout.layer_path(layer, head) if whole_layer
+                    else layout.module_path(importance.module, layer, head))
             entries.append(MetricEntry(
                 key=importance_key(importance.metric, path),
                 metric=importance.metric, module=importance.module, module_path=path,
-                layer=layer, head=head, params=params, span=importance.span))
+                layer=layer, head=head, params=params, sites=sites, span=importance.span))
     return entries
 
 

@@ -2,7 +2,8 @@
 
 A capture entry matches the marker of its (site, layer, head); an `attn_pattern` entry
 matches the fused attention node of its layer and head (the attention pass expands it); a
-metric entry matches the `call_module` node of its module path. The matched node carries its
+metric entry matches the `call_module` node of its module path (a metric of whole layers
+reads markers instead, and `effect_taps` finds them). The matched node carries its
 entries in `node.meta[TAPS_META]` for the passes after this one. An entry that matches no
 node — a site or module the architecture does not have — is a diagnostic on its spec line.
 
@@ -93,7 +94,7 @@ def unresolved(span: Span | None, key: tuple, needed_for: str) -> Diagnostic:
 def resolve(gm: fx.GraphModule, *, plan: Plan) -> fx.GraphModule:
     """Label each node that a plan entry reads with the entries it serves."""
     wanted: dict[tuple, list[PlanEntry]] = defaultdict(list)
-    for entry in (*plan.captures, *plan.metrics):
+    for entry in (*plan.captures, *plan.module_metrics):  # whole layers: effect_taps
         wanted[_entry_key(entry)].append(entry)
     for node in visit(gm.graph):
         node.meta.pop(TAPS_META, None)

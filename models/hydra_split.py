@@ -87,10 +87,14 @@ class HydraSplit:
         """The heads an `of heads[...]` selector picks; every head without one."""
         return tuple(range(self.n_heads)) if selector is None else selector.resolve(self.n_heads)
 
+    def layer_path(self, layer: int, head: int | None) -> str:
+        """The layer's qualified name in the Hydra model, e.g. `heads.1.layers.3`."""
+        prefix = "" if head is None else f"heads.{head}."
+        return f"{prefix}layers.{layer}"
+
     def module_path(self, module: str, layer: int, head: int | None) -> str:
         """The module's qualified name in the Hydra model, e.g. `heads.1.layers.3.mlp.down_proj`."""
-        prefix = "" if head is None else f"heads.{head}."
-        return f"{prefix}layers.{layer}.{module}"
+        return f"{self.layer_path(layer, head)}.{module}"
 
 
 def auto_trunk(interventions: Iterable[ir.Intervention], *, n_layers: int) -> int:

@@ -4,6 +4,9 @@ A metric at a module writes `importance/{metric}/{module}/{field}`: `score` plus
 For every metric the lowest scores mark the least important units — channels, or KV heads
 for `kv_head_contribution`; for `iterative_channel` the score is the round in which a
 channel was pruned, so lowest means pruned first. Those are the pruning candidates.
+A metric of whole layers (`block_influence`, module `layers.{L}`) has one score `[]` per
+layer: its units are the layers of one model, the trunk's followed by one head's
+(`layer_series`), and its candidates are that model's lowest-scored layers.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch
 from expc.report.keys import forward_position
 from expc.report.run_folder import RunFolder
 from expc.spec.run_format import parse_key
+from expc.spec.vocabulary import LAYER_TARGET
 
 CANDIDATES_PER_MODULE = 8
-UNIT = {"kv_head_contribution": "kv head"}
+UNIT = {"kv_head_contribution": "kv head", "block_influence": "layer"}
 
 
 @attrs.frozen(kw_only=True)
@@ -35,6 +39,11 @@ class Scored:
     @property
     def score(self) -> torch.Tensor | None:
         return self.fields.get("score")
+
+    @property
+    def whole_layer(self) -> bool:
+        """A score of the whole layer (one number), not of its channels or heads."""
+        return self.role == LAYER_TARGET and self.score is not None and self.score.dim() == 0
 
     @property
     def short_label(self) -> str:
@@ -68,12 +77,39 @@ def lowest(score: torch.Tensor, k: int = CANDIDATES_PER_MODULE) -> list[tuple[in
     return [(int(i), float(flat[i])) for i in order]
 
 
+def layer_series(modules: list[Scored]) -> dict[int | None, list[Scored]]:
+    """A whole-layer metric's scores per model, in layer order: without heads one series
+    (None); with heads one per head h, the trunk's layers followed by head h's."""
+    layers = [m for m in modules if m.whole_layer]
+    trunk = sorted((m for m in layers if m.head is None), key=lambda m: m.layer or 0)
+    heads = sorted({m.head for m in layers if m.head is not None})
+    if not heads:
+        return {None: trunk} if trunk else {}
+    return {h: trunk + sorted((m for m in layers if m.head == h), key=lambda m: m.layer or 0)
+            for h in heads}
+
+
+def _layer_rows(metric: str, modules: list[Scored]) -> list[dict]:
+    """Per model (head), its layers lowest-scored first: the layers to drop first."""
+    rows = []
+    for head, series in layer_series(modules).items():
+        scores = torch.stack([m.score.double() for m in series])
+        rows.append({
+            "metric": metric, "module": "layers" if head is None else f"head{head}/layers",
+            "layer": None, "head": head, "unit": UNIT.get(metric, "layer"),
+            "lowest": [{"index": series[i].layer, "score": s} for i, s in lowest(scores)],
+        })
+    return rows
+
+
 def pruning_candidates(by_metric: Mapping[str, list[Scored]]) -> list[dict]:
-    """The lowest-scoring units of every metric and module, as JSON-ready rows."""
+    """The lowest-scoring units of every metric and module (of every model, for a metric of
+    whole layers), as JSON-ready rows."""
     rows = []
     for metric, modules in by_metric.items():
+        rows.extend(_layer_rows(metric, modules))
         for scored in modules:
-            if scored.score is None:
+            if scored.score is None or scored.whole_layer:
                 continue
             rows.append({
                 "metric": metric, "module": scored.instance, "layer": scored.layer,

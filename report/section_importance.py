@@ -1,7 +1,9 @@
 """The importance section: one figure per metric, then the pruning candidates.
 
 KV-head and layer-norm scores and the iterative ranking are drawn as heatmaps (module x
-unit), channel scores as per-module distributions (quartile boxes). The table of
+unit), channel scores as per-module distributions (quartile boxes), scores of whole layers
+(`block_influence`) as one line over the layers per model (per Hydra head, the trunk's
+layers shared). The table of
 lowest-scoring units per module is offered for download as JSON through a `data:` link, so
 the page stays one self-contained file.
 """
@@ -13,9 +15,9 @@ import json
 
 import torch
 
-from expc.report.figures import new_figure, to_svg
+from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
 from expc.report.html_parts import Section, esc, figure, fmt_number, table
-from expc.report.importance_stats import Scored, pruning_candidates, scored_modules
+from expc.report.importance_stats import Scored, layer_series, pruning_candidates, scored_modules
 from expc.report.run_folder import RunFolder
 
 HEATMAP_METRICS = {"kv_head_contribution": "kv head", "layernorm_contribution": "channel",
@@ -30,6 +32,9 @@ CAPTIONS = {
                             "per module.",
     "iterative_channel": "Pruning order of each channel (lower = pruned earlier = less "
                          "important), per module.",
+    "block_influence": "1 - mean cosine between each layer's input and output residual "
+                       "stream over the real tokens (higher = the layer changes more = more "
+                       "important; the lowest are dropped first), per layer.",
 }
 
 
@@ -91,7 +96,28 @@ def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
     return to_svg(fig)
 
 
+def _layer_lines(metric: str, series: dict[int | None, list[Scored]]) -> str:
+    """One marked line over the layers per model: the score of each whole layer."""
+    layers = max(len(s) for s in series.values())
+    fig = new_figure(min(10.0, max(5.0, 2.5 + 0.25 * layers)), 3.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for head, scored in series.items():
+        ax.plot([s.layer for s in scored], [float(s.score) for s in scored], marker="o",
+                color=TRUNK_COLOR if head is None else head_color(head),
+                label="model" if head is None else f"head {head}")
+    if any(head is not None for head in series):
+        ax.legend(fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("score")
+    ax.set_title(f"{metric} per layer")
+    return to_svg(fig)
+
+
 def _metric_figure(metric: str, modules: list[Scored]) -> str | None:
+    series = layer_series(modules)
+    if series:
+        svg = _layer_lines(metric, series)
+        return figure(svg, CAPTIONS.get(metric, f"{metric} score of each layer."))
     roles = _by_role(modules)
     if not roles:
         return None

@@ -1,7 +1,7 @@
 """Bind state objects to the compiler's taps, with the current batch's masks.
 
 The compiler calls a capture sink as `sink(hidden)`, a metric sink as `sink(x_in, y_out)`
-and an effect sink as `sink(head, reference)` or `sink(head_logits)`; the states also need
+(a metric of whole layers as `sink(resid_in, resid_out)`, taken in the same two places) and an effect sink as `sink(head, reference)` or `sink(head_logits)`; the states also need
 the batch's attention mask (and a per-token mask field), and effects and interventions its
 token ids and each row's sample. `BatchContext` holds those for the batch being run, set by
 the execution loop before each forward, so the graph itself stays free of runtime objects.
@@ -50,7 +50,8 @@ def capture_sink(aggregator: Aggregator, context: BatchContext) -> Callable[[tor
 
 def metric_sink(metric: ImportanceMetric,
                 context: BatchContext) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """A tap callback feeding one importance metric its module's input and output."""
+    """A tap callback feeding one importance metric its module's input and output (or its
+    layer's `resid_in` and `resid_out`)."""
 
     def sink(x_in: torch.Tensor, y_out: torch.Tensor) -> None:
         metric.update(x_in, y_out, attention_mask=context.attention_mask)

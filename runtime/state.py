@@ -2,7 +2,7 @@
 
 The compiler's plan names every result key; here each capture entry gets an aggregator,
 each metric entry an importance metric (given its module's weight and the model's KV-head
-layout) and each effect entry its effect (`logit_diff` given its samples' token ids), and at
+layout; a metric of whole layers needs neither) and each effect entry its effect (`logit_diff` given its samples' token ids), and at
 the end their results become the contract's tensors, per-sample ones put back in data
 order, each with the manifest description of docs/run-folder.md; the units every
 intervention changed join them. Results that
@@ -43,8 +43,9 @@ def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int,
     for entry in plan.captures:
         states[entry.key] = create_aggregator(mode=entry.mode, mask=entry.mask,
                                               field=entry.field)
-    for entry in plan.metrics:
-        weight = getattr(model.get_submodule(entry.module_path), "weight", None)
+    for entry in plan.metrics:  # a metric of whole layers reads no module's weight
+        weight = None if entry.sites else getattr(model.get_submodule(entry.module_path),
+                                                  "weight", None)
         try:
             states[entry.key] = create_metric(
                 entry.metric, weight=None if weight is None else weight.detach(),
@@ -87,9 +88,11 @@ def _capture_description(entry: CaptureEntry, suffix: str) -> dict:
 def _metric_description(entry: MetricEntry, field: str) -> dict:
     """The manifest entry of one importance tensor (docs/run-folder.md)."""
     module = module_key(entry.module_path)
+    meaning = f"{entry.metric} {field} of {module}"
+    if entry.sites:
+        meaning += f" (the whole layer, from its {' and '.join(entry.sites)})"
     return {"kind": "importance", "metric": entry.metric, "module": module,
-            "layer": entry.layer, "head": entry.head, "field": field,
-            "meaning": f"{entry.metric} {field} of {module}"}
+            "layer": entry.layer, "head": entry.head, "field": field, "meaning": meaning}
 
 
 def _finite_result(entry: CaptureEntry | MetricEntry, key: str,

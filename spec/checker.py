@@ -146,7 +146,10 @@ def field_call(c: Checker, value: sx.Call) -> object:
 
 def fits(kind: str, module: str) -> bool:
     """Whether a metric that scores `kind` modules ("linear", "norm", "any",
-    "attention_output") can be computed at module role `module`."""
+    "attention_output", "layer") can be computed at module role `module` (or at `layers`,
+    the whole layers, which only a "layer" metric scores)."""
+    if kind == "layer" or module == vocab.LAYER_TARGET:
+        return kind == "layer" and module == vocab.LAYER_TARGET
     if kind == "any":
         return True
     if kind == "attention_output":
@@ -160,6 +163,8 @@ def fit_help(kind: str) -> str:
         "attention_output": f"it needs the attention output projection: `at {ATTENTION_OUTPUT}[...]`",
         "norm": "it needs a norm module, e.g. `post_attention_layernorm`",
         "linear": "it needs a linear module, e.g. `mlp.down_proj`",
+        "any": "it needs a linear or norm module, e.g. `mlp.down_proj`",
+        "layer": f"it scores whole layers, not a module: `at {vocab.LAYER_TARGET}[...]`",
     }[kind]
 
 

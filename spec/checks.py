@@ -268,8 +268,8 @@ def _importance(c: Checker, st: sx.ImportanceStmt, hydra: object) -> object:
     if spec is None:
         c.unknown(st.metric_span, "importance metric", st.metric, vocab.METRICS)
         ok = False
-    if st.module not in ALL_ROLES:
-        c.unknown(st.module_span, "module", st.module, ALL_ROLES)
+    if st.module not in (*ALL_ROLES, vocab.LAYER_TARGET):
+        c.unknown(st.module_span, "module", st.module, (*ALL_ROLES, vocab.LAYER_TARGET))
         ok = False
     elif spec is not None and not fits(spec.modules, st.module):
         c.error(st.module_span, f"`{st.metric}` cannot be computed at `{st.module}`",

@@ -21,7 +21,7 @@ from expc.spec.intervention_checks import check_interventions, split_trunk
 from expc.spec.model_shape import ModelShape
 from expc.spec.model_size import GIB, layer_copies, layer_parameters, machine_memory, model_bytes
 from expc.spec.suggest import did_you_mean
-from expc.spec.vocabulary import AUTO_TRUNK
+from expc.spec.vocabulary import AUTO_TRUNK, LAYER_TARGET
 
 
 _STATIC_LIMIT = 4096  # wider literal slices are compared only once the layer count is known
@@ -65,7 +65,7 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
     for imp in exp.importances:
         layers = layers_in_range(imp.layers)
         heads_reach(imp.heads, layers)
-        if imp.module not in shape.modules:
+        if imp.module not in (*shape.modules, LAYER_TARGET):
             out.append(error(imp.module_span, f"{shape.model_type} models have no `{imp.module}`",
                              code="module", help=did_you_mean(imp.module, shape.modules)
                              or (f"modules: {', '.join(shape.modules)}",)))

@@ -17,6 +17,7 @@ import attrs
 
 from expc.spec.diagnostics import fail
 from expc.spec.json_files import read_json_object
+from expc.spec.vocabulary import LAYER_TARGET
 
 # The folder.
 FORMAT = "expc-run/1"
@@ -64,7 +65,7 @@ META_MEANINGS = {
 _MODULE_HEAD = re.compile(r"^heads\.(\d+)\.")  # a head's module path: `heads.{h}.`
 _KEY_HEAD = re.compile(r"^head(\d+)/(.*)$")  # the same in a key: `head{h}/`
 _NAME_LAYER = re.compile(r"^(.+)_(\d+)$")
-_MODULE_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_MODULE_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)(?:\.|$)")  # `layers.3` is a whole layer
 
 
 # Reading a folder's manifest.
@@ -189,8 +190,12 @@ class KeyInfo:
 
     @property
     def role(self) -> str:
-        """The module with its layer taken out, e.g. `mlp.down_proj`."""
-        return _MODULE_LAYER.sub("", self.module or "", count=1) or (self.module or "")
+        """The module with its layer taken out, e.g. `mlp.down_proj`; `layers` for a metric
+        of whole layers (`importance/block_influence/layers.3/score`)."""
+        module = self.module or ""
+        if _MODULE_LAYER.fullmatch(module):
+            return LAYER_TARGET
+        return _MODULE_LAYER.sub("", module, count=1) or module
 
 
 def _split_key_head(text: str) -> tuple[int | None, str]:
@@ -247,5 +252,5 @@ def split_suffix(key: str) -> tuple[str, str]:
 def key_family(key: str) -> str:
     """The key with its layer and head numbers generalised: `capture/head{h}/resid_out_{L}`."""
     key = re.sub(r"(?<![A-Za-z0-9])head\d+(?=/)", "head{h}", key)
-    key = re.sub(r"(?<=layers\.)\d+(?=\.)", "{L}", key)
+    key = re.sub(r"(?<=layers\.)\d+(?=\.|/)", "{L}", key)
     return re.sub(r"_\d+(?=$|\.|/)", "_{L}", key)

@@ -54,8 +54,9 @@ class ParamSpec:
 @attrs.frozen(kw_only=True)
 class MetricSpec:
     name: str
-    modules: str  # "linear", "norm", "any" or "attention_output"
+    modules: str  # "linear", "norm", "any", "attention_output" or "layer" (`at layers[...]`)
     params: tuple[ParamSpec, ...] = ()
+    sites: tuple[str, ...] = ()  # a "layer" metric: the layer's sites it reads, in order
 
 
 METRICS = {m.name: m for m in (
@@ -67,7 +68,9 @@ METRICS = {m.name: m for m in (
     MetricSpec(name="iterative_channel", modules="linear", params=(
         ParamSpec(name="iterations", default=8),
         ParamSpec(name="calibration", default="none", choices=("none", "scale_by_magnitude")))),
+    MetricSpec(name="block_influence", modules="layer", sites=("resid_in", "resid_out")),
 )}
+LAYER_TARGET = "layers"  # `importance block_influence at layers[...]`: whole layers, no module
 
 INT_MAX = 2**31 - 1
 SEED_MAX = 2**63 - 1

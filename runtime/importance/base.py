@@ -3,7 +3,8 @@
 A metric is the state behind one `importance` statement at one module (a `State`,
 `runtime/state_protocol.py`). The runtime feeds it (`update`) each batch's module input
 `x_in` `[B, S, D]` and/or output `y_out` `[B, S, O]` (only those in `needs`) with the batch's
-attention mask; padding tokens never count. What a batch adds to the state goes to its
+attention mask; padding tokens never count. A metric of whole layers (`block_influence`) is
+fed its layer's `resid_in` and `resid_out` in those two places. What a batch adds to the state goes to its
 `finite` watch, so a NaN or inf fails the run at that batch. Unlike the hooks it comes from,
 every metric can checkpoint, resume and `merge` exactly, and accumulators stay on the
 activations' device in float64 so a batch never waits for the host. Per batch, metrics work
@@ -39,7 +40,7 @@ def checked_param(param: ParamSpec, value: object) -> object:
 
 
 class ImportanceMetric(State):
-    """Base of the five metrics; subclasses implement `_update`, `result` and the state."""
+    """Base of the metrics; subclasses implement `_update`, `result` and the state."""
 
     name = ""
     needs: frozenset[str] = frozenset()

@@ -11,7 +11,9 @@ uses: the module weight, the KV head layout, the run's batch count. What `result
 - `kv_head_contribution`: `score` `[n_kv_heads]`;
 - `layernorm_contribution`: `score` `[C]` over the norm's output channels;
 - `iterative_channel`: `score` `[D]` int64 (0 = pruned first) and
-  `channels_importance_ascending` `[D]` int64.
+  `channels_importance_ascending` `[D]` int64;
+- `block_influence`: `score` `[]`, one number for the whole layer (fed its `resid_in` and
+  `resid_out`, not a module's tensors).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 import torch
 
 from expc.runtime.importance.base import ImportanceMetric
+from expc.runtime.importance.block_influence import BlockInfluenceMetric
 from expc.runtime.importance.channel_contribution import ChannelContributionMetric
 from expc.runtime.importance.iterative_channel import IterativeChannelMetric
 from expc.runtime.importance.kv_head_contribution import KvHeadContributionMetric
@@ -29,7 +32,8 @@ from expc.runtime.importance.layernorm_contribution import LayernormContribution
 
 METRICS: dict[str, type[ImportanceMetric]] = {
     cls.name: cls for cls in (L2NormMetric, ChannelContributionMetric, KvHeadContributionMetric,
-                              LayernormContributionMetric, IterativeChannelMetric)
+                              LayernormContributionMetric, IterativeChannelMetric,
+                              BlockInfluenceMetric)
 }
 
 __all__ = ["METRICS", "ImportanceMetric", "create_metric"]

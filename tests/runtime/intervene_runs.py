@@ -1,10 +1,13 @@
-"""Earlier run folders for the intervention tests, written by hand (manifest + results)."""
+"""Earlier run folders for the intervention tests, written by hand (manifest + results), and
+the specs of the end-to-end runs on a saved checkpoint."""
 
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+import expc
 
 from expc.compiler.plan import InterventionEntry
 from expc.spec import ir
@@ -44,3 +47,22 @@ def entry(*, operation: ir.Operation, kind: str = "site", target: str = "resid_o
                              target=target, site=target if kind == "site" else None,
                              module_path=module_path, layer=layer, head=head,
                              intervention=intervention, span=SPAN)
+
+
+def spec(folder: Path, name: str, *, data: str, body: str, hydra: str = "") -> ir.Experiment:
+    """The checked spec `name` on `folder/ckpt` with pre-tokenised `folder/data`, batches of
+    2 (padded), writing to `folder/name`."""
+    path = folder / f"{name}.exp"
+    path.write_text(f"""
+experiment {name} {{
+    model = "{folder / 'ckpt'}"
+    {hydra}
+    data {{
+        source     = tokens("{folder / data}")
+        batch_size = 2
+    }}
+    {body}
+    output {{ dir = "{folder / name}" }}
+}}
+""")
+    return expc.load(path)

@@ -19,7 +19,7 @@ from expc.runtime.nonfinite import NonFiniteError, check_finite, nonfinite_diagn
 from expc.spec.vocabulary import MASKS
 
 from test_aggregators import padded_batch
-from test_importance import HEAD_DIM, N_KV, make_batches, weight
+from test_importance import HEAD_DIM, N_KV, make_batches, output_of, weight
 
 MODES = ("mean", "sum", "max", "full", "dataset_mean")
 
@@ -78,7 +78,7 @@ def build_metric(name: str):
 def feed(metric, batches) -> None:
     w = weight()
     for x, mask in batches:
-        metric.update(x, x @ w.T, attention_mask=mask)
+        metric.update(x, output_of(metric, x, w), attention_mask=mask)
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))

@@ -51,16 +51,62 @@ def real_tokens(x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
             for b in range(x.shape[0])]
 
 
+def output_of(metric, x, w, bias=None):
+    """What the metric reads beside x: a module's output `x W^T (+ b)`, or for a metric of
+    whole layers (`block_influence`) a layer's output of x's width, `x + tanh(x W^T) W`."""
+    y = x @ w.T if bias is None else x @ w.T + bias
+    return x + torch.tanh(y) @ w if metric.name == "block_influence" else y
+
+
 def feed(metric, batches, w, bias=None):
     for x, mask in batches:
-        y = x @ w.T if bias is None else x @ w.T + bias
-        metric.update(x, y, attention_mask=mask)
+        metric.update(x, output_of(metric, x, w, bias), attention_mask=mask)
     return metric
 
 
 def build(name, w=None, params=None, total_batches=5):
     return create_metric(name, weight=weight() if w is None else w, params=params or {},
                          n_kv_heads=N_KV, head_dim=HEAD_DIM, total_batches=total_batches)
+
+
+def test_block_influence_is_one_minus_mean_cosine_over_real_tokens():
+    batches, w = make_batches(), weight()
+    metric = feed(build("block_influence"), batches, w)
+    cosines = [torch.dot(x_t, y_t) / (x_t.norm() * y_t.norm())
+               for x, mask in batches
+               for xs, ys in zip(real_tokens(x, mask), real_tokens(output_of(metric, x, w), mask))
+               for x_t, y_t in zip(xs, ys)]
+    expected = 1 - torch.stack(cosines).mean()
+    assert metric.result()["score"].shape == ()
+    torch.testing.assert_close(metric.result()["score"], expected.float())
+    assert metric.progress()["tokens"] == len(cosines)
+
+
+def test_block_influence_of_a_layer_that_only_rescales_is_zero():
+    x, mask = make_batches()[0]
+    metric = build("block_influence")
+    metric.update(x, 3 * x, attention_mask=mask)
+    assert abs(float(metric.result()["score"])) < 1e-6
+
+
+def test_block_influence_refuses_input_and_output_of_other_widths():
+    x, mask = make_batches()[0]
+    with pytest.raises(ValueError, match="same shape"):
+        build("block_influence").update(x, x @ weight().T, attention_mask=mask)
+
+
+def test_block_influence_split_merged_or_resumed_equals_one_pass_bit_for_bit():
+    """Token sums are float64 and the score is rounded to float32 once, at the end."""
+    batches, w = make_batches(count=6), weight()
+    whole = feed(build("block_influence"), batches, w).result()["score"]
+    for cut in range(1, 6):
+        first = feed(build("block_influence"), batches[:cut], w)
+        first.merge(feed(build("block_influence"), batches[cut:], w))
+        assert torch.equal(first.result()["score"], whole), cut
+        resumed = build("block_influence")
+        resumed.load_state_dict(load(save(feed(build("block_influence"), batches[:cut],
+                                                w).state_dict())))
+        assert torch.equal(feed(resumed, batches[cut:], w).result()["score"], whole), cut
 
 
 def test_l2_norm_is_root_of_summed_squared_sample_means():
@@ -195,7 +241,7 @@ def test_iterative_channel_result_waits_for_every_batch():
 
 
 TOKEN_METRICS = ["l2_norm", "channel_contribution", "kv_head_contribution",
-                 "layernorm_contribution"]
+                 "layernorm_contribution", "block_influence"]
 
 
 @pytest.mark.parametrize("name", TOKEN_METRICS)
@@ -290,7 +336,7 @@ def test_needs_say_which_module_tensors_a_metric_reads(name):
     assert metric.needs <= {"input", "output"} and metric.needs
     x, mask = make_batches()[0]
     missing_input = None if "input" in metric.needs else x
-    missing_output = None if "output" in metric.needs else x @ weight().T
+    missing_output = None if "output" in metric.needs else output_of(metric, x, weight())
     with pytest.raises(ValueError, match="needs the module's"):
         metric.update(missing_input, missing_output, attention_mask=mask)
 
@@ -346,7 +392,7 @@ def test_state_keeps_no_autograd_graph(name):
                    total_batches=1)
     x, mask = make_batches()[0]
     x = x.nan_to_num().requires_grad_()
-    metric.update(x * 2, (x @ w.T) * 2, attention_mask=mask)
+    metric.update(x * 2, output_of(metric, x, w) * 2, attention_mask=mask)
     assert not any(t.requires_grad for t in metric.state_dict().values())
     assert not any(t.requires_grad for t in metric.result().values())
 

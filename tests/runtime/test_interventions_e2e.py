@@ -29,6 +29,7 @@ from expc.spec import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from hf_reference import hf_model, save  # noqa: E402
+from intervene_runs import spec  # noqa: E402
 from test_bert import randomize, tiny_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,23 +49,6 @@ def write_data(path: Path, *, seed: int, vocab: int) -> list[list[int]]:
                  bad=int(torch.randint(1, vocab, (), generator=gen))) for s in samples]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
-
-
-def spec(folder: Path, name: str, *, data: str, body: str, hydra: str = "") -> ir.Experiment:
-    path = folder / f"{name}.exp"
-    path.write_text(f"""
-experiment {name} {{
-    model = "{folder / 'ckpt'}"
-    {hydra}
-    data {{
-        source     = tokens("{folder / data}")
-        batch_size = 2
-    }}
-    {body}
-    output {{ dir = "{folder / name}" }}
-}}
-""")
-    return expc.load(path)
 
 
 # ---- what each head of the Llama run does, in IR and by hand ----------------------------

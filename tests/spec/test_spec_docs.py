@@ -21,7 +21,7 @@ WORDS = sorted({
     *(c for m in vocab.METRICS.values() for p in m.params for c in p.choices),
     *ALL_ROLES, *SUPPORTED_MODEL_TYPES, "intervene", "effect", vocab.AUTO_TRUNK,
     *vocab.INTERVENE_KEYS, *vocab.SET_VALUES, "vector", *vocab.UNIT_KINDS, *vocab.POSITION_WORDS,
-    "fraction", "count", *vocab.EFFECT_METRICS,
+    "fraction", "count", *vocab.EFFECT_METRICS, vocab.LAYER_TARGET,
     *(p for spec in vocab.EFFECT_METRICS.values() for p in spec[2]),
 })
 
