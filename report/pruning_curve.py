@@ -7,10 +7,11 @@ statement selects its units as `lowest(metric = M, fraction = F)`, `highest(...)
 `random(fraction = F)`, all with the same kind, metric, target and F, is the point at F of
 the series "lowest M" at TARGET (random: "random" at TARGET). A head with no intervention is
 the point at 0 of every series, when the effect measured it (e.g. `loss`; an effect `vs`
-that head does not). One panel per effect and target module, a color per metric. Heads that share a point (random draws with several seeds) are
-averaged per sample before the mean and its 95% interval (`effect_stats.interval`). Heads
-that select by a list, by `count`, or several ways at once are not on the curve. The curve
-is drawn when some series holds at least two fractions.
+that head does not). Heads that share a point (random draws with several seeds) are averaged
+per sample before the mean and its 95% interval (`effect_stats.interval`). Heads that
+select by a list, by `count`, or several ways at once are not on the curve. The curve is
+drawn when some series holds at least two fractions: one panel per effect and target
+module, a color per metric.
 """
 
 from __future__ import annotations

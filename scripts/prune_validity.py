@@ -134,17 +134,19 @@ def random_kv_channels(config: dict, *, fraction: float, seed: int, layer: int) 
 
 
 def statements(variant: Variant, config: dict, scores: Path) -> list[str]:
-    where = f"of heads[{variant.head}]"
+    """The head's `intervene` statements: one for every layer, or one per layer for random
+    KV heads (channel lists differ per layer)."""
     if variant.kind != "random":
-        units = (f'{variant.kind}(run = "{scores}", metric = {variant.metric}, '
-                 f"fraction = {variant.fraction})")
-        return [f"intervene {variant.target}[*] {where} {{ set = zero, channels = {units} }}"]
-    if variant.target != "self_attn.o_proj":
-        units = f"random(fraction = {variant.fraction}, seed = {variant.seed})"
-        return [f"intervene {variant.target}[*] {where} {{ set = zero, channels = {units} }}"]
-    return [f"intervene {variant.target}[{layer}] {where} {{ set = zero, channels = "
-            f"{random_kv_channels(config, fraction=variant.fraction, seed=variant.seed, layer=layer)} }}"
-            for layer in range(config["num_hidden_layers"])]
+        chosen = [("*", f'{variant.kind}(run = "{scores}", metric = {variant.metric}, '
+                        f"fraction = {variant.fraction})")]
+    elif variant.target != "self_attn.o_proj":
+        chosen = [("*", f"random(fraction = {variant.fraction}, seed = {variant.seed})")]
+    else:
+        chosen = [(str(layer), str(random_kv_channels(config, fraction=variant.fraction,
+                                                      seed=variant.seed, layer=layer)))
+                  for layer in range(config["num_hidden_layers"])]
+    return [f"intervene {variant.target}[{layers}] of heads[{variant.head}] "
+            f"{{ set = zero, channels = {units} }}" for layers, units in chosen]
 
 
 def scoring_spec(model: Model, out: Path) -> str:
