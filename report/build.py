@@ -17,6 +17,7 @@ import torch
 from expc.report.effect_stats import effect_groups
 from expc.report.nonfinite import nonfinite_keys
 from expc.report.page import render_page
+from expc.report.pruning_curve import with_pruning_curve
 from expc.report.run_folder import open_run_folder
 from expc.report.section_attention import attention_section
 from expc.report.section_captures import captures_section
@@ -76,6 +77,7 @@ def _build(run_dir: str | Path) -> tuple[str, str, tuple[str, ...]]:
     nonfinite = nonfinite_keys(folder)
     importance, candidates = importance_section(folder)
     effects = effect_groups(folder)
+    importance = with_pruning_curve(importance, folder, effects)
     sections = [s for s in (run_section(folder, nonfinite=nonfinite),
                             effects_section(folder, effects), captures_section(folder),
                             model_wide_section(folder), importance, attention_section(folder))
