@@ -6,8 +6,10 @@ and returns every variant's logits `[B, S, V]`, in variant order:
 
 - `expc`: a spec with `hydra { trunk = auto heads = N }` and `intervene mlp_out[L] of
   heads[h] { set = zero }`, loaded with `expc.load`, its model loaded and its plan compiled
-  in-process with the runtime's own edits (`build_edits`), as `expc run` does; the graph keeps
-  its output (`keep_output`), the stacked logits `[N, B, S, V]` of one forward.
+  in-process with the runtime's own edits (`build_edits`), as `expc run` does; each head's
+  logits reach the runner through a tap (`capture logits`, a sink that keeps the tensor), as
+  an effect or capture would read them — not as the graph's stacked output, whose
+  `[N, B, S, V]` copy (64 ms of 4 heads here) no run pays.
 - `hf_hooks`: one Hugging Face model, N forwards; a forward hook on `layers[L].mlp` returns
   zeros for the ablated variant.
 - `transformer_lens`: the TransformerLens bridge's `run_with_hooks` with a hook on
@@ -112,7 +114,11 @@ def expc_variants(variant: VariantSpec, *, checkpoint: Path, batch: Batch,
     from expc.runtime.intervene.sources import RunSources
     from expc.runtime.sinks import BatchContext
 
+    from expc.spec import ir
+
     experiment = expc.load(write_spec(variant, checkpoint=checkpoint, batch=batch, folder=folder))
+    experiment = attrs.evolve(experiment, captures=(ir.Capture(
+        site="logits", layers=None, aggregate=ir.Aggregate(mode="full")),))
     model = load_model(experiment.model.path, hydra=experiment.hydra,
                        interventions=experiment.interventions)
     plan = build_plan(experiment, n_layers=model.config.n_layers)
@@ -120,12 +126,17 @@ def expc_variants(variant: VariantSpec, *, checkpoint: Path, batch: Batch,
     edits, _ = build_edits(plan.interventions, facts=ModelFacts.from_model(model, plan.interventions),
                            sources=RunSources(device="cpu"), context=context,
                            n_samples=batch.input_ids.shape[0])
-    graph = compile_plan(plan, model, {}, edits, keep_output=True).graph_module
+    found: dict[int, torch.Tensor] = {}
+    sinks = {entry.key: (lambda logits, h=entry.head or 0: found.__setitem__(h, logits))
+             for entry in plan.captures}
+    graph = compile_plan(plan, model, sinks, edits).graph_module
 
     def run(batch: Batch) -> list[torch.Tensor]:
         context.set(attention_mask=batch.attention_mask, field_mask=None,
                     input_ids=batch.input_ids, sample_index=torch.arange(batch.input_ids.shape[0]))
-        return list(graph(batch.input_ids, batch.attention_mask).unbind(0))  # N x [B, S, V]
+        found.clear()
+        graph(batch.input_ids, batch.attention_mask)
+        return [found[h] for h in sorted(found)]  # N x [B, S, V]
 
     run.model, run.edits = model, edits  # the study counts its parameters and times its edits
     return run
