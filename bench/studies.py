@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import attrs
 
-from bench import study_check_time, study_compile_time, study_hydra, study_memory, study_nproc
+from bench import (study_check_time, study_compile_time, study_hydra, study_memory, study_nproc,
+                   study_variants)
 from bench.results import StudyResult
 
 log = logging.getLogger("bench.studies")
@@ -33,7 +34,8 @@ class Study:
 
 STUDIES: dict[str, Study] = {
     module.NAME: Study(name=module.NAME, description=module.DESCRIPTION, measure=module.measure)
-    for module in (study_hydra, study_compile_time, study_check_time, study_nproc, study_memory)
+    for module in (study_hydra, study_compile_time, study_check_time, study_nproc, study_memory,
+                   study_variants)
 }
 
 

@@ -13,6 +13,12 @@ import attrs
 
 from bench.results import MethodResult, SuiteResult, WorkloadResult
 
+# Study `variants` (issue 13; `bench/study_variants.py` judges its numbers by these):
+VARIANTS_SPEEDUP_FRACTION = 0.9  # N variants in one Hydra run: share of the ideal speed-up
+VARIANTS_MEMORY_RATIO = 1.2  # peak RSS of an N-head run over a 1-head run, at most
+INTERVENTION_OVERHEAD = 0.05  # an intervention's cost as a share of its head's forward, at most
+VARIANTS_TOLERANCE = 1e-4  # max abs logit difference from HF hooks, float32
+
 EXPC = "expc_compiled"
 EXPC_NAMES = ("expc_compiled", "expc_run")
 

@@ -22,6 +22,7 @@ from bench.harness import run_workload
 from bench.metric_formulas import CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION
 from bench.peers import PEERS
 from bench.workloads import Workload, random_batches, word_texts
+from tests.bench.tiny_llama import build_tiny_llama
 
 VOCAB, N_KV_HEADS, N_LAYERS = 64, 2, 2
 METRICS = (CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION)
@@ -30,19 +31,7 @@ METRICS = (CHANNEL_CONTRIBUTION, KV_HEAD_CONTRIBUTION)
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     """A 2-layer Llama (hidden 32, 4 heads, 2 KV heads) with the bench's word-level tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=N_LAYERS, num_attention_heads=4,
-                         num_key_value_heads=N_KV_HEADS, pad_token_id=workloads.PAD_ID,
-                         tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(workloads, "VOCAB_SIZE", VOCAB)
-        workloads._word_level_tokenizer(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), n_layers=N_LAYERS, vocab=VOCAB)
 
 
 @pytest.fixture
