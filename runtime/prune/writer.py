@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,8 @@ class TensorSource:
     info: Callable[[str], tuple[torch.dtype, tuple[int, ...]]]
     read: Callable[[str], torch.Tensor]
     folder: Path | None  # where the tokenizer files are (None: a built-in model)
+    # a tensor's bytes in its file: (file, offset, length); None for a built-in model
+    locate: Callable[[str], tuple[Path, int, int]] | None = None
 
 
 def _headers(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
@@ -57,6 +60,21 @@ def _headers(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...]
                 piece = handle.get_slice(name)
                 infos[name] = (DTYPES[piece.get_dtype()], tuple(piece.get_shape()))
     return infos
+
+
+def _byte_ranges(shards: list[Path]) -> dict[str, tuple[Path, int, int]]:
+    """Where each tensor's bytes sit in its file (the safetensors layout: an 8-byte header
+    length, the JSON header, then data at the header's `data_offsets`)."""
+    found = {}
+    for shard in shards:
+        with open(shard, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                start, end = entry["data_offsets"]
+                found[name] = (shard, 8 + length + start, end - start)
+    return found
 
 
 def tensor_source(checkpoint) -> TensorSource:
@@ -75,13 +93,40 @@ def tensor_source(checkpoint) -> TensorSource:
     files = tuple(tuple(sorted(n for n, s in checkpoint.locations.items() if s == shard))
                   for shard in shards)
     return TensorSource(files=files, sharded=checkpoint.listing.name == INDEX_FILE,
-                        info=infos.__getitem__, read=read, folder=checkpoint.folder)
+                        info=infos.__getitem__, read=read, folder=checkpoint.folder,
+                        locate=_byte_ranges(shards).__getitem__)
+
+
+def _row_runs(index: torch.Tensor) -> list[tuple[int, int]]:
+    """Kept rows as (first, count) runs of consecutive indices (`index` ascending)."""
+    runs: list[tuple[int, int]] = []
+    for row in index.tolist():
+        if runs and runs[-1][0] + runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((row, 1))
+    return runs
+
+
+def _ranges(source: TensorSource, name: str, cut: Slice, shape: tuple[int, ...]
+            ) -> tuple[tuple[Path, int, int], ...]:
+    """The source bytes of a tensor kept whole or cut to some rows; () when it must be read."""
+    if source.locate is None or cut.dim not in (None, 0):
+        return ()
+    file, offset, length = source.locate(name)
+    if cut.dim is None:
+        return ((file, offset, length),)
+    if not shape or bool((cut.index[1:] <= cut.index[:-1]).any()):
+        return ()
+    row = length // shape[0]
+    return tuple((file, offset + first * row, count * row) for first, count in _row_runs(cut.index))
 
 
 def _entry(source: TensorSource, name: str, cut: Slice) -> Entry:
     dtype, shape = source.info(name)
     return Entry(name=cut.key, dtype=dtype, shape=cut.shape(shape),
-                 produce=lambda: cut.apply(source.read(name)))
+                 produce=lambda: cut.apply(source.read(name)),
+                 ranges=_ranges(source, name, cut, shape))
 
 
 def write_weights(folder: Path, source: TensorSource, slices: Mapping[str, Slice]) -> None:

@@ -1,0 +1,190 @@
+"""Study `prune`: `expc prune` of a ~1B-parameter bf16 Llama against copying its safetensors.
+
+A random Llama-style checkpoint (bf16, sharded like a real one) is built once under
+`.cache/bench`; a one-batch `expc run` scores `channel_contribution` at every
+`mlp.down_proj`; then `expc prune --fraction 0.25` removes a quarter of the MLP neurons.
+Measured, with the shards in the page cache (each read once before): the copy of the shards
+(`shutil.copyfile`, what `cp` does), the prune's own work in a fresh process after its
+imports (`bench.prune_probe`: time and peak RSS above the post-import baseline), and the
+whole `expc prune` command (torch's import included, ~1 s on this machine, the same however
+large the model). The issue's targets: prune <= 2x the copy, peak memory <= 1.2x one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.results import StudyResult, StudyVerdict
+from bench.workloads import CACHE_DIR
+
+log = logging.getLogger("bench.study_prune")
+
+NAME = "prune"
+DESCRIPTION = ("`expc prune` of a ~1B-parameter random bf16 Llama (25% of MLP neurons by "
+               "channel_contribution) against copying its safetensors")
+PRUNE_TIME_RATIO = 2.0  # the issue's bounds
+PRUNE_MEMORY_RATIO = 1.2
+SHAPES = {  # hidden, intermediate, layers, vocabulary, attention heads, KV heads
+    "full": (2048, 5632, 16, 32000, 16, 4),  # ~0.85B parameters, 1.7 GB in bf16
+    "quick": (1024, 2816, 8, 32000, 8, 4),
+}
+REPEATS = {"full": 3, "quick": 2}
+LAYERS_PER_SHARD = 2
+
+
+def build_checkpoint(shape: tuple[int, ...], folder: Path) -> Path:
+    """A random Llama checkpoint in bf16, `LAYERS_PER_SHARD` layers a shard (built once)."""
+    import torch
+    from safetensors.torch import save_file
+
+    if (folder / "model.safetensors.index.json").exists():
+        return folder
+    hidden, inter, layers, vocab, heads, kv = shape
+    head_dim = hidden // heads
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    (staging / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
+        "tie_word_embeddings": False, "hidden_act": "silu"}))
+    generator = torch.Generator().manual_seed(0)
+
+    def random(*size: int) -> torch.Tensor:
+        return (torch.randn(*size, generator=generator) * 0.02).to(torch.bfloat16)
+
+    def layer(index: int) -> dict:
+        p = f"model.layers.{index}."
+        return {p + "self_attn.q_proj.weight": random(hidden, hidden),
+                p + "self_attn.k_proj.weight": random(kv * head_dim, hidden),
+                p + "self_attn.v_proj.weight": random(kv * head_dim, hidden),
+                p + "self_attn.o_proj.weight": random(hidden, hidden),
+                p + "mlp.gate_proj.weight": random(inter, hidden),
+                p + "mlp.up_proj.weight": random(inter, hidden),
+                p + "mlp.down_proj.weight": random(hidden, inter),
+                p + "input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
+                p + "post_attention_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
+
+    groups = [lambda: {"model.embed_tokens.weight": random(vocab, hidden)}]
+    groups += [lambda first=first: {k: v for i in range(first, min(first + LAYERS_PER_SHARD, layers))
+                                    for k, v in layer(i).items()}
+               for first in range(0, layers, LAYERS_PER_SHARD)]
+    groups.append(lambda: {"model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16),
+                           "lm_head.weight": random(vocab, hidden)})
+    weight_map = {}
+    for number, group in enumerate(groups, start=1):
+        name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
+        tensors = group()
+        save_file(tensors, str(staging / name), metadata={"format": "pt"})
+        weight_map.update({key: name for key in tensors})
+    (staging / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    if folder.exists():  # a half-built folder from an interrupted build
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
+
+
+def score(checkpoint: Path, work: Path) -> Path:
+    """A one-batch run scoring `channel_contribution` at every `mlp.down_proj`."""
+    import expc
+
+    data = work / "ids.jsonl"
+    data.write_text('{"ids": [1, 2, 3, 4, 5, 6, 7, 8]}\n{"ids": [9, 10, 11, 12]}\n')
+    spec = work / "score.exp"
+    spec.write_text(f"""experiment score {{
+    model = "{checkpoint}"
+    dtype = bfloat16
+    device = cpu
+    data {{ source = tokens("{data}", field = "ids")  batch_size = 2 }}
+    importance channel_contribution at mlp.down_proj[*]
+    output {{ dir = "{work / 'scores'}" }}
+}}
+""")
+    expc.run(spec, force=True, quiet=True)
+    return work / "scores"
+
+
+def copy_seconds(checkpoint: Path, target: Path) -> float:
+    shards = sorted(checkpoint.glob("*.safetensors"))
+    target.mkdir()
+    started = time.perf_counter()
+    for shard in shards:
+        shutil.copyfile(shard, target / shard.name)
+    return time.perf_counter() - started
+
+
+def prune_probe(run: Path, out: Path) -> dict:
+    """The prune's work in a fresh process after its imports: seconds and peak RSS above."""
+    proc = subprocess.run([sys.executable, "-m", "bench.prune_probe", str(run), str(out)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def command_seconds(run: Path, out: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "expc", "prune", str(run), "--metric",
+                    "channel_contribution", "--fraction", "0.25", "-o", str(out)],
+                   capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
+def measure(*, quick: bool) -> StudyResult:
+    mode = "quick" if quick else "full"
+    shape = SHAPES[mode]
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    checkpoint = build_checkpoint(shape, CACHE_DIR / f"prune-llama-{mode}")
+    shards = sorted(checkpoint.glob("*.safetensors"))
+    total_mib = sum(s.stat().st_size for s in shards) / 2**20
+    largest_mib = max(s.stat().st_size for s in shards) / 2**20
+    copies, works, peaks, commands = [], [], [], []
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as folder:
+        work = Path(folder)
+        run = score(checkpoint, work)
+        for shard in shards:  # into the page cache: every method reads warm files
+            shard.read_bytes()
+        for rep in range(REPEATS[mode]):
+            copies.append(copy_seconds(checkpoint, work / f"copy{rep}"))
+            probe = prune_probe(run, work / f"probe{rep}")
+            works.append(probe["seconds"])
+            peaks.append(probe["peak_mib"])
+            commands.append(command_seconds(run, work / f"command{rep}"))
+            log.info("rep %d: copy %.2f s, prune work %.2f s, command %.2f s, peak +%.0f MiB",
+                     rep, copies[-1], works[-1], commands[-1], peaks[-1])
+    copy, work_s, command = (statistics.median(x) for x in (copies, works, commands))
+    peak = max(peaks)
+    time_ratio, memory_ratio = work_s / copy, peak / largest_mib
+    hidden, inter, layers, vocab, heads, kv = shape
+    parameters = (2 * vocab * hidden + layers * (2 * hidden * hidden + 2 * kv * hidden // heads
+                                                  * hidden + 3 * hidden * inter))
+    return StudyResult(
+        name=NAME, description=DESCRIPTION, status="ok",
+        settings=(f"random Llama, {parameters / 1e9:.2f}B parameters in bf16 ({total_mib:,.0f} "
+                  f"MiB in {len(shards)} shards, largest {largest_mib:,.0f} MiB); hidden "
+                  f"{hidden}, {layers} layers; 25% of MLP neurons removed; {REPEATS[mode]} "
+                  "repetitions, medians; shards in the page cache"),
+        columns=("what", "time", "vs copy", "peak RSS above start"),
+        rows=(("copy the shards (`shutil.copyfile`)", f"{copy:.2f} s", "1.00×", "—"),
+              ("`expc prune`, its work (fresh process, after imports)", f"{work_s:.2f} s",
+               f"{time_ratio:.2f}×", f"+{peak:,.0f} MiB ({memory_ratio:.2f}× the largest shard)"),
+              ("`expc prune`, the whole command (torch's import included)", f"{command:.2f} s",
+               f"{command / copy:.2f}×", "—")),
+        raw={"copy_s": copies, "work_s": works, "command_s": commands, "peak_mib": peaks,
+             "largest_shard_mib": largest_mib, "total_mib": total_mib, "parameters": parameters},
+        verdicts=(
+            StudyVerdict(target=f"`expc prune` ≤ {PRUNE_TIME_RATIO:.0f}× copying the safetensors",
+                         measured=f"{time_ratio:.2f}× ({work_s:.2f} s vs {copy:.2f} s; the "
+                                  f"whole command with torch's import {command / copy:.2f}×)",
+                         met=time_ratio <= PRUNE_TIME_RATIO),
+            StudyVerdict(target=f"peak memory ≤ {PRUNE_MEMORY_RATIO}× one shard",
+                         measured=f"+{peak:,.0f} MiB above the imports, largest shard "
+                                  f"{largest_mib:,.0f} MiB: {memory_ratio:.2f}×",
+                         met=memory_ratio <= PRUNE_MEMORY_RATIO)))
