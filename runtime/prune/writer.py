@@ -36,7 +36,8 @@ PROVENANCE = "expc_prune.json"
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model",
                 "generation_config.json")
-METADATA = {"format": "pt"}  # what transformers expects of a PyTorch safetensors file
+METADATA = {"format": "pt"}
+MIN_RUN_BYTES = 1 << 20  # row cuts copied as byte ranges only when their runs average this  # what transformers expects of a PyTorch safetensors file
 
 
 @attrs.frozen(kw_only=True)
@@ -119,7 +120,10 @@ def _ranges(source: TensorSource, name: str, cut: Slice, shape: tuple[int, ...]
     if not shape or bool((cut.index[1:] <= cut.index[:-1]).any()):
         return ()
     row = length // shape[0]
-    return tuple((file, offset + first * row, count * row) for first, count in _row_runs(cut.index))
+    runs = _row_runs(cut.index)
+    if sum(count for _, count in runs) * row < MIN_RUN_BYTES * len(runs):
+        return ()  # scattered rows: one gather in memory beats many small kernel copies
+    return tuple((file, offset + first * row, count * row) for first, count in runs)
 
 
 def _entry(source: TensorSource, name: str, cut: Slice) -> Entry:
