@@ -1,0 +1,21 @@
+"""The `prune` study on a tiny checkpoint: it builds its model, scores it, times the copy and
+`expc prune`, and judges both targets from its own numbers."""
+
+from __future__ import annotations
+
+from bench import study_prune
+
+
+def test_prune_study_measures_and_judges(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_prune, "CACHE_DIR", tmp_path)
+    monkeypatch.setitem(study_prune.SHAPES, "quick", (64, 128, 4, 300, 4, 2))
+    monkeypatch.setitem(study_prune.REPEATS, "quick", 1)
+    result = study_prune.measure(quick=True)
+    assert result.status == "ok"
+    assert [len(result.raw[k]) for k in ("copy_s", "work_s", "command_s", "peak_mib")] == [1] * 4
+    assert all(value > 0 for value in result.raw["work_s"] + result.raw["command_s"])
+    time_verdict, memory_verdict = result.verdicts
+    assert time_verdict.met == (min(result.raw["work_s"]) <= 2 * min(result.raw["copy_s"]))
+    assert memory_verdict.met == (max(result.raw["peak_mib"])
+                                  <= 1.2 * result.raw["largest_shard_mib"])
+    assert (tmp_path / "prune-llama-quick" / "model.safetensors.index.json").exists()
