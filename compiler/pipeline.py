@@ -1,8 +1,9 @@
 """The compiler's entry points: plan, trace, and run the passes in order.
 
 `compile_experiment` is what the runtime calls; `compile_plan` does the same from a plan
-(tests, benchmarks). Pass order matters: resolve labels the nodes (on the graph as traced,
-so a missing site is reported before anything changes); intervene puts the edits between
+(tests, benchmarks). Pass order matters: logit_lens adds the `lens` markers the plan
+captures (norm and LM head behind `resid_out`), only adding nodes; resolve labels the nodes
+(so a missing site is reported before anything changes); intervene puts the edits between
 markers and their inputs (and at module inputs and outputs) while every marker is still in
 the graph, and before any tap exists, so every capture, metric and effect downstream reads
 the edited values; attention expands the labelled attention nodes into explicit softmax
@@ -25,6 +26,7 @@ from expc.compiler.attention import explicit_attention
 from expc.compiler.effect_taps import effect_taps
 from expc.compiler.instrument import instrument
 from expc.compiler.intervene import intervene
+from expc.compiler.lens import logit_lens
 from expc.compiler.manager import GraphPass, run_passes
 from expc.compiler.plan import Plan, build_plan
 from expc.compiler.prune import prune
@@ -50,6 +52,7 @@ def passes_for(plan: Plan, sinks: Mapping[str, Callable] | None, *, keep_output:
                edits: Mapping[str, Callable] | None = None) -> list[GraphPass]:
     """The pass pipeline for `plan`, in order, each pass with its configuration."""
     return [
+        logit_lens.configured(plan=plan),
         resolve.configured(plan=plan),
         intervene.configured(plan=plan, edits=edits),
         explicit_attention,

@@ -98,30 +98,34 @@ class BidirectionalAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, inner)
         self.o_proj = nn.Linear(inner, cfg.hidden_size)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, n*d] -> [B, n, S, d]
-        return x.view(x.shape[0], x.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
+    def _heads(self, x: torch.Tensor, site: str) -> torch.Tensor:  # [B, S, n*d] -> [B, n, S, d]
+        heads = x.view(x.shape[0], x.shape[1], self.n_heads, self.head_dim)  # [B, S, n, d]
+        return markers.mark(heads, site, self.layer, self.head).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
-        q = self._split_heads(self.q_proj(x))  # [B, nH, S, d]
-        k = self._split_heads(self.k_proj(x))  # [B, nH, S, d]
+        q = self._heads(self.q_proj(x), "q")  # [B, nH, S, d]
+        k = self._heads(self.k_proj(x), "k")  # [B, nH, S, d]
         v = markers.mark(self.v_proj(x), "values", self.layer, self.head)  # [B, S, nH*d]
-        out = markers.attention(q, k, self._split_heads(v), ctx.masks[None], self.scale,
+        out = markers.attention(q, k, self._heads(v, "v"), ctx.masks[None], self.scale,
                                 self.layer, self.head)  # [B, nH, S, d]
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim)
-        return self.o_proj(out)  # [B, S, H]
+        z = markers.mark(out.transpose(1, 2), "z", self.layer, self.head)  # [B, S, nH, d]
+        return self.o_proj(z.reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim))
 
 
 class BertMLP(nn.Module):
-    """`down_proj(act(up_proj(x)))`: BERT's intermediate and output dense layers."""
+    """`down_proj(act(up_proj(x)))`: BERT's intermediate and output dense layers; the
+    `mlp_post` marker sees the neurons after the activation."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, layer: int, head: int | None):
         super().__init__()
+        self.layer, self.head = layer, head
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
-        return self.down_proj(self.act(self.up_proj(x)))
+        post = markers.mark(self.act(self.up_proj(x)), "mlp_post", self.layer, self.head)
+        return self.down_proj(post)  # [B, S, I] -> [B, S, H]
 
 
 class BertBlock(nn.Module):
@@ -132,7 +136,7 @@ class BertBlock(nn.Module):
         self.layer, self.head = layer, head
         self.self_attn = BidirectionalAttention(cfg, layer=layer, head=head)
         self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.mlp = BertMLP(cfg)
+        self.mlp = BertMLP(cfg, layer=layer, head=head)
         self.post_feedforward_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]

@@ -94,17 +94,18 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., d]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x [B, n, S, d]` by positions given as `cos`/`sin [B, S, d]`."""
-    cos = cos[:, None]  # [B, 1, S, d]
-    sin = sin[:, None]
+    """Rotate `x [B, S, n, d]` by positions given as `cos`/`sin [B, S, d]`."""
+    cos = cos[:, :, None]  # [B, S, 1, d]
+    sin = sin[:, :, None]
     return x * cos + rotate_half(x) * sin
 
 
 class GatedMLP(nn.Module):
-    """`down_proj(act(gate_proj(x)) * up_proj(x))`."""
+    """`down_proj(act(gate_proj(x)) * up_proj(x))`; the `mlp_post` marker sees the neurons."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, layer: int, head: int | None):
         super().__init__()
+        self.layer, self.head = layer, head
         hidden, inner, bias = cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias
         self.gate_proj = nn.Linear(hidden, inner, bias=bias)
         self.up_proj = nn.Linear(hidden, inner, bias=bias)
@@ -112,7 +113,8 @@ class GatedMLP(nn.Module):
         self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        post = self.act(self.gate_proj(x)) * self.up_proj(x)  # [B, S, I]
+        return self.down_proj(markers.mark(post, "mlp_post", self.layer, self.head))
 
 
 def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -128,7 +130,9 @@ class RotaryAttention(nn.Module):
 
     `qk_norm` adds OLMo2's RMS norms over the whole query and key projections (`q_norm`,
     `k_norm`) before the heads are split. The `values` marker sees the value projection
-    `[B, S, n_kv_heads * d]`; the fused attention itself is the `markers.attention` leaf.
+    `[B, S, n_kv_heads * d]`; `q`/`k`/`v` the heads after rotary, `[B, S, n, d]` (rotary is
+    applied in that layout so the markers need no transpose of their own), and `z` each
+    query head's output before `o_proj`; the fused attention is the `markers.attention` leaf.
     """
 
     def __init__(self, cfg: ModelConfig, *, layer: int, head: int | None, qk_norm: bool = False):
@@ -146,20 +150,23 @@ class RotaryAttention(nn.Module):
         self.q_norm = RMSNorm(q_size, eps=cfg.norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(kv_size, eps=cfg.norm_eps) if qk_norm else None
 
-    def _split_heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # [B, S, n*d] -> [B, n, S, d]
-        return x.view(x.shape[0], x.shape[1], n, self.head_dim).transpose(1, 2)
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # [B, S, n*d] -> [B, S, n, d]
+        return x.view(x.shape[0], x.shape[1], n, self.head_dim)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
+        layer, head = self.layer, self.head
         q, k = self.q_proj(x), self.k_proj(x)  # [B, S, nH*d], [B, S, nKV*d]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        v = markers.mark(self.v_proj(x), "values", self.layer, self.head)  # [B, S, nKV*d]
-        q = apply_rotary(self._split_heads(q, self.n_heads), ctx.cos, ctx.sin)  # [B, nH, S, d]
-        k = apply_rotary(self._split_heads(k, self.n_kv_heads), ctx.cos, ctx.sin)  # [B, nKV, S, d]
-        v = self._split_heads(v, self.n_kv_heads)  # [B, nKV, S, d]
+        v = markers.mark(self.v_proj(x), "values", layer, head)  # [B, S, nKV*d]
+        q = apply_rotary(self._heads(q, self.n_heads), ctx.cos, ctx.sin)  # [B, S, nH, d]
+        k = apply_rotary(self._heads(k, self.n_kv_heads), ctx.cos, ctx.sin)  # [B, S, nKV, d]
+        q = markers.mark(q, "q", layer, head).transpose(1, 2)  # [B, nH, S, d]
+        k = markers.mark(k, "k", layer, head).transpose(1, 2)  # [B, nKV, S, d]
+        v = markers.mark(self._heads(v, self.n_kv_heads), "v", layer, head).transpose(1, 2)
         out = markers.attention(
             q, repeat_kv(k, self.groups), repeat_kv(v, self.groups), ctx.masks[self.window],
-            self.scale, self.layer, self.head,
+            self.scale, layer, head,
         )  # [B, nH, S, d]
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim)
-        return self.o_proj(out)  # [B, S, H]
+        z = markers.mark(out.transpose(1, 2), "z", layer, head)  # [B, S, nH, d]
+        return self.o_proj(z.reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim))

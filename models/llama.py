@@ -29,7 +29,7 @@ class PreNormBlock(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.self_attn = RotaryAttention(cfg, layer=layer, head=head)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.mlp = GatedMLP(cfg)
+        self.mlp = GatedMLP(cfg, layer=layer, head=head)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
         layer, head = self.layer, self.head

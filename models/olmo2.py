@@ -31,7 +31,7 @@ class Olmo2Block(nn.Module):
         self.layer, self.head = layer, head
         self.self_attn = RotaryAttention(cfg, layer=layer, head=head, qk_norm=True)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.mlp = GatedMLP(cfg)
+        self.mlp = GatedMLP(cfg, layer=layer, head=head)
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]

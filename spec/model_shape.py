@@ -20,7 +20,7 @@ from expc.spec.config_fields import ConfigFields
 from expc.spec.diagnostics import Span, fail
 from expc.spec.json_files import read_json_object
 from expc.spec.suggest import did_you_mean
-from expc.spec.vocabulary import BUILTIN_PREFIX, SITES
+from expc.spec.vocabulary import BUILTIN_PREFIX, LM_HEAD_SITES, SITES
 
 _LLAMA_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -41,13 +41,13 @@ class ArchitectureFacts:
 
     linear_modules: tuple[str, ...]
     norm_modules: tuple[str, ...]
-    has_lm_head: bool  # decoders end in an LM head (the `logits` site); encoders do not
+    has_lm_head: bool  # decoders end in an LM head (`logits`, `lens`); encoders do not
     max_positions: int  # Hugging Face's default `max_position_embeddings`
 
     @property
     def sites(self) -> tuple[str, ...]:
         """The capture sites a model of this architecture marks."""
-        return tuple(s for s in SITES if self.has_lm_head or s != "logits")
+        return tuple(s for s in SITES if self.has_lm_head or s not in LM_HEAD_SITES)
 
 
 ARCHITECTURES: dict[str, ArchitectureFacts] = {

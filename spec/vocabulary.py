@@ -23,7 +23,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
 
 LAYER_SITES = ("resid_in", "resid_mid", "resid_out", "attn_in", "attn_out", "mlp_in",
-               "mlp_out", "attn_pattern", "values")
+               "mlp_out", "attn_pattern", "values", "mlp_post", "q", "k", "v", "z", "lens")
+LENS_SITE = "lens"  # lm_head(final_norm(resid_out[L])): built by the compiler, not marked
+PLANNED_SITES = ("attn_pattern", LENS_SITE)  # layer sites the compiler adds where captured
+LM_HEAD_SITES = ("logits", LENS_SITE)  # sites that need an LM head (no encoder has them)
 PER_HEAD_MODEL_SITES = ("final_norm", "logits")  # after the last layer: one per Hydra head
 MODEL_SITES = ("embed", *PER_HEAD_MODEL_SITES)  # model-wide: no layer; `embed` precedes the trunk
 SITES = LAYER_SITES + MODEL_SITES
@@ -78,7 +81,7 @@ SEED_MAX = 2**63 - 1
 # Interventions (`intervene TARGET [of heads[...]] { ... }`) and effects (`effect METRIC ...`).
 INTERVENE_KEYS = ("set", "add", "scale", "channels", "positions")
 AUTO_TRUNK = "auto"  # `hydra { trunk = auto }`
-READOUT_SITES = ("attn_pattern",)  # per-layer sites that can be captured but not intervened on
+READOUT_SITES = PLANNED_SITES  # per-layer sites that can be captured but not intervened on
 TARGET_SITES = tuple(s for s in LAYER_SITES if s not in READOUT_SITES)
 SET_VALUES = ("zero", "mean", "patch")  # `set = zero | mean(run = DIR) | patch(run = DIR)`
 UNIT_KINDS = ("lowest", "highest", "random")  # `channels = KIND(...)`, or a list of indices

@@ -40,9 +40,10 @@ def test_the_pass_list_shows_each_pass_with_its_configuration():
     plan = plan_of(capture("resid_out", 1))
     passes = passes_for(plan, None, keep_output=True)
     assert [p.name for p in passes] == [
-        "resolve", "intervene", "explicit_attention", "effect_taps", "instrument", "strip", "prune"]
+        "logit_lens", "resolve", "intervene", "explicit_attention", "effect_taps", "instrument",
+        "strip", "prune"]
     assert [dict(p.params) for p in passes] == [
-        {"plan": plan}, {"plan": plan, "edits": None}, {}, {"plan": plan, "sinks": None},
+        {"plan": plan}, {"plan": plan}, {"plan": plan, "edits": None}, {}, {"plan": plan, "sinks": None},
         {"sinks": None}, {}, {"keep_output": True}]
     assert repr(passes[-1]) == "prune(keep_output=True)"
-    assert repr(passes[0]) == f"resolve(plan={plan!r})"
+    assert repr(passes[1]) == f"resolve(plan={plan!r})"
