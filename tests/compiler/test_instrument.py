@@ -83,6 +83,15 @@ def test_capture_taps_receive_the_marked_values(run):
         assert torch.equal(run.recorder.one(capture("logits", None, h).key)[0], run.expected[h])
 
 
+def test_lens_is_the_final_norm_and_lm_head_on_each_resid_out(run, model):
+    """Trunk layers and every head's layers: the model's own shared `norm` and `lm_head`."""
+    with torch.no_grad():
+        for (layer, head), block_out in run.blocks.items():
+            lens = run.recorder.one(capture("lens", layer, head).key)[0]
+            assert torch.equal(lens, model.lm_head(model.norm(block_out))), (layer, head)
+    assert lens.shape == (*block_out.shape[:2], model.config.vocab_size)
+
+
 def test_resid_in_of_a_layer_is_resid_out_of_the_one_before(run):
     for layer, head in _places():
         if layer == 0:

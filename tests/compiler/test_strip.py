@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from compiler_support import inputs, trace
+from compiler_support import capture, inputs, plan_of, trace
+from expc.compiler.pipeline import compile_plan
 from expc.compiler.nodes import is_marker
 from expc.compiler.strip import strip
 
@@ -28,3 +29,16 @@ def test_strip_leaves_its_input_graph_alone(model):
     strip(traced)
     assert traced.code == before
     assert any(is_marker(n) for n in traced.graph.nodes)
+
+
+def test_markers_cost_nothing_no_value_is_computed_only_to_be_marked(model):
+    """Every site (the §6 ones among them) marks a value the model goes on with: once the
+    markers are stripped, dead-code elimination finds nothing, so no marker left behind a
+    view, transpose or copy of its own; and a lens is built only where captured."""
+    stripped = strip(trace(model))
+    before = len(stripped.graph.nodes)
+    stripped.graph.eliminate_dead_code()
+    assert len(stripped.graph.nodes) == before
+    compiled = compile_plan(plan_of(capture("resid_out", 3, 1)), model, keep_output=True)
+    calls = [n.target for n in compiled.graph_module.graph.nodes if n.op == "call_module"]
+    assert calls.count("lm_head") == calls.count("norm") == 3  # one per head, no lens
