@@ -57,10 +57,9 @@ def intervention(c: Checker, st: sx.InterveneStmt, hydra: object) -> object:
 def _target_kind(c: Checker, st: sx.InterveneStmt) -> object:
     target, span = st.target, st.target_span
     if target in vocab.READOUT_SITES:
-        return c.error(span, f"`{target}` is a readout (the softmax weights) and cannot be "
-                       "intervened on", code="target",
-                       help=("intervene on `attn_out[...]` or on the heads' outputs at "
-                             "`self_attn.o_proj[...]`",))
+        what, instead = vocab.READOUT_SITES[target]
+        return c.error(span, f"`{target}` is a readout ({what}) and cannot be intervened on",
+                       code="target", help=(instead,))
     if target in vocab.TARGET_SITES:
         return "site"
     if target in vocab.MODEL_SITES:

@@ -81,7 +81,12 @@ SEED_MAX = 2**63 - 1
 # Interventions (`intervene TARGET [of heads[...]] { ... }`) and effects (`effect METRIC ...`).
 INTERVENE_KEYS = ("set", "add", "scale", "channels", "positions")
 AUTO_TRUNK = "auto"  # `hydra { trunk = auto }`
-READOUT_SITES = PLANNED_SITES  # per-layer sites that can be captured but not intervened on
+READOUT_SITES = {  # per-layer sites that can be captured but not intervened on: what each is,
+    # and where to intervene instead
+    "attn_pattern": ("the softmax weights",
+                     "intervene on `attn_out[...]` or on the heads' outputs at `self_attn.o_proj[...]`"),
+    LENS_SITE: ("`resid_out` projected onto the vocabulary", "intervene on `resid_out[...]`"),
+}
 TARGET_SITES = tuple(s for s in LAYER_SITES if s not in READOUT_SITES)
 SET_VALUES = ("zero", "mean", "patch")  # `set = zero | mean(run = DIR) | patch(run = DIR)`
 UNIT_KINDS = ("lowest", "highest", "random")  # `channels = KIND(...)`, or a list of indices

@@ -84,6 +84,14 @@ def test_logits_on_an_encoder(diagnose):
     assert diagnose(spec_with("capture logits")) == ()
 
 
+def test_the_logit_lens_on_an_encoder(diagnose):
+    text = spec_with("capture lens[*]").replace("tiny-llama", "tiny-bert")
+    assert "bert models have no `lens`" in _only(diagnose(text), "site").message
+    assert diagnose(spec_with("capture lens[*]")) == ()
+    for site in ("mlp_post", "q", "k", "v", "z"):
+        assert diagnose(spec_with(f"capture {site}[*]").replace("tiny-llama", "tiny-bert")) == ()
+
+
 def test_a_million_heads_are_refused_with_an_estimate(diagnose, monkeypatch):
     monkeypatch.setattr(model_checks, "machine_memory", lambda: 64 << 30)
     d = _only(diagnose(spec_with("hydra { trunk = 2 heads = 1000000 }")), "memory")

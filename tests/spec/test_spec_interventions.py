@@ -27,6 +27,8 @@ CASES = [  # id, body, code, line, message, help
      "unknown intervention target", "`mlp.down_proj`"),
     ("attn-pattern", SPLIT + "intervene attn_pattern[1] of heads[1] { set = zero }", "target", 8,
      "`attn_pattern` is a readout", "attn_out"),
+    ("lens", SPLIT + "intervene lens[1] of heads[1] { set = zero }", "target", 8,
+     "`lens` is a readout", "resid_out"),
     ("model-wide", SPLIT + "intervene logits of heads[1] { set = zero }", "target", 8,
      "`logits` is model-wide", None),
     ("no-layers", SPLIT + "intervene mlp_out of heads[1] { set = zero }", "selector", 8,
