@@ -19,10 +19,11 @@ import torch
 import transformers
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from compiler_support import Recorder, capture, plan_of
+from compiler_support import Recorder, capture, intervention, plan_of
 from expc.compiler.pipeline import compile_plan
 from expc.models.hydra_split import HydraSplit
 from expc.models.loading import load_model
+from expc.runtime.intervene.facts import ModelFacts
 from expc.spec import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
@@ -171,3 +172,16 @@ def test_bert_sites_match_hugging_face(bert):
     want = {(site, L): (value if site == "mlp_post" else _heads(value, d))
             for key, value in hooks.seen.items() for site, L in [(key[:-1], int(key[-1]))]}
     _compare(_ours(ours, ENCODER_SITES, ids), want, ENCODER_SITES, "bert")
+
+
+def test_intervention_widths_agree_with_the_captured_shapes(tmp_path):
+    """`ModelFacts.width` (what edits and unit selection count as channels) is each new
+    site's captured value with its trailing dims flattened (GQA: k and v have fewer heads)."""
+    hf = hf_model("llama")
+    ours = load_model(save(hf, tmp_path), hydra=ir.Hydra(trunk=LAYOUT.trunk, heads=LAYOUT.n_heads))
+    got = _ours(ours, ENCODER_SITES, _ids())
+    facts = ModelFacts.from_model(ours)
+    for (site, layer, head), value in got.items():
+        width = facts.width(intervention(site, layer, head, layout=LAYOUT))
+        assert value[0, 0].numel() == width, (site, value.shape)
+    assert got["k", 0, None].shape[2] == hf.config.num_key_value_heads < hf.config.num_attention_heads
