@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
+import transformers
 
 from expc.compiler.plan import CaptureEntry, EffectEntry, InterventionEntry, MetricEntry, Plan
 from expc.models.hydra_split import HydraSplit
@@ -109,3 +110,17 @@ class Recorder:
         """The tensors of the single call a key received."""
         assert len(self.calls[key]) == 1, (key, len(self.calls[key]))
         return self.calls[key][0]
+
+
+def tiny_hf_bert() -> transformers.BertModel:
+    """A 3-layer random Hugging Face BERT (97 tokens, hidden 32, 4 heads) to compare with."""
+    config = transformers.BertConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=3, num_attention_heads=4,
+                                     max_position_embeddings=40, type_vocab_size=2)
+    hf = transformers.BertModel(config, add_pooling_layer=False).eval()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, param in hf.named_parameters():
+            base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+            param.copy_(base + 0.05 * torch.randn(param.shape, generator=generator))
+    return hf

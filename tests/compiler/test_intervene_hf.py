@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 
-from compiler_support import EditRecorder, intervention, plan_of
+from compiler_support import tiny_hf_bert, EditRecorder, intervention, plan_of
 from expc.compiler.pipeline import compile_plan
 from expc.models.hydra_split import HydraSplit
 from expc.models.loading import load_model
@@ -108,15 +107,7 @@ def test_llama_interventions_match_hugging_face_hooks(llama, target, layer):
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    config = transformers.BertConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
-                                     num_hidden_layers=3, num_attention_heads=4,
-                                     max_position_embeddings=40, type_vocab_size=2)
-    hf = transformers.BertModel(config, add_pooling_layer=False).eval()
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, param in hf.named_parameters():
-            base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            param.copy_(base + 0.05 * torch.randn(param.shape, generator=generator))
+    hf = tiny_hf_bert()
     folder = tmp_path_factory.mktemp("bert")
     hf.save_pretrained(folder)
     return hf, load_model(folder, hydra=ir.Hydra(trunk=1, heads=2)), HydraSplit(

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from compiler_support import Recorder, capture, intervention, plan_of
+from compiler_support import tiny_hf_bert, Recorder, capture, intervention, plan_of
 from expc.compiler.pipeline import compile_plan
 from expc.models.hydra_split import HydraSplit
 from expc.models.loading import load_model
@@ -141,15 +140,7 @@ def test_lens_of_the_last_layer_is_the_logits(tmp_path):
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    config = transformers.BertConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
-                                     num_hidden_layers=3, num_attention_heads=4,
-                                     max_position_embeddings=40, type_vocab_size=2)
-    hf = transformers.BertModel(config, add_pooling_layer=False).eval()
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, param in hf.named_parameters():
-            base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            param.copy_(base + 0.05 * torch.randn(param.shape, generator=generator))
+    hf = tiny_hf_bert()
     folder = tmp_path_factory.mktemp("bert")
     hf.save_pretrained(folder)
     return hf, load_model(folder, hydra=ir.Hydra(trunk=LAYOUT.trunk, heads=LAYOUT.n_heads))
