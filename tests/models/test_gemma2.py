@@ -61,3 +61,12 @@ def test_a_bad_soft_cap_is_a_diagnostic_at_its_line(tmp_path):
         load_model(tmp_path)
     (diagnostic,) = caught.value.diagnostics
     assert "attn_logit_softcapping" in diagnostic.message and diagnostic.span.line > 1
+
+
+def test_check_lists_the_new_model_types_for_an_unknown_one(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_model"}))
+    with pytest.raises(DiagnosticError) as caught:
+        read_model_shape(str(tmp_path), span=Span(path="spec.exp"))
+    (diagnostic,) = caught.value.diagnostics
+    assert "no_such_model" in diagnostic.message
+    assert all(t in " ".join(diagnostic.help) for t in ("gemma2", "qwen3", "llama"))
