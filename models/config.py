@@ -87,6 +87,8 @@ class ModelConfig:
     query_pre_attn_scalar: float | None = None
     attn_logit_softcap: float | None = None
     final_logit_softcap: float | None = None
+    # Gemma 3: sliding-window layers rotate by their own (local) rope; None: all use `rope`.
+    local_rope: RopeConfig | None = None
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None

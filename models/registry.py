@@ -23,7 +23,7 @@ from expc.spec.model_shape import ARCHITECTURES
 
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
-                        "expc.models.gemma2", "expc.models.bert")
+                        "expc.models.gemma", "expc.models.bert")
 
 
 def linear_lm_head(cfg: ModelConfig) -> nn.Module:

@@ -68,6 +68,9 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
     "gemma2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
         *_DECODER_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm"),
         has_lm_head=True, max_positions=8192),
+    "gemma3_text": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
+        *_DECODER_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm",
+        "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True, max_positions=131072),
     "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
         max_positions=512),

@@ -117,14 +117,18 @@ def assert_sites_match(hf: transformers.PreTrainedModel, folder: Path, *, trunk:
                                    msg=lambda m: f"{site}[{layer}] head {head}: {m}")
 
 
-def bf16_logits_close(hf: transformers.PreTrainedModel, folder: Path, *, atol: float = 0.05) -> None:
-    """In bfloat16 our logits stay within `atol` of Hugging Face's bfloat16 logits."""
-    hf = eager(hf).to(torch.bfloat16)
-    hf.save_pretrained(folder)
-    ours = load_model(folder, dtype="bfloat16")
+def bf16_logits_close(hf: transformers.PreTrainedModel, folder: Path) -> None:
+    """In bfloat16 our logits stray from the float32 logits no more than Hugging Face's own
+    bfloat16 logits do (times 1.5, plus 0.01): rounding differs, accuracy must not."""
+    hf = eager(hf)
     ids = _ids()
     with torch.no_grad():
+        exact = hf(input_ids=ids).logits
+        hf = hf.to(torch.bfloat16)
+        hf.save_pretrained(folder)
         theirs = hf(input_ids=ids).logits.float()
-        mine = ours(ids)[0].float()
-    assert mine.dtype == theirs.dtype and theirs.abs().max() > 10 * atol
-    torch.testing.assert_close(mine, theirs, atol=atol, rtol=0)
+        mine = load_model(folder, dtype="bfloat16")(ids)[0]
+    assert mine.dtype == torch.bfloat16
+    their_error = (theirs - exact).abs().max()
+    assert 0 < their_error < 0.1 * exact.abs().max()
+    assert (mine.float() - exact).abs().max() <= 1.5 * their_error + 0.01
