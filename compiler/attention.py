@@ -28,7 +28,8 @@ def explicit_attention(gm: fx.GraphModule) -> fx.GraphModule:
         args = attention_arguments(node)
         with graph.inserting_before(node):
             weights = graph.call_function(  # [B, n_heads, S_q, S_k]
-                markers.attention_weights, (args["q"], args["k"], args["attn_mask"], args["scale"]))
+                markers.attention_weights,
+                (args["q"], args["k"], args["attn_mask"], args["scale"], args["softcap"]))
             output = graph.call_function(torch.matmul, (weights, args["v"]))  # [B, n_heads, S_q, d]
             pattern = graph.call_method("permute", (weights, 0, 2, 1, 3))  # [B, S_q, n_heads, S_k]
             marker = graph.call_function(

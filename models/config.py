@@ -82,6 +82,13 @@ class ModelConfig:
     # Per layer: attend only to the last `w` positions, or None for full attention.
     sliding_windows: tuple[int | None, ...] = ()
     type_vocab_size: int = 0
+    # Gemma 2: scores scaled by `query_pre_attn_scalar ** -0.5` (None: `head_dim ** -0.5`);
+    # attention scores and final logits soft-capped to `cap * tanh(x / cap)` (None: never).
+    query_pre_attn_scalar: float | None = None
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
+    # Gemma 3: sliding-window layers rotate by their own (local) rope; None: all use `rope`.
+    local_rope: RopeConfig | None = None
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
@@ -91,6 +98,11 @@ class ModelConfig:
     def kv_groups(self) -> int:
         """Query heads per key/value head (grouped-query attention)."""
         return self.n_attention_heads // self.n_kv_heads
+
+    @property
+    def attention_scale(self) -> float:
+        """What attention scores are multiplied by before the softmax."""
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
 
 def parse_rope(raw: Mapping, source: str) -> RopeConfig:

@@ -64,9 +64,7 @@ class HydraTransformer(nn.Module):
             for h in range(hydra.n_heads)
         )
         self.norm = arch.build_final_norm(config)
-        self.lm_head = (
-            nn.Linear(config.hidden_size, config.vocab_size, bias=False) if arch.has_lm_head else None
-        )
+        self.lm_head = arch.build_lm_head(config) if arch.has_lm_head else None
         self.tie_weights()
 
     @classmethod

@@ -140,7 +140,7 @@ class RotaryAttention(nn.Module):
         self.layer, self.head = layer, head
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_attention_heads, cfg.n_kv_heads, cfg.head_dim
         self.groups = cfg.kv_groups
-        self.scale = cfg.head_dim ** -0.5
+        self.scale, self.softcap = cfg.attention_scale, cfg.attn_logit_softcap
         self.window = cfg.sliding_windows[layer]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         self.q_proj = nn.Linear(cfg.hidden_size, q_size, bias=cfg.qkv_bias)
@@ -166,7 +166,7 @@ class RotaryAttention(nn.Module):
         v = markers.mark(self._heads(v, self.n_kv_heads), "v", layer, head).transpose(1, 2)
         out = markers.attention(
             q, repeat_kv(k, self.groups), repeat_kv(v, self.groups), ctx.masks[self.window],
-            self.scale, layer, head,
+            self.scale, layer, head, softcap=self.softcap,
         )  # [B, nH, S, d]
         z = markers.mark(out.transpose(1, 2), "z", layer, head)  # [B, S, nH, d]
         return self.o_proj(z.reshape(x.shape[0], x.shape[1], self.n_heads * self.head_dim))

@@ -33,15 +33,24 @@ def attention(
     scale: float,
     layer: int,
     head: int | None,
+    softcap: float | None = None,
 ) -> torch.Tensor:  # [B, n_heads, S, d]
-    """Fused attention; `layer`/`head` only label the node for the compiler."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    """Fused attention; `layer`/`head` only label the node for the compiler. Gemma 2's
+    logit soft-capping (`softcap`) has no fused kernel, so a capped layer always takes the
+    explicit softmax, as Hugging Face's eager attention does."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    return torch.matmul(attention_weights(q, k, attn_mask, scale, softcap), v)
 
 
 def attention_weights(
-    q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor, scale: float
+    q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor, scale: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:  # [B, n_heads, S, S]
-    """The explicit softmax weights that `attention` computes implicitly."""
+    """The explicit softmax weights that `attention` computes implicitly (scores capped to
+    `softcap * tanh(scores / softcap)` when given)."""
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=-1)

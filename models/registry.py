@@ -22,7 +22,13 @@ from expc.spec.diagnostics import fail
 from expc.spec.model_shape import ARCHITECTURES
 
 # Modules that register an architecture when imported.
-ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.bert")
+ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
+                        "expc.models.gemma", "expc.models.bert")
+
+
+def linear_lm_head(cfg: ModelConfig) -> nn.Module:
+    """The plain `lm_head`: hidden states to vocabulary logits, no bias."""
+    return nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -37,6 +43,8 @@ class Architecture:
     - `build_final_norm(cfg)`: the shared final norm (`nn.Identity` when there is none).
     - `checkpoint_keys(name)`: candidate checkpoint keys of one of our parameter names
       (without the `heads.{h}.` prefix), most likely first.
+    - `build_lm_head(cfg)`: the `lm_head` of a model that has one (an `nn.Linear`, whose
+      `weight` the embeddings may tie; Gemma 2's soft-caps the logits it returns).
     """
 
     model_type: str
@@ -48,6 +56,7 @@ class Architecture:
     build_block: Callable[[ModelConfig, int, int | None], nn.Module]
     build_final_norm: Callable[[ModelConfig], nn.Module]
     checkpoint_keys: Callable[[str], tuple[str, ...]]
+    build_lm_head: Callable[[ModelConfig], nn.Module] = linear_lm_head
 
     @property
     def has_lm_head(self) -> bool:

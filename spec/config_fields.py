@@ -79,6 +79,12 @@ class ConfigFields:
             raise self._wrong(key, f"a finite number greater than {minimum:g}", value)
         return float(value)
 
+    def optional_number(self, key: str, *, default: float | None) -> float | None:
+        """Like `number`, but an explicit `null` means None (Gemma 2's soft-capping)."""
+        if key in self.raw and self.raw[key] is None:
+            return None
+        return self.number(key, default=default) if key in self.raw else default
+
     def flag(self, key: str, *, default: bool = False) -> bool:
         value = self._get(key, default)
         if not isinstance(value, bool):

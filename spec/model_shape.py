@@ -60,6 +60,17 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
     "olmo2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm", "self_attn.q_norm",
         "self_attn.k_norm"), has_lm_head=True, max_positions=2048),
+    "qwen3": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
+        *_DECODER_NORMS, "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True,
+        max_positions=32768),
+    # Gemma 2: `post_attention_layernorm` norms attention's output (OLMo2's meaning), the
+    # MLP's input and output norms are `pre_` / `post_feedforward_layernorm`.
+    "gemma2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
+        *_DECODER_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+        has_lm_head=True, max_positions=8192),
+    "gemma3_text": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
+        *_DECODER_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm",
+        "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True, max_positions=131072),
     "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
         max_positions=512),

@@ -33,7 +33,7 @@ def test_patterns_equal_a_softmax_written_out(model, compiled, monkeypatch):
     seen = {}
     fused = markers.attention
 
-    def recording_attention(q, k, v, attn_mask, scale, layer, head):
+    def recording_attention(q, k, v, attn_mask, scale, layer, head, softcap=None):
         seen[(layer, head)] = (q, k, attn_mask, scale)
         return fused(q, k, v, attn_mask, scale, layer, head)
 
