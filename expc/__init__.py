@@ -5,7 +5,7 @@ The repository keeps the design card's folders at its root (`grammar/`, `spec/`,
 The notebook API below imports its machinery on first use, so `import expc` stays cheap and
 `expc check` never imports torch:
 
-    spec = expc.load("examples/quickstart.exp", overrides=["data.limit=8"])
+    spec = expc.load("examples/quickstart.exp", overrides=["data.limit=16"])
     results = expc.run(spec, out="runs/nb")          # an ActivationCache-like `Results`
     compiled = expc.compile(spec)                    # instrumented fx graph + plan
     run = expc.open_run("runs/nb")                   # read a run folder back
