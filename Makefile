@@ -1,5 +1,6 @@
 # Two entry points a fresh machine needs: `make demo` (set up, run the quickstart) and
-# `make test` (set up, run the whole suite). Everything installs into .venv.
+# `make test` (set up, Chromium for the browser tests, run the whole suite). Python packages
+# install into .venv.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -7,7 +8,7 @@ PIP     = $(BIN)/python -m pip install -q -c constraints.txt
 
 MINILM  = .cache/models/all-MiniLM-L6-v2
 
-.PHONY: setup demo test check bench clean
+.PHONY: setup browser demo test check bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +27,20 @@ demo: setup
 	$(BIN)/expc run examples/quickstart.exp --out runs/quickstart --force
 	$(BIN)/expc report runs/quickstart
 
-test: setup $(MINILM)/config.json
+# The report's real-browser tests need Chromium: apt-get installs Debian's when it is missing
+# and we are root; otherwise the target says what to install and stops.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the report's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs Chromium on PATH for the report's browser tests:" \
+	         "run it as root, or install it first (Debian/Ubuntu: sudo apt-get install chromium)" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: setup browser $(MINILM)/config.json
 	$(BIN)/python -m pytest -n 2 -q
 
 # Not part of `make test`: the peers (TransformerLens, nnsight) live only in .venv-bench.

@@ -28,6 +28,7 @@ class Edit(torch.nn.Module):
         self.key = key
         self.edit = edit
 
+    @torch.compiler.disable  # a graph break: edits read run state (sources, selections) eagerly
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.edit(x)
 

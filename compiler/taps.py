@@ -4,7 +4,9 @@ A tap is a `call_module` node whose module calls one sink with the tensors it is
 returns nothing, so no value flowing on through the model can change. Every tap lives
 under the `expc_taps` submodule, named after its result key, which keeps the generated code
 readable (`self.expc_taps.t0_capture_resid_out_1(layers_1_...)`). Taps are marked impure so
-that torch.fx's own dead-code elimination keeps them too.
+that torch.fx's own dead-code elimination keeps them too. A tap is a graph break for
+`torch.compile` (`compile = true`): its sink is the runtime's Python (aggregation, packing,
+counting), which must run eagerly on real tensors, never be traced with fake ones.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Tap(torch.nn.Module):
         self.key = key
         self.sink = sink
 
+    @torch.compiler.disable
     def forward(self, *tensors: torch.Tensor) -> None:
         self.sink(*tensors)
 

@@ -5,7 +5,7 @@ The repository keeps the design card's folders at its root (`grammar/`, `spec/`,
 The notebook API below imports its machinery on first use, so `import expc` stays cheap and
 `expc check` never imports torch:
 
-    spec = expc.load("examples/quickstart.exp", overrides=["data.limit=8"])
+    spec = expc.load("examples/quickstart.exp", overrides=["data.limit=16"])
     results = expc.run(spec, out="runs/nb")          # an ActivationCache-like `Results`
     compiled = expc.compile(spec)                    # instrumented fx graph + plan
     run = expc.open_run("runs/nb")                   # read a run folder back
@@ -72,12 +72,29 @@ def run(spec: str | Path | Experiment, *, out: str | Path | None = None,
     if isinstance(spec, (str, Path)):
         return run_file(RunRequest(spec_path=Path(spec), overrides=tuple(overrides),
                                    out_dir=out_dir, resume=resume, force=force, quiet=quiet))
-    from expc.spec import to_json
+    spec_path, text = _recorded_spec(spec)
+    return run_experiment(spec, spec_path=spec_path, spec_text=text, out_dir=out_dir,
+                          resume=resume, force=force, quiet=quiet)
+
+
+# Appended to a loaded file's text: `expc.load` may have applied overrides the file lacks.
+IR_NOTE = ("\n# run from Python on the experiment `expc.load` returned: the manifest's `ir` "
+           "is the experiment as run, overrides included\n")
+
+
+def _recorded_spec(experiment: Experiment) -> tuple[str, str]:
+    """The spec path and text a run of a loaded IR records: its file when it has one.
+
+    An IR built in code has no file; its JSON stands in for the text, under `<ir>`.
+    """
+    source = Path(experiment.path) if experiment.path else None
+    if source is not None and source.is_file():
+        return str(source), source.read_text(encoding="utf-8") + IR_NOTE
     import json
 
-    text = json.dumps(to_json(spec), sort_keys=True)
-    return run_experiment(spec, spec_path="<ir>", spec_text=text, out_dir=out_dir,
-                          resume=resume, force=force, quiet=quiet)
+    from expc.spec import to_json
+
+    return "<ir>", json.dumps(to_json(experiment), sort_keys=True)
 
 
 def open_run(run_dir: str | Path) -> Run:

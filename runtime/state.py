@@ -31,6 +31,7 @@ from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANINGS, TOKEN_COUNT,
                                   importance_key, module_key)
+from expc.spec.vocabulary import METRICS
 
 
 def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int,
@@ -88,9 +89,9 @@ def _capture_description(entry: CaptureEntry, suffix: str) -> dict:
 def _metric_description(entry: MetricEntry, field: str) -> dict:
     """The manifest entry of one importance tensor (docs/run-folder.md)."""
     module = module_key(entry.module_path)
-    meaning = f"{entry.metric} {field} of {module}"
-    if entry.sites:
-        meaning += f" (the whole layer, from its {' and '.join(entry.sites)})"
+    where = f"{module} (the whole layer)" if entry.sites else module
+    meaning = (f"{entry.metric} {field} of {where}: "
+               f"{METRICS[entry.metric].field_meaning(field)}")
     return {"kind": "importance", "metric": entry.metric, "module": module,
             "layer": entry.layer, "head": entry.head, "field": field, "meaning": meaning}
 

@@ -60,18 +60,48 @@ class MetricSpec:
     modules: str  # "linear", "norm", "any", "attention_output" or "layer" (`at layers[...]`)
     params: tuple[ParamSpec, ...] = ()
     sites: tuple[str, ...] = ()  # a "layer" metric: the layer's sites it reads, in order
+    # (field, what it holds in words: formula, unit, direction): the manifest's `meaning`
+    # of each stored field and the one home of that text (docs/pruning-validity.md explains).
+    meaning: tuple[tuple[str, str], ...] = ()
+
+    def field_meaning(self, field: str) -> str:
+        """What the stored field `field` holds, in words."""
+        return dict(self.meaning)[field]
 
 
+REAL_TOKENS = "over the run's real tokens (padding excluded)"
 METRICS = {m.name: m for m in (
-    MetricSpec(name="l2_norm", modules="any"),
-    MetricSpec(name="channel_contribution", modules="linear"),
+    MetricSpec(name="l2_norm", modules="any", meaning=(
+        ("score", "per input channel: sqrt of the sum over samples of (the sample's mean |X| over "
+                  "its real tokens)^2, in the input's units; higher = more important"),)),
+    MetricSpec(name="channel_contribution", modules="linear", meaning=(
+        ("score", f"per input channel j: ||W[:, j]||_2 x mean |X_j| {REAL_TOKENS}, how far the "
+                  "channel moves the output, in output units; higher = more important"),
+        ("weight_norm", "per input channel j: ||W[:, j]||_2, the weight column it feeds "
+                        "(the score's first factor)"),
+        ("activation_mean_abs", f"per input channel j: mean |X_j| {REAL_TOKENS} "
+                                "(the score's second factor)"))),
     MetricSpec(name="kv_head_contribution", modules="attention_output", params=(
-        ParamSpec(name="optimize_for", default="memory", choices=("memory", "latency")),)),
-    MetricSpec(name="layernorm_contribution", modules="norm"),
+        ParamSpec(name="optimize_for", default="memory", choices=("memory", "latency")),),
+        meaning=(("score", f"per KV-head group k: mean ||X_k W_k^T||_2 {REAL_TOKENS}, the norm "
+                           "of what the group adds to the attention output, in output units; "
+                           "higher = more important"),)),
+    MetricSpec(name="layernorm_contribution", modules="norm", meaning=(
+        ("score", f"per channel c of the norm's output Y: mean |Y_c| {REAL_TOKENS}; "
+                  "higher = more important"),)),
     MetricSpec(name="iterative_channel", modules="linear", params=(
         ParamSpec(name="iterations", default=8),
-        ParamSpec(name="calibration", default="none", choices=("none", "scale_by_magnitude")))),
-    MetricSpec(name="block_influence", modules="layer", sites=("resid_in", "resid_out")),
+        ParamSpec(name="calibration", default="none", choices=("none", "scale_by_magnitude"))),
+        meaning=(("score", "per input channel: the position at which greedy pruning in rounds "
+                           "removed it (0 = first = least important), a rank, not a magnitude; "
+                           "higher = more important"),
+                 ("channels_importance_ascending", "the input channels in the order greedy "
+                                                   "pruning removed them, least important "
+                                                   "first"))),
+    MetricSpec(name="block_influence", modules="layer", sites=("resid_in", "resid_out"),
+               meaning=(("score", f"1 - mean cos(resid_in, resid_out) {REAL_TOKENS}: how far "
+                                  "the layer turns the residual stream (0 = not at all, at most "
+                                  "2); higher = more important"),)),
 )}
 LAYER_TARGET = "layers"  # `importance block_influence at layers[...]`: whole layers, no module
 

@@ -32,7 +32,7 @@ def test_every_word_is_documented(word):
 
 
 def _exp_blocks() -> list[str]:
-    return [b for b in re.findall(r"```\n(.*?)```", DOC, flags=re.S)
+    return [b for b in re.findall(r"^```exp\n(.*?)^```", DOC, flags=re.S | re.M)
             if re.match(r"\s*(#|experiment|include|capture|importance|intervene|effect|hydra)", b)]
 
 
