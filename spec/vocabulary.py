@@ -73,7 +73,8 @@ REAL_TOKENS = "over the run's real tokens (padding excluded)"
 METRICS = {m.name: m for m in (
     MetricSpec(name="l2_norm", modules="any", meaning=(
         ("score", "per input channel: sqrt of the sum over samples of (the sample's mean |X| over "
-                  "its real tokens)^2, in the input's units; higher = more important"),)),
+                  "its real tokens)^2, in the input's units times sqrt(samples); higher = more "
+                  "important"),)),
     MetricSpec(name="channel_contribution", modules="linear", meaning=(
         ("score", f"per input channel j: ||W[:, j]||_2 x mean |X_j| {REAL_TOKENS}, how far the "
                   "channel moves the output, in output units; higher = more important"),
