@@ -65,7 +65,15 @@ def materialize(model: HydraTransformer, checkpoint, *, dtype: torch.dtype, devi
     checkpoint tensor is read once and becomes one `Parameter`, set in every module that
     takes it (the heads reading the same checkpoint share it).
     """
-    head_checkpoints = head_checkpoints or {}
+    views: dict[int, object] = {}  # one view per opened checkpoint, so heads still share
+
+    def view(opened):
+        if id(opened) not in views:
+            views[id(opened)] = model.arch.checkpoint_view(opened, model.config)
+        return views[id(opened)]
+
+    checkpoint = view(checkpoint)
+    head_checkpoints = {h: view(c) for h, c in (head_checkpoints or {}).items()}
     loaded: dict[tuple[int, str], nn.Parameter] = {}  # (id(checkpoint), name without head) ->
     for name, param in list(model.named_parameters()):
         head, base_name = split_head_prefix(name)

@@ -23,12 +23,18 @@ from expc.spec.model_shape import ARCHITECTURES
 
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
-                        "expc.models.gemma", "expc.models.bert")
+                        "expc.models.gemma", "expc.models.bert",
+                        "expc.models.phi3")
 
 
 def linear_lm_head(cfg: ModelConfig) -> nn.Module:
     """The plain `lm_head`: hidden states to vocabulary logits, no bias."""
     return nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+
+def plain_checkpoint(checkpoint, cfg: ModelConfig):
+    """The checkpoint as it is: its keys are the ones `checkpoint_keys` names."""
+    return checkpoint
 
 
 @attrs.frozen(kw_only=True)
@@ -45,6 +51,8 @@ class Architecture:
       (without the `heads.{h}.` prefix), most likely first.
     - `build_lm_head(cfg)`: the `lm_head` of a model that has one (an `nn.Linear`, whose
       `weight` the embeddings may tie; Gemma 2's soft-caps the logits it returns).
+    - `checkpoint_view(checkpoint, cfg)`: the checkpoint as the loader reads it (Phi-3
+      splits its fused projections into Llama's keys there).
     """
 
     model_type: str
@@ -57,6 +65,7 @@ class Architecture:
     build_final_norm: Callable[[ModelConfig], nn.Module]
     checkpoint_keys: Callable[[str], tuple[str, ...]]
     build_lm_head: Callable[[ModelConfig], nn.Module] = linear_lm_head
+    checkpoint_view: Callable[[object, ModelConfig], object] = plain_checkpoint
 
     @property
     def has_lm_head(self) -> bool:

@@ -71,6 +71,9 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
     "gemma3_text": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
         *_DECODER_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm",
         "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True, max_positions=131072),
+    # Phi-3: fused `qkv_proj` / `gate_up_proj` are split into Llama's modules at load time.
+    "phi3": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=_DECODER_NORMS,
+                              has_lm_head=True, max_positions=4096),
     "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
         max_positions=512),
