@@ -53,7 +53,7 @@ def hf_sites(model: transformers.PreTrainedModel, ids: torch.Tensor, modules: di
              layout: HFLayout = HFLayout()) -> dict[tuple[str, int | None], torch.Tensor]:
     """(site, layer) -> Hugging Face's tensor there, `attn_pattern` as `[B, S_q, n, S_k]`.
     `modules` maps a site to a layer's submodule path, or to `(path, pick)` where the site
-    is `pick(output)`."""
+    is `pick(input, output)` of that submodule."""
     found: dict[tuple[str, int | None], torch.Tensor] = {}
 
     def keep(key, pick=lambda out: out[0] if isinstance(out, tuple) else out):
@@ -71,8 +71,13 @@ def hf_sites(model: transformers.PreTrainedModel, ids: torch.Tensor, modules: di
         hooks.append(block.get_submodule(layout.attn).register_forward_hook(
             keep(("attn_pattern", layer), lambda out: out[1].permute(0, 2, 1, 3))))
         for site, path in modules.items():
-            path, *pick = (path,) if isinstance(path, str) else path
-            hooks.append(block.get_submodule(path).register_forward_hook(keep((site, layer), *pick)))
+            if isinstance(path, str):
+                hooks.append(block.get_submodule(path).register_forward_hook(keep((site, layer))))
+                continue
+            path, pick = path
+            hooks.append(block.get_submodule(path).register_forward_hook(
+                lambda _m, args, out, key=(site, layer), pick=pick: found.__setitem__(
+                    key, pick(args[0], out).detach())))
     try:
         with torch.no_grad():
             found[("logits", None)] = model(input_ids=ids).logits
@@ -89,8 +94,10 @@ def _entry(site: str, layer: int | None, head: int | None) -> CaptureEntry:
                         head=head, mode="full")
 
 
-def our_sites(model, ids: torch.Tensor) -> dict[tuple[str, int | None, int | None], torch.Tensor]:
-    """(site, layer, head) -> our capture, every site of every head, compiled like a run."""
+def our_sites(model, ids: torch.Tensor, extra: tuple[str, ...] = ()
+              ) -> dict[tuple[str, int | None, int | None], torch.Tensor]:
+    """(site, layer, head) -> our capture, every site of every head (`LAYER_SITES` plus
+    `extra` per layer), compiled like a run."""
     layout = model.hydra
     split_heads = range(layout.n_heads) if layout.is_split else (None,)
     entries = [_entry("embed", None, None)]
@@ -99,7 +106,8 @@ def our_sites(model, ids: torch.Tensor) -> dict[tuple[str, int | None, int | Non
         for layer in range(layout.n_layers):
             if layer >= layout.trunk or head == split_heads[0]:
                 in_heads = layout.is_split and layer >= layout.trunk
-                entries += [_entry(site, layer, head if in_heads else None) for site in LAYER_SITES]
+                entries += [_entry(site, layer, head if in_heads else None)
+                            for site in (*LAYER_SITES, *extra)]
     plan = Plan(layout=layout, captures=tuple(entries), metrics=(), interventions=(), effects=())
     found: dict = {}
     sinks = {e.key: (lambda x, *_, e=e: found.__setitem__((e.site, e.layer, e.head), x.detach()))
@@ -127,7 +135,7 @@ def assert_sites_match(hf: transformers.PreTrainedModel, folder: Path, *, trunk:
     ours = load_model(folder, hydra=hydra)
     ids = _ids()
     theirs = hf_sites(hf, ids, modules, layout)
-    mine = our_sites(ours, ids)
+    mine = our_sites(ours, ids, tuple(site for site in modules if site not in LAYER_SITES))
     assert {(site, layer) for site, layer, _ in mine} == set(theirs)
     for (site, layer, head), value in mine.items():
         torch.testing.assert_close(value, theirs[(site, layer)], atol=atol, rtol=0,

@@ -16,8 +16,19 @@ GPT2 = dict(vocab_size=61, n_embd=32, n_layer=4, n_head=4, n_positions=128,
 HIDDEN = GPT2["n_embd"]
 LAYOUT = HFLayout(embed="transformer.drop", final_norm="transformer.ln_f",
                   layers="transformer.h", attn="attn")
+HEAD_DIM = HIDDEN // GPT2["n_head"]
+
+
+def _third(index):
+    """Query, key or value heads `[B, S, n, d]` of `c_attn`'s output."""
+    return ("attn.c_attn", lambda _in, out: out[..., index * HIDDEN:(index + 1) * HIDDEN]
+            .unflatten(-1, (-1, HEAD_DIM)))
+
+
 MODULES = {"attn_in": "ln_1", "attn_out": "attn", "mlp_in": "ln_2", "mlp_out": "mlp",
-           "values": ("attn.c_attn", lambda out: out[..., 2 * HIDDEN:])}
+           "values": ("attn.c_attn", lambda _in, out: out[..., 2 * HIDDEN:]),
+           "q": _third(0), "k": _third(1), "v": _third(2), "mlp_post": "mlp.act",
+           "z": ("attn.c_proj", lambda x, _out: x.unflatten(-1, (-1, HEAD_DIM)))}
 
 
 def _hf(**overrides):
