@@ -81,8 +81,10 @@ def materialize(model: HydraTransformer, checkpoint, *, dtype: torch.dtype, devi
         parameter = loaded.get((id(source), base_name))
         if parameter is None:
             key = _checkpoint_key(source, model.arch.checkpoint_keys(base_name))
-            source.expect_shape(key, param.shape)
-            tensor = source.get_tensor(key, dtype=dtype).to(device)
+            part = model.arch.checkpoint_part(model.config, base_name)
+            source.expect_shape(key, param.shape if part is None else part.stored_shape)
+            tensor = source.get_tensor(key, dtype=dtype)
+            tensor = (tensor if part is None else part.take(tensor).contiguous()).to(device)
             parameter = loaded[id(source), base_name] = nn.Parameter(tensor, requires_grad=False)
         _set_parameter(model, name, parameter)
     model.tie_weights()

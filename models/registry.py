@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Callable, Mapping
 
 import attrs
+import torch
 from torch import nn
 
 from expc.models.config import ModelConfig
@@ -23,8 +24,23 @@ from expc.spec.model_shape import ARCHITECTURES
 
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
-                        "expc.models.gemma", "expc.models.bert",
-                        "expc.models.phi3")
+                        "expc.models.gemma", "expc.models.bert", "expc.models.phi3",
+                        "expc.models.gpt2")
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointPart:
+    """Our parameter as a view of a checkpoint tensor of another shape: a slice of a fused
+    projection (GPT-2's `c_attn` holds q, k and v) or a transposed Conv1D weight.
+    `take(stored)` returns our parameter's tensor from the `stored_shape` one."""
+
+    stored_shape: tuple[int, ...]
+    take: Callable[[torch.Tensor], torch.Tensor]
+
+
+def no_checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
+    """Every parameter is stored exactly as we hold it."""
+    return None
 
 
 def linear_lm_head(cfg: ModelConfig) -> nn.Module:
@@ -53,6 +69,8 @@ class Architecture:
       `weight` the embeddings may tie; Gemma 2's soft-caps the logits it returns).
     - `checkpoint_view(checkpoint, cfg)`: the checkpoint as the loader reads it (Phi-3
       splits its fused projections into Llama's keys there).
+    - `checkpoint_part(cfg, name)`: how parameter `name` is cut from its checkpoint tensor,
+      or None when that tensor is the parameter itself.
     """
 
     model_type: str
@@ -66,6 +84,7 @@ class Architecture:
     checkpoint_keys: Callable[[str], tuple[str, ...]]
     build_lm_head: Callable[[ModelConfig], nn.Module] = linear_lm_head
     checkpoint_view: Callable[[object, ModelConfig], object] = plain_checkpoint
+    checkpoint_part: Callable[[ModelConfig, str], CheckpointPart | None] = no_checkpoint_part
 
     @property
     def has_lm_head(self) -> bool:

@@ -34,10 +34,13 @@ class ConfigFields:
     raw: Mapping[str, Any]
     source: str  # the config.json path, or `builtin:NAME`, that diagnostics point at
     prefix: str = ""
+    # Our (Llama) field name -> the one this config spells it with (GPT-2's `n_embd`):
+    # reading `hidden_size` reads, and reports at, `n_embd`.
+    aliases: Mapping[str, str] = attrs.field(factory=dict)
 
     def where(self, key: str) -> Span:
         """The line of `key` in the config file (line 1 when it cannot be found)."""
-        return Span(path=self.source, line=_line_of(self.source, key))
+        return Span(path=self.source, line=_line_of(self.source, self.aliases.get(key, key)))
 
     def fail(self, key: str, message: str, *, code: str = CODE,
              help: Iterable[str] = ()) -> DiagnosticError:
@@ -45,15 +48,16 @@ class ConfigFields:
         return fail(self.where(key), message, code=code, help=help)
 
     def _get(self, key: str, default: Any) -> Any:
-        value = self.raw.get(key)
+        value = self.raw.get(self.aliases.get(key, key))
         if value is not None:
             return value
         if default is REQUIRED:
-            raise self.fail(key, f"config is missing `{self.prefix}{key}`")
+            raise self.fail(key, f"config is missing `{self.prefix}{self.aliases.get(key, key)}`")
         return default
 
     def _wrong(self, key: str, expected: str, value: Any) -> DiagnosticError:
-        return self.fail(key, f"`{self.prefix}{key}` must be {expected}, found {describe(value)}")
+        name = self.aliases.get(key, key)
+        return self.fail(key, f"`{self.prefix}{name}` must be {expected}, found {describe(value)}")
 
     def integer(self, key: str, *, default: Any = REQUIRED, minimum: int = 1,
                 maximum: int = INT_MAX) -> int:

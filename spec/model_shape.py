@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS
-from expc.spec.config_fields import ConfigFields
+from expc.spec.config_fields import REQUIRED, ConfigFields
 from expc.spec.diagnostics import Span, fail
 from expc.spec.json_files import read_json_object
 from expc.spec.suggest import did_you_mean
@@ -43,6 +43,11 @@ class ArchitectureFacts:
     norm_modules: tuple[str, ...]
     has_lm_head: bool  # decoders end in an LM head (`logits`, `lens`); encoders do not
     max_positions: int  # Hugging Face's default `max_position_embeddings`
+    # Our config field name -> this family's (GPT-2's `n_embd`), see `ConfigFields.aliases`.
+    config_names: Mapping[str, str] = attrs.field(factory=dict)
+    # `intermediate_size` = this times `hidden_size` when the config gives none (GPT-2's
+    # `n_inner = null`); None: the config must give it.
+    mlp_ratio: int | None = None
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -74,6 +79,13 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
     # Phi-3: fused `qkv_proj` / `gate_up_proj` are split into Llama's modules at load time.
     "phi3": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=_DECODER_NORMS,
                               has_lm_head=True, max_positions=4096),
+    # GPT-2: fused `c_attn` and Conv1D weights are split and transposed at load time onto
+    # the roles (ln_1 -> input_layernorm, ln_2 -> post_attention_layernorm, c_fc -> up_proj).
+    "gpt2": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=_DECODER_NORMS,
+                              has_lm_head=True, max_positions=1024, config_names={
+                                  "hidden_size": "n_embd", "num_attention_heads": "n_head",
+                                  "num_hidden_layers": "n_layer", "intermediate_size": "n_inner",
+                                  "max_position_embeddings": "n_positions"}, mlp_ratio=4),
     "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
         max_positions=512),
@@ -166,6 +178,7 @@ def shape_from_config(config: Mapping[str, Any], *, source: str,
         raise fail(span or fields.where("model_type"), f"unsupported model_type `{model_type}` in {source}", code="model",
                    help=(f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",))
     facts = ARCHITECTURES[model_type]
+    fields = attrs.evolve(fields, aliases=facts.config_names)
     hidden = fields.integer("hidden_size")
     n_heads = fields.integer("num_attention_heads")
     n_kv_heads = fields.integer("num_key_value_heads", default=n_heads, maximum=n_heads)
@@ -180,7 +193,8 @@ def shape_from_config(config: Mapping[str, Any], *, source: str,
         model_type=model_type, architecture=architectures[0],
         n_layers=fields.integer("num_hidden_layers"), hidden=hidden, n_heads=n_heads,
         n_kv_heads=n_kv_heads, head_dim=fields.integer("head_dim", default=hidden // n_heads),
-        intermediate=fields.integer("intermediate_size"), vocab=fields.integer("vocab_size"),
+        intermediate=fields.integer("intermediate_size", default=REQUIRED if facts.mlp_ratio is None
+                                    else facts.mlp_ratio * hidden), vocab=fields.integer("vocab_size"),
         max_positions=fields.integer("max_position_embeddings", default=facts.max_positions),
         tie_word_embeddings=fields.flag("tie_word_embeddings"), facts=facts, config=dict(config),
     )

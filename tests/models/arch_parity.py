@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import torch
 import transformers
 from hf_reference import VOCAB, scramble
@@ -37,33 +38,53 @@ def _ids(batch: int = 2, length: int = 10, seed: int = 1) -> torch.Tensor:
     return torch.randint(1, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def hf_sites(model: transformers.PreTrainedModel, ids: torch.Tensor,
-             modules: dict[str, str]) -> dict[tuple[str, int | None], torch.Tensor]:
-    """(site, layer) -> Hugging Face's tensor there, `attn_pattern` as `[B, S_q, n, S_k]`."""
+@attrs.frozen(kw_only=True)
+class HFLayout:
+    """Where a Hugging Face model keeps its embeddings' output, final norm, layers and each
+    layer's attention (Llama's names by default; GPT-2's `transformer.h`, ...)."""
+
+    embed: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
+    layers: str = "model.layers"
+    attn: str = "self_attn"
+
+
+def hf_sites(model: transformers.PreTrainedModel, ids: torch.Tensor, modules: dict,
+             layout: HFLayout = HFLayout()) -> dict[tuple[str, int | None], torch.Tensor]:
+    """(site, layer) -> Hugging Face's tensor there, `attn_pattern` as `[B, S_q, n, S_k]`.
+    `modules` maps a site to a layer's submodule path, or to `(path, pick)` where the site
+    is `pick(input, output)` of that submodule."""
     found: dict[tuple[str, int | None], torch.Tensor] = {}
 
     def keep(key, pick=lambda out: out[0] if isinstance(out, tuple) else out):
         return lambda _m, _a, out: found.__setitem__(key, pick(out).detach())
 
-    hooks = [model.model.embed_tokens.register_forward_hook(keep(("embed", None))),
-             model.model.norm.register_forward_hook(keep(("final_norm", None)))]
-    for layer, block in enumerate(model.model.layers):
+    hooks = [model.get_submodule(layout.embed).register_forward_hook(keep(("embed", None))),
+             model.get_submodule(layout.final_norm).register_forward_hook(keep(("final_norm", None)))]
+    blocks = model.get_submodule(layout.layers)
+    for layer, block in enumerate(blocks):
         hooks.append(block.register_forward_pre_hook(
             lambda _m, args, kwargs, layer=layer: found.__setitem__(
                 ("resid_in", layer), (args[0] if args else kwargs["hidden_states"]).detach()),
             with_kwargs=True))
         hooks.append(block.register_forward_hook(keep(("resid_out", layer))))
-        hooks.append(block.self_attn.register_forward_hook(
+        hooks.append(block.get_submodule(layout.attn).register_forward_hook(
             keep(("attn_pattern", layer), lambda out: out[1].permute(0, 2, 1, 3))))
         for site, path in modules.items():
-            hooks.append(block.get_submodule(path).register_forward_hook(keep((site, layer))))
+            if isinstance(path, str):
+                hooks.append(block.get_submodule(path).register_forward_hook(keep((site, layer))))
+                continue
+            path, pick = path
+            hooks.append(block.get_submodule(path).register_forward_hook(
+                lambda _m, args, out, key=(site, layer), pick=pick: found.__setitem__(
+                    key, pick(args[0], out).detach())))
     try:
         with torch.no_grad():
             found[("logits", None)] = model(input_ids=ids).logits
     finally:
         for hook in hooks:
             hook.remove()
-    for layer in range(len(model.model.layers)):
+    for layer in range(len(blocks)):
         found[("resid_mid", layer)] = found[("resid_in", layer)] + found[("attn_out", layer)]
     return found
 
@@ -73,8 +94,10 @@ def _entry(site: str, layer: int | None, head: int | None) -> CaptureEntry:
                         head=head, mode="full")
 
 
-def our_sites(model, ids: torch.Tensor) -> dict[tuple[str, int | None, int | None], torch.Tensor]:
-    """(site, layer, head) -> our capture, every site of every head, compiled like a run."""
+def our_sites(model, ids: torch.Tensor, extra: tuple[str, ...] = ()
+              ) -> dict[tuple[str, int | None, int | None], torch.Tensor]:
+    """(site, layer, head) -> our capture, every site of every head (`LAYER_SITES` plus
+    `extra` per layer), compiled like a run."""
     layout = model.hydra
     split_heads = range(layout.n_heads) if layout.is_split else (None,)
     entries = [_entry("embed", None, None)]
@@ -83,7 +106,8 @@ def our_sites(model, ids: torch.Tensor) -> dict[tuple[str, int | None, int | Non
         for layer in range(layout.n_layers):
             if layer >= layout.trunk or head == split_heads[0]:
                 in_heads = layout.is_split and layer >= layout.trunk
-                entries += [_entry(site, layer, head if in_heads else None) for site in LAYER_SITES]
+                entries += [_entry(site, layer, head if in_heads else None)
+                            for site in (*LAYER_SITES, *extra)]
     plan = Plan(layout=layout, captures=tuple(entries), metrics=(), interventions=(), effects=())
     found: dict = {}
     sinks = {e.key: (lambda x, *_, e=e: found.__setitem__((e.site, e.layer, e.head), x.detach()))
@@ -102,15 +126,16 @@ def eager(model: transformers.PreTrainedModel) -> transformers.PreTrainedModel:
 
 
 def assert_sites_match(hf: transformers.PreTrainedModel, folder: Path, *, trunk: int | None,
-                       modules: dict[str, str] = PRE_NORM_MODULES, atol: float = 1e-5) -> None:
+                       modules: dict = PRE_NORM_MODULES, layout: HFLayout = HFLayout(),
+                       atol: float = 1e-5) -> None:
     """Every site and the logits of our loaded model equal Hugging Face's (fp32)."""
     hf = eager(hf)
     hf.save_pretrained(folder)
     hydra = None if trunk is None else ir.Hydra(trunk=trunk, heads=N_HEADS)
     ours = load_model(folder, hydra=hydra)
     ids = _ids()
-    theirs = hf_sites(hf, ids, modules)
-    mine = our_sites(ours, ids)
+    theirs = hf_sites(hf, ids, modules, layout)
+    mine = our_sites(ours, ids, tuple(site for site in modules if site not in LAYER_SITES))
     assert {(site, layer) for site, layer, _ in mine} == set(theirs)
     for (site, layer, head), value in mine.items():
         torch.testing.assert_close(value, theirs[(site, layer)], atol=atol, rtol=0,

@@ -34,11 +34,11 @@ def test_old_rope_scaling_layout_is_read():
 
 
 def test_unsupported_architecture_lists_the_supported_ones():
-    raw = {**LLAMA, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}
+    raw = {**LLAMA, "model_type": "rwkv", "architectures": ["RwkvForCausalLM"]}
     with pytest.raises(DiagnosticError) as excinfo:
         read_config(raw, source="ckpt/config.json")
     diagnostic = _diagnostic(excinfo)
-    assert diagnostic.span.path == "ckpt/config.json" and "gpt2" in diagnostic.message
+    assert diagnostic.span.path == "ckpt/config.json" and "rwkv" in diagnostic.message
     for model_type in ("bert", "llama", "mistral", "qwen2", "olmo2"):
         assert model_type in diagnostic.help[0]
     assert {"llama", "mistral", "qwen2", "olmo2"} <= set(supported())

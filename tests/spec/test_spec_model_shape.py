@@ -72,8 +72,8 @@ def test_malformed_config_is_reported_where_it_breaks(tmp_path, text, message, l
 
 
 def test_unsupported_model_type(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    assert "unsupported model_type `gpt2`" in _fails(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "rwkv"}))
+    assert "unsupported model_type `rwkv`" in _fails(str(tmp_path))
 
 
 def test_config_lacking_a_size(tmp_path):
