@@ -1,70 +1,94 @@
-"""A checkpoint seen with its fused projections split into Llama's separate ones.
+"""Our parameter as a part of a checkpoint tensor of another shape: the one mechanism for
+fused and transposed checkpoint tensors.
 
-Phi-3 stores `qkv_proj` and `gate_up_proj` as one tensor each; expc builds them as
-Llama's `q_proj`/`k_proj`/`v_proj` and `gate_proj`/`up_proj` so every module role, site
-and importance metric means what it means for Llama. `FusedSplit` presents such a
-checkpoint to the loader under the split keys: each split key is a row range of its fused
-tensor, read (and only then cast) as a slice, so loading still copies nothing that the
-plain checkpoint would not.
+expc holds every architecture with Llama's separate modules (`self_attn.q_proj` / `k_proj` /
+`v_proj`, `mlp.gate_proj` / `up_proj`) as plain `nn.Linear`s, so every role, site and
+importance metric means the same everywhere. Some checkpoints store them otherwise: Phi-3
+fuses `qkv_proj` (rows `[q | k | v]`) and `gate_up_proj` (rows `[gate | up]`), GPT-2 stores
+Conv1D weights (`[in, out]`, transposed) and fuses q/k/v as column thirds of `c_attn`, and
+GPT-NeoX fuses `query_key_value` per head (rows `[head, (q | k | v), head_dim]`).
+
+An architecture names, per parameter, the checkpoint tensor that holds it
+(`Architecture.checkpoint_keys`, the fused key) and a `CheckpointPart`: that tensor's shape,
+the entries along its fused dimension that are ours, in our order, and whether ours is the
+transpose. The loader reads through `take` (a contiguous run of rows is a view, no copy);
+`expc prune` inverts it with `stored_entries` to cut the fused tensor so that the pruned
+checkpoint keeps the same fused layout. A fused tensor of the wrong shape is the loader's
+ordinary `checkpoint-shape-mismatch`, naming the fused key and the shape that config.json
+implies for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import attrs
 import torch
 
-from expc.spec.diagnostics import fail
+
+@attrs.frozen(kw_only=True, eq=False)
+class CheckpointPart:
+    """Our parameter = entries `index` (in that order; None: all) along dimension `dim` of a
+    checkpoint tensor of shape `stored_shape`, transposed when `transposed` (Conv1D)."""
+
+    stored_shape: tuple[int, ...]
+    index: torch.Tensor | None = None  # [K] int64
+    dim: int = 0
+    transposed: bool = False
+
+    def take(self, stored: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Our parameter's tensor from the stored one, cast to `dtype` after the cut (so only
+        our part is copied); a run of rows stays a view of the stored tensor."""
+        if self.index is not None:
+            first, count = int(self.index[0]), len(self.index)
+            if bool((self.index == torch.arange(first, first + count)).all()):
+                stored = stored.narrow(self.dim, first, count)
+            else:
+                stored = stored.index_select(self.dim, self.index)
+        ours = stored.T if self.transposed else stored
+        return (ours if dtype is None or ours.dtype == dtype else ours.to(dtype)).contiguous()
+
+    def stored_dim(self, dim: int) -> int:
+        """The stored tensor's dimension that is our parameter's dimension `dim`."""
+        return len(self.stored_shape) - 1 - dim if self.transposed else dim
+
+    def stored_entries(self, dim: int, kept: torch.Tensor | None) -> torch.Tensor:
+        """The entries along `stored_dim(dim)` that our entries `kept` (along our `dim`; None:
+        all) are read from."""
+        if self.index is None or self.stored_dim(dim) != self.dim:
+            return torch.arange(self.stored_shape[self.stored_dim(dim)]) if kept is None else kept
+        return self.index if kept is None else self.index[kept]
 
 
-@attrs.frozen(kw_only=True)
-class Part:
-    """Rows `[start, stop)` of checkpoint tensor `fused`."""
-
-    fused: str
-    start: int
-    stop: int
-    total: int  # the fused tensor's first dimension
+def whole(shape: Sequence[int], *, transposed: bool = False) -> CheckpointPart:
+    """The whole stored tensor (of our parameter's `shape`), transposed when asked."""
+    stored = tuple(reversed(tuple(shape))) if transposed else tuple(shape)
+    return CheckpointPart(stored_shape=stored, transposed=transposed)
 
 
-def split_rows(fused: str, parts: dict[str, int]) -> dict[str, Part]:
-    """Split key -> its `Part`, for `parts` (split key -> rows) laid out in order in `fused`."""
-    total, start, found = sum(parts.values()), 0, {}
-    for key, rows in parts.items():
-        found[key] = Part(fused=fused, start=start, stop=start + rows, total=total)
-        start += rows
+def consecutive(sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Part name -> its entries, for parts stored one after another (`[q | k | v]`)."""
+    found, start = {}, 0
+    for name, size in sizes.items():
+        found[name] = torch.arange(start, start + size)
+        start += size
     return found
 
 
-@attrs.frozen(kw_only=True)
-class FusedSplit:
-    """`checkpoint` plus the split keys of `parts` (the loader's checkpoint interface)."""
+def interleaved(n_groups: int, sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Part name -> its entries, for `n_groups` groups each holding every part in turn
+    (GPT-NeoX's `[head, (q | k | v), head_dim]`)."""
+    width = sum(sizes.values())
+    return {name: (torch.arange(n_groups)[:, None] * width + index).reshape(-1)
+            for name, index in consecutive(sizes).items()}
 
-    checkpoint: object
-    parts: dict[str, Part]
 
-    @property
-    def config(self) -> dict:
-        return self.checkpoint.config
-
-    def __contains__(self, name: str) -> bool:
-        part = self.parts.get(name)
-        return name in self.checkpoint if part is None else part.fused in self.checkpoint
-
-    def expect_shape(self, name: str, shape: tuple[int, ...] | torch.Size) -> None:
-        part = self.parts.get(name)
-        if part is None:
-            return self.checkpoint.expect_shape(name, shape)
-        found = self.checkpoint.shape(part.fused)
-        if found != (part.total, *tuple(shape)[1:]):
-            raise fail(self.checkpoint.locations[part.fused], f"fused tensor `{part.fused}` has "
-                       f"shape {list(found)} but the model built from config.json expects "
-                       f"{[part.total, *tuple(shape)[1:]]}", code="checkpoint-shape-mismatch",
-                       help=("check that config.json belongs to these weights",))
-        return None
-
-    def get_tensor(self, name: str, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-        part = self.parts.get(name)
-        if part is None:
-            return self.checkpoint.get_tensor(name, dtype=dtype)
-        rows = self.checkpoint.get_tensor(part.fused)[part.start:part.stop]
-        return rows if dtype is None or rows.dtype == dtype else rows.to(dtype)
+def fused_part(parts: Mapping[str, torch.Tensor], name: str, *, other_dims: Sequence[int] = (),
+               dim: int = 0, transposed: bool = False) -> CheckpointPart:
+    """Part `name` of a tensor fused from `parts` along `dim`; `other_dims` are the stored
+    tensor's remaining sizes, in order (none for a bias)."""
+    total = sum(len(index) for index in parts.values())
+    shape = list(other_dims)
+    shape.insert(dim, total)
+    return CheckpointPart(stored_shape=tuple(shape), index=parts[name], dim=dim,
+                          transposed=transposed)

@@ -3,7 +3,7 @@
 Hugging Face's GPT-2 stores its projections as `Conv1D` (weight `[in, out]`, the transpose
 of `nn.Linear`'s) and fuses q, k and v into one `c_attn`. We hold Llama's roles
 (contracts §1) as plain `nn.Linear`s and cut them from the checkpoint at load time
-(`checkpoint_part`), so captures and importance metrics address GPT-2 like any decoder:
+(`checkpoint_part`, a `CheckpointPart` of `expc.models.fused_checkpoint`), so captures and importance metrics address GPT-2 like any decoder:
 
     ours                                    GPT-2 checkpoint (optionally under `transformer.`)
     embed_tokens.weight                     wte.weight
@@ -33,7 +33,8 @@ from expc.models.bert import BertMLP, BidirectionalAttention
 from expc.models.config import ModelConfig, parse_common
 from expc.models.layers import ACTIVATIONS, TokenEmbedding
 from expc.models.llama import PreNormBlock
-from expc.models.registry import Architecture, CheckpointPart, register
+from expc.models.fused_checkpoint import CheckpointPart, consecutive, fused_part, whole
+from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
 
 LAYER_KEYS = {
@@ -117,15 +118,15 @@ def checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
         return None
     hidden = cfg.hidden_size
     if module in FUSED_QKV:
-        cols = slice(FUSED_QKV.index(module) * hidden, (FUSED_QKV.index(module) + 1) * hidden)
+        thirds = consecutive(dict.fromkeys(FUSED_QKV, hidden))
         if param == "bias":
-            return CheckpointPart(stored_shape=(3 * hidden,), take=lambda t: t[cols])
-        return CheckpointPart(stored_shape=(hidden, 3 * hidden), take=lambda t: t[:, cols].T)
+            return fused_part(thirds, module)
+        return fused_part(thirds, module, other_dims=(hidden,), dim=1, transposed=True)
     if param == "bias":
         return None
     width = {"mlp.up_proj": cfg.intermediate_size}.get(module, hidden)
     fan_in = {"mlp.down_proj": cfg.intermediate_size}.get(module, hidden)
-    return CheckpointPart(stored_shape=(fan_in, width), take=lambda t: t.T)
+    return whole((width, fan_in), transposed=True)
 
 
 GPT2 = register(Architecture(

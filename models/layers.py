@@ -153,14 +153,18 @@ class RotaryAttention(nn.Module):
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # [B, S, n*d] -> [B, S, n, d]
         return x.view(x.shape[0], x.shape[1], n, self.head_dim)
 
+    def rotate(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, n, d]
+        """Rotary positions on each head (GPT-NeoX rotates only part of it)."""
+        return apply_rotary(x, ctx.cos, ctx.sin)
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H] -> [B, S, H]
         layer, head = self.layer, self.head
         q, k = self.q_proj(x), self.k_proj(x)  # [B, S, nH*d], [B, S, nKV*d]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         v = markers.mark(self.v_proj(x), "values", layer, head)  # [B, S, nKV*d]
-        q = apply_rotary(self._heads(q, self.n_heads), ctx.cos, ctx.sin)  # [B, S, nH, d]
-        k = apply_rotary(self._heads(k, self.n_kv_heads), ctx.cos, ctx.sin)  # [B, S, nKV, d]
+        q = self.rotate(self._heads(q, self.n_heads), ctx)  # [B, S, nH, d]
+        k = self.rotate(self._heads(k, self.n_kv_heads), ctx)  # [B, S, nKV, d]
         q = markers.mark(q, "q", layer, head).transpose(1, 2)  # [B, nH, S, d]
         k = markers.mark(k, "k", layer, head).transpose(1, 2)  # [B, nKV, S, d]
         v = markers.mark(self._heads(v, self.n_kv_heads), "v", layer, head).transpose(1, 2)

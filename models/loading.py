@@ -65,15 +65,7 @@ def materialize(model: HydraTransformer, checkpoint, *, dtype: torch.dtype, devi
     checkpoint tensor is read once and becomes one `Parameter`, set in every module that
     takes it (the heads reading the same checkpoint share it).
     """
-    views: dict[int, object] = {}  # one view per opened checkpoint, so heads still share
-
-    def view(opened):
-        if id(opened) not in views:
-            views[id(opened)] = model.arch.checkpoint_view(opened, model.config)
-        return views[id(opened)]
-
-    checkpoint = view(checkpoint)
-    head_checkpoints = {h: view(c) for h, c in (head_checkpoints or {}).items()}
+    head_checkpoints = head_checkpoints or {}
     loaded: dict[tuple[int, str], nn.Parameter] = {}  # (id(checkpoint), name without head) ->
     for name, param in list(model.named_parameters()):
         head, base_name = split_head_prefix(name)
@@ -83,8 +75,8 @@ def materialize(model: HydraTransformer, checkpoint, *, dtype: torch.dtype, devi
             key = _checkpoint_key(source, model.arch.checkpoint_keys(base_name))
             part = model.arch.checkpoint_part(model.config, base_name)
             source.expect_shape(key, param.shape if part is None else part.stored_shape)
-            tensor = source.get_tensor(key, dtype=dtype)
-            tensor = (tensor if part is None else part.take(tensor).contiguous()).to(device)
+            tensor = (source.get_tensor(key, dtype=dtype) if part is None
+                      else part.take(source.get_tensor(key), dtype=dtype)).to(device)
             parameter = loaded[id(source), base_name] = nn.Parameter(tensor, requires_grad=False)
         _set_parameter(model, name, parameter)
     model.tie_weights()

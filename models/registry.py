@@ -14,10 +14,10 @@ import importlib
 from collections.abc import Callable, Mapping
 
 import attrs
-import torch
 from torch import nn
 
 from expc.models.config import ModelConfig
+from expc.models.fused_checkpoint import CheckpointPart
 from expc.spec.config_fields import ConfigFields
 from expc.spec.diagnostics import fail
 from expc.spec.model_shape import ARCHITECTURES
@@ -25,17 +25,7 @@ from expc.spec.model_shape import ARCHITECTURES
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
                         "expc.models.gemma", "expc.models.bert", "expc.models.phi3",
-                        "expc.models.gpt2")
-
-
-@attrs.frozen(kw_only=True)
-class CheckpointPart:
-    """Our parameter as a view of a checkpoint tensor of another shape: a slice of a fused
-    projection (GPT-2's `c_attn` holds q, k and v) or a transposed Conv1D weight.
-    `take(stored)` returns our parameter's tensor from the `stored_shape` one."""
-
-    stored_shape: tuple[int, ...]
-    take: Callable[[torch.Tensor], torch.Tensor]
+                        "expc.models.gpt2", "expc.models.gpt_neox")
 
 
 def no_checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
@@ -46,11 +36,6 @@ def no_checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
 def linear_lm_head(cfg: ModelConfig) -> nn.Module:
     """The plain `lm_head`: hidden states to vocabulary logits, no bias."""
     return nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-
-
-def plain_checkpoint(checkpoint, cfg: ModelConfig):
-    """The checkpoint as it is: its keys are the ones `checkpoint_keys` names."""
-    return checkpoint
 
 
 @attrs.frozen(kw_only=True)
@@ -67,9 +52,8 @@ class Architecture:
       (without the `heads.{h}.` prefix), most likely first.
     - `build_lm_head(cfg)`: the `lm_head` of a model that has one (an `nn.Linear`, whose
       `weight` the embeddings may tie; Gemma 2's soft-caps the logits it returns).
-    - `checkpoint_view(checkpoint, cfg)`: the checkpoint as the loader reads it (Phi-3
-      splits its fused projections into Llama's keys there).
-    - `checkpoint_part(cfg, name)`: how parameter `name` is cut from its checkpoint tensor,
+    - `checkpoint_part(cfg, name)`: how parameter `name` is cut from the checkpoint tensor
+      `checkpoint_keys` names (a fused or transposed one: `expc.models.fused_checkpoint`),
       or None when that tensor is the parameter itself.
     """
 
@@ -83,7 +67,6 @@ class Architecture:
     build_final_norm: Callable[[ModelConfig], nn.Module]
     checkpoint_keys: Callable[[str], tuple[str, ...]]
     build_lm_head: Callable[[ModelConfig], nn.Module] = linear_lm_head
-    checkpoint_view: Callable[[object, ModelConfig], object] = plain_checkpoint
     checkpoint_part: Callable[[ModelConfig, str], CheckpointPart | None] = no_checkpoint_part
 
     @property

@@ -86,6 +86,10 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
                                   "hidden_size": "n_embd", "num_attention_heads": "n_head",
                                   "num_hidden_layers": "n_layer", "intermediate_size": "n_inner",
                                   "max_position_embeddings": "n_positions"}, mlp_ratio=4),
+    # GPT-NeoX (Pythia): fused per-head `query_key_value` read as q/k/v at load time, ungated
+    # MLP (dense_h_to_4h -> up_proj, dense_4h_to_h -> down_proj), LayerNorms.
+    "gpt_neox": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=_DECODER_NORMS,
+                                  has_lm_head=True, max_positions=2048),
     "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
         max_positions=512),

@@ -33,8 +33,7 @@ import attrs
 import torch
 
 from expc.models.config import ModelConfig
-from expc.models.registry import (Architecture, no_checkpoint_part, plain_checkpoint,
-                                  read_config)
+from expc.models.registry import Architecture, no_checkpoint_part, read_config
 from expc.runtime.prune.scores import Selection
 from expc.runtime.prune.units import CODE
 from expc.spec.diagnostics import fail
@@ -74,8 +73,7 @@ class Slice:
 
 def check_supported(arch: Architecture, selection: Selection, *, where: str) -> str | None:
     """Refuse what cannot be an ordinary checkpoint; the note of an inexact result."""
-    if (arch.checkpoint_view is not plain_checkpoint
-            or arch.checkpoint_part is not no_checkpoint_part):
+    if arch.checkpoint_part is not no_checkpoint_part:
         raise fail(where, f"`expc prune` cannot yet rewrite {arch.model_type}'s fused "
                    "checkpoint tensors (the model splits them only when it loads)", code=CODE,
                    help=("prune a model whose checkpoint stores each projection on its own",))

@@ -94,7 +94,8 @@ def test_unsupported_rotary_is_a_diagnostic(tmp_path, fields, message):
 
 def test_a_fused_tensor_of_the_wrong_shape_is_a_diagnostic(tmp_path):
     _config_with(tmp_path, intermediate_size=40)
-    with pytest.raises(DiagnosticError, match="fused tensor `model.layers.0.mlp.gate_up_proj"):
+    with pytest.raises(DiagnosticError, match=r"tensor `model.layers.0.mlp.gate_up_proj.weight` has shape \[96, 32\] but the "
+                       r"model built from config.json expects \[80, 32\]"):
         load_model(tmp_path)
 
 

@@ -1,0 +1,156 @@
+"""GPT-NeoX (Pythia): partial rotary, parallel residual, fused per-head `query_key_value`.
+
+Pre-norm LayerNorm blocks with biases everywhere, an ungated GELU MLP, an untied LM head
+(`embed_out`). With `use_parallel_residual` (Pythia's default) attention and MLP both read
+the block input: `x + attn(ln_1(x)) + mlp(ln_2(x))`; without it the block is Llama's
+sequential one. Rotary positions turn only the first `int(head_dim * factor)` channels of
+each head (`rope_parameters.partial_rotary_factor`, older configs' `rotary_pct`, default
+0.25; base `rope_theta` or `rotary_emb_base`). The checkpoint's modules map onto Llama's
+roles (contracts §1), the fused projection read as its parts at load time
+(`expc.models.fused_checkpoint`):
+
+    ours                                    GPT-NeoX checkpoint (optionally under `gpt_neox.`)
+    embed_tokens                            embed_in
+    layers.L.input_layernorm                layers.L.input_layernorm
+    layers.L.self_attn.q_proj|k_proj|v_proj layers.L.attention.query_key_value, rows
+                                            [h * 3d, h * 3d + d) | next d | last d of head h
+    layers.L.self_attn.o_proj               layers.L.attention.dense
+    layers.L.post_attention_layernorm       layers.L.post_attention_layernorm
+    layers.L.mlp.up_proj | down_proj        layers.L.mlp.dense_h_to_4h | dense_4h_to_h
+    norm                                    final_layer_norm
+    lm_head                                 embed_out (bare)
+
+Sites in a parallel block: `mlp_in` = `post_attention_layernorm(resid_in)` (the MLP does
+not see attention's output), `resid_mid` = `resid_in + attn_out`, `resid_out` =
+`resid_mid + mlp_out`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+from torch import nn
+
+from expc.models import markers
+from expc.models.bert import BertMLP
+from expc.models.config import ModelConfig, parse_common, parse_rope
+from expc.models.fused_checkpoint import CheckpointPart, fused_part, interleaved
+from expc.models.gpt2 import build_final_norm
+from expc.models.layers import ACTIVATIONS, ForwardContext, RotaryAttention
+from expc.models.llama import PreNormBlock, build_token_embeddings
+from expc.models.partial_rotary import PartialRope, apply_partial_rotary, partial_rotary_factor
+from expc.models.registry import Architecture, register
+from expc.spec.config_fields import ConfigFields
+
+LAYER_KEYS = {"input_layernorm": "input_layernorm",
+              "post_attention_layernorm": "post_attention_layernorm",
+              "self_attn.q_proj": "attention.query_key_value",
+              "self_attn.k_proj": "attention.query_key_value",
+              "self_attn.v_proj": "attention.query_key_value",
+              "self_attn.o_proj": "attention.dense",
+              "mlp.up_proj": "mlp.dense_h_to_4h", "mlp.down_proj": "mlp.dense_4h_to_h"}
+FUSED_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+NAMES = {"embed_tokens": "embed_in", "norm": "final_layer_norm"}
+PARALLEL = "use_parallel_residual"
+
+
+class NeoXAttention(RotaryAttention):
+    """Llama's attention, rotating only the first `rope.dims` channels of each head."""
+
+    def __init__(self, cfg: ModelConfig, *, layer: int, head: int | None):
+        super().__init__(cfg, layer=layer, head=head)
+        self.rotary_dims = cfg.rope.dims
+
+    def rotate(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, n, d]
+        return apply_partial_rotary(x, ctx.cos, ctx.sin, self.rotary_dims)
+
+
+class NeoXBlock(PreNormBlock):
+    """LayerNorms, partial-rotary attention and an ungated MLP, in parallel or in sequence."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, head: int | None):
+        super().__init__(cfg, layer, head)
+        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.self_attn = NeoXAttention(cfg, layer=layer, head=head)
+        self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.mlp = BertMLP(cfg, layer=layer, head=head)
+        self.parallel = bool(cfg.raw.get(PARALLEL, True))  # checked by `gpt_neox_config`
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
+        if not self.parallel:
+            return super().forward(x, ctx)
+        layer, head = self.layer, self.head
+        x = markers.mark(x, "resid_in", layer, head)
+        attn_in = markers.mark(self.input_layernorm(x), "attn_in", layer, head)
+        attn_out = markers.mark(self.self_attn(attn_in, ctx), "attn_out", layer, head)
+        mid = markers.mark(x + attn_out, "resid_mid", layer, head)
+        mlp_in = markers.mark(self.post_attention_layernorm(x), "mlp_in", layer, head)
+        mlp_out = markers.mark(self.mlp(mlp_in), "mlp_out", layer, head)
+        return markers.mark(mid + mlp_out, "resid_out", layer, head)
+
+
+def _rope(fields: ConfigFields, raw: Mapping, source: str, head_dim: int) -> PartialRope:
+    """Hugging Face's rope with the older `rotary_emb_base` / `rotary_pct` understood."""
+    rope = parse_rope(raw, source)
+    nested = fields.section("rope_parameters")
+    if ((nested is None or "rope_theta" not in nested.raw) and "rope_theta" not in raw
+            and "rotary_emb_base" in raw):
+        rope = attrs.evolve(rope, theta=fields.number("rotary_emb_base"))
+    where, key, factor = partial_rotary_factor(fields, default=0.25, legacy="rotary_pct")
+    dims = int(head_dim * factor)
+    if not 0 < factor <= 1 or dims % 2:
+        raise where.fail(key, f"unsupported partial rotary factor {factor}: it rotates {dims} "
+                         f"of {head_dim} channels per head", code="model-unsupported",
+                         help=("gpt_neox models load with an even, non-zero number of rotated "
+                               "channels per head",))
+    return PartialRope(**attrs.asdict(rope, recurse=False), dims=dims)
+
+
+def gpt_neox_config(raw: Mapping, source: str) -> ModelConfig:
+    """GPT-NeoX's config.json: LayerNorm eps, GELU, biases (`attention_bias`), partial rope."""
+    fields = ConfigFields(raw=raw, source=source)
+    act = fields.word("hidden_act", default="gelu")
+    if act not in ACTIVATIONS:
+        raise fields.fail("hidden_act", f"unsupported activation `{act}`",
+                          code="model-unsupported",
+                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
+    fields.flag(PARALLEL, default=True)  # a non-boolean is a diagnostic here, not in a block
+    bias = fields.flag("attention_bias", default=True)
+    cfg = parse_common(raw, source, hidden_act=act, qkv_bias=bias, o_bias=bias, mlp_bias=True,
+                       norm_eps=fields.number("layer_norm_eps", default=1e-5))
+    return attrs.evolve(cfg, rope=_rope(fields, raw, source, cfg.head_dim))
+
+
+def _neox_name(name: str) -> str:
+    parts = name.split(".")
+    if parts[0] == "layers":
+        return f"layers.{parts[1]}.{LAYER_KEYS['.'.join(parts[2:-1])]}.{parts[-1]}"
+    return ".".join([NAMES[parts[0]], *parts[1:]])
+
+
+def checkpoint_keys(name: str) -> tuple[str, ...]:
+    """GPTNeoXForCausalLM saves under `gpt_neox.` (its head as `embed_out`), GPTNeoXModel
+    without the prefix."""
+    if name.startswith("lm_head."):
+        return (name.replace("lm_head.", "embed_out.", 1),)
+    plain = _neox_name(name)
+    return (f"gpt_neox.{plain}", plain)
+
+
+def checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
+    """q/k/v: their rows of each head's `[q | k | v]` block in `query_key_value`."""
+    module, _, param = name.partition(".")[2].partition(".")[2].rpartition(".")
+    if not name.startswith("layers.") or module not in FUSED_QKV:
+        return None
+    parts = interleaved(cfg.n_attention_heads, dict.fromkeys(FUSED_QKV, cfg.head_dim))
+    return fused_part(parts, module, other_dims=() if param == "bias" else (cfg.hidden_size,))
+
+
+GPT_NEOX = register(Architecture(
+    model_type="gpt_neox", hf_architectures=("GPTNeoXForCausalLM", "GPTNeoXModel"), causal=True,
+    uses_rope=True, config_from_hf=gpt_neox_config, build_embeddings=build_token_embeddings,
+    build_block=NeoXBlock, build_final_norm=build_final_norm, checkpoint_keys=checkpoint_keys,
+    checkpoint_part=checkpoint_part,
+))
