@@ -16,11 +16,19 @@ here exactly as it is there). Per unit kind:
   (`layer_types`) lose the removed entries, and per-layer sliding windows that a Qwen2
   config derives from `max_window_layers` are written out as `layer_types`.
 
+A checkpoint tensor that holds several of our parameters, or holds one transposed (Phi-3's
+`qkv_proj` / `gate_up_proj`, GPT-2's Conv1D `c_attn`, GPT-NeoX's per-head `query_key_value`),
+is cut through the loader's own `CheckpointPart` of each parameter it holds
+(`expc.models.fused_checkpoint`): each part's kept entries are mapped to the stored tensor's
+entries, and the union, in stored order, is kept, so the pruned tensor has the same fused
+layout for the smaller config. Config fields are written under the family's own names
+(GPT-2's `n_inner`, `n_layer`).
+
 Two pairings cannot give an ordinary checkpoint whose outputs equal the zeroed original:
-BERT derives its head size from `hidden_size / num_attention_heads`, so fewer heads would
-change the size of the rest (refused), and OLMo2's `q_norm`/`k_norm` normalise over all
-heads at once, so the kept heads' norm changes (allowed, said in a warning and in
-`expc_prune.json`).
+BERT, GPT-2 and GPT-NeoX derive their head size from `hidden_size / num_attention_heads`, so
+fewer heads would change the size of the rest (refused), and OLMo2's `q_norm`/`k_norm`
+normalise over all heads at once, so the kept heads' norm changes (allowed, said in a
+warning and in `expc_prune.json`).
 """
 
 from __future__ import annotations
@@ -33,14 +41,17 @@ import attrs
 import torch
 
 from expc.models.config import ModelConfig
-from expc.models.registry import Architecture, no_checkpoint_part, read_config
+from expc.models.fused_checkpoint import CheckpointPart, whole
+from expc.models.registry import Architecture, read_config
 from expc.runtime.prune.scores import Selection
 from expc.runtime.prune.units import CODE
 from expc.spec.diagnostics import fail
+from expc.spec.model_shape import ARCHITECTURES
 
 log = logging.getLogger(__name__)
 
-LAYER_IN_KEY = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # model.layers.3. / encoder.layer.3.
+# model.layers.3. / encoder.layer.3. / GPT-2's transformer.h.3.
+LAYER_IN_KEY = re.compile(r"(?:^|\.)(?:layers?|h)\.(\d+)\.")
 # Per unit kind: module -> (the weight's dimension that loses units, which index set).
 WIDTH_RULES = {
     "neurons": {"mlp.gate_proj": (0, "units"), "mlp.up_proj": (0, "units"),
@@ -49,6 +60,8 @@ WIDTH_RULES = {
                  "self_attn.v_proj": (0, "kv"), "self_attn.o_proj": (1, "q"),
                  "self_attn.q_norm": (0, "q"), "self_attn.k_norm": (0, "kv")},
 }
+# Families whose Hugging Face class derives the head size from hidden_size / heads.
+HEAD_SIZE_FROM_HIDDEN = {"bert": "BERT", "gpt2": "GPT-2", "gpt_neox": "GPT-NeoX"}
 NOT_EXACT = {("olmo2", "kv_heads"): "OLMo2's q_norm/k_norm normalise over all heads together, "
              "so the kept heads are normalised over fewer channels than before: outputs are "
              "close to, not equal to, the original with the same heads zeroed"}
@@ -73,15 +86,12 @@ class Slice:
 
 def check_supported(arch: Architecture, selection: Selection, *, where: str) -> str | None:
     """Refuse what cannot be an ordinary checkpoint; the note of an inexact result."""
-    if arch.checkpoint_part is not no_checkpoint_part:
-        raise fail(where, f"`expc prune` cannot yet rewrite {arch.model_type}'s fused "
-                   "checkpoint tensors (the model splits them only when it loads)", code=CODE,
-                   help=("prune a model whose checkpoint stores each projection on its own",))
-    if arch.model_type == "bert" and selection.kind.name == "kv_heads":
-        raise fail(where, "BERT checkpoints cannot lose attention heads: Hugging Face's BERT "
-                   "derives its head size from hidden_size / num_attention_heads, so fewer "
-                   "heads would resize the others", code=CODE,
-                   help=("prune BERT's MLP neurons or layers instead",))
+    family = HEAD_SIZE_FROM_HIDDEN.get(arch.model_type)
+    if family is not None and selection.kind.name == "kv_heads":
+        raise fail(where, f"{family} checkpoints cannot lose attention heads: Hugging Face's "
+                   f"{family} derives its head size from hidden_size / num_attention_heads, so "
+                   "fewer heads would resize the others", code=CODE,
+                   help=(f"prune {family}'s MLP neurons or layers instead",))
     note = NOT_EXACT.get((arch.model_type, selection.kind.name))
     if note:
         log.warning("%s", note)
@@ -104,19 +114,48 @@ def _index_sets(cfg: ModelConfig, selection: Selection, layer: int) -> dict[str,
     return {"kv": kv, "q": q}
 
 
-def layer_parameter_keys(arch: Architecture, cfg: ModelConfig, present) -> dict[str, tuple[int, str]]:
-    """Checkpoint key -> (layer, expc parameter name without `layers.{L}.`), per the loader's
-    own mapping, for the keys the checkpoint holds."""
+@attrs.frozen(kw_only=True)
+class Owner:
+    """One of our parameters read from a checkpoint tensor: its layer, name (without
+    `layers.{L}.`) and how it is cut from that tensor."""
+
+    layer: int
+    name: str
+    part: CheckpointPart
+
+
+def layer_parameter_keys(arch: Architecture, cfg: ModelConfig, present) -> dict[str, list[Owner]]:
+    """Checkpoint key -> the parameters read from it (several for a fused tensor), per the
+    loader's own mapping, for the keys the checkpoint holds."""
     with torch.device("meta"):
-        names = [name for name, _ in arch.build_block(cfg, 0, None).named_parameters()]
-    found: dict[str, tuple[int, str]] = {}
+        params = [(name, p.shape) for name, p in arch.build_block(cfg, 0, None).named_parameters()]
+    found: dict[str, list[Owner]] = {}
     for layer in range(cfg.n_layers):
-        for name in names:
-            key = next((k for k in arch.checkpoint_keys(f"layers.{layer}.{name}") if k in present),
-                       None)
+        for name, shape in params:
+            full = f"layers.{layer}.{name}"
+            key = next((k for k in arch.checkpoint_keys(full) if k in present), None)
             if key is not None:
-                found[key] = (layer, name)
+                part = arch.checkpoint_part(cfg, full) or whole(shape)
+                found.setdefault(key, []).append(Owner(layer=layer, name=name, part=part))
     return found
+
+
+def _cut(owners: list[Owner], rules: dict, sets: dict) -> tuple[int | None, torch.Tensor | None]:
+    """The stored dimension and kept entries of a tensor its `owners` are read from."""
+    dims, kept = set(), []
+    for owner in owners:
+        module, _, param = owner.name.rpartition(".")
+        dim, which = rules.get(module, (None, None))
+        if dim is not None and (param != "bias" or dim == 0):
+            dims.add(owner.part.stored_dim(dim))
+            kept.append((owner, dim, sets[owner.layer][which]))
+    if not dims:
+        return None, None
+    (stored,) = dims  # every rule cuts one dimension of a tensor
+    entries = [owner.part.stored_entries(dim, index) for owner, dim, index in kept]
+    entries += [owner.part.stored_entries(stored, None) for owner in owners
+                if owner not in {k[0] for k in kept} and owner.part.dim == stored]
+    return stored, torch.cat(entries).unique(sorted=True)
 
 
 def width_slices(arch: Architecture, cfg: ModelConfig, selection: Selection,
@@ -127,13 +166,8 @@ def width_slices(arch: Architecture, cfg: ModelConfig, selection: Selection,
     sets = {layer: _index_sets(cfg, selection, layer) for layer in range(cfg.n_layers)}
     slices = {}
     for key in keys:
-        layer, name = owners.get(key, (None, ""))
-        module, _, param = name.rpartition(".")
-        dim, which = rules.get(module, (None, None))
-        if dim is None or (param == "bias" and dim != 0):
-            slices[key] = Slice(key=key)
-        else:
-            slices[key] = Slice(key=key, dim=dim, index=sets[layer][which])
+        dim, index = _cut(owners.get(key, []), rules, sets)
+        slices[key] = Slice(key=key, dim=dim, index=index)
     return slices
 
 
@@ -164,15 +198,16 @@ def slices_for(arch: Architecture, cfg: ModelConfig, selection: Selection,
 def pruned_config(raw: Mapping, cfg: ModelConfig, selection: Selection, *, source: str) -> dict:
     """`config.json` of the pruned checkpoint."""
     out = dict(raw)
+    names = ARCHITECTURES[cfg.model_type].config_names  # GPT-2's `n_inner`, `n_layer`, ...
     kept = selection.kept
     if selection.kind.name == "neurons":
-        out["intermediate_size"] = kept
+        out[names.get("intermediate_size", "intermediate_size")] = kept
     elif selection.kind.name == "kv_heads":
         out.update(num_key_value_heads=kept, num_attention_heads=kept * cfg.kv_groups,
                    head_dim=cfg.head_dim)
     else:
         layers = [layer for layer in range(cfg.n_layers) if layer not in selection.removed_layers]
-        out["num_hidden_layers"] = kept
+        out[names.get("num_hidden_layers", "num_hidden_layers")] = kept
         for field, value in raw.items():
             if isinstance(value, list) and len(value) == cfg.n_layers:
                 out[field] = [value[layer] for layer in layers]

@@ -75,13 +75,3 @@ def test_a_bad_gpt2_field_is_a_diagnostic_at_its_own_name(tmp_path):
     (diagnostic,) = caught.value.diagnostics
     assert "`n_embd`" in diagnostic.message and diagnostic.span.line > 1
 
-
-def test_prune_refuses_gpt2_s_fused_transposed_checkpoint():
-    """expc prune slices checkpoint tensors as our modules hold them; GPT-2 stores Conv1D
-    (transposed) and fused c_attn tensors, so pruning it must be refused, not half-done."""
-    from expc.models.registry import architecture_named
-    from expc.runtime.prune.rules import check_supported
-    from expc.spec.diagnostics import DiagnosticError
-
-    with pytest.raises(DiagnosticError, match="cannot yet rewrite gpt2's fused"):
-        check_supported(architecture_named("gpt2"), selection=None, where="run/manifest.json")

@@ -10,8 +10,6 @@ from arch_parity import PRE_NORM_MODULES, assert_sites_match, bf16_logits_close
 from torch import nn
 
 from expc.models.loading import load_model
-from expc.models.registry import architecture_named
-from expc.runtime.prune.rules import check_supported
 from expc.spec.diagnostics import DiagnosticError, Span
 from expc.spec.model_shape import read_model_shape
 
@@ -98,7 +96,3 @@ def test_a_fused_tensor_of_the_wrong_shape_is_a_diagnostic(tmp_path):
                        r"model built from config.json expects \[80, 32\]"):
         load_model(tmp_path)
 
-
-def test_prune_refuses_fused_checkpoints():
-    with pytest.raises(DiagnosticError, match="cannot yet rewrite phi3's fused"):
-        check_supported(architecture_named("phi3"), selection=None, where="run/manifest.json")

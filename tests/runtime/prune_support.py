@@ -23,7 +23,7 @@ import expc
 from expc.spec.run_format import FORMAT, MANIFEST, RESULTS, importance_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from hf_reference import hf_model, save  # noqa: E402
+from hf_reference import hf_model, save, scramble  # noqa: E402
 from test_bert import randomize, tiny_config  # noqa: E402
 
 LENGTHS = [6, 3, 9, 4, 7]
@@ -31,14 +31,37 @@ LENGTHS = [6, 3, 9, 4, 7]
 PATHS = {
     "decoder": ("model.layers", "mlp.down_proj", "self_attn.o_proj"),
     "bert": ("encoder.layer", "output.dense", "attention.output.dense"),
+    "gpt2": ("transformer.h", "mlp.c_proj", "attn.c_proj"),
+    "gpt_neox": ("gpt_neox.layers", "mlp.dense_4h_to_h", "attention.dense"),
 }
 FAMILIES = ("llama", "mistral", "qwen2", "olmo2", "bert")
+# Checkpoints that store fused (and GPT-2's transposed) projections.
+FUSED_FAMILIES = ("phi3", "gpt2", "gpt_neox")
 HF_FAMILY = {"llama": "llama", "mistral": "mistral-window", "qwen2": "qwen2", "olmo2": "olmo2"}
+# family -> (config class, model class, config) of the fused families, 3 layers each
+FUSED_CONFIGS = {
+    "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel, dict(
+        vocab_size=61, n_embd=32, n_layer=3, n_head=4, n_inner=48, n_positions=128,
+        bos_token_id=0, eos_token_id=0)),
+    "gpt_neox": (transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM, dict(
+        vocab_size=61, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=128, rotary_pct=0.5, bos_token_id=0,
+        eos_token_id=0)),
+}
 
 
 def build(family: str, folder: Path, *, max_shard_size: str | None = None):
     """A scrambled tiny HF model of `family`, saved to `folder` (with a tokenizer.json)."""
-    if family == "bert":
+    if family in FUSED_CONFIGS:
+        config_cls, model_cls, config = FUSED_CONFIGS[family]
+        hf = model_cls(config_cls(**config)).eval()
+        scramble(hf)
+        save(hf, folder, max_shard_size=max_shard_size)
+    elif family == "bert":
         hf = randomize(transformers.BertModel(tiny_config(num_hidden_layers=3),
                                               add_pooling_layer=False))
         hf.save_pretrained(folder, **({} if max_shard_size is None
@@ -94,8 +117,14 @@ def layer_run(folder: Path, model: Path, scores: list[float], *, status: str = "
     return folder
 
 
+def config_field(family: str, name: str) -> str:
+    """A config.json field under the family's own name (GPT-2's `n_inner`, `n_layer`)."""
+    return {"intermediate_size": "n_inner", "num_hidden_layers": "n_layer"}[name] \
+        if family == "gpt2" else name
+
+
 def paths(family: str) -> tuple[str, str, str]:
-    return PATHS["bert" if family == "bert" else "decoder"]
+    return PATHS.get(family, PATHS["decoder"])
 
 
 def zeroing_hooks(hf, family: str, provenance: dict) -> list:

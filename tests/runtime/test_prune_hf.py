@@ -5,8 +5,10 @@ folder must load with `transformers` (`AutoModelForCausalLM` / `AutoModel`) and 
 outputs of the original HF model with the removed units zeroed by forward hooks (neurons:
 `down_proj`'s input channels; KV heads: `o_proj`'s input channels of their query heads;
 layers: the layer passing its input through), and load with expc's `load_model` to the
-same outputs. Exceptions are pinned: BERT cannot lose heads (refused), OLMo2's whole-width
-QK-norm makes KV-head pruning close but not equal (said in `expc_prune.json`).
+same outputs. The fused checkpoints (Phi-3's `qkv_proj`/`gate_up_proj`, GPT-2's Conv1D
+`c_attn`, GPT-NeoX's per-head `query_key_value`) are cut through the loader's own parts.
+Exceptions are pinned: BERT, GPT-2 and GPT-NeoX cannot lose heads (refused), OLMo2's
+whole-width QK-norm makes KV-head pruning close but not equal (said in `expc_prune.json`).
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from expc.models.loading import load_model
 from expc.runtime.prune.export import PruneRequest, prune
 from expc.spec.diagnostics import DiagnosticError
-from prune_support import (FAMILIES, assert_equals_zeroed, batch, build, hf_outputs,
-                           layer_run, load_pruned, scoring_run)
+from prune_support import (FAMILIES, FUSED_FAMILIES, assert_equals_zeroed, batch, build,
+                           config_field, hf_outputs, layer_run, load_pruned, scoring_run)
 
 ATOL = 2e-5
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+HEADS_REFUSED = ("bert", "gpt2", "gpt_neox")
+
+
+@pytest.fixture(scope="module", params=FAMILIES + FUSED_FAMILIES)
 def scored(request, tmp_path_factory):
     family = request.param
     folder = tmp_path_factory.mktemp(family)
@@ -59,8 +65,9 @@ def test_neurons(scored, metric):
     family, hf, folder, run = scored
     out = folder / f"neurons-{metric}"
     result = prune(PruneRequest(run=run, metric=metric, out=out, fraction=0.25))
-    width = hf.config.intermediate_size
-    assert json.loads((out / "config.json").read_text())["intermediate_size"] == \
+    field = config_field(family, "intermediate_size")
+    width = getattr(hf.config, field)
+    assert json.loads((out / "config.json").read_text())[field] == \
         width - round(0.25 * width) == result.selection.kept
     assert (out / "tokenizer.json").read_text() == (folder / "ckpt" / "tokenizer.json").read_text()
     _check(family, hf, out, result.provenance)
@@ -70,7 +77,7 @@ def test_kv_heads(scored):
     family, hf, folder, run = scored
     out = folder / "kv"
     request = PruneRequest(run=run, metric="kv_head_contribution", out=out, keep=1)
-    if family == "bert":
+    if family in HEADS_REFUSED:
         with pytest.raises(DiagnosticError, match="cannot lose attention heads"):
             prune(request)
         assert not out.exists()
@@ -78,6 +85,10 @@ def test_kv_heads(scored):
     result = prune(request)
     config = json.loads((out / "config.json").read_text())
     groups = hf.config.num_attention_heads // hf.config.num_key_value_heads
+    if family == "phi3":  # fused qkv_proj: [q | k | v] of the kept group, still fused
+        with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
+            shape = handle.get_slice("model.layers.0.self_attn.qkv_proj.weight").get_shape()
+        assert shape == [(groups + 2) * config["head_dim"], hf.config.hidden_size]
     assert (config["num_key_value_heads"], config["num_attention_heads"]) == (1, groups)
     assert result.provenance["exact"] is (family != "olmo2")
     _check(family, hf, out, result.provenance, exact=family != "olmo2")
@@ -89,5 +100,6 @@ def test_layers(scored):
     out = folder / "layers"
     result = prune(PruneRequest(run=run, metric="block_influence", out=out, fraction=0.34))
     assert result.provenance["removed_layers"] == [1]
-    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    assert json.loads((out / "config.json").read_text())[
+        config_field(family, "num_hidden_layers")] == 2
     _check(family, hf, out, result.provenance)

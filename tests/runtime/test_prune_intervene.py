@@ -1,4 +1,5 @@
-"""A pruned checkpoint equals expc's own `intervene` zeroing the same units, and the
+"""A pruned checkpoint equals expc's own `intervene` zeroing the same units (fused
+checkpoints too), and the
 checkpoint-level details: sharded inputs stay sharded, Qwen2's per-layer sliding windows
 survive renumbering, Hydra runs prune by the head `--head` names."""
 
@@ -54,6 +55,29 @@ def test_pruned_equals_intervene_lowest(llama, metric, target):
         f"intervene {target}[*] of heads[1] {{ set = zero, channels = lowest(run = \"{run}\", "
         f"metric = {metric}, fraction = 0.5) }}"))
     pruned = _logits_run(folder, out, f"pruned_{metric}_run")
+    key = "capture/head1/logits"
+    torch.testing.assert_close(pruned[key], zeroed[key], atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(zeroed["capture/head0/logits"], zeroed[key], atol=1e-3)
+
+
+@pytest.mark.parametrize("family,metric,target", [
+    ("phi3", "channel_contribution", "mlp.down_proj"),
+    ("phi3", "kv_head_contribution", "self_attn.o_proj"),
+    ("gpt2", "l2_norm", "mlp.down_proj"),
+    ("gpt_neox", "channel_contribution", "mlp.down_proj"),
+])
+def test_pruned_fused_checkpoint_equals_intervene_lowest(tmp_path, family, metric, target):
+    """Phi-3's `qkv_proj`/`gate_up_proj`, GPT-2's Conv1D and GPT-NeoX's per-head
+    `query_key_value` cut by `expc prune` give, loaded by expc, head 1's logits of the
+    original with the same units zeroed by `intervene`."""
+    hf = build(family, tmp_path / "ckpt")
+    run = scoring_run(tmp_path, tmp_path / "ckpt", hf.config.vocab_size)
+    out = tmp_path / "pruned"
+    prune(PruneRequest(run=run, metric=metric, out=out, fraction=0.5))
+    zeroed = _logits_run(tmp_path, tmp_path / "ckpt", "zeroed", body=(
+        f"intervene {target}[*] of heads[1] {{ set = zero, channels = lowest(run = \"{run}\", "
+        f"metric = {metric}, fraction = 0.5) }}"))
+    pruned = _logits_run(tmp_path, out, "pruned_run")
     key = "capture/head1/logits"
     torch.testing.assert_close(pruned[key], zeroed[key], atol=2e-5, rtol=1e-4)
     assert not torch.allclose(zeroed["capture/head0/logits"], zeroed[key], atol=1e-3)
