@@ -71,14 +71,19 @@ class GPT2Block(PreNormBlock):
         self.mlp = BertMLP(cfg, layer=layer, head=head)
 
 
+def activation(fields: ConfigFields, key: str, *, default: str) -> str:
+    """The activation named by field `key`, one we implement (else a diagnostic there)."""
+    act = fields.word(key, default=default)
+    if act not in ACTIVATIONS:
+        raise fields.fail(key, f"unsupported activation `{act}`", code="model-unsupported",
+                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
+    return act
+
+
 def gpt2_config(raw: Mapping, source: str) -> ModelConfig:
     """GPT-2's own field names (`n_embd`, ...; see `ArchitectureFacts.config_names`)."""
     fields = ConfigFields(raw=raw, source=source)
-    act = fields.word("activation_function", default="gelu_new")
-    if act not in ACTIVATIONS:
-        raise fields.fail("activation_function", f"unsupported activation `{act}`",
-                          code="model-unsupported",
-                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
+    act = activation(fields, "activation_function", default="gelu_new")
     return parse_common(raw, source, hidden_act=act, qkv_bias=True, o_bias=True, mlp_bias=True,
                         norm_eps=fields.number("layer_norm_epsilon", default=1e-5),
                         tie_word_embeddings=fields.flag("tie_word_embeddings", default=True))

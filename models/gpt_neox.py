@@ -31,15 +31,13 @@ from collections.abc import Mapping
 
 import attrs
 import torch
-from torch import nn
 
 from expc.models import markers
-from expc.models.bert import BertMLP
 from expc.models.config import ModelConfig, parse_common, parse_rope
 from expc.models.fused_checkpoint import CheckpointPart, fused_part, interleaved
-from expc.models.gpt2 import build_final_norm
-from expc.models.layers import ACTIVATIONS, ForwardContext, RotaryAttention
-from expc.models.llama import PreNormBlock, build_token_embeddings
+from expc.models.gpt2 import GPT2Block, activation, build_final_norm
+from expc.models.layers import ForwardContext, RotaryAttention
+from expc.models.llama import build_token_embeddings
 from expc.models.partial_rotary import PartialRope, apply_partial_rotary, partial_rotary_factor
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
@@ -67,15 +65,13 @@ class NeoXAttention(RotaryAttention):
         return apply_partial_rotary(x, ctx.cos, ctx.sin, self.rotary_dims)
 
 
-class NeoXBlock(PreNormBlock):
-    """LayerNorms, partial-rotary attention and an ungated MLP, in parallel or in sequence."""
+class NeoXBlock(GPT2Block):
+    """GPT-2's block (LayerNorms, ungated MLP) with partial-rotary causal attention, its two
+    branches in parallel or in sequence."""
 
     def __init__(self, cfg: ModelConfig, layer: int, head: int | None):
         super().__init__(cfg, layer, head)
-        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.self_attn = NeoXAttention(cfg, layer=layer, head=head)
-        self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
-        self.mlp = BertMLP(cfg, layer=layer, head=head)
         self.parallel = bool(cfg.raw.get(PARALLEL, True))  # checked by `gpt_neox_config`
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
@@ -111,11 +107,7 @@ def _rope(fields: ConfigFields, raw: Mapping, source: str, head_dim: int) -> Par
 def gpt_neox_config(raw: Mapping, source: str) -> ModelConfig:
     """GPT-NeoX's config.json: LayerNorm eps, GELU, biases (`attention_bias`), partial rope."""
     fields = ConfigFields(raw=raw, source=source)
-    act = fields.word("hidden_act", default="gelu")
-    if act not in ACTIVATIONS:
-        raise fields.fail("hidden_act", f"unsupported activation `{act}`",
-                          code="model-unsupported",
-                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
+    act = activation(fields, "hidden_act", default="gelu")
     fields.flag(PARALLEL, default=True)  # a non-boolean is a diagnostic here, not in a block
     bias = fields.flag("attention_bias", default=True)
     cfg = parse_common(raw, source, hidden_act=act, qkv_bias=bias, o_bias=bias, mlp_bias=True,

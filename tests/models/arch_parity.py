@@ -157,3 +157,17 @@ def bf16_logits_close(hf: transformers.PreTrainedModel, folder: Path) -> None:
     their_error = (theirs - exact).abs().max()
     assert 0 < their_error < 0.1 * exact.abs().max()
     assert (mine.float() - exact).abs().max() <= 1.5 * their_error + 0.01
+
+
+def assert_config_diagnostic(folder: Path, message: str) -> None:
+    """Loading `folder` is a diagnostic with `message` at its line in config.json."""
+    from expc.spec.diagnostics import DiagnosticError
+
+    try:
+        load_model(folder)
+    except DiagnosticError as err:
+        diagnostic = err.diagnostics[0]
+        assert message in diagnostic.message and diagnostic.span.path.endswith("config.json")
+        assert diagnostic.span.line > 1
+    else:
+        raise AssertionError(f"loading {folder} raised no diagnostic")
