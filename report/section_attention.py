@@ -85,9 +85,9 @@ def _full_svg(maps: list[tuple[str, torch.Tensor]]) -> str:
             else:
                 ax.set_axis_off()
             if row == 0:
-                ax.set_title(f"attn head {col}", fontsize=7)
+                ax.set_title(f"attn head {col}", fontsize=9)
             if col == 0:
-                ax.set_ylabel(place, fontsize=8)
+                ax.set_ylabel(place, fontsize=10)
     return to_svg(fig)
 
 
@@ -101,7 +101,7 @@ def _profiles_svg(profiles: list[tuple[str, torch.Tensor]]) -> str:
         ax.grid(False)
         image = ax.imshow(profile[:MAX_HEADS].numpy(), cmap="magma", aspect="auto",
                           interpolation="nearest")
-        ax.set_ylabel(f"{place}\nhead", fontsize=8)
+        ax.set_ylabel(f"{place}\nhead", fontsize=10)
         fig.colorbar(image, ax=ax, pad=0.01)
         if row == rows - 1:
             ax.set_xlabel("key position")

@@ -36,8 +36,9 @@ def injected(write_run, tmp_path_factory):
     """A failed run with `<script>` in its folder name, model path, data source, spec path,
     spec text (via the source), error message, a tensor's meaning (e.g. a prompt) and a key
     name (which reaches figure titles)."""
-    def markup_key(tensors):
+    def markup_key(tensors):  # two layers: a plot (a single layer would be a table row)
         tensors["capture/<script>_0"] = tensors["capture/resid_out_0"] + 1.0
+        tensors["capture/<script>_1"] = tensors["capture/resid_out_1"] + 1.0
 
     folder = tmp_path_factory.mktemp("injected") / "run<script>alert(1)<_script>"
     run = write_run(folder, status="failed", model_path=f"m{INJECTED}",
