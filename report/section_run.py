@@ -173,7 +173,7 @@ def run_section(folder: RunFolder, *,
     heads = int(hydra.get("heads", 1))
     caption = (f"Hydra split: layers 0-{trunk - 1} shared, {heads} heads each own layers "
                f"{trunk}-{n_layers - 1}" if heads > 1 and trunk < n_layers
-               else "No Hydra split: one path through every layer")
+               else "no Hydra split: one path through every layer")
     spec_text = manifest.get("spec", {}).get("text")
     spec = (f"<h3>Spec</h3><pre class=\"spec\">{highlight(spec_text)}</pre>" if spec_text else "")
     body = (_error_block(manifest) + _nonfinite_warning(nonfinite or {})
