@@ -15,6 +15,7 @@ label, colorbars included, goes through the report's one number formatter
 from __future__ import annotations
 
 import io
+import math
 import re
 
 import matplotlib
@@ -22,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
-from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import Formatter, ScalarFormatter  # noqa: E402
 
 from expc.report.html_parts import fmt_number  # noqa: E402
 
@@ -39,7 +40,24 @@ STYLE = {
 }
 FULL_WIDTH = 12.0  # inches: the page's content width on a laptop screen
 TRUNK_COLOR = "#222222"
-HUMAN_TICKS = FuncFormatter(lambda value, _position: fmt_number(float(value), 3))
+
+
+class HumanTicks(Formatter):
+    """Tick labels through `fmt_number`, with just enough significant digits that
+    neighbouring ticks differ (5.542, 5.544, not 5.54 twice) and no offset or exponent."""
+
+    digits = 3
+
+    def set_locs(self, locs) -> None:
+        super().set_locs(locs)
+        values = sorted(float(v) for v in locs)
+        steps = [b - a for a, b in zip(values, values[1:]) if b > a]
+        largest = max((abs(v) for v in values), default=0.0)
+        if steps and largest > 0:
+            self.digits = max(3, math.ceil(math.log10(largest / min(steps))) + 1)
+
+    def __call__(self, value, pos=None) -> str:
+        return fmt_number(float(value), self.digits)
 _PROLOG = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 
@@ -69,7 +87,7 @@ def _human_ticks(figure: Figure) -> None:
     for ax in figure.axes:
         for axis in (ax.xaxis, ax.yaxis):
             if isinstance(axis.get_major_formatter(), ScalarFormatter):
-                axis.set_major_formatter(HUMAN_TICKS)
+                axis.set_major_formatter(HumanTicks())
 
 
 def to_svg(figure: Figure) -> str:

@@ -9,6 +9,7 @@ pre-tokenised data) shows ids and positions only. Whitespace is made visible (`�
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 
 import attrs
@@ -17,8 +18,12 @@ VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥"})
 
 
 def shown(piece: str) -> str:
-    """A token's text with its whitespace visible."""
-    return piece.translate(VISIBLE) if piece else "∅"
+    """A token's text with its whitespace visible and other control characters escaped
+    (`\\x08`), so no token is an empty or invisible cell."""
+    if not piece:
+        return "∅"
+    return "".join(c if unicodedata.category(c)[0] != "C" else f"\\x{ord(c):02x}"
+                   for c in piece.translate(VISIBLE))
 
 
 @attrs.frozen(kw_only=True)
