@@ -68,7 +68,7 @@ def head_color(head: int) -> str:
 
 
 def new_figure(width: float, height: float, *, rows: int = 1, columns: int = 1,
-               left: float = 0.75, right: float = 0.25, bottom: float = 0.6, top: float = 0.35,
+               left: float = 0.95, right: float = 0.25, bottom: float = 0.6, top: float = 0.35,
                gap_x: float = 0.75, gap_y: float = 0.75) -> Figure:
     """A blank `width` x `height` inch figure with the report's style and a fixed grid of
     margins and gaps given in inches (a layout engine would double the drawing time)."""

@@ -71,9 +71,11 @@ def _heatmap(metric: str, roles: dict[str, list[Scored]]) -> str:
         if width <= 32:
             ax.set_xticks(range(width))
         ax.set_xlabel(HEATMAP_METRICS[metric])
+        ax.set_ylabel("module")
         ax.set_title(f"{metric} at {role}")
         ax.grid(False)
-        fig.colorbar(image, ax=ax, shrink=0.9)
+        fig.colorbar(image, ax=ax, shrink=0.9).set_label(
+            "pruning order" if metric == "iterative_channel" else "score")
     return to_svg(fig)
 
 
@@ -90,6 +92,7 @@ def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
         ax.vlines(x, q[:, 1].numpy(), q[:, 3].numpy(), color="#4c72b0", linewidth=6)
         ax.hlines(q[:, 2].numpy(), x - 0.3, x + 0.3, color="#dd8452", linewidth=1.5)
         _label_modules(ax, modules, axis="x")
+        ax.set_xlabel("module")
         ax.set_ylabel("score")
         ax.set_title(f"{metric} at {role}")
     return to_svg(fig)
