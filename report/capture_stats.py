@@ -20,6 +20,7 @@ from expc.report.run_folder import RunFolder
 from expc.spec.run_format import KeyInfo, parse_key
 
 NOT_VECTORS = ("attn_pattern",)  # sites whose captures are not hidden states
+FLOAT_TOLERANCE = 1e-5  # relative: heads closer than this agree to float precision
 
 
 @attrs.frozen(kw_only=True)
@@ -116,3 +117,32 @@ def head_disagreement(family: Family) -> list[tuple[int, float]]:
         if len(stack) >= 2 and all(s.shape == stack[0].shape for s in stack):
             out.append((layer, float(torch.stack(stack).var(dim=0, unbiased=False).mean())))
     return out
+
+
+def _largest(value: torch.Tensor) -> float:
+    return float(value.abs().max()) if value.numel() else 0.0
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float rounding, relative to the larger magnitude of the two."""
+    if a.shape != b.shape:
+        return False
+    return _largest(a - b) <= FLOAT_TOLERANCE * max(_largest(a), _largest(b), 1e-30)
+
+
+def heads_identical(family: Family) -> bool:
+    """True when the family has >= 2 heads and every head captured the same layers with the
+    same values as head 0 up to float rounding (a Hydra split without interventions or
+    `head_models`: the heads are copies of one model)."""
+    heads = list(family.heads.values())
+    if len(heads) < 2:
+        return False
+    first = heads[0]
+    return all(other.keys() == first.keys()
+               and all(_close(first[layer], value) for layer, value in other.items())
+               for other in heads[1:])
+
+
+def captured_layers(family: Family) -> set[int]:
+    """Every layer the family captured, trunk and heads."""
+    return set(family.trunk) | {layer for per_head in family.heads.values() for layer in per_head}

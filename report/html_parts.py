@@ -8,6 +8,7 @@ escaping cannot be forgotten in one place.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -49,13 +50,26 @@ def facts(pairs: Iterable[tuple[str, object]]) -> str:
     return f"<dl>{items}</dl>" if items else ""
 
 
+TINY = 1e-4  # below this magnitude a number is written in scientific notation
+
+
 def fmt_number(value: float | int | None, digits: int = 4) -> str:
-    """Numbers for tables: ints as is, floats to `digits` significant digits."""
+    """A number for people, the one formatter of the report (tables, captions, axis ticks):
+    thousands separated and never in scientific notation from 1,000 up (`19,720`, not
+    `1.972e+04`), `digits` significant digits below (`0.0767`, `5.544`), scientific only
+    for magnitudes under 1e-4 (`3.2e-06`); NaN and infinities by name."""
     if value is None:
         return ""
     if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}g}"
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value == 0:
+        return "0"
+    if abs(value) < TINY:
+        return f"{value:.{max(1, digits - 2)}e}"
+    text = f"{value:.{digits}g}"
+    return f"{round(value):,}" if abs(float(text)) >= 1000 else text
 
 
 def fmt_interval(low: float | None, high: float | None, digits: int = 4) -> str:

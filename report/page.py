@@ -1,5 +1,7 @@
-"""Assemble sections into one self-contained HTML page: inline CSS, inline SVG, no scripts,
-no external fonts or links, readable on a laptop and printable.
+"""Assemble sections into one self-contained HTML page: inline CSS, inline SVG, no external
+fonts, links or scripts (the attention viewer's own inline script is the only script),
+readable on a laptop (content 1,192 px wide at 1366 px, the figures' natural width) and
+printable.
 
 A run that is not `complete` gets a banner at the top saying what it is, so a partial
 report is never mistaken for a finished one.
@@ -15,7 +17,7 @@ CSS = """
 :root { --fg: #1d1d1f; --muted: #666; --line: #ddd; --accent: #2a5db0; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
-       margin: 0 auto; max-width: 1100px; padding: 1.5rem; background: #fff; }
+       margin: 0 auto; max-width: 1240px; padding: 1.5rem; background: #fff; }
 h1 { font-size: 1.5rem; margin: 0 0 .3rem; }
 h2 { font-size: 1.2rem; border-bottom: 1px solid var(--line); padding-bottom: .2rem;
      margin-top: 2rem; }

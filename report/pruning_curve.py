@@ -24,7 +24,7 @@ import matplotlib
 import torch
 
 from expc.report.effect_stats import EffectHead, Interval, interval
-from expc.report.figures import new_figure, to_svg
+from expc.report.figures import FULL_WIDTH, new_figure, to_svg
 from expc.report.html_parts import Section, esc, figure, fmt_interval, fmt_number, table
 from expc.report.intervention_layout import intervention_nodes
 from expc.report.run_folder import RunFolder
@@ -145,7 +145,7 @@ def _svg(found: Curves, metrics: Mapping[str, str]) -> str:
               for name, lines in found.items() for target in dict.fromkeys(t for t, _ in lines)]
     columns = min(PANEL_COLUMNS, len(panels))
     rows = math.ceil(len(panels) / columns)
-    fig = new_figure(4.4 * columns + 0.8, 3.2 * rows, rows=rows, columns=columns, gap_y=0.9)
+    fig = new_figure(FULL_WIDTH, 3.8 * rows, rows=rows, columns=columns, gap_y=0.9)
     palette = matplotlib.colormaps["tab10"]
     colors = {m: palette(i % 10) for i, m in enumerate(
         dict.fromkeys(how.partition(" ")[2] for lines in found.values()

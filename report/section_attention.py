@@ -1,60 +1,35 @@
-"""The attention section: the captured attention patterns, per layer (and Hydra head).
+"""The attention section: the captured attention patterns, one map at a time.
 
-A `full` pattern is stored `[N, A, S_q, S_k]` with a `[N, S]` mask (contracts §3,
-docs/run-folder.md), and is drawn as
-small multiples, one row per captured layer and one column per attention head, each a
-query x key map averaged over samples where both positions are real tokens (so padding does
-not dilute it). A reduced pattern — `mean`/`sum`/`max` over queries `[N, A, S_k]`, or
-`dataset_mean` `[A, S_k]` — is the attention each key position receives; it is drawn as a
-heads x key-position map per layer. Large runs are capped (rows, heads) with a note.
+A `full` pattern is stored `[N, A, S_q, S_k]` with a `[N, S]` mask (docs/run-folder.md); a
+reduced pattern — `mean`/`sum`/`max` over queries `[N, A, S_k]`, or `dataset_mean`
+`[A, S_k]` — is the attention each key position receives. Averaging patterns over samples
+blurs prompts of different lengths and contents together, so each map is one sample's
+(the first MAX_SAMPLES), cropped to its real tokens and labelled with them
+(`report/tokens.py`), shown by the viewer of `report/attention_viewer.py` with selectors for
+the layer, the attention head and the sample, and a colorbar.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 
+from expc.report.attention_viewer import AttentionMap, AttentionPlace, viewer_html
 from expc.report.capture_slices import masked_slices
 from expc.report.capture_stats import capture_site
-from expc.report.figures import new_figure, to_svg
-from expc.report.html_parts import Section, figure
+from expc.report.html_parts import Section, esc
 from expc.report.keys import forward_position
 from expc.report.run_folder import RunFolder
+from expc.report.tokens import TokenText
 from expc.spec.run_format import parse_key
 
-MAX_ROWS = 12
+MAX_SAMPLES = 8
+MAX_TOKENS = 48
 MAX_HEADS = 8
-
-
-def mean_pattern(chunks: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-    """`[A, S, S]` (query x key per head): the mean over samples of a `full` pattern given
-    as slices of samples `([n, A, S_q, S_k], [n, S] mask or None)`, each position pair over
-    the samples where both are real tokens, cropped to the longest sample."""
-    total = counts = None
-    length = 0
-    for pattern, mask in chunks:
-        pattern = pattern.double()  # [n, A, S_q, S_k]
-        valid = (torch.ones(pattern.shape[0], pattern.shape[2], dtype=torch.float64)
-                 if mask is None else mask.double())  # [n, S]
-        pair = valid[:, None, :, None] * valid[:, None, None, :]  # [n, 1, S, S]
-        chunk_total, chunk_counts = (pattern * pair).sum(dim=0), pair.sum(dim=0)
-        total = chunk_total if total is None else total + chunk_total  # [A, S, S]
-        counts = chunk_counts if counts is None else counts + chunk_counts  # [1, S, S]
-        length = max(length, int(valid.sum(dim=1).max()))
-    mean = total / counts.clamp_min(1.0)  # [A, S, S]
-    return mean[:, :length, :length]
-
-
-def key_profile(pattern: torch.Tensor) -> torch.Tensor:
-    """`[A, S_k]`: a reduced pattern (`[N, A, S_k]` per sample, or `[A, S_k]`) over samples."""
-    pattern = pattern.double()
-    return pattern.mean(dim=0) if pattern.dim() == 3 else pattern
 
 
 def _place(key: str) -> str:
     info = parse_key(key)
-    return f"L{info.layer}" + ("" if info.head is None else f" h{info.head}")
+    return ("" if info.head is None else f"head {info.head} ") + f"layer {info.layer}"
 
 
 def _patterns(folder: RunFolder) -> list[str]:
@@ -67,70 +42,70 @@ def _patterns(folder: RunFolder) -> list[str]:
     return sorted(keys, key=lambda k: (forward_position(parse_key(k)), k))
 
 
-def _full_svg(maps: list[tuple[str, torch.Tensor]]) -> str:
-    heads = min(MAX_HEADS, max(m.shape[0] for _, m in maps))
-    rows = len(maps)
-    fig = new_figure(1.3 * heads + 0.45, 1.3 * rows + 0.3, rows=rows, columns=heads,
-                     left=0.45, right=0.1, bottom=0.1, top=0.3, gap_x=0.1, gap_y=0.1)
-    grid = fig.subplots(rows, heads, squeeze=False)
-    for row, (place, mean) in enumerate(maps):
-        for col in range(heads):
-            ax = grid[row][col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            if col < mean.shape[0]:
-                ax.imshow(mean[col].numpy(), cmap="magma", vmin=0.0, vmax=1.0,
-                          interpolation="nearest")
-            else:
-                ax.set_axis_off()
-            if row == 0:
-                ax.set_title(f"attn head {col}", fontsize=7)
-            if col == 0:
-                ax.set_ylabel(place, fontsize=8)
-    return to_svg(fig)
+def _first_samples(folder: RunFolder, key: str
+                   ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """`(value, mask row or None)` of the first MAX_SAMPLES samples of `key`."""
+    rows = []
+    for value, mask in masked_slices(folder, key):
+        for i in range(value.shape[0]):
+            rows.append((value[i], None if mask is None else mask[i]))
+            if len(rows) == MAX_SAMPLES:
+                return rows
+    return rows
 
 
-def _profiles_svg(profiles: list[tuple[str, torch.Tensor]]) -> str:
-    rows = len(profiles)
-    fig = new_figure(7.5, 1.3 * rows + 0.6, rows=rows, left=0.8, bottom=0.5, top=0.2,
-                     gap_y=0.25)
-    grid = fig.subplots(rows, 1, squeeze=False)
-    for row, (place, profile) in enumerate(profiles):
-        ax = grid[row][0]
-        ax.grid(False)
-        image = ax.imshow(profile[:MAX_HEADS].numpy(), cmap="magma", aspect="auto",
-                          interpolation="nearest")
-        ax.set_ylabel(f"{place}\nhead", fontsize=8)
-        fig.colorbar(image, ax=ax, pad=0.01)
-        if row == rows - 1:
-            ax.set_xlabel("key position")
-        else:
-            ax.set_xticks([])
-    return to_svg(fig)
+def _sample_label(index: int, tokens: TokenText) -> str:
+    sample = tokens.samples.get(index)
+    if sample is None:
+        return f"sample {index}"
+    text = sample.text if len(sample.text) <= 40 else sample.text[:39] + "…"
+    return f"sample {index}: {text}"
+
+
+def _length(value: torch.Tensor, mask: torch.Tensor | None) -> int:
+    real = value.shape[-1] if mask is None else int(mask.sum())
+    return max(1, min(MAX_TOKENS, real))
+
+
+def _place_maps(folder: RunFolder, key: str, tokens: TokenText) -> AttentionPlace | None:
+    """One captured pattern as viewer maps: a `full` pattern `[N, A, S, S]` per sample
+    (query x key per attention head), a reduced `[N, A, S_k]` per sample (head x key), a
+    `dataset_mean` `[A, S_k]` once for the whole run; cropped to each sample's real
+    tokens (at most MAX_TOKENS) and MAX_HEADS attention heads."""
+    shape = folder.layout[key][0]
+    if len(shape) == 2:
+        weights = folder.tensor(key).double()[:MAX_HEADS]
+        length = min(MAX_TOKENS, weights.shape[-1])
+        labels = [str(p) for p in range(length)]
+        return AttentionPlace(place=_place(key), full=False, maps=[AttentionMap(
+            sample="whole run (mean over tokens; positions)", tokens=labels,
+            weights=weights[:, :length])])
+    if len(shape) not in (3, 4) or shape[0] == 0:
+        return None
+    maps = []
+    for index, (value, mask) in enumerate(_first_samples(folder, key)):
+        length = _length(value, mask)
+        crop = (value[:MAX_HEADS, :length, :length] if len(shape) == 4
+                else value[:MAX_HEADS, :length])
+        maps.append(AttentionMap(sample=_sample_label(index, tokens),
+                                 tokens=tokens.labels(index, length), weights=crop.double()))
+    return AttentionPlace(place=_place(key), full=len(shape) == 4, maps=maps)
 
 
 def attention_section(folder: RunFolder) -> Section | None:
-    """Every captured attention pattern; None if none was captured."""
-    full, profiles = [], []
-    for key in _patterns(folder):
-        dims = len(folder.layout[key][0])
-        if dims == 4 and folder.layout[key][0][0] > 0:
-            full.append((_place(key), mean_pattern(masked_slices(folder, key))))
-        elif dims in (2, 3):
-            profiles.append((_place(key), key_profile(folder.tensor(key))))
-    parts = []
-    capped = any(m.shape[0] > MAX_HEADS for _, m in full + profiles)
-    note = f" Capped at {MAX_ROWS} layers x {MAX_HEADS} heads." if (
-        capped or len(full) > MAX_ROWS or len(profiles) > MAX_ROWS) else ""
-    if full:
-        parts.append(figure(_full_svg(full[:MAX_ROWS]),
-                            "Attention weights per head (query down, key across), mean over "
-                            "samples." + note))
-    if profiles:
-        parts.append(figure(_profiles_svg(profiles[:MAX_ROWS]),
-                            "Attention each key position receives (reduced over queries), "
-                            "per head, mean over samples." + note))
-    if not parts:
+    """Every captured attention pattern in one viewer; None if none was captured."""
+    tokens = TokenText.from_manifest(folder.manifest)
+    places = [p for p in (_place_maps(folder, key, tokens) for key in _patterns(folder)) if p]
+    places = [p for p in places if p.maps]
+    if not places:
         return None
-    return Section(anchor="attention", title="Attention patterns", body="".join(parts))
+    note = ("Token labels are the tokens the run recorded (docs/run-folder.md, data.preview)."
+            if tokens.known else "This run recorded no token text: positions are shown.")
+    intro = (f"<p>One attention map at a time: choose the layer, the attention head and the "
+             f"sample (the first {MAX_SAMPLES}, each cropped to its real tokens, at most "
+             f"{MAX_TOKENS}; at most {MAX_HEADS} attention heads). A full pattern is drawn "
+             "query x key; a pattern reduced over queries (mean/sum/max) as the weight each "
+             "key receives, per attention head. Each map's colorbar runs from 0 to its "
+             f"largest weight; hover a cell for its value. {esc(note)}</p>")
+    return Section(anchor="attention", title="Attention patterns",
+                   body=intro + viewer_html(places))

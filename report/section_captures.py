@@ -2,7 +2,11 @@
 similarity between consecutive layers, and, for Hydra runs, the heads' disagreement.
 
 Each family (capture name + aggregation) gets its own panel, because norms of different
-sites live on different scales. Plots with nothing to show are left out.
+sites live on different scales. Plots with nothing to show are left out, and noise is not
+drawn as signal: heads that agree to float precision (`capture_stats.heads_identical`) are
+drawn as one line labelled "all heads identical" and left out of the disagreement plot (a
+sentence says so when no family disagrees), and a family captured at a single layer is a
+number in a table, not a lone dot on an axis.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ import math
 
 from matplotlib.ticker import MaxNLocator
 
-from expc.report.capture_stats import (Family, consecutive_cosine, families,
-                                       head_disagreement, mean_norm)
-from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
-from expc.report.html_parts import Section, figure
+from expc.report.capture_stats import (Family, captured_layers, consecutive_cosine, families,
+                                       head_disagreement, heads_identical, mean_norm)
+from expc.report.figures import FULL_WIDTH, TRUNK_COLOR, head_color, new_figure, to_svg
+from expc.report.html_parts import Section, esc, figure, fmt_number, table
 from expc.report.run_folder import RunFolder
 
 MAX_LAYER_TICKS = 16
@@ -22,9 +26,21 @@ MAX_LAYER_TICKS = 16
 PANEL_COLUMNS = 3
 
 
+def _line_label(head: int | None, family: Family) -> str:
+    if head is None:
+        return "trunk"
+    if heads_identical(family):
+        return f"heads {min(family.heads)}-{max(family.heads)} (all heads identical)"
+    return f"head {head}"
+
+
 def _path_lines(family: Family, values) -> list[tuple[int | None, list[tuple[int, float]]]]:
-    """(head, points) per line: the trunk in black, each head from the trunk's last point."""
+    """(head, points) per line: the trunk in black, each head from the trunk's last point;
+    heads identical to float precision as one line (the first head's)."""
     paths = family.paths()
+    if heads_identical(family):
+        first = min(family.heads)
+        paths = {first: paths[first]}
     trunk_layers = set(family.trunk)
     lines = []
     trunk_points = [p for p in values(next(iter(paths.values()))) if p[0] in trunk_layers]
@@ -58,19 +74,19 @@ def _panels(families_: list[Family], values, ylabel: str) -> str | None:
         return None
     columns = min(PANEL_COLUMNS, len(drawn))
     rows = math.ceil(len(drawn) / columns)
-    fig = new_figure(3.4 * columns, 2.6 * rows, rows=rows, columns=columns)
+    fig = new_figure(FULL_WIDTH, 3.4 * rows, rows=rows, columns=columns)
     for i, (family, lines) in enumerate(drawn):
         ax = fig.add_subplot(rows, columns, i + 1)
         for head, points in lines:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", markersize=3,
                     color=TRUNK_COLOR if head is None else head_color(head),
-                    label="trunk" if head is None else f"head {head}")
+                    label=_line_label(head, family))
         ax.set_title(family.label)
         _layer_axis(ax, [x for _, points in lines for x, _ in points])
         ax.set_ylabel(ylabel)
         if len(lines) > 1:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=9)
     return to_svg(fig)
 
 
@@ -78,20 +94,48 @@ def _norm_points(path):
     return [(layer, mean_norm(v)) for layer, v in path]
 
 
-def _disagreement_svg(families_: list[Family]) -> str | None:
+def _disagreement(families_: list[Family]) -> str:
+    """The heads' disagreement plot of the families whose heads differ; a sentence instead
+    for families whose heads agree to float precision (or for all of them)."""
+    split = [f for f in families_ if len(f.heads) >= 2 and head_disagreement(f)]
+    same = [f for f in split if heads_identical(f)]
+    differ = [f for f in split if not heads_identical(f)]
+    parts = []
+    if same:
+        names = ", ".join(f.label for f in same)
+        parts.append(f'<p class="note">All heads identical: the heads agree to float '
+                     f"precision in {esc(names)} (a Hydra split without interventions or "
+                     "<code>head_models</code> runs copies of one model), so their "
+                     "disagreement, rounding noise, is not plotted.</p>")
+    if differ:
+        parts.append(figure(_disagreement_svg(differ),
+                            "Disagreement across heads: variance across heads of the captured "
+                            "state, averaged over samples and channels."))
+    return "".join(parts)
+
+
+def _disagreement_svg(families_: list[Family]) -> str:
     lines = [(f, head_disagreement(f)) for f in families_]
-    lines = [(f, points) for f, points in lines if points]
-    if not lines:
-        return None
-    fig = new_figure(6.5, 3.0)
+    fig = new_figure(FULL_WIDTH, 3.4)
     ax = fig.add_subplot()
     for family, points in lines:
         xs, ys = zip(*points)
         ax.plot(xs, ys, marker="o", markersize=3, label=family.label)
     _layer_axis(ax, [x for _, points in lines for x, _ in points])
     ax.set_ylabel("variance across heads")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     return to_svg(fig)
+
+
+def _single_layer_table(single: list[Family]) -> str:
+    """Families captured at one layer: their mean norm per path, as numbers."""
+    rows = []
+    for family in single:
+        for head, points in _path_lines(family, _norm_points):
+            for layer, value in points:
+                rows.append((family.label, layer, _line_label(head, family), fmt_number(value)))
+    return ("<p>Captured at a single layer (a number, not a plot): mean over samples of each "
+            "sample's L2 norm.</p>" + table(("capture", "layer", "path", "mean ||x||"), rows))
 
 
 def captures_section(folder: RunFolder) -> Section | None:
@@ -99,6 +143,8 @@ def captures_section(folder: RunFolder) -> Section | None:
     found = families(folder)
     if not found:
         return None
+    single = [f for f in found if len(captured_layers(f)) == 1]
+    found = [f for f in found if len(captured_layers(f)) > 1]
     parts = []
     norms = _panels(found, _norm_points, "mean ||x||")
     if norms:
@@ -110,11 +156,10 @@ def captures_section(folder: RunFolder) -> Section | None:
         parts.append(figure(cosine, "Cosine similarity between consecutive layers: mean over "
                                     "samples of the cosine between a layer's capture "
                                     "and the previous layer's, along each head's path."))
-    disagreement = _disagreement_svg(found)
-    if disagreement:
-        parts.append(figure(disagreement, "Disagreement across heads: variance across heads "
-                                          "of the captured state, averaged over samples and "
-                                          "channels."))
+    parts.append(_disagreement(found))
+    if single:
+        parts.append(_single_layer_table(single))
+    parts = [p for p in parts if p]
     if not parts:
         return None
     return Section(anchor="captures", title="Captures", body="".join(parts))

@@ -15,13 +15,15 @@ import math
 import torch
 
 from expc.report.effect_stats import EffectHead
-from expc.report.figures import head_color, new_figure, to_svg
+from expc.report.figures import FULL_WIDTH, head_color, new_figure, to_svg
 from expc.report.html_parts import Section, esc, figure, fmt_interval, fmt_number, table
 from expc.report.intervention_layout import intervention_nodes, layer_sweep
 from expc.report.intervention_tables import intervention_tables
 from expc.report.run_folder import RunFolder
+from expc.report.tokens import TokenText
 
 PANEL_COLUMNS = 2
+MAX_TEXT = 90  # characters of a sample's text in the per-sample table
 MAX_POINTS = 1000  # per-sample points drawn per head (evenly spaced beyond that)
 JITTER = 0.16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -74,15 +76,13 @@ def _draw_head(ax, x: int, effect: EffectHead, jitter: torch.Generator) -> None:
 def _distributions_svg(groups: dict[str, list[EffectHead]], sweep: dict[int, int]) -> str:
     columns = min(PANEL_COLUMNS, len(groups))
     rows = math.ceil(len(groups) / columns)
-    widest = max(len(heads) for heads in groups.values())
-    width = min(11.0, max(4.0, 1.2 + 0.75 * widest) * columns)
-    fig = new_figure(width, 3.0 * rows, rows=rows, columns=columns, bottom=0.8, gap_y=1.1)
+    fig = new_figure(FULL_WIDTH, 3.8 * rows, rows=rows, columns=columns, bottom=0.8, gap_y=1.1)
     jitter = torch.Generator().manual_seed(0)  # the same run gives the same page
     for i, heads in enumerate(groups.values()):
         ax = fig.add_subplot(rows, columns, i + 1)
         for x, effect in enumerate(heads):
             _draw_head(ax, x, effect, jitter)
-        ax.set_xticks(range(len(heads)), [_tick(e, sweep) for e in heads], fontsize=7)
+        ax.set_xticks(range(len(heads)), [_tick(e, sweep) for e in heads], fontsize=9)
         ax.set_xlim(-0.6, len(heads) - 0.4)
         ax.set_ylabel(heads[0].metric)
         ax.set_title(_title(heads))
@@ -101,7 +101,7 @@ def _sweep_svg(groups: dict[str, list[EffectHead]], sweep: dict[int, int]) -> st
         return None
     columns = min(PANEL_COLUMNS, len(drawn))
     rows = math.ceil(len(drawn) / columns)
-    fig = new_figure(3.8 * columns + 0.8, 2.8 * rows, rows=rows, columns=columns)
+    fig = new_figure(FULL_WIDTH, 3.4 * rows, rows=rows, columns=columns)
     for i, (heads, points, levels) in enumerate(drawn):
         ax = fig.add_subplot(rows, columns, i + 1)
         layers = [layer for layer, _ in points]
@@ -118,7 +118,7 @@ def _sweep_svg(groups: dict[str, list[EffectHead]], sweep: dict[int, int]) -> st
         ax.set_xlabel("intervened layer")
         ax.set_ylabel(heads[0].metric)
         ax.set_title(_title(heads))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     return to_svg(fig)
 
 
@@ -129,6 +129,25 @@ def _table(groups: dict[str, list[EffectHead]], sweep: dict[int, int]) -> str:
             for heads in groups.values() for e in heads]
     return table(("effect", "head", "vs", "intervened layer", "n", "mean", "95% CI", "what"),
                  rows)
+
+
+def _samples_table(groups: dict[str, list[EffectHead]], tokens: TokenText) -> str:
+    """Each effect's per-sample values beside the prompt text, for the first samples the
+    run recorded as text (`data.preview`)."""
+    indices = sorted(tokens.samples)
+    heads = [e for group in groups.values() for e in group]
+    indices = [i for i in indices if all(i < e.values.numel() for e in heads)]
+    if not indices:
+        return ""
+    header = ["sample", "text"] + [f"{_title([e])} {e.head_label}" for e in heads]
+    rows = [[i, _short(tokens.samples[i].text)] + [fmt_number(float(e.values[i])) for e in heads]
+            for i in indices]
+    return ("<details><summary>Per-sample values of the first samples, with their text"
+            "</summary>" + table(header, rows) + "</details>")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
 
 
 def _dropped_note(groups: dict[str, list[EffectHead]]) -> str:
@@ -156,7 +175,8 @@ def effects_section(folder: RunFolder, groups: dict[str, list[EffectHead]]
         sweep_svg = _sweep_svg(groups, sweep) if sweep else None
         if sweep_svg is not None:
             parts.append(figure(sweep_svg, SWEEP_CAPTION))
-        parts.append(_table(groups, sweep) + _dropped_note(groups))
+        parts.append(_table(groups, sweep) + _dropped_note(groups)
+                     + _samples_table(groups, TokenText.from_manifest(folder.manifest)))
     if interventions and groups:
         parts.append("<h3>Interventions</h3>")
     parts.append(interventions)

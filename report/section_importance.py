@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
+from expc.report.figures import FULL_WIDTH, TRUNK_COLOR, head_color, new_figure, to_svg
 from expc.report.html_parts import Section, esc, figure, fmt_number, table
 from expc.report.importance_stats import Scored, layer_series, pruning_candidates, scored_modules
 from expc.report.run_folder import RunFolder
@@ -52,14 +52,14 @@ def _label_modules(ax, modules: list[Scored], *, axis: str) -> None:
     ticks = list(range(0, len(modules), step))
     labels = [modules[t].short_label for t in ticks]
     if axis == "x":
-        ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=9)
     else:
-        ax.set_yticks(ticks, labels, fontsize=7)
+        ax.set_yticks(ticks, labels, fontsize=9)
 
 
 def _heatmap(metric: str, roles: dict[str, list[Scored]]) -> str:
     height = max(1.2 + 0.07 * min(len(m), 2 * MAX_MODULE_LABELS) for m in roles.values())
-    fig = new_figure(7.5, (height + 0.9) * len(roles), rows=len(roles), gap_y=0.9)
+    fig = new_figure(FULL_WIDTH, (height + 0.9) * len(roles), rows=len(roles), gap_y=0.9)
     for i, (role, modules) in enumerate(roles.items()):
         width = max(s.score.numel() for s in modules)
         grid = torch.full((len(modules), width), float("nan"))  # [modules, units]
@@ -71,17 +71,18 @@ def _heatmap(metric: str, roles: dict[str, list[Scored]]) -> str:
         if width <= 32:
             ax.set_xticks(range(width))
         ax.set_xlabel(HEATMAP_METRICS[metric])
+        ax.set_ylabel("module")
         ax.set_title(f"{metric} at {role}")
         ax.grid(False)
-        fig.colorbar(image, ax=ax, shrink=0.9)
+        fig.colorbar(image, ax=ax, shrink=0.9).set_label(
+            "pruning order" if metric == "iterative_channel" else "score")
     return to_svg(fig)
 
 
 def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
     """Per-module box (quartiles), whiskers (5th-95th percentile) and median, drawn as three
     line collections per panel: cheap even with a hundred modules of thousands of channels."""
-    fig = new_figure(min(10.0, max(5.0, 2.5 + 0.12 * max(len(m) for m in roles.values()))),
-                     3.2 * len(roles), rows=len(roles), bottom=0.75, gap_y=1.1)
+    fig = new_figure(FULL_WIDTH, 3.8 * len(roles), rows=len(roles), bottom=0.75, gap_y=1.1)
     levels = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
     for i, (role, modules) in enumerate(roles.items()):
         ax = fig.add_subplot(len(roles), 1, i + 1)
@@ -91,6 +92,7 @@ def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
         ax.vlines(x, q[:, 1].numpy(), q[:, 3].numpy(), color="#4c72b0", linewidth=6)
         ax.hlines(q[:, 2].numpy(), x - 0.3, x + 0.3, color="#dd8452", linewidth=1.5)
         _label_modules(ax, modules, axis="x")
+        ax.set_xlabel("module")
         ax.set_ylabel("score")
         ax.set_title(f"{metric} at {role}")
     return to_svg(fig)
@@ -99,14 +101,14 @@ def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
 def _layer_lines(metric: str, series: dict[int | None, list[Scored]]) -> str:
     """One marked line over the layers per model: the score of each whole layer."""
     layers = max(len(s) for s in series.values())
-    fig = new_figure(min(10.0, max(5.0, 2.5 + 0.25 * layers)), 3.2)
+    fig = new_figure(FULL_WIDTH, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     for head, scored in series.items():
         ax.plot([s.layer for s in scored], [float(s.score) for s in scored], marker="o",
                 color=TRUNK_COLOR if head is None else head_color(head),
                 label="model" if head is None else f"head {head}")
     if any(head is not None for head in series):
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     ax.set_xlabel("layer")
     ax.set_ylabel("score")
     ax.set_title(f"{metric} per layer")

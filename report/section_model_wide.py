@@ -6,9 +6,9 @@ distribution over samples of each sample's L2 norm, for `logits` the distributio
 sample's softmax entropy (with the uniform distribution's `ln V` marked). Hydra heads are
 overlaid in their `head_color`s on shared bins. A `dataset_mean` has one value per head and is
 drawn as bars. Beside each figure, a table of the numbers (per head: count, mean, std, min,
-median, max) and, for logits, the most frequent argmax token ids with their counts (for a
-`dataset_mean`, the ids of the highest averaged logits), heads side by side (token text is
-not in the run folder; ids are).
+median, max) and, for logits, the most frequent argmax token ids with their text
+(`report/tokens.py`) and counts (for a `dataset_mean`, the ids of the highest averaged
+logits), heads side by side.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import math
 
 import torch
 
-from expc.report.figures import TRUNK_COLOR, head_color, new_figure, to_svg
+from expc.report.figures import FULL_WIDTH, TRUNK_COLOR, head_color, new_figure, to_svg
 from expc.report.html_parts import Section, esc, figure, fmt_number, table
 from expc.report.model_wide_stats import ModelWideCapture, ModelWideFamily, model_wide_families
 from expc.report.run_folder import RunFolder
+from expc.report.tokens import TokenText
 
 MAX_BINS = 30
 MIN_BINS = 5
@@ -52,7 +53,7 @@ def _uniform_line(ax, vocab: int) -> None:
 
 
 def _histogram_svg(family: ModelWideFamily) -> str:
-    fig = new_figure(6.5, 2.8)
+    fig = new_figure(FULL_WIDTH, 3.4)
     ax = fig.add_subplot()
     edges = _bin_edges(family.members).tolist()
     for member in family.members:
@@ -64,14 +65,14 @@ def _histogram_svg(family: ModelWideFamily) -> str:
     ax.set_title(family.label)
     ax.set_xlabel(_quantity(family))
     ax.set_ylabel("samples")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     return to_svg(fig)
 
 
 def _bars_svg(family: ModelWideFamily) -> str:
     """A `dataset_mean` family: one value per member, as horizontal bars."""
     members = family.members
-    fig = new_figure(6.5, 1.3 + 0.3 * len(members), left=1.0)
+    fig = new_figure(FULL_WIDTH, 1.3 + 0.35 * len(members), left=1.0)
     ax = fig.add_subplot()
     positions = list(range(len(members)))
     ax.barh(positions, [float(m.values[0]) for m in members], height=0.6,
@@ -111,18 +112,18 @@ def _numbers_table(family: ModelWideFamily) -> str:
     return table(["key", "samples", "mean", "std", "min", "median", "max"], rows)
 
 
-def _top_tokens_table(family: ModelWideFamily) -> str:
-    """Rank, then (token id, score) per member, side by side."""
+def _top_tokens_table(family: ModelWideFamily, tokens: TokenText) -> str:
+    """Rank, then (token id, its text, score) per member, side by side."""
     members = family.members
     by = members[0].top_by
     depth = max(len(m.top_tokens) for m in members)
-    header = ["rank"] + [f"{m.place} {col}" for m in members for col in ("id", by)]
+    header = ["rank"] + [f"{m.place} {col}" for m in members for col in ("id", "token", by)]
     rows = []
     for rank in range(depth):
         row: list[object] = [rank + 1]
         for m in members:
             token, score = m.top_tokens[rank] if rank < len(m.top_tokens) else ("", None)
-            row += [token, fmt_number(score)]
+            row += [token, "" if token == "" else tokens.token(token), fmt_number(score)]
         rows.append(row)
     if by == "count":
         unit = "tokens" if any(m.per_token for m in members) else "samples"
@@ -133,11 +134,11 @@ def _top_tokens_table(family: ModelWideFamily) -> str:
     return f"<p>{esc(intro)}</p>" + table(header, rows)
 
 
-def _family_html(family: ModelWideFamily) -> str:
+def _family_html(family: ModelWideFamily, tokens: TokenText) -> str:
     svg = _bars_svg(family) if family.whole_run else _histogram_svg(family)
     parts = [figure(svg, _caption(family)), _numbers_table(family)]
     if family.is_logits:
-        parts.append(_top_tokens_table(family))
+        parts.append(_top_tokens_table(family, tokens))
     return "".join(parts)
 
 
@@ -146,5 +147,6 @@ def model_wide_section(folder: RunFolder) -> Section | None:
     found = model_wide_families(folder)
     if not found:
         return None
+    tokens = TokenText.from_manifest(folder.manifest)
     return Section(anchor="model-wide", title="Model-wide captures",
-                   body="".join(_family_html(f) for f in found))
+                   body="".join(_family_html(f, tokens) for f in found))

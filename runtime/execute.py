@@ -27,6 +27,7 @@ from expc.runtime.aggregate.masks import EmptyMaskError
 from expc.runtime.cache import Results
 from expc.runtime.checkpoint import Cursor, resume_states, save_checkpoint
 from expc.runtime.data.load import TokenizedData, load_data
+from expc.runtime.data.preview import data_preview
 from expc.runtime.data.batches import BatchPlan, iter_batches, plan_batches
 from expc.runtime.device import resolve_device
 from expc.runtime.distributed import (World, barrier, current_world, gather_states,
@@ -137,9 +138,10 @@ class _Loop:
     selections: dict[str, Selection]  # each intervention's units, by its entry key
 
 
-def _describe_model(experiment: ir.Experiment, model) -> dict:
+def _describe_model(experiment: ir.Experiment, model, device: torch.device) -> dict:
     hydra = model.hydra
-    return {"path": experiment.model.path, "architecture": model.config.model_type,
+    return {"path": experiment.model.path, "device": str(device),
+            "architecture": model.config.model_type,
             "config": dict(model.config.raw), "n_layers": model.config.n_layers,
             "hydra": {"trunk": hydra.trunk, "heads": hydra.n_heads}}
 
@@ -151,7 +153,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
     model = load_model(experiment.model.path, hydra=experiment.hydra, interventions=experiment.interventions,
                        dtype=experiment.dtype, device=device)
     if store is not None:
-        store.manifest["model"] = _describe_model(experiment, model)
+        store.manifest["model"] = _describe_model(experiment, model, device)
     plan = build_plan(experiment, n_layers=model.config.n_layers)
     source = experiment.data.source
     tokenizer = None if source.kind == "tokens" else load_tokenizer(experiment.model.path)
@@ -161,6 +163,8 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
                      max_positions=model.config.max_position_embeddings,
                      vocab_size=model.config.vocab_size,
                      token_fields=token_field_names(plan))
+    if store is not None:
+        store.manifest["data"]["preview"] = data_preview(tokenizer, data)
     batches = plan_batches(data.lengths, batch_size=experiment.data.batch_size)
     batches = batches.shard(rank=world.rank, world_size=world.size)
     seconds["load"] = time.perf_counter() - t0

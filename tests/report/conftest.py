@@ -324,12 +324,14 @@ def write_run(path: Path, *, status: str = "complete", n_layers: int = 4, trunk:
 
 
 class PageParser(HTMLParser):
-    """What the tests check in a report: sections with their figures, every URL attribute,
-    script elements, and the page's text."""
+    """What the tests check in a report: sections with their figures (and what they show:
+    figures, tables, the attention viewer), every URL attribute, script elements other than
+    the report's own attention viewer (`data-expc`), and the page's text."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.sections: dict[str, int] = {}  # section id -> number of <figure>s
+        self.exhibits: dict[str, int] = {}  # section id -> number of figures and tables
         self.urls: list[str] = []
         self.scripts = 0
         self.text: list[str] = []
@@ -340,9 +342,13 @@ class PageParser(HTMLParser):
         if tag == "section":
             self._section = values.get("id") or ""
             self.sections[self._section] = 0
+            self.exhibits[self._section] = 0
         elif tag == "figure" and self._section is not None:
             self.sections[self._section] += 1
-        elif tag == "script":
+            self.exhibits[self._section] += 1
+        elif tag == "table" and self._section is not None:
+            self.exhibits[self._section] += 1
+        elif tag == "script" and "data-expc" not in values:
             self.scripts += 1
         for name, value in attrs:
             if name in ("src", "href", "xlink:href", "action", "srcset") and value:

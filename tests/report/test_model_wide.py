@@ -202,7 +202,8 @@ def test_hydra_heads_each_get_their_line_in_their_color(hydra_run, hydra_report)
             assert f"stroke: {to_hex(head_color(head))}" in svg  # its line
     assert "uniform: ln 259" in by_label["logits (mean, mask last)"]
     section = _section(hydra_report[0], "model-wide")
-    assert "<th>head 0 id</th><th>head 0 count</th><th>head 1 id</th>" in section
+    assert ("<th>head 0 id</th><th>head 0 token</th><th>head 0 count</th><th>head 1 id</th>"
+            in section)
 
 
 def test_full_logits_go_through_the_chunked_reader(hydra_run, monkeypatch):

@@ -27,6 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0")
+WIDTH = 1366  # a laptop screen
 REMOTE_URL = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""")  # in the DOM
 
 
@@ -66,7 +67,7 @@ def visit(page: Path, work: Path) -> Visit:
     """Load `page` twice in headless Chromium: a screenshot with logs, then the DOM."""
     work.mkdir(parents=True, exist_ok=True)
     shot, net_log = work / "shot.png", work / "net.json"
-    shown = _chromium(page, work, "--window-size=1200,2400", f"--screenshot={shot}",
+    shown = _chromium(page, work, f"--window-size={WIDTH},2400", f"--screenshot={shot}",
                       f"--log-net-log={net_log}")
     dumped = _chromium(page, work, "--dump-dom")
     return Visit(console=[line for line in shown.stderr.splitlines() if ":CONSOLE" in line],
@@ -106,4 +107,13 @@ def test_report_loads_in_chromium_cleanly_offline_and_renders(write_run, ir_node
     assert '<section id="effects">' in seen.dom and "Layer sweep" in seen.dom
     assert 'class="banner failed"' in seen.dom
     assert not is_blank(seen.pixels)
-    assert seen.pixels.shape[:2] == (2400, 1200)
+    assert seen.pixels.shape[:2] == (2400, WIDTH)
+    # the attention viewer's script ran without a console message and drew one sample's map:
+    # layer 0's pattern reduced over queries comes first: attention head x key cells, key
+    # labels (positions here: no token text recorded), a colorbar
+    viewer = re.search(r'<div class="attn-map">(<svg.*?</svg>)</div>', seen.dom, re.DOTALL)
+    assert viewer is not None, "the attention viewer drew nothing"
+    assert viewer.group(1).count("<rect") >= 25 and ">weight</text>" in viewer.group(1)
+    assert ">attention head</text>" in viewer.group(1) and ">key token</text>" in viewer.group(1)
+    assert "sample 0" in viewer.group(1) and ">head 3</text>" in viewer.group(1)
+    assert '<option value="1">layer 1</option>' in seen.dom

@@ -1,6 +1,7 @@
 """`expc report` and `expc diff` on real run folders: every example spec run by `expc run`
-(on a few samples), then reported. Each section of a report has its figures, and a run
-compared with itself is the same."""
+(on a few samples), then reported. Each section of a report has its figures or tables (a
+capture at a single layer is a number in a table), and a run compared with itself is the
+same."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_report_of_example_run(example, tmp_path, monkeypatch, page_parser):
     html, summary, titles = build_report(out)
     page = page_parser(html)
     assert page.scripts == 0 and "status: **complete**" in summary
-    assert all(count >= 1 for count in page.sections.values()), page.sections
+    assert all(count >= 1 for count in page.exhibits.values()), page.exhibits
     keys = diff_runs(str(out), str(out)).keys
     expected = {"Run"} | {title for prefix, title in SECTIONS_BY_PREFIX.items()
                           if any(k.key.startswith(prefix) for k in keys)}

@@ -36,8 +36,9 @@ def injected(write_run, tmp_path_factory):
     """A failed run with `<script>` in its folder name, model path, data source, spec path,
     spec text (via the source), error message, a tensor's meaning (e.g. a prompt) and a key
     name (which reaches figure titles)."""
-    def markup_key(tensors):
+    def markup_key(tensors):  # two layers: a plot (a single layer would be a table row)
         tensors["capture/<script>_0"] = tensors["capture/resid_out_0"] + 1.0
+        tensors["capture/<script>_1"] = tensors["capture/resid_out_1"] + 1.0
 
     folder = tmp_path_factory.mktemp("injected") / "run<script>alert(1)<_script>"
     run = write_run(folder, status="failed", model_path=f"m{INJECTED}",
@@ -62,9 +63,9 @@ def test_complete_run_has_every_section_each_with_its_figures(complete, page_par
     assert files.html == run / "report.html" and files.summary == run / "summary.md"
     page = page_parser(html)
     # run: Hydra diagram; captures: norms, cosine, head disagreement; model-wide: embed and
-    # final_norm; importance: one per metric; attention: full pattern and per-key profile
+    # final_norm; importance: one per metric; attention: one viewer for every pattern
     assert page.sections == {"run": 1, "captures": 3, "model-wide": 2,
-                             "importance": len(METRICS), "attention": 2}
+                             "importance": len(METRICS), "attention": 1}
     assert files.sections == ("Run", "Captures", "Model-wide captures", "Importance",
                               "Attention patterns")
     assert page.scripts == 0
@@ -73,7 +74,8 @@ def test_complete_run_has_every_section_each_with_its_figures(complete, page_par
 def test_every_figure_is_inline_svg_without_external_references(complete, page_parser):
     html = complete[2]
     figures = re.findall(r"<figure>(.*?)</figure>", html, flags=re.DOTALL)
-    assert len(figures) == 13 and all(f.startswith("<svg") for f in figures)
+    # every figure but the attention viewer (`<figure id=...>`, drawn by its script)
+    assert len(figures) == 11 and all(f.startswith("<svg") for f in figures)
     assert all(u.startswith(("#", "data:")) for u in page_parser(html).urls)
     assert "<?xml" not in html and "<!DOCTYPE svg" not in html
 
@@ -99,7 +101,9 @@ def test_spec_text_is_highlighted(complete):
 def test_injected_script_comes_out_escaped(injected, page_parser):
     html, summary = injected
     page = page_parser(html)
-    assert "<script" not in html and page.scripts == 0
+    own = re.compile(r'<script (?:type="application/json" id="attn-data" )?data-expc="[a-z-]+">'
+                     r".*?</script>", re.DOTALL)
+    assert "<script" not in own.sub("", html) and page.scripts == 0  # only the viewer's own
     text = " ".join(page.text)
     for shown in (f"m{INJECTED}", f"d{INJECTED}", f"s{INJECTED}.exp",
                   f"prompt 3 {INJECTED} is empty", f"prompt: {INJECTED}"):
@@ -151,7 +155,7 @@ def test_run_without_hydra_split_draws_one_path(write_run, tmp_path, page_parser
     html, _, titles = build_report(run)
     assert "no Hydra split" in html
     assert page_parser(html).sections == {"run": 1, "captures": 2, "model-wide": 2,
-                                          "attention": 2}
+                                          "attention": 1}
     assert titles == ("Run", "Captures", "Model-wide captures", "Attention patterns")
 
 

@@ -15,7 +15,8 @@ from expc.report.capture_stats import (consecutive_cosine, families, head_disagr
 from expc.report.importance_stats import lowest, scored_modules
 from expc.report.keys import forward_position, place_label
 from expc.report.run_folder import open_run_folder
-from expc.report.section_attention import key_profile, mean_pattern
+from expc.report.section_attention import MAX_SAMPLES, _place_maps
+from expc.report.tokens import TokenText
 from expc.spec.run_format import parse_key
 
 
@@ -67,35 +68,29 @@ def test_full_captures_are_read_a_slice_at_a_time(write_run, tmp_path, monkeypat
     mask = folder.tensor("capture/attn_out_1.mask").double()  # [N, S]
     expected = (value * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)  # [N, H]
     pattern_key = "capture/attn_pattern_1"
-    whole = mean_pattern([(folder.tensor(pattern_key), folder.tensor(pattern_key + ".mask"))])
+    no_text = TokenText(samples={}, pieces={})
+    whole = _place_maps(folder, pattern_key, no_text)
     monkeypatch.setattr(run_folder, "CHUNK_ELEMENTS", 1)  # one sample per slice
     assert folder.rows_per_chunk("capture/attn_out_1") == 1
     attn_out = next(f for f in families(folder) if f.name == "attn_out")
     assert torch.allclose(attn_out.trunk[1], expected)
-    rows = folder.rows_per_chunk(pattern_key)
-    sliced = mean_pattern(zip(folder.chunks(pattern_key, rows),
-                              folder.chunks(pattern_key + ".mask", rows)))
-    assert torch.allclose(sliced, whole)
+    sliced = _place_maps(folder, pattern_key, no_text)
+    assert [m.tokens for m in sliced.maps] == [m.tokens for m in whole.maps]
+    assert all(torch.equal(a.weights, b.weights) for a, b in zip(sliced.maps, whole.maps))
 
 
-def test_mean_pattern_averages_only_real_token_pairs():
-    pattern = torch.rand(2, 2, 3, 3)  # [N, A, S_q, S_k], as the run folder stores it
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
-    mean = mean_pattern([(pattern, mask)])  # [A, S_q, S_k]
-    assert mean.shape == (2, 3, 3)
-    both = (pattern[0, 1, 1, 0] + pattern[1, 1, 1, 0]).double() / 2  # head 1, query 1, key 0
-    assert torch.isclose(mean[1, 1, 0], both)
-    assert torch.isclose(mean[0, 2, 1], pattern[0, 0, 2, 1].double())  # sample 1 has no token 2
-    short = mean_pattern([(pattern, torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool))])
-    assert short.shape == (2, 2, 2)  # cropped to the longest sample
-    sliced = mean_pattern([(pattern[:1], mask[:1]), (pattern[1:], mask[1:])])
-    assert torch.allclose(sliced, mean)  # read a slice of samples at a time: same mean
-
-
-def test_key_profile_is_the_mean_over_samples():
-    received = torch.rand(4, 2, 5)  # [N, A, S_k]
-    assert torch.allclose(key_profile(received), received.double().sum(dim=0) / 4)
-    assert torch.equal(key_profile(received[0]), received[0].double())  # dataset_mean [A, S_k]
+def test_attention_maps_are_one_per_sample_cropped_to_its_real_tokens(write_run, tmp_path):
+    folder = open_run_folder(write_run(tmp_path / "run"))
+    key = "capture/attn_pattern_1"
+    pattern, mask = folder.tensor(key).double(), folder.tensor(key + ".mask")  # [N,A,S,S], [N,S]
+    place = _place_maps(folder, key, TokenText(samples={}, pieces={}))
+    assert place.full and len(place.maps) == min(MAX_SAMPLES, pattern.shape[0])
+    for i, drawn in enumerate(place.maps):
+        length = int(mask[i].sum())
+        assert drawn.tokens == [str(p) for p in range(length)]  # positions: no token text
+        assert torch.equal(drawn.weights, pattern[i, :, :length, :length])
+    reduced = _place_maps(folder, "capture/attn_pattern_0", TokenText(samples={}, pieces={}))
+    assert not reduced.full and reduced.maps[0].weights.dim() == 2  # [A, S_k]
 
 
 def test_lowest_skips_non_finite_scores_and_is_sorted():
