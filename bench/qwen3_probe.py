@@ -1,0 +1,87 @@
+"""One method of the `qwen3` study in this fresh process: seconds and peak RSS.
+
+    python -m bench.qwen3_probe METHOD CHECKPOINT DATA BATCH OUT
+
+METHOD `hf`: `transformers.AutoModel` (the trunk, no LM head: nothing downstream of the
+residual stream is asked for) in bf16, `output_hidden_states=True`, each layer's output
+reduced to a per-sample masked mean, batches right-padded as `expc run` forms them.
+METHOD `expc`: `expc.run` of a spec capturing `resid_out[*]` with `aggregate = mean` over
+the same token file and batch size. Both import torch, transformers and expc first; the RSS
+then is the starting point (`bench.rss_probe`). Prints one JSON line: load and batch-loop
+seconds, wall seconds of the whole method, peak RSS above the start and in total (MiB).
+HF's per-layer means go to OUT/hf_means.pt for the study's cross-check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+import expc
+from bench.rss_probe import reset_peak, status_mib
+
+
+def _batches(data: Path, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    rows = [json.loads(line)["ids"] for line in data.read_text().splitlines() if line]
+    out = []
+    for start in range(0, len(rows), batch):
+        group = rows[start:start + batch]
+        width = max(map(len, group))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in group])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in group])
+        out.append((ids, mask))
+    return out
+
+
+def run_hf(checkpoint: Path, data: Path, batch: int, out: Path) -> dict:
+    started = time.perf_counter()
+    model = transformers.AutoModel.from_pretrained(checkpoint, dtype=torch.bfloat16).eval()
+    loaded = time.perf_counter()
+    means = []
+    with torch.inference_mode():
+        for ids, mask in _batches(data, batch):
+            hidden = model(input_ids=ids, attention_mask=mask,
+                           output_hidden_states=True).hidden_states[1:]
+            weights = mask[..., None].to(torch.float32)
+            means.append(torch.stack([(h.float() * weights).sum(1) / weights.sum(1)
+                                      for h in hidden]))  # [layers, B, H]
+    finished = time.perf_counter()
+    torch.save(torch.cat(means, dim=1), out / "hf_means.pt")
+    return {"load_s": loaded - started, "loop_s": finished - loaded}
+
+
+def run_expc(checkpoint: Path, data: Path, batch: int, out: Path) -> dict:
+    spec = out / "qwen3.exp"
+    spec.write_text(f"""experiment qwen3_resid {{
+    model = "{checkpoint}"
+    dtype = bfloat16
+    device = cpu
+    data {{ source = tokens("{data}", field = "ids")  batch_size = {batch} }}
+    capture resid_out[*] {{ aggregate = mean }}
+    output {{ dir = "{out / 'run'}" }}
+}}
+""")
+    expc.run(spec, force=True, quiet=True)
+    seconds = json.loads((out / "run" / "manifest.json").read_text())["timings"]["seconds"]
+    return {"load_s": seconds["load"] + seconds.get("compile", 0.0), "loop_s": seconds["run"]}
+
+
+def main() -> None:
+    method, checkpoint, data, batch, out = sys.argv[1:6]
+    reset_peak()
+    start = status_mib("VmRSS")
+    started = time.perf_counter()
+    runner = run_hf if method == "hf" else run_expc
+    result = runner(Path(checkpoint), Path(data), int(batch), Path(out))
+    result.update(wall_s=time.perf_counter() - started,
+                  peak_mib=status_mib("VmHWM") - start, peak_total_mib=status_mib("VmHWM"))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
