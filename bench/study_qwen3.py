@@ -9,7 +9,13 @@ loop with a per-sample masked mean of each hidden state, what a user does with t
 time and peak RSS above the imports. The HF side is `AutoModel` (no LM head), since nothing
 past the residual stream is asked for; expc's compiled graph drops the head likewise. The
 issue's targets: expc's loop <= 1.1x HF's, its peak memory <= HF's.
-TransformerLens is not in this study: see BENCHMARKS.md for why.
+
+TransformerLens (4.x's `TransformerBridge`, which supports Qwen3) joins as a third method
+when an interpreter with `transformer_lens` is found: `$EXPC_BENCH_TL_PYTHON`, else
+`.venv-bench/bin/python` (`bench/setup_env.sh`); it is not one of expc's requirements. A
+throwaway one that shares .venv's torch and transformers (installs in ~2 minutes):
+`python3 -m venv /tmp/tlvenv`, a `.pth` file in its site-packages naming .venv's
+site-packages, then `/tmp/tlvenv/bin/python -m pip install transformer-lens==4.3.0`.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ SHAPES = {  # hidden, intermediate, layers, heads, KV heads, head_dim, vocabular
     "full": (1024, 3072, 24, 16, 8, 128, 151936),
     "quick": (128, 256, 2, 4, 2, 32, 1000),
 }
-DATA = {"full": (8, 4, 32), "quick": (4, 2, 8)}  # samples, batch size, longest sample
+DATA = {"full": (16, 4, 32), "quick": (4, 2, 8)}  # samples, batch size, longest sample
 REPEATS = {"full": 3, "quick": 1}
 
 
@@ -78,25 +84,33 @@ def write_data(path: Path, *, samples: int, longest: int, vocab: int) -> int:
     return sum(lengths)
 
 
-def probe(method: str, checkpoint: Path, data: Path, batch: int, out: Path) -> dict:
+def tl_python() -> str | None:
+    """An interpreter that can import transformer_lens, or None."""
+    for python in (os.environ.get("EXPC_BENCH_TL_PYTHON"), ".venv-bench/bin/python"):
+        if python and Path(python).exists() and subprocess.run(
+                [python, "-c", "import transformer_lens"], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def probe(method: str, checkpoint: Path, data: Path, batch: int, out: Path,
+          python: str = sys.executable) -> dict:
     out.mkdir()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.run([sys.executable, "-m", "bench.qwen3_probe", method, str(checkpoint),
+    proc = subprocess.run([python, "-m", "bench.qwen3_probe", method, str(checkpoint),
                            str(data), str(batch), str(out)],
                           capture_output=True, text=True, check=True, env=env)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _agreement(folder: Path, layers: int) -> float:
-    """Largest |expc - HF| of the per-sample means over layers 0..L-2 (HF's last hidden
-    state has the final norm applied, expc's resid_out[L-1] does not)."""
+def _agreement(folder: Path, method: str) -> float:
+    """Largest |method - HF| of the per-sample means over layers 0..L-2 (HF's last hidden
+    state has the final norm applied, the others' last resid_out does not)."""
     import torch
-    from safetensors.torch import load_file
 
-    hf = torch.load(folder / "hf" / "hf_means.pt")
-    ours = load_file(str(folder / "expc" / "run" / "results.safetensors"))
-    return max(float((ours[f"capture/resid_out_{layer}"].float() - hf[layer]).abs().max())
-               for layer in range(layers - 1))
+    hf = torch.load(folder / "hf" / "means.pt")
+    ours = torch.load(folder / method / "means.pt")
+    return float((ours[:-1].float() - hf[:-1]).abs().max())
 
 
 def measure(*, quick: bool) -> StudyResult:
@@ -104,22 +118,28 @@ def measure(*, quick: bool) -> StudyResult:
     shape, (samples, batch, longest) = SHAPES[mode], DATA[mode]
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     checkpoint = build_checkpoint(shape, CACHE_DIR / f"qwen3-{mode}")
-    runs: dict[str, list[dict]] = {"hf": [], "expc": []}
+    pythons = {"hf": sys.executable, "expc": sys.executable}
+    tl = tl_python()
+    if tl is not None:
+        pythons["tl"] = tl
+    runs: dict[str, list[dict]] = {method: [] for method in pythons}
     with tempfile.TemporaryDirectory(dir=CACHE_DIR) as folder:
         work = Path(folder)
         tokens = write_data(work / "ids.jsonl", samples=samples, longest=longest,
                             vocab=shape[-1])
         for rep in range(REPEATS[mode]):
-            order = ("hf", "expc") if rep % 2 == 0 else ("expc", "hf")
+            order = list(pythons) if rep % 2 == 0 else list(pythons)[::-1]
             for method in order:
                 shutil.rmtree(work / method, ignore_errors=True)
                 runs[method].append(probe(method, checkpoint, work / "ids.jsonl", batch,
-                                          work / method))
-            log.info("rep %d: loop hf %.2f s, expc %.2f s; peak hf +%.0f, expc +%.0f MiB", rep,
-                     runs["hf"][-1]["loop_s"], runs["expc"][-1]["loop_s"],
-                     runs["hf"][-1]["peak_mib"], runs["expc"][-1]["peak_mib"])
-        max_diff = _agreement(work, shape[2])
-    ratios = sorted(e["loop_s"] / h["loop_s"] for e, h in zip(runs["expc"], runs["hf"]))
+                                          work / method, pythons[method]))
+            log.info("rep %d: %s", rep, ", ".join(
+                f"{m} loop {r[-1]['loop_s']:.2f} s peak +{r[-1]['peak_mib']:.0f} MiB"
+                for m, r in runs.items()))
+        diffs = {m: _agreement(work, m) for m in runs if m != "hf"}
+    paired = {m: sorted(r["loop_s"] / h["loop_s"] for r, h in zip(rs, runs["hf"]))
+              for m, rs in runs.items()}
+    ratios = paired["expc"]
     ratio = ratios[len(ratios) // 2]
     best = {m: min(r["loop_s"] for r in rs) for m, rs in runs.items()}
     peak = {m: max(r["peak_mib"] for r in rs) for m, rs in runs.items()}
@@ -127,13 +147,17 @@ def measure(*, quick: bool) -> StudyResult:
     load = {m: min(r["load_s"] for r in rs) for m, rs in runs.items()}
     hidden, inter, layers, heads, kv, head_dim, vocab = shape
     n_batches = -(-samples // batch)
+    labels = {"hf": "HF `AutoModel`, `output_hidden_states=True` + masked mean",
+              "expc": "`expc run`, `resid_out[*]` mean",
+              "tl": "TransformerLens `TransformerBridge.run_with_cache` + masked mean"}
     rows = tuple(
-        (label, f"{best[m]:.2f} s", f"{tokens / best[m]:,.0f}",
-         "1.00×" if m == "hf" else f"{ratio:.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f})",
+        (labels[m], f"{best[m]:.2f} s", f"{tokens / best[m]:,.0f}",
+         f"{paired[m][len(paired[m]) // 2]:.2f}× ({paired[m][0]:.2f}–{paired[m][-1]:.2f})",
          f"{load[m]:.2f} s", f"+{peak[m]:,.0f} MiB", f"{total[m]:,.0f} MiB",
-         f"{peak[m] / peak['hf']:.2f}×")
-        for m, label in (("hf", "HF `AutoModel`, `output_hidden_states=True` + masked mean"),
-                         ("expc", "`expc run`, `resid_out[*]` mean")))
+         f"{peak[m] / peak['hf']:.2f}×", "—" if m == "hf" else f"{diffs[m]:.1e}")
+        for m in runs)
+    missing = "" if "tl" in runs else ("; TransformerLens not measured: no interpreter with "
+                                       "`transformer_lens` (set EXPC_BENCH_TL_PYTHON)")
     return StudyResult(
         name=NAME, description=DESCRIPTION, status="ok",
         settings=(f"random Qwen3, {parameters(shape) / 1e9:.2f}B parameters in bf16 (hidden "
@@ -144,13 +168,14 @@ def measure(*, quick: bool) -> StudyResult:
                   "a fresh process per method and repetition (order alternating); CPU, "
                   "OMP_WAIT_POLICY=PASSIVE"),
         columns=("method", "batch loop (best)", "tokens/s", "loop vs HF, median (min–max)",
-                 "load (+ compile)", "peak RSS Δ", "peak RSS total", "peak vs HF"),
+                 "load (+ compile)", "peak RSS Δ", "peak RSS total", "peak vs HF",
+                 "max abs diff vs HF"),
         rows=rows,
-        note=(f"expc's per-sample means equal HF's masked means of the same hidden states "
-              f"within {max_diff:.1e} (layers 0–{layers - 2}; bf16 activations, means in "
-              "float32)."),
-        raw={"runs": runs, "ratios": ratios, "tokens": tokens, "max_abs_diff": max_diff,
-             "parameters": parameters(shape)},
+        note=("max abs diff: each method's per-sample means against HF's masked means of the "
+              f"same hidden states, layers 0–{layers - 2} (HF's last hidden state is after "
+              "the final norm); bf16 activations, means in float32" + missing),
+        raw={"runs": runs, "ratios": ratios, "paired": paired, "tokens": tokens,
+             "max_abs_diff": diffs, "parameters": parameters(shape)},
         verdicts=(
             StudyVerdict(target=f"`expc run` with every `resid_out` ≤ {TIME_RATIO}× HF's "
                                 "forward with `output_hidden_states=True`",
