@@ -1,6 +1,6 @@
 """`expc diff RUN_A RUN_B [--atol --rtol --format text|json]`: compare two run folders key
-by key and name the first layer where they diverge. Exit 0 same, 1 different (or an
-unreadable run)."""
+by key (ranking keys also as rankings) and name the first layer where they diverge. Exit 0
+same, 1 different (a run that is not `complete` is never the same; or an unreadable run)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 @click.pass_context
 def command(ctx: click.Context, run_a: Path, run_b: Path, atol: float, rtol: float,
             fmt: str) -> None:
-    """Compare two run folders key by key; exit 0 if the same within tolerance, else 1."""
-    from expc.report.diff import diff_runs, render_json, render_text
+    """Compare two run folders key by key; exit 0 if both are complete and the same within
+    tolerance, else 1. Importance scores are also compared as rankings (top-k overlap,
+    Spearman)."""
+    from expc.report.diff import diff_runs, render_json
+    from expc.report.diff_text import render_text
 
     result = diff_runs(str(run_a), str(run_b), atol=atol, rtol=rtol)
     click.echo(render_json(result) if fmt == "json" else render_text(result))

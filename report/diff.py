@@ -17,13 +17,21 @@ the differences a NaN equals a NaN at the same place (and an inf the same inf), 
 and max rel say how the finite values compare; but a key holding any NaN or inf on either
 side is never `same`: its status is `nonfinite`, and the runs differ (exit 1), so two runs
 that both computed garbage do not pass as reproducing each other.
+
+Rankings: an importance key whose order is what matters (`spec/rankings.py`: every metric's
+`score`, `iterative_channel`'s `channels_importance_ascending`) is also compared as a
+ranking (`report/rank_compare.py`: top-k overlap and Spearman's rank correlation), and the
+text output shows those in place of the largest differences. Its status is still decided
+by the tolerances, like every key's: `expc diff` checks that runs reproduce each other.
+
+A run whose status is not `complete` (`running`, `failed`) holds partial results at best:
+the comparison says so first, and such runs are never the same (exit 1), whatever their keys.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 
 import attrs
 import torch
@@ -32,7 +40,9 @@ from expc.report.diff_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from expc.report.effect_stats import interval
 from expc.report.keys import forward_position, place_label
 from expc.report.nonfinite import NonFiniteCount, count_nonfinite
+from expc.report.rank_compare import RankComparison, compare_rankings
 from expc.report.run_folder import RunFolder, open_run_folder
+from expc.spec.rankings import ranking_kind
 from expc.spec.run_format import parse_key
 
 # manifest fields worth naming when two runs differ (they explain drift; they never decide)
@@ -57,6 +67,7 @@ class KeyDiff:
     nonfinite_b: NonFiniteCount | None = None
     mean_a: float | None = None  # effects: the mean of each side's finite values
     mean_b: float | None = None
+    ranking: RankComparison | None = None  # ranking keys of the same shape on both sides
 
     @property
     def same(self) -> bool:
@@ -78,10 +89,19 @@ class RunDiff:
     rtol: float
     keys: tuple[KeyDiff, ...]
     context: tuple[tuple[str, object, object], ...] = ()  # (field, in A, in B) that differ
+    status_a: str = "complete"  # each run's manifest status
+    status_b: str = "complete"
+
+    @property
+    def incomplete(self) -> tuple[tuple[str, str, str], ...]:
+        """(side, run folder, status) of each run that is not `complete`."""
+        return tuple((side, run, status) for side, run, status in
+                     (("a", self.run_a, self.status_a), ("b", self.run_b, self.status_b))
+                     if status != "complete")
 
     @property
     def same(self) -> bool:
-        return all(k.same for k in self.keys)
+        return not self.incomplete and all(k.same for k in self.keys)
 
     @property
     def first_divergence(self) -> KeyDiff | None:
@@ -92,7 +112,7 @@ class RunDiff:
         first = self.first_divergence
         return {
             "run_a": self.run_a, "run_b": self.run_b, "atol": self.atol, "rtol": self.rtol,
-            "same": self.same,
+            "same": self.same, "status": {"a": self.status_a, "b": self.status_b},
             "first_divergence": None if first is None else {"place": first.place,
                                                             "key": first.key},
             "context": [{"field": f, "a": a, "b": b} for f, a, b in self.context],
@@ -139,9 +159,21 @@ def _means(key: str, a: RunFolder, b: RunFolder) -> dict[str, float | None]:
             for side, folder in (("a", a), ("b", b))}
 
 
+def _ranking(key: str, a: RunFolder, b: RunFolder) -> dict[str, RankComparison | None]:
+    """A ranking key's two rankings compared, where both sides hold it with one shape of at
+    least two units (nothing for other keys)."""
+    kind = ranking_kind(parse_key(key))
+    if kind is None or key not in a.layout or key not in b.layout:
+        return {}
+    (shape_a, _), (shape_b, _) = a.layout[key], b.layout[key]
+    if shape_a != shape_b or math.prod(shape_a) < 2:
+        return {}
+    return {"ranking": compare_rankings(a.tensor(key), b.tensor(key), kind)}
+
+
 def _compare_key(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: float) -> KeyDiff:
     return attrs.evolve(_compare_values_of(key, a, b, atol=atol, rtol=rtol),
-                        **_means(key, a, b))
+                        **_means(key, a, b), **_ranking(key, a, b))
 
 
 def _compare_values_of(key: str, a: RunFolder, b: RunFolder, *, atol: float, rtol: float
@@ -192,47 +224,7 @@ def diff_runs(run_a: str, run_b: str, *, atol: float = DEFAULT_ATOL,
                   key=lambda k: (forward_position(parse_key(k)), k))
     return RunDiff(run_a=str(run_a), run_b=str(run_b), atol=atol, rtol=rtol,
                    keys=tuple(_compare_key(k, a, b, atol=atol, rtol=rtol) for k in keys),
-                   context=_context(a, b))
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, tuple):
-        return "x".join(map(str, value)) or "scalar"
-    return str(value)
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-
-
-def render_text(result: RunDiff) -> str:
-    """A table of the keys that are not the same, then the verdict and first divergence."""
-    header = ("key", "status", "place", "shape a", "shape b", "dtype a", "dtype b",
-              "max abs", "max rel")
-    rows = [header] + [
-        (k.key, k.status, k.place, _cell(k.shape_a), _cell(k.shape_b), _cell(k.dtype_a),
-         _cell(k.dtype_b), _cell(k.max_abs), _cell(k.max_rel))
-        for k in result.keys if not k.same]
-    same = sum(k.same for k in result.keys)
-    lines = _columns(rows) if len(rows) > 1 else []
-    lines += [f"note: {k.key}: mean {_cell(k.mean_a)} (a) vs {_cell(k.mean_b)} (b)"
-              for k in result.keys if not k.same and (k.mean_a, k.mean_b) != (None, None)]
-    lines += [f"warning: {k.key} holds NaN or inf: {k.nonfinite_a or '-'} (a), "
-              f"{k.nonfinite_b or '-'} (b)" for k in result.keys if k.has_nonfinite]
-    lines += [f"note: {field} differs: {a!r} (a) vs {b!r} (b)" for field, a, b in result.context]
-    lines.append(f"{same} of {len(result.keys)} keys the same "
-                 f"(atol {result.atol:g}, rtol {result.rtol:g})")
-    first = result.first_divergence
-    if first is None:
-        lines.append("runs are the same")
-    else:
-        lines.append(f"runs differ; first divergence: {first.place} ({first.key})")
-    return "\n".join(lines)
+                   context=_context(a, b), status_a=a.status, status_b=b.status)
 
 
 def render_json(result: RunDiff) -> str:

@@ -12,10 +12,12 @@ def test_prune_study_measures_and_judges(tmp_path, monkeypatch):
     monkeypatch.setitem(study_prune.REPEATS, "quick", 1)
     result = study_prune.measure(quick=True)
     assert result.status == "ok"
-    assert [len(result.raw[k]) for k in ("copy_s", "work_s", "command_s", "peak_mib")] == [1] * 4
+    assert [len(result.raw[k]) for k in ("copy_s", "work_s", "command_s", "peak_mib",
+                                         "torch_import_s")] == [1] * 5
     assert all(value > 0 for value in result.raw["work_s"] + result.raw["command_s"])
-    time_verdict, memory_verdict = result.verdicts
+    time_verdict, command_verdict, memory_verdict = result.verdicts
     assert time_verdict.met == (min(result.raw["work_s"]) <= 2 * min(result.raw["copy_s"]))
+    assert command_verdict.met == (min(result.raw["command_s"]) <= 2 * min(result.raw["copy_s"]))
     assert memory_verdict.met == (max(result.raw["peak_mib"])
                                   <= 1.2 * result.raw["largest_shard_mib"])
     assert (tmp_path / "prune-llama-quick" / "model.safetensors.index.json").exists()

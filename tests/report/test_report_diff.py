@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from expc.cli import main
-from expc.report.diff import compare_values, diff_runs, render_text
+from expc.report.diff import compare_values, diff_runs
+from expc.report.diff_text import render_text
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

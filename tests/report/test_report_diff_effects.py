@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from expc.cli import main
-from expc.report.diff import compare_values, diff_runs, render_json, render_text
+from expc.report.diff import compare_values, diff_runs, render_json
+from expc.report.diff_text import render_text
 from expc.report.keys import forward_position, place_label
 from expc.report.run_folder import open_run_folder
 from expc.spec.run_format import parse_key

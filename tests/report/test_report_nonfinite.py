@@ -15,7 +15,8 @@ import torch
 from expc.cli import main
 from expc.report import run_folder
 from expc.report.build import build_report
-from expc.report.diff import diff_runs, render_json, render_text
+from expc.report.diff import diff_runs, render_json
+from expc.report.diff_text import render_text
 from expc.report.nonfinite import NonFiniteCount
 
 NAN, INF = float("nan"), float("inf")
