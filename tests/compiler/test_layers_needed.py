@@ -3,12 +3,10 @@ a `resid_out[1]` capture of a 32-layer model built, traced and recompiled all 32
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
+from test_plan import _experiment
 
-from expc import spec
 from expc.compiler.pipeline import compile_plan
 from expc.compiler.plan import build_plan
 from expc.models.loading import load_model
@@ -17,19 +15,7 @@ HYDRA = "hydra { trunk = 1\n heads = 3 }"
 
 
 def _plan(tmp_path, statements: str, *, hydra: str = ""):
-    data = tmp_path / "d.jsonl"
-    data.write_text('{"text": "hello", "correct": 1, "wrong": 2}\n' * 8)
-    path = tmp_path / "p.exp"
-    path.write_text(textwrap.dedent(f"""\
-        experiment p {{
-            model = "builtin:tiny-llama"
-            {hydra}
-            data {{ source = jsonl("{data}", field = "text") }}
-        {textwrap.indent(textwrap.dedent(statements), "    ")}
-            output {{ dir = "runs/p" }}
-        }}
-        """))
-    return build_plan(spec.load(path), n_layers=4)
+    return build_plan(_experiment(tmp_path, statements, hydra=hydra), n_layers=4)
 
 
 @pytest.mark.parametrize("statements, hydra, needed", [
