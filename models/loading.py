@@ -166,7 +166,7 @@ def load_model(ref: str | Path, *, hydra: ir.Hydra | None = None,
                            n_layers_built=n_layers_built)
     head_models = () if hydra is None else hydra.head_models
     others = open_head_models(ref, checkpoint, head_models, model_type=model.config.model_type)
-    log.info("loading %s (%s, %d layers, %d of them built, trunk %d, %d heads)", ref,
-             model.config.model_type, model.config.n_layers, model.n_layers_built,
-             model.hydra.trunk, model.hydra.n_heads)
+    log.info("loading %s (%s, %d layers, trunk %d, %d heads)%s", ref, model.config.model_type,
+             model.config.n_layers, model.hydra.trunk, model.hydra.n_heads,
+             f": only the first {model.n_layers_built} are read" if model.truncated else "")
     return materialize(model, checkpoint, dtype=dtype, device=device, head_checkpoints=others)
