@@ -15,11 +15,13 @@ from collections.abc import Callable
 import torch
 import torch.fx as fx
 
+from expc.compiler.graph_break import eager_under_compile
 from expc.compiler.taps import add_numbered
 
 EDITS_ROOT = "expc_edits"
 
 
+@eager_under_compile  # a graph break: edits read run state (sources, selections) eagerly
 class Edit(torch.nn.Module):
     """Calls one edit function; the intervention key it serves is kept for printing."""
 
@@ -28,7 +30,6 @@ class Edit(torch.nn.Module):
         self.key = key
         self.edit = edit
 
-    @torch.compiler.disable  # a graph break: edits read run state (sources, selections) eagerly
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.edit(x)
 

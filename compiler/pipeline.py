@@ -70,9 +70,18 @@ def compile_plan(plan: Plan, model: torch.nn.Module, sinks: Mapping[str, Callabl
 
     `sinks` maps every `plan.keys` entry to its sink, `edits` every intervention entry's key
     to its edit function (`x -> edited x`); `None` for either uses no-ops (for printing).
+    `model` may be built with only the layers the plan reads (`plan.layers_needed`; all of
+    them with `keep_output`). The passes rewrite the traced graph in place and its code is
+    generated once, at the end.
     """
+    needed = plan.layout.n_layers if keep_output else plan.layers_needed
+    built = getattr(model, "n_layers_built", needed)
+    if built < needed:
+        raise ValueError(f"the model is built with {built} of its {plan.layout.n_layers} "
+                         f"layers, the plan needs {needed}")
     gm = trace(model)
-    gm = run_passes(gm, passes_for(plan, sinks, keep_output=keep_output, edits=edits))
+    gm = run_passes(gm, passes_for(plan, sinks, keep_output=keep_output, edits=edits),
+                    recompile_each=False)
     return Compiled(graph_module=gm, plan=plan, returns_output=keep_output)
 
 

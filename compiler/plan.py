@@ -22,7 +22,7 @@ from expc.models.hydra_split import HydraSplit
 from expc.spec import ir
 from expc.spec.diagnostics import Span
 from expc.spec.run_format import capture_key, effect_key, importance_key, intervention_key
-from expc.spec.vocabulary import LAYER_TARGET, METRICS, PER_HEAD_MODEL_SITES
+from expc.spec.vocabulary import LAYER_TARGET, LENS_SITE, METRICS, PER_HEAD_MODEL_SITES
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +116,29 @@ class Plan:
     def keys(self) -> tuple[str, ...]:
         """Every sink key, in plan order."""
         return tuple(e.key for e in (*self.captures, *self.metrics, *self.effects))
+
+    @property
+    def layers_needed(self) -> int:
+        """How many leading layers the plan reads: what a model must have built for it
+        (`HydraTransformer.build(..., n_layers_built=...)`), so that a selective run builds,
+        loads and traces no more. The one home of that rule: whatever the plan names at
+        layer `L` (a capture, a metric, an intervention, `cosine`'s `at`) needs layers
+        `0..L`; the model's output needs every layer and the final norm and LM head (the
+        `final_norm` and `logits` sites, `lens`, which calls that norm and head, and every
+        effect but `cosine`); `embed` alone needs none."""
+        n_layers = self.layout.n_layers
+        needs = [_layers_for_site(e.site, e.layer, n_layers) for e in self.captures]
+        needs += [e.layer + 1 for e in (*self.metrics, *self.interventions)]
+        needs += [_layers_for_site(e.effect.at_site, e.effect.at_layer, n_layers)
+                  if e.metric == "cosine" else n_layers for e in self.effects]
+        return max([0, *needs])
+
+
+def _layers_for_site(site: str, layer: int | None, n_layers: int) -> int:
+    """The leading layers a marker at `site` (of `layer`) needs built (`Plan.layers_needed`)."""
+    if site == LENS_SITE or site in PER_HEAD_MODEL_SITES:
+        return n_layers
+    return 0 if layer is None else layer + 1
 
 
 def _capture_entries(layout: HydraSplit, capture: ir.Capture) -> list[CaptureEntry]:

@@ -5,8 +5,9 @@ returns nothing, so no value flowing on through the model can change. Every tap 
 under the `expc_taps` submodule, named after its result key, which keeps the generated code
 readable (`self.expc_taps.t0_capture_resid_out_1(layers_1_...)`). Taps are marked impure so
 that torch.fx's own dead-code elimination keeps them too. A tap is a graph break for
-`torch.compile` (`compile = true`): its sink is the runtime's Python (aggregation, packing,
-counting), which must run eagerly on real tensors, never be traced with fake ones.
+`torch.compile` (`compile = true`; `compiler/graph_break.py`): its sink is the runtime's
+Python (aggregation, packing, counting), which must run eagerly on real tensors, never be
+traced with fake ones.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.fx as fx
 
+from expc.compiler.graph_break import eager_under_compile
+
 TAPS_ROOT = "expc_taps"
 
 
+@eager_under_compile
 class Tap(torch.nn.Module):
     """Feeds one sink; the result key it serves is kept for printing and emitting."""
 
@@ -30,7 +34,6 @@ class Tap(torch.nn.Module):
         self.key = key
         self.sink = sink
 
-    @torch.compiler.disable
     def forward(self, *tensors: torch.Tensor) -> None:
         self.sink(*tensors)
 

@@ -38,41 +38,64 @@ class TrunkState:
 class HydraHead(nn.Module):
     """One head: its own modules for the layers after the trunk, keyed by global layer number."""
 
-    def __init__(self, *, config: ModelConfig, hydra: HydraSplit, head: int, build_block):
+    def __init__(self, *, config: ModelConfig, layers: range, head: int, build_block):
         super().__init__()
         self.layers = nn.ModuleDict({
-            str(layer): build_block(config, layer, head) for layer in hydra.head_layers
+            str(layer): build_block(config, layer, head) for layer in layers
         })
 
 
 class HydraTransformer(nn.Module):
     """Shared trunk, N heads, shared final norm and `lm_head`; see the module docstring."""
 
-    def __init__(self, *, config: ModelConfig, hydra: HydraSplit):
+    def __init__(self, *, config: ModelConfig, hydra: HydraSplit,
+                 n_layers_built: int | None = None):
         super().__init__()
         if hydra.n_layers != config.n_layers:
             raise ValueError(f"hydra split covers {hydra.n_layers} layers, model has {config.n_layers}")
+        built = config.n_layers if n_layers_built is None else n_layers_built
+        if not 0 <= built <= config.n_layers:
+            raise ValueError(f"cannot build {built} of a {config.n_layers}-layer model's layers")
         arch = architecture_named(config.model_type)
-        self.config, self.hydra, self.arch = config, hydra, arch
+        self.config, self.hydra, self.arch, self.n_layers_built = config, hydra, arch, built
         self.embed_tokens = arch.build_embeddings(config)
         self.rotary = RotaryEmbedding(config) if arch.uses_rope else None
         self.layers = nn.ModuleDict({
-            str(layer): arch.build_block(config, layer, None) for layer in range(hydra.trunk)
+            str(layer): arch.build_block(config, layer, None)
+            for layer in range(min(hydra.trunk, built))
         })
         self.heads = nn.ModuleList(
-            HydraHead(config=config, hydra=hydra, head=h, build_block=arch.build_block)
+            HydraHead(config=config, layers=range(hydra.trunk, max(hydra.trunk, built)), head=h,
+                      build_block=arch.build_block)
             for h in range(hydra.n_heads)
         )
-        self.norm = arch.build_final_norm(config)
-        self.lm_head = arch.build_lm_head(config) if arch.has_lm_head else None
+        if self.truncated:  # what follows the last built layer is not this model's output
+            self.norm, self.lm_head = None, None
+        else:
+            self.norm = arch.build_final_norm(config)
+            self.lm_head = arch.build_lm_head(config) if arch.has_lm_head else None
         self.tie_weights()
 
     @classmethod
     def build(cls, config: ModelConfig, hydra: HydraSplit | None = None, *,
-              init_device: str | torch.device = "meta") -> HydraTransformer:
-        """Construct without weights on `init_device` (`meta`: no memory until loaded)."""
+              init_device: str | torch.device = "meta",
+              n_layers_built: int | None = None) -> HydraTransformer:
+        """Construct without weights on `init_device` (`meta`: no memory until loaded).
+
+        `n_layers_built` keeps only the embeddings and the first that many layers (of the
+        trunk and of every head): see `truncated`. None builds the whole model.
+        """
         with torch.device(init_device):
-            return cls(config=config, hydra=hydra or HydraSplit.single(config.n_layers))
+            return cls(config=config, hydra=hydra or HydraSplit.single(config.n_layers),
+                       n_layers_built=n_layers_built)
+
+    @property
+    def truncated(self) -> bool:
+        """Built without its last layers (`Plan.layers_needed` decides how many a run
+        needs): no final norm and no `lm_head`, and the forward returns each head's hidden
+        state after the last built layer, `[n, B, S, H]`, with no `final_norm` or `logits`
+        marker. Every marker it has computes what the whole model's does."""
+        return self.n_layers_built < self.config.n_layers
 
     def tie_weights(self) -> None:
         """Share `lm_head.weight` with the token embeddings when the config ties them."""
@@ -129,11 +152,14 @@ class HydraTransformer(nn.Module):
         return TrunkState(hidden=hidden, attention_mask=attention_mask, context=ctx)
 
     def _run_head(self, state: TrunkState, head: int, last_token_only: bool) -> torch.Tensor:
-        """One head's layers, final norm and `lm_head`: logits `[B, S_out, V]`."""
+        """One head's layers, final norm and `lm_head`: logits `[B, S_out, V]` (a truncated
+        model's hidden state `[B, S_out, H]`)."""
         hidden = state.hidden
         for block in self.heads[head].layers.values():
             hidden = block(hidden, state.context)
         out = select_last_token(hidden, state.attention_mask) if last_token_only else hidden
+        if self.truncated:
+            return out
         marker = self._head_marker(head)
         out = markers.mark(self.norm(out), "final_norm", None, marker)
         if self.lm_head is not None:

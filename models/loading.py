@@ -1,7 +1,10 @@
 """`load_model`: a built-in name or a Hugging Face checkpoint folder -> `HydraTransformer`.
 
 The model is built on the `meta` device (no memory) and each parameter is then read from
-the checkpoint, cast and moved on its own, so the weights never sit twice in memory.
+the checkpoint, cast and moved on its own, so the weights never sit twice in memory. A
+model built with `n_layers_built` (a run's `Plan.layers_needed`) has no parameters for the
+layers it leaves out, so their tensors are never read: a run that captures `resid_out[1]`
+of a 32-layer checkpoint reads the embeddings and two layers.
 
 Every head has its own modules (fx paths `heads.{h}.layers.{L}...` stay per head), but a
 tensor is read once per checkpoint: heads whose layers come from the same checkpoint hold
@@ -20,8 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from expc.models.builtin import is_builtin, open_builtin
-from expc.models.checkpoint import open_checkpoint
+from expc.models.builtin import builtin_config, is_builtin, open_builtin
+from expc.models.checkpoint import load_config, open_checkpoint
+from expc.models.config import ModelConfig
 from expc.models.hydra import HydraTransformer
 from expc.models.hydra_split import HydraSplit
 from expc.models.registry import read_config
@@ -44,6 +48,14 @@ def open_source(ref: str | Path):
 def config_source(ref: str | Path) -> str:
     """Where diagnostics about a model's config point."""
     return str(ref) if is_builtin(str(ref)) else str(Path(ref) / "config.json")
+
+
+def read_model_config(ref: str | Path) -> ModelConfig:
+    """The `ModelConfig` of `builtin:NAME` or a checkpoint folder, from `config.json` alone
+    (the layer count a plan needs before the model is built: `load_model`'s
+    `n_layers_built`)."""
+    raw = builtin_config(str(ref)) if is_builtin(str(ref)) else load_config(ref)
+    return read_config(raw, source=config_source(ref))
 
 
 def _checkpoint_key(checkpoint, candidates: tuple[str, ...]) -> str:
@@ -93,10 +105,10 @@ def meta_model(ref: str | Path, hydra: ir.Hydra | None = None,
 
 
 def _build_on_meta(checkpoint, hydra: ir.Hydra | None, interventions: Iterable[ir.Intervention],
-                   *, source: str) -> HydraTransformer:
+                   *, source: str, n_layers_built: int | None = None) -> HydraTransformer:
     config = read_config(checkpoint.config, source=source)
     split = HydraSplit.of(hydra, n_layers=config.n_layers, interventions=interventions, source=source)
-    return HydraTransformer.build(config, split, init_device="meta")
+    return HydraTransformer.build(config, split, init_device="meta", n_layers_built=n_layers_built)
 
 
 def _same_model(ref: str | Path) -> str:
@@ -130,18 +142,23 @@ def open_head_models(ref: str | Path, checkpoint, head_models: Iterable[str], *,
 def load_model(ref: str | Path, *, hydra: ir.Hydra | None = None,
                interventions: Iterable[ir.Intervention] = (),
                dtype: torch.dtype | str = torch.float32,
-               device: str | torch.device = "cpu") -> HydraTransformer:
+               device: str | torch.device = "cpu",
+               n_layers_built: int | None = None) -> HydraTransformer:
     """Load `builtin:NAME` or a checkpoint folder as a `HydraTransformer` in eval mode.
 
     `hydra` is the spec's `hydra` block (`ir.Hydra(trunk=..., heads=..., head_models=...)`;
     none: no split); `interventions` resolve `trunk = auto`. Heads without `head_models`
-    share the model's layer weights.
+    share the model's layer weights. `n_layers_built` (a plan's `layers_needed`) builds and
+    reads only the embeddings and the first that many layers (`HydraTransformer.truncated`);
+    None, the whole model.
     """
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     checkpoint = open_source(ref)
-    model = _build_on_meta(checkpoint, hydra, tuple(interventions), source=config_source(ref))
+    model = _build_on_meta(checkpoint, hydra, tuple(interventions), source=config_source(ref),
+                           n_layers_built=n_layers_built)
     head_models = () if hydra is None else hydra.head_models
     others = open_head_models(ref, checkpoint, head_models, model_type=model.config.model_type)
-    log.info("loading %s (%s, %d layers, trunk %d, %d heads)", ref, model.config.model_type,
-             model.config.n_layers, model.hydra.trunk, model.hydra.n_heads)
+    log.info("loading %s (%s, %d layers, trunk %d, %d heads)%s", ref, model.config.model_type,
+             model.config.n_layers, model.hydra.trunk, model.hydra.n_heads,
+             f": only the first {model.n_layers_built} are read" if model.truncated else "")
     return materialize(model, checkpoint, dtype=dtype, device=device, head_checkpoints=others)

@@ -21,7 +21,7 @@ import torch
 
 from expc.compiler.pipeline import compile_plan
 from expc.compiler.plan import Plan, build_plan
-from expc.models.loading import load_model
+from expc.models.loading import load_model, read_model_config
 from expc.models.tokenizer import load_tokenizer
 from expc.runtime.aggregate.masks import EmptyMaskError
 from expc.runtime.cache import Results
@@ -150,11 +150,12 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
              seconds: dict[str, float], store: RunStore | None) -> _Loop:
     t0 = time.perf_counter()
     torch.manual_seed(experiment.seed)
+    # The plan first, so that only the layers it reads are built and loaded.
+    plan = build_plan(experiment, n_layers=read_model_config(experiment.model.path).n_layers)
     model = load_model(experiment.model.path, hydra=experiment.hydra, interventions=experiment.interventions,
-                       dtype=experiment.dtype, device=device)
+                       dtype=experiment.dtype, device=device, n_layers_built=plan.layers_needed)
     if store is not None:
         store.manifest["model"] = _describe_model(experiment, model, device)
-    plan = build_plan(experiment, n_layers=model.config.n_layers)
     source = experiment.data.source
     tokenizer = None if source.kind == "tokens" else load_tokenizer(experiment.model.path)
     data = load_data(kind=source.kind, path=source.path, field=source.field,

@@ -135,11 +135,46 @@ def assert_sites_match(hf: transformers.PreTrainedModel, folder: Path, *, trunk:
     ours = load_model(folder, hydra=hydra)
     ids = _ids()
     theirs = hf_sites(hf, ids, modules, layout)
-    mine = our_sites(ours, ids, tuple(site for site in modules if site not in LAYER_SITES))
+    extra = tuple(site for site in modules if site not in LAYER_SITES)
+    mine = our_sites(ours, ids, extra)
     assert {(site, layer) for site, layer, _ in mine} == set(theirs)
     for (site, layer, head), value in mine.items():
         torch.testing.assert_close(value, theirs[(site, layer)], atol=atol, rtol=0,
                                    msg=lambda m: f"{site}[{layer}] head {head}: {m}")
+    assert_truncated_build_equal(folder, hydra=hydra, ids=ids, sites=(*LAYER_SITES, *extra))
+
+
+def assert_truncated_build_equal(ref, *, hydra: ir.Hydra | None, ids: torch.Tensor,
+                                 sites: tuple[str, ...] = LAYER_SITES, last: int = 1) -> None:
+    """A model built with only the layers a plan reads (`Plan.layers_needed`) captures
+    exactly, bit for bit, what the whole model does: every site of layers `0..last` in every
+    head, and `embed`."""
+    full = load_model(ref, hydra=hydra)
+    layout = full.hydra
+    split_heads = range(layout.n_heads) if layout.is_split else (None,)
+    entries = {_entry("embed", None, None)}
+    entries |= {_entry(site, layer, head if layout.is_split and layer >= layout.trunk else None)
+                for layer in range(last + 1) for head in split_heads for site in sites}
+    plan = Plan(layout=layout, captures=tuple(sorted(entries, key=lambda e: e.key)))
+    assert plan.layers_needed == last + 1
+    truncated = load_model(ref, hydra=hydra, n_layers_built=plan.layers_needed)
+    assert truncated.truncated and truncated.lm_head is None
+    built = {name for name, _ in truncated.named_parameters()}
+    assert built < {name for name, _ in full.named_parameters()}
+    assert not any(f"layers.{last + 1}." in name for name in built)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding in the second row
+    found = []
+    for model in (full, truncated):
+        values: dict = {}
+        sinks = {e.key: (lambda x, *_, key=e.key: values.__setitem__(key, x.detach()))
+                 for e in plan.captures}
+        with torch.no_grad():
+            compile_plan(plan, model, sinks).graph_module(ids, mask)
+        found.append(values)
+    assert found[0].keys() == found[1].keys() == {e.key for e in plan.captures}
+    for key, value in found[0].items():
+        assert torch.equal(value, found[1][key]), key
 
 
 def bf16_logits_close(hf: transformers.PreTrainedModel, folder: Path) -> None:
