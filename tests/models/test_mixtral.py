@@ -104,6 +104,9 @@ def test_check_knows_the_moe_sites_and_roles(tmp_path, monkeypatch):
     assert "mixtral models have no `mlp_post`" in found.message and "`mlp_out`" in found.message
     found = diagnose("intervene mlp_post[1] { set = zero }")["site"]
     assert "mixtral models have no `mlp_post`" in found.message and found.span.line == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "no_such_moe"}')
+    assert "mixtral" in " ".join(diagnose("capture router[0]", model="other")["model"].help)
     found = diagnose("capture router[0]", model="builtin:tiny-llama")["site"]
     assert "llama models have no `router`" in found.message and "mixture-of-experts" in found.message
 
