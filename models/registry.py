@@ -25,7 +25,7 @@ from expc.spec.model_shape import ARCHITECTURES
 # Modules that register an architecture when imported.
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
                         "expc.models.gemma", "expc.models.bert", "expc.models.phi3",
-                        "expc.models.gpt2", "expc.models.gpt_neox")
+                        "expc.models.gpt2", "expc.models.gpt_neox", "expc.models.mixtral")
 
 
 def no_checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:

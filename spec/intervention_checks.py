@@ -20,7 +20,6 @@ from expc.spec import vocabulary as vocab
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, Span, error
 from expc.spec.model_shape import ATTENTION_OUTPUT, ModelShape
 from expc.spec.run_format import capture_key, importance_key, read_run_manifest
-from expc.spec.suggest import did_you_mean
 
 CODE = "intervention-source"
 
@@ -56,9 +55,12 @@ def check_interventions(exp: ir.Experiment, shape: ModelShape, *, trunk: int,
     for iv in exp.interventions:
         layers = layers_of(iv.layers)
         if iv.target_kind != "site" and iv.target not in shape.modules:
-            out.append(error(iv.target_span, f"{shape.model_type} models have no `{iv.target}`",
-                             code="module", help=did_you_mean(iv.target, shape.modules)
-                             or (f"modules: {', '.join(shape.modules)}",)))
+            out.append(shape.no_module(iv.target, iv.target_span))
+            continue
+        why = shape.facts.missing_site(iv.target) if iv.target_kind == "site" else None
+        if why is not None:
+            out.append(error(iv.target_span, f"{shape.model_type} models have no "
+                             f"`{iv.target}`: {why}", code="site"))
             continue
         if layers is None:
             continue

@@ -20,8 +20,7 @@ from expc.spec.diagnostics import Diagnostic, error
 from expc.spec.intervention_checks import check_interventions, split_trunk
 from expc.spec.model_shape import ModelShape
 from expc.spec.model_size import GIB, layer_copies, layer_parameters, machine_memory, model_bytes
-from expc.spec.suggest import did_you_mean
-from expc.spec.vocabulary import AUTO_TRUNK, LAYER_TARGET
+from expc.spec.vocabulary import AUTO_TRUNK, LAYER_TARGET, LM_HEAD_SITES
 
 
 _STATIC_LIMIT = 4096  # wider literal slices are compared only once the layer count is known
@@ -66,14 +65,13 @@ def check_against_model(exp: ir.Experiment, shape: ModelShape) -> list[Diagnosti
         layers = layers_in_range(imp.layers)
         heads_reach(imp.heads, layers)
         if imp.module not in (*shape.modules, LAYER_TARGET):
-            out.append(error(imp.module_span, f"{shape.model_type} models have no `{imp.module}`",
-                             code="module", help=did_you_mean(imp.module, shape.modules)
-                             or (f"modules: {', '.join(shape.modules)}",)))
+            out.append(shape.no_module(imp.module, imp.module_span))
     for cap in exp.captures:
-        if cap.site not in shape.facts.sites:
-            out.append(error(cap.span, f"{shape.model_type} models have no `{cap.site}`: an "
-                             "encoder has no LM head", code="site",
-                             help=("capture `final_norm` for the last hidden state",)))
+        why = shape.facts.missing_site(cap.site)
+        if why is not None:
+            out.append(error(cap.span, f"{shape.model_type} models have no `{cap.site}`: {why}",
+                             code="site", help=(("capture `final_norm` for the last hidden "
+                                                 "state",) if cap.site in LM_HEAD_SITES else ())))
     if exp.data.max_length is not None and exp.data.max_length > shape.max_positions:
         out.append(error(exp.data.max_length_span, f"max_length = {exp.data.max_length} exceeds "
                          f"the model's {shape.max_positions} positions", code="range",

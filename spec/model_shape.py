@@ -17,13 +17,16 @@ import attrs
 
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.config_fields import REQUIRED, ConfigFields
-from expc.spec.diagnostics import Span, fail
+from expc.spec.diagnostics import Diagnostic, Span, error, fail
 from expc.spec.json_files import read_json_object
 from expc.spec.suggest import did_you_mean
-from expc.spec.vocabulary import BUILTIN_PREFIX, LM_HEAD_SITES, SITES
+from expc.spec.vocabulary import (BUILTIN_PREFIX, LAYER_SITES, LM_HEAD_SITES, MLP_POST_SITE,
+                                  ROUTER_SITE, SITES)
 
-_LLAMA_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+_ATTENTION_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                     "self_attn.o_proj")
+_GATED_MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+_LLAMA_LINEAR = (*_ATTENTION_LINEAR, *_GATED_MLP)
 # BERT: attention.self.{query,key,value} -> self_attn.{q,k,v}_proj, attention.output.dense ->
 # self_attn.o_proj, intermediate.dense -> mlp.up_proj, output.dense -> mlp.down_proj,
 # attention.output.LayerNorm -> post_attention_layernorm, output.LayerNorm ->
@@ -32,6 +35,17 @@ _BERT_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "sel
                 "mlp.up_proj", "mlp.down_proj")
 
 _DECODER_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+@attrs.frozen(kw_only=True)
+class Experts:
+    """A sparse mixture of experts in place of the MLP: the router `mlp.gate` picks some of
+    `count_field` experts per token, each expert a gated MLP with the modules `roles` as
+    `mlp.experts.E.{gate_proj,up_proj,down_proj}`."""
+
+    count_field: str  # the config field with the number of experts
+    default_count: int  # Hugging Face's default when the config leaves it out
+    roles: tuple[str, ...] = _GATED_MLP
 
 
 @attrs.frozen(kw_only=True)
@@ -48,11 +62,39 @@ class ArchitectureFacts:
     # `intermediate_size` = this times `hidden_size` when the config gives none (GPT-2's
     # `n_inner = null`); None: the config must give it.
     mlp_ratio: int | None = None
+    experts: Experts | None = None  # a mixture of experts (Mixtral) in place of the MLP
 
     @property
     def sites(self) -> tuple[str, ...]:
         """The capture sites a model of this architecture marks."""
-        return tuple(s for s in SITES if self.has_lm_head or s not in LM_HEAD_SITES)
+        return tuple(s for s in SITES if self.missing_site(s) is None)
+
+    @property
+    def layer_sites(self) -> tuple[str, ...]:
+        """The per-layer capture sites of this architecture."""
+        return tuple(s for s in self.sites if s in LAYER_SITES)
+
+    def missing_site(self, site: str) -> str | None:
+        """Why this architecture has no capture site `site` (None: it has it)."""
+        if site in LM_HEAD_SITES and not self.has_lm_head:
+            return "an encoder has no LM head"
+        if site == ROUTER_SITE and self.experts is None:
+            return "only a mixture-of-experts model routes tokens"
+        if site == MLP_POST_SITE and self.experts is not None:
+            return ("its MLP is a mixture of experts, each with its own neurons computed on "
+                    "the tokens routed to it; capture `mlp_out` (the experts' weighted sum) "
+                    "or `router`")
+        return None
+
+    def missing_module(self, role: str) -> str | None:
+        """Why a role that other architectures have is no module here (None: no reason to
+        give beyond its absence)."""
+        if self.experts is not None and role in self.experts.roles:
+            name = role.split(".", 1)[1]
+            return (f"its MLP is a mixture of experts, so `{role}` exists once per expert "
+                    f"(`mlp.experts.E.{name}`), and metrics and interventions at experts are "
+                    "not supported yet")
+        return None
 
 
 ARCHITECTURES: dict[str, ArchitectureFacts] = {
@@ -90,6 +132,12 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
     # MLP (dense_h_to_4h -> up_proj, dense_4h_to_h -> down_proj), LayerNorms.
     "gpt_neox": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=_DECODER_NORMS,
                                   has_lm_head=True, max_positions=2048),
+    # Mixtral: Mistral's block with a sparse mixture of experts in place of the MLP: the
+    # router `mlp.gate` (a Linear) and per expert Llama's gated MLP (`mlp.experts.E.*`).
+    "mixtral": ArchitectureFacts(linear_modules=(*_ATTENTION_LINEAR, "mlp.gate"),
+                                 norm_modules=_DECODER_NORMS, has_lm_head=True,
+                                 max_positions=4096 * 32, experts=Experts(
+                                     count_field="num_local_experts", default_count=8)),
     "bert": ArchitectureFacts(linear_modules=_BERT_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm"), has_lm_head=False,
         max_positions=512),
@@ -115,6 +163,7 @@ class ModelShape:
     max_positions: int  # `max_position_embeddings`: the longest input the model takes
     tie_word_embeddings: bool
     facts: ArchitectureFacts
+    n_experts: int = 1  # a mixture of experts' experts per layer (1: one plain MLP)
     config: dict = attrs.field(eq=False, repr=False, hash=False)
 
     @property
@@ -128,6 +177,24 @@ class ModelShape:
     @property
     def modules(self) -> tuple[str, ...]:
         return self.linear_modules + self.norm_modules
+
+    def no_module(self, module: str, span: Span) -> Diagnostic:
+        """The error for `module`, no module of this architecture: why, where the
+        architecture says (an MoE's expert roles), and the nearest names."""
+        why = self.facts.missing_module(module)
+        return error(span, f"{self.model_type} models have no `{module}`"
+                     + ("" if why is None else f": {why}"), code="module",
+                     help=did_you_mean(module, self.modules)
+                     or (f"modules: {', '.join(self.modules)}",))
+
+    @property
+    def mlp_parameters(self) -> int:
+        """Weights of one layer's MLP (every expert's, and the router's, in an MoE)."""
+        experts = self.facts.experts
+        matrices = len(experts.roles) if experts else (
+            3 if "mlp.gate_proj" in self.linear_modules else 2)
+        router = self.hidden * self.n_experts if experts else 0
+        return self.n_experts * matrices * self.hidden * self.intermediate + router
 
     def target_width(self, target: str, kind: str) -> int:
         """C, the channels of the value an intervention on `target` edits: a linear module's
@@ -201,4 +268,6 @@ def shape_from_config(config: Mapping[str, Any], *, source: str,
                                     else facts.mlp_ratio * hidden), vocab=fields.integer("vocab_size"),
         max_positions=fields.integer("max_position_embeddings", default=facts.max_positions),
         tie_word_embeddings=fields.flag("tie_word_embeddings"), facts=facts, config=dict(config),
+        n_experts=1 if facts.experts is None else fields.integer(
+            facts.experts.count_field, default=facts.experts.default_count),
     )

@@ -23,9 +23,7 @@ def layer_parameters(shape: ModelShape) -> int:
     """Parameters of one transformer layer: attention, MLP and norms (weights and biases)."""
     inner, kv = shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
     attention = 2 * shape.hidden * inner + 2 * shape.hidden * kv
-    mlp_matrices = 3 if "mlp.gate_proj" in shape.linear_modules else 2
-    return attention + mlp_matrices * shape.hidden * shape.intermediate \
-        + 2 * shape.hidden * len(shape.norm_modules)
+    return attention + shape.mlp_parameters + 2 * shape.hidden * len(shape.norm_modules)
 
 
 def layer_copies(shape: ModelShape, hydra: ir.Hydra | None, trunk: int) -> int:

@@ -23,7 +23,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
 
 LAYER_SITES = ("resid_in", "resid_mid", "resid_out", "attn_in", "attn_out", "mlp_in",
-               "mlp_out", "attn_pattern", "values", "mlp_post", "q", "k", "v", "z", "lens")
+               "mlp_out", "attn_pattern", "values", "mlp_post", "q", "k", "v", "z", "lens",
+               "router")
+MLP_POST_SITE = "mlp_post"  # the input of `mlp.down_proj`: none in a mixture of experts
+ROUTER_SITE = "router"  # a mixture of experts' router logits [B, S, n_experts], before softmax
 LENS_SITE = "lens"  # lm_head(final_norm(resid_out[L])): built by the compiler, not marked
 PLANNED_SITES = ("attn_pattern", LENS_SITE)  # layer sites the compiler adds where captured
 LM_HEAD_SITES = ("logits", LENS_SITE)  # sites that need an LM head (no encoder has them)
@@ -117,6 +120,8 @@ READOUT_SITES = {  # per-layer sites that can be captured but not intervened on:
     "attn_pattern": ("the softmax weights",
                      "intervene on `attn_out[...]` or on the heads' outputs at `self_attn.o_proj[...]`"),
     LENS_SITE: ("`resid_out` projected onto the vocabulary", "intervene on `resid_out[...]`"),
+    ROUTER_SITE: ("the router's logits, which pick each token's experts",
+                  "intervene on `mlp_in[...]` or on the router's input at `mlp.gate[...]`"),
 }
 TARGET_SITES = tuple(s for s in LAYER_SITES if s not in READOUT_SITES)
 SET_VALUES = ("zero", "mean", "patch")  # `set = zero | mean(run = DIR) | patch(run = DIR)`

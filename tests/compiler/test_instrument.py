@@ -13,9 +13,9 @@ import torch
 from compiler_support import HEADS, N_LAYERS, TRUNK, Recorder, capture, inputs, metric, plan_of
 from expc.compiler.manager import CompilerPassError
 from expc.compiler.pipeline import compile_plan
-from expc.spec.vocabulary import LAYER_SITES
+from expc.spec.model_shape import ARCHITECTURES
 
-SITES = tuple(s for s in LAYER_SITES if s != "attn_pattern")
+SITES = tuple(s for s in ARCHITECTURES["llama"].layer_sites if s != "attn_pattern")
 METRIC_MODULES = ("mlp.down_proj", "self_attn.o_proj", "post_attention_layernorm")
 
 

@@ -17,7 +17,7 @@ from expc.compiler.pipeline import compile_plan
 from expc.compiler.plan import CaptureEntry, MetricEntry
 from expc.compiler.strip import strip
 from expc.compiler.taps import is_tap
-from expc.spec.vocabulary import LAYER_SITES
+from expc.spec.model_shape import ARCHITECTURES
 
 
 def _modules(compiled) -> set[str]:
@@ -89,7 +89,7 @@ def test_a_logits_capture_keeps_only_its_head(model):
 def _all_entries():
     places = [(L, None) for L in range(TRUNK)] + [
         (L, h) for L in range(TRUNK, N_LAYERS) for h in range(HEADS)]
-    captures = [capture(s, L, h) for L, h in places for s in LAYER_SITES]
+    captures = [capture(s, L, h) for L, h in places for s in ARCHITECTURES["llama"].layer_sites]
     captures += [capture("embed")] + [capture(s, None, h) for s in ("final_norm", "logits")
                                       for h in range(HEADS)]
     return captures + [metric("l2_norm", "mlp.down_proj", L, h) for L, h in places]

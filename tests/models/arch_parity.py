@@ -94,20 +94,22 @@ def _entry(site: str, layer: int | None, head: int | None) -> CaptureEntry:
                         head=head, mode="full")
 
 
-def our_sites(model, ids: torch.Tensor, extra: tuple[str, ...] = ()
+def our_sites(model, ids: torch.Tensor, extra: tuple[str, ...] = (), *,
+              sites: tuple[str, ...] = LAYER_SITES
               ) -> dict[tuple[str, int | None, int | None], torch.Tensor]:
-    """(site, layer, head) -> our capture, every site of every head (`LAYER_SITES` plus
-    `extra` per layer), compiled like a run."""
+    """(site, layer, head) -> our capture, every site of every head (`sites` plus `extra`
+    per layer), compiled like a run."""
     layout = model.hydra
     split_heads = range(layout.n_heads) if layout.is_split else (None,)
     entries = [_entry("embed", None, None)]
     for head in split_heads:
-        entries += [_entry(site, None, head) for site in ("final_norm", "logits")]
+        entries += [_entry(site, None, head) for site in ("final_norm", "logits")
+                    if site != "logits" or model.lm_head is not None]
         for layer in range(layout.n_layers):
             if layer >= layout.trunk or head == split_heads[0]:
                 in_heads = layout.is_split and layer >= layout.trunk
                 entries += [_entry(site, layer, head if in_heads else None)
-                            for site in (*LAYER_SITES, *extra)]
+                            for site in (*sites, *extra)]
     plan = Plan(layout=layout, captures=tuple(entries), metrics=(), interventions=(), effects=())
     found: dict = {}
     sinks = {e.key: (lambda x, *_, e=e: found.__setitem__((e.site, e.layer, e.head), x.detach()))

@@ -20,7 +20,8 @@ from expc.models.markers import attention
 from expc.models.tokenizer import load_tokenizer
 from expc.models.tracing import trace
 from expc.spec import ir
-from expc.spec.vocabulary import LAYER_SITES, PLANNED_SITES
+from expc.spec.model_shape import ARCHITECTURES
+from expc.spec.vocabulary import PLANNED_SITES
 from expc.spec.builtin_models import BUILTIN_CONFIGS
 from expc.spec.diagnostics import DiagnosticError
 
@@ -230,7 +231,8 @@ def test_hydra_bert_traces_with_every_site_marked_and_strips_to_eager(folder: Pa
     hydra = load_model(folder, hydra=ir.Hydra(trunk=2, heads=2))
     graph = trace(hydra)
     marks = {node.args[1:] for node in graph.graph.nodes if is_marker(node)}
-    per_layer = set(LAYER_SITES) - set(PLANNED_SITES)  # the compiler adds these
+    # the compiler adds the planned sites
+    per_layer = set(ARCHITECTURES["bert"].layer_sites) - set(PLANNED_SITES)
     expected = {("embed", None, None)} | {("final_norm", None, h) for h in (0, 1)}
     expected |= {(site, layer, None) for layer in (0, 1) for site in per_layer}
     expected |= {(site, layer, h) for layer in (2,) for h in (0, 1) for site in per_layer}

@@ -9,7 +9,8 @@ from expc.models import markers
 from expc.models.loading import load_model
 from expc.models.tracing import trace
 from expc.spec import ir
-from expc.spec.vocabulary import LAYER_SITES, PLANNED_SITES
+from expc.spec.model_shape import ARCHITECTURES
+from expc.spec.vocabulary import PLANNED_SITES
 
 
 @pytest.fixture(scope="module", params=["builtin:tiny-llama", "builtin:tiny-olmo2"])
@@ -32,7 +33,7 @@ def test_every_capture_site_is_one_marker_node(model):
     gm = trace(model)
     marks = _marks(gm)
     assert len(marks) == len(set(marks)), "a site is marked twice"
-    per_layer = set(LAYER_SITES) - set(PLANNED_SITES)
+    per_layer = set(ARCHITECTURES["llama"].layer_sites) - set(PLANNED_SITES)
     expected = {("embed", None, None)}
     expected |= {(site, layer, None) for site in per_layer for layer in (0, 1)}
     expected |= {(site, layer, head) for site in per_layer for layer in (2, 3) for head in (0, 1)}
