@@ -193,3 +193,13 @@ def _intervention_tensor(entry: InterventionEntry, shape: ModelShape) -> Planned
     return PlannedTensor(key=intervention_key(entry.target, entry.layer, entry.head,
                                               UNITS_FIELD),
                          shape=(count,), dtype="int64", per_sample=False)
+
+
+def human_bytes(count: int) -> str:
+    """`1536` -> `1.5 KiB`: binary units, one decimal (bytes as they are)."""
+    size, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            break
+        size /= 1024
+    return f"{count} B" if unit == "B" else f"{size:,.1f} {unit}"
