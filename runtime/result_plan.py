@@ -69,8 +69,9 @@ class ResultPlan:
 
 def plan_results(experiment: ir.Experiment) -> ResultPlan:
     """The exact result tensors of a checked experiment: reads the model's config.json and
-    the data (tokenising it only when a tensor has a sequence axis); bad data raises the
-    run's own diagnostics."""
+    the data (tokenising it only when a tensor has a sequence axis). A line the run's reader
+    refuses raises its diagnostic; what only tokens can show (a mask field of the wrong
+    length) is left to the run."""
     shape = read_model_shape(experiment.model.path, span=experiment.model.span)
     plan = build_plan(experiment, n_layers=shape.n_layers)
     data = measure_data(experiment, shape, tokenise=needs_lengths(plan))
