@@ -12,19 +12,12 @@ from pathlib import Path
 import pytest
 
 import expc.runtime.result_room as room
-from expc.cli import main
 from expc.runtime.result_plan import plan_results
 from expc.spec import load
+from test_compile_ir import run  # the CLI in-process: (exit code, stdout, stderr)
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 @pytest.fixture(autouse=True)
