@@ -31,7 +31,6 @@ MINILM = REPO / ".cache" / "models" / "all-MiniLM-L6-v2"
 BUILTIN_EXAMPLES = ("quickstart", "quickstart_variant", "logit_lens", "scoring",
                     "ablation_means", "ablation", "steering_source", "steering",
                     "patching_clean", "patching")
-MINILM_EXAMPLES = ("minilm_importance", "minilm_scores", "prune_check")
 MODES = tuple(m for m in AGGREGATE_MODES if m != "none")
 
 
@@ -72,9 +71,23 @@ def test_every_builtin_example_writes_its_plan(project):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not MINILM.exists(), reason="MiniLM not fetched (scripts/fetch_minilm.py)")
-def test_the_minilm_examples_write_their_plans(project):
-    for name in MINILM_EXAMPLES:
-        assert_plan_is_the_run(Path("examples") / f"{name}.exp")
+def test_a_trained_checkpoint_and_its_tokenizer(project):
+    """MiniLM's importance example, on 12 samples, with a `full` capture: its own WordPiece
+    tokenizer (specials kept when `max_length` cuts) sizes the sequence axis."""
+    spec = project / "minilm.exp"
+    spec.write_text("""
+include "examples/minilm_importance.exp"
+
+experiment minilm extends minilm_importance {
+    data {
+        max_length = 16
+        limit      = 12
+    }
+    capture resid_out[1] as tokens { aggregate = full }
+}
+""", encoding="utf-8")
+    assert_plan_is_the_run(spec)
+    assert plan_results(load(str(spec))).data.longest == 16
 
 
 def every_site_spec(folder: Path, *, model: str, sites: tuple[str, ...], data: str,
