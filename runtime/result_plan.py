@@ -93,7 +93,7 @@ def measure_data(experiment: ir.Experiment, shape: ModelShape, *, tokenise: bool
     """The samples the run will read, and (`tokenise`) the longest one's tokens, truncated
     as the run's loader truncates (`runtime/data/load.py`)."""
     source = experiment.data.source
-    limit = max_tokens(experiment, shape)
+    most = max_tokens(experiment, shape)
     tokenizer = (load_tokenizer(experiment.model.path)
                  if tokenise and source.kind != "tokens" else None)
     samples, longest = 0, 0
@@ -103,18 +103,18 @@ def measure_data(experiment: ir.Experiment, shape: ModelShape, *, tokenise: bool
         for raw in reader:
             samples += 1
             if tokenise:
-                longest = max(longest, min(_token_count(raw, tokenizer, limit), limit))
+                longest = max(longest, min(_token_count(raw, tokenizer, most), most))
     finally:
         reader.close()
     return DataSize(samples=samples, longest=longest if tokenise else None, tokenised=tokenise)
 
 
-def _token_count(raw: RawSample, tokenizer, limit: int) -> int:
+def _token_count(raw: RawSample, tokenizer, most: int) -> int:
     if raw.token_ids is not None:
         return len(raw.token_ids)
     if raw.mask is not None:  # a mask field is cut after tokenising the whole text
         return len(tokenizer.encode(raw.text))
-    return len(tokenizer.encode(raw.text, max_length=limit))
+    return len(tokenizer.encode(raw.text, max_length=most))
 
 
 def planned_tensors(plan: Plan, shape: ModelShape, *, dtype: str,
