@@ -54,21 +54,31 @@ def _load(path: str, overrides: Sequence[str], check_model: bool,
 def check_file(path: str, *, overrides: Sequence[str] = (), check_model: bool = True
                ) -> tuple[Diagnostic, ...]:
     """Every problem in every experiment `path` declares (sorted, de-duplicated)."""
+    return check_experiments(path, overrides=overrides, check_model=check_model)[1]
+
+
+def check_experiments(path: str, *, overrides: Sequence[str] = (), check_model: bool = True
+                      ) -> tuple[tuple[ir.Experiment, ...], tuple[Diagnostic, ...]]:
+    """`check_file`'s problems, with the experiments that could be lowered to IR."""
     with _collector_paused():
         return _check_file(path, overrides, check_model)
 
 
-def _check_file(path: str, overrides: Sequence[str], check_model: bool) -> tuple[Diagnostic, ...]:
+def _check_file(path: str, overrides: Sequence[str], check_model: bool
+                ) -> tuple[tuple[ir.Experiment, ...], tuple[Diagnostic, ...]]:
     try:
         ws = load_workspace(str(path))
     except DiagnosticError as exc:
-        return exc.diagnostics
+        return (), exc.diagnostics
     diags = list(ws.diagnostics)
+    experiments = []
     shapes: dict[str, ModelShape | None] = {}
     for decl in ws.root.experiments:
         if ws.experiments.get(decl.name) is decl:
-            diags.extend(_check_one(ws, decl.name, overrides, check_model, shapes)[1])
-    return normalize(diags)
+            experiment, found = _check_one(ws, decl.name, overrides, check_model, shapes)
+            diags.extend(found)
+            experiments += [] if experiment is None else [experiment]
+    return tuple(experiments), normalize(diags)
 
 
 @contextlib.contextmanager

@@ -112,7 +112,7 @@ def test_internal_error_is_one_line_without_traceback(project, capsys, monkeypat
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(check_module, "check_file", boom)
+    monkeypatch.setattr(check_module, "check_experiments", boom)
     code, out, err = run(["check", "bad.exp"], capsys)
     assert code == 2
     assert err.strip() == "internal error: RuntimeError: kaboom (please report)"

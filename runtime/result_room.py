@@ -1,0 +1,109 @@
+"""Will a run's results fit? `expc check`'s warnings when they would not, in memory or on disk.
+
+A run holds every result tensor in memory until it writes `results.safetensors` at its
+finish, so results larger than the memory available now, or than the free space of the
+output folder's disk, end a long run at its last step. The size is the result plan's
+(`runtime/result_plan.py`). It is a warning, not an error: the machine that checks may not
+be the one that runs. Checking stays cheap: first the bound with every sample at the most
+tokens it may keep (`max_length`, else the model's positions), from a line count of the
+data; only when that bound would not fit is the data tokenised for the exact size. Where the
+model's config or the data cannot be read (CI without checkpoints, `--no-model`), there is
+nothing to size and no warning; the run reports the missing file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import attrs
+
+from expc.compiler.plan import build_plan
+from expc.runtime.result_plan import (DataSize, ResultPlan, human_bytes, max_tokens,
+                                      needs_lengths, plan_results, planned_tensors)
+from expc.spec import ir
+from expc.spec.data_size import count_samples
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
+from expc.spec.model_shape import read_model_shape
+
+MEMORY_CODE, DISK_CODE = "results-memory", "results-disk"
+_MEMINFO = "/proc/meminfo"
+
+
+def available_memory() -> int | None:
+    """Memory a new process could take now without swapping (Linux's `MemAvailable`),
+    else the free physical memory; None where the OS says neither."""
+    try:
+        with open(_MEMINFO, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def free_disk(folder: str | Path) -> int | None:
+    """Free bytes on the disk that holds `folder` (or its nearest existing parent)."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def room_warnings(experiment: ir.Experiment) -> tuple[Diagnostic, ...]:
+    """Warnings, at the spec's `output` block, for results that would not fit in the
+    memory available or on the output folder's disk; none when they fit or when the model
+    or the data cannot be read."""
+    memory, disk = available_memory(), free_disk(experiment.output.dir)
+    room = min((r for r in (memory, disk) if r is not None), default=None)
+    if room is None or _bound_bytes(experiment) <= room:
+        return ()
+    try:
+        plan = plan_results(experiment)
+    except DiagnosticError:
+        return ()
+    found = []
+    if memory is not None and plan.total_bytes > memory:
+        found.append(_warning(experiment, plan, MEMORY_CODE,
+                              f"{human_bytes(memory)} of memory available; the run holds "
+                              "them in memory until it writes them at its end"))
+    if disk is not None and plan.total_bytes > disk:
+        found.append(_warning(experiment, plan, DISK_CODE,
+                              f"{human_bytes(disk)} free on the disk of "
+                              f"`{experiment.output.dir}`"))
+    return tuple(found)
+
+
+def _bound_bytes(experiment: ir.Experiment) -> int:
+    """The results' size with every sample at its most tokens (0: nothing to size)."""
+    try:
+        shape = read_model_shape(experiment.model.path, span=experiment.model.span)
+    except DiagnosticError:
+        return 0
+    samples = count_samples(experiment.data.source.path, limit=experiment.data.limit)
+    if not samples:
+        return 0
+    plan = build_plan(experiment, n_layers=shape.n_layers)
+    longest = max_tokens(experiment, shape) if needs_lengths(plan) else None
+    data = DataSize(samples=samples, longest=longest, tokenised=False)
+    return sum(t.nbytes for t in planned_tensors(plan, shape, dtype=experiment.dtype, data=data))
+
+
+def _warning(experiment: ir.Experiment, plan: ResultPlan, code: str, room: str) -> Diagnostic:
+    found = error(experiment.output.span,
+                  f"the results of `{experiment.name}` would take "
+                  f"{human_bytes(plan.total_bytes)} ({plan.total_bytes:,} bytes), more than "
+                  f"the {room}", code=code,
+                  help=(f"`expc compile {experiment.path} --emit plan` lists every tensor "
+                        "with its size",
+                        "capture fewer layers, reduce `full` captures with `mean` or "
+                        "`dataset_mean`, or set `data { limit }`"))
+    return attrs.evolve(found, severity="warning")
