@@ -141,7 +141,7 @@ def token_features(site: str, shape: ModelShape, *, longest: int | None) -> tupl
     return {"mlp_post": (shape.intermediate,), "values": (kv_heads * head_dim,),
             "q": (heads, head_dim), "z": (heads, head_dim), "k": (kv_heads, head_dim),
             "v": (kv_heads, head_dim), "lens": (shape.vocab,), "logits": (shape.vocab,),
-            }.get(site, (shape.hidden,))
+            "router": (shape.n_experts,)}.get(site, (shape.hidden,))
 
 
 def _capture_tensors(entry: CaptureEntry, shape: ModelShape, *, dtype: str, n: int,

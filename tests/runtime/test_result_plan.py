@@ -253,3 +253,21 @@ experiment kv {
 }
 """, encoding="utf-8")
     assert_plan_is_the_run(spec)
+
+
+@pytest.mark.slow
+def test_a_mixture_of_experts_router(project):
+    """Mixtral's `router` site holds one logit per expert: `[.., n_experts]`."""
+    import transformers
+    config = transformers.MixtralConfig(
+        vocab_size=61, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=3,
+        num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=0)
+    transformers.MixtralForCausalLM(config).save_pretrained(project / "mixtral")
+    (project / "ids.jsonl").write_text("".join(json.dumps({"input_ids": list(range(1, n))}) + "\n"
+                                               for n in (9, 13, 7)))
+    spec = every_site_spec(project, model="mixtral", sites=("router", "mlp_out"),
+                           data='tokens("ids.jsonl")')
+    assert_plan_is_the_run(spec)
+    router = next(t for t in plan_results(load(str(spec))).tensors if "router_full" in t.key)
+    assert router.shape[-1] == 3
