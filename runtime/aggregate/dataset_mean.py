@@ -6,7 +6,9 @@ how two states (resume, ranks) merge — exactly, in any grouping. The running a
 are float64 on the activations' device; a batch's own sums are taken in the activations'
 precision (float32 at least). Unselected tokens are excluded by zeroing, never by boolean
 indexing, so no batch waits for the host. The variance is the population variance (divided
-by the count).
+by the count). Features whose size follows the batch (an attention pattern's key axis) are
+zero-padded to the longer of two sets, as the per-sample modes pad their rows: a token has
+weight 0 on a key its sample does not have, so the padded moments are exact.
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ class Moments:
         other = Moments(count=other.count.to(self.count.device),
                         mean=other.mean.to(self.mean.device), m2=other.m2.to(self.m2.device))
         if self.mean.shape != other.mean.shape:
-            raise ValueError(f"dataset_mean features changed shape: "
-                             f"{tuple(self.mean.shape)} then {tuple(other.mean.shape)}")
+            shape = torch.Size(map(max, self.mean.shape, other.mean.shape))
+            self, other = self.padded_to(shape), other.padded_to(shape)
         count = self.count + other.count
         share = other.count / count.clamp(min=1)
         delta = other.mean - self.mean  # [*F]
         return Moments(count=count, mean=self.mean + delta * share,
                        m2=self.m2 + other.m2 + delta.square() * self.count * share)
+
+    def padded_to(self, shape: torch.Size) -> Moments:
+        """These moments with every feature axis zero-padded at its end to `shape`."""
+        if self.mean.dim() != len(shape):
+            raise ValueError(f"dataset_mean features changed rank: {tuple(self.mean.shape)} "
+                             f"vs {tuple(shape)}")
+        widths = [w for have, want in zip(reversed(self.mean.shape), reversed(shape))
+                  for w in (0, want - have)]
+        pad = torch.nn.functional.pad
+        return Moments(count=self.count, mean=pad(self.mean, widths), m2=pad(self.m2, widths))
 
     def variance(self) -> torch.Tensor:
         return self.m2 / self.count.clamp(min=1)  # [*F]

@@ -330,3 +330,26 @@ def test_take_result_hands_the_tensors_over_and_leaves_the_state_empty(mode):
     assert found.keys() == expected.keys()
     assert all(torch.equal(found[k], expected[k]) for k in expected)
     assert taken.result() == {}  # nothing left behind to hold the results a second time
+
+
+def test_dataset_mean_of_a_key_axis_that_follows_the_batch_pads_it_with_zeros():
+    """An attention pattern's features `[heads, S_k]` grow with the batch's length: the
+    running moments are those of every token's pattern zero-padded to the longest key axis
+    (written out in float64), in whichever order the batches come and however they merge."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(2, 3), (3, 5), (1, 4)]  # [B, S] per batch; a token's pattern is [2, S]
+    data = [(torch.rand(b, s, 2, s, generator=gen, dtype=torch.float64),
+             torch.ones(b, s, dtype=torch.long)) for b, s in shapes]
+    padded = torch.cat([torch.nn.functional.pad(h, (0, 5 - h.shape[-1])).flatten(0, 1)
+                        for h, _ in data])  # every token, [N, 2, 5]
+    for order in ([0, 1, 2], [2, 0, 1]):
+        aggregator = create_aggregator(mode="dataset_mean")
+        for k in order[:2]:
+            aggregator.add(data[k][0], attention_mask=data[k][1])
+        last = create_aggregator(mode="dataset_mean")
+        last.add(data[order[2]][0], attention_mask=data[order[2]][1])
+        aggregator.merge(last)
+        result = aggregator.result()
+        torch.testing.assert_close(result[""].double(), padded.mean(0), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(result[".var"].double(), padded.var(0, unbiased=False),
+                                   rtol=1e-10, atol=1e-12)
