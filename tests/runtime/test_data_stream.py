@@ -245,3 +245,35 @@ def test_the_same_texts_through_every_source_give_the_same_results(tmp_path):
         for key in keys:
             assert torch.equal(results[name][key], results["jsonl"][key]), (name, key)
     assert results["jsonl"]["meta/token_count"].numel() == len(TEXTS)
+
+
+CHECKED = """experiment c {{
+    model = "builtin:tiny-llama"
+    data {{ source = {source} }}
+}}
+"""
+
+
+@pytest.mark.parametrize("source, words", [
+    ('parquet("{tmp}/none*.parquet")', "matches no parquet file"),
+    ('parquet("{tmp}/pq/part-*.parquet", field = "body")', "has no column `body`"),
+    ('hf_dataset("{tmp}/hf", split = "test")', "has no split `test`"),
+    ('hf_dataset("{tmp}/missing")', "dataset folder"),
+])
+def test_check_finds_bad_table_sources_at_the_spec_line(tmp_path, source, words):
+    from expc.spec import check_file
+    write_parquet(tmp_path / "pq", TEXTS)
+    write_saved_dataset(tmp_path / "hf", TEXTS)
+    spec = tmp_path / "c.exp"
+    spec.write_text(CHECKED.format(source=source.format(tmp=tmp_path)))
+    (diag,) = check_file(spec)
+    assert diag.span.path == str(spec) and diag.span.line == 3 and words in diag.message
+
+
+def test_without_pyarrow_a_table_source_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
+    source = ir.Source(kind="parquet", path=write_parquet(tmp_path / "pq", TEXTS), field="text")
+    with pytest.raises(DiagnosticError) as excinfo:
+        stream(source)
+    (diag,) = excinfo.value.diagnostics
+    assert "pip install 'expc[parquet]'" in diag.help
