@@ -50,14 +50,6 @@ def pyarrow(source: ir.Source) -> ModuleType:
     return pa
 
 
-def line_file(source: ir.Source) -> str:
-    """The one file of a line source; a diagnostic when it is not a file."""
-    if not os.path.isfile(source.path):
-        raise fail(source.span, f"data file `{source.path}` does not exist", code="data",
-                   help=["paths in a spec resolve against the working directory"])
-    return source.path
-
-
 def table_files(source: ir.Source) -> tuple[TableFile, ...]:
     """The files of a `parquet` glob or an `hf_dataset` folder, in reading order."""
     if source.kind == "parquet":
@@ -174,7 +166,7 @@ def source_paths(source: ir.Source) -> tuple[str, ...]:
     """Every file a source reads, in reading order (what the run's fingerprint covers)."""
     if source.kind in TABLE_SOURCES:
         return tuple(file.path for file in table_files(source))
-    return (line_file(source),)
+    return (source.path,)  # reading it names the file when it is gone
 
 
 def check_source(source: ir.Source, *, token_fields: tuple[str, ...] = ()) -> list[Diagnostic]:
@@ -183,8 +175,9 @@ def check_source(source: ir.Source, *, token_fields: tuple[str, ...] = ()) -> li
     try:
         if source.kind in TABLE_SOURCES:
             check_fields(source, table_files(source), token_fields)
-        else:
-            line_file(source)
+        elif not os.path.isfile(source.path):
+            raise fail(source.span, f"data file `{source.path}` does not exist", code="data",
+                       help=["paths in a spec resolve against the working directory"])
     except DiagnosticError as exc:
         return list(exc.diagnostics)
     return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from expc.spec import ir
-from expc.spec.data_files import count_rows, line_file, table_files
+from expc.spec.data_files import count_rows, table_files
 from expc.spec.diagnostics import fail
 from expc.spec.vocabulary import TABLE_SOURCES
 
@@ -21,7 +21,7 @@ def count_samples(source: ir.Source, *, limit: int | None) -> int:
     """Samples of `source`, at most `limit`; a diagnostic when its files cannot be read."""
     if source.kind in TABLE_SOURCES:
         return count_rows(source, table_files(source), limit=limit)
-    path = line_file(source)
+    path = source.path
     count = 0
     try:
         with open(path, "rb") as handle:
