@@ -17,9 +17,7 @@ import attrs
 import torch
 
 from expc.runtime.data.load import TokenizedData
-
-DEFAULT_BUCKET_BATCHES = 32
-
+from expc.spec.vocabulary import DEFAULT_WINDOW
 
 @attrs.frozen(kw_only=True)
 class Batch:
@@ -61,7 +59,7 @@ class BatchPlan:
 
 
 def plan_batches(lengths: torch.Tensor, *, batch_size: int,
-                 bucket_batches: int = DEFAULT_BUCKET_BATCHES) -> BatchPlan:
+                 bucket_batches: int = DEFAULT_WINDOW) -> BatchPlan:
     """Bucket samples by length within windows of `bucket_batches` batches; deterministic.
 
     `lengths` is `[N]` tokens per sample; `bucket_batches = 1` keeps data order inside
