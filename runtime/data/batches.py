@@ -19,6 +19,7 @@ import torch
 from expc.runtime.data.load import TokenizedData
 from expc.spec.vocabulary import DEFAULT_WINDOW
 
+
 @attrs.frozen(kw_only=True)
 class Batch:
     """One padded batch, right-padded to its longest sample."""
