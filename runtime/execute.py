@@ -26,9 +26,9 @@ from expc.models.tokenizer import load_tokenizer
 from expc.runtime.aggregate.masks import EmptyMaskError
 from expc.runtime.cache import Results
 from expc.runtime.checkpoint import Cursor, resume_states, save_checkpoint
-from expc.runtime.data.load import TokenizedData, load_data
+from expc.runtime.data.ledger import LEDGER_KEY, SampleLedger
 from expc.runtime.data.preview import data_preview
-from expc.runtime.data.batches import BatchPlan, iter_batches, plan_batches
+from expc.runtime.data.stream import DataStream
 from expc.runtime.device import resolve_device
 from expc.runtime.distributed import (World, barrier, current_world, gather_states,
                                       ignore_launcher_stop, shutdown)
@@ -128,13 +128,11 @@ def run_experiment(experiment: ir.Experiment, *, spec_path: str, spec_text: str,
 class _Loop:
     """The per-rank state of one run: data, batches, model graph and state objects."""
 
-    data: TokenizedData
-    batches: BatchPlan
+    data: DataStream  # this rank's batches
     graph: torch.nn.Module
     plan: Plan
     states: dict[str, State]
     context: BatchContext
-    pad_token_id: int | None
     selections: dict[str, Selection]  # each intervention's units, by its entry key
 
 
@@ -158,23 +156,23 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
         store.manifest["model"] = _describe_model(experiment, model, device)
     source = experiment.data.source
     tokenizer = None if source.kind == "tokens" else load_tokenizer(experiment.model.path)
-    data = load_data(kind=source.kind, path=source.path, field=source.field,
-                     mask_field=source.mask_field, limit=experiment.data.limit,
-                     tokenizer=tokenizer, max_length=experiment.data.max_length,
-                     max_positions=model.config.max_position_embeddings,
-                     vocab_size=model.config.vocab_size,
-                     token_fields=token_field_names(plan))
+    data = DataStream.open(source, batch_size=experiment.data.batch_size,
+                           window=experiment.data.window, limit=experiment.data.limit,
+                           tokenizer=tokenizer, max_length=experiment.data.max_length,
+                           max_positions=model.config.max_position_embeddings,
+                           vocab_size=model.config.vocab_size,
+                           token_fields=token_field_names(plan),
+                           pad_token_id=_pad_token_id(tokenizer, model.config),
+                           rank=world.rank, world_size=world.size)
     if store is not None:
-        store.manifest["data"]["preview"] = data_preview(tokenizer, data)
-    batches = plan_batches(data.lengths, batch_size=experiment.data.batch_size)
-    batches = batches.shard(rank=world.rank, world_size=world.size)
+        store.manifest["data"]["preview"] = data_preview(tokenizer, data.first_window())
     seconds["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if world.distributed:
         refuse_sequential_metrics(plan)
-    token_fields = {name: ids.to(device) for name, ids in data.token_fields.items()}
-    states = build_states(plan, model, total_batches=len(batches), token_fields=token_fields)
+    states = build_states(plan, model, total_batches=len(data))
+    states[LEDGER_KEY] = SampleLedger()  # the run order, for the finish (`data/ledger.py`)
     context = BatchContext()
     # Earlier runs' tensors are read here, once, onto the device; units are chosen now.
     edits, selections = build_edits(
@@ -186,8 +184,7 @@ def _prepare(experiment: ir.Experiment, *, device: torch.device, world: World,
     if experiment.compile:
         graph = torch.compile(graph, dynamic=True)  # one compile for every sequence length
     seconds["compile"] = time.perf_counter() - t0
-    return _Loop(data=data, batches=batches, graph=graph, plan=plan, states=states,
-                 context=context, pad_token_id=_pad_token_id(tokenizer, model.config),
+    return _Loop(data=data, graph=graph, plan=plan, states=states, context=context,
                  selections=selections)
 
 
@@ -204,7 +201,7 @@ def _pad_token_id(tokenizer, config) -> int | None:
 
 def _empty_mask_error(exc: EmptyMaskError, loop: _Loop, batch_number: int) -> DiagnosticError:
     number = batch_number if exc.batch is None else exc.batch
-    sample = int(loop.batches.batch(number)[exc.row])
+    sample = int(loop.data.batch(number)[exc.row])
     return DiagnosticError(loop.data.sample_error(
         sample, f"the `{exc.mask or 'attention'}` mask selects no token of this sample",
         code="empty-mask"))
@@ -222,7 +219,7 @@ def _sample_diagnostics(loop: _Loop, batch_number: Callable[[], int]):
         raise DiagnosticError(loop.data.sample_error(exc.sample, exc.message,
                                                      code=exc.code)) from None
     except NonFiniteError as exc:
-        raise nonfinite_diagnostic(exc, samples=loop.batches.batch(exc.at.batch).tolist(),
+        raise nonfinite_diagnostic(exc, samples=loop.data.batch(exc.at.batch).tolist(),
                                    locate=loop.data.locate) from None
 
 
@@ -237,13 +234,13 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
     start, elapsed = 0, 0.0
     if resume:
         cursor = resume_states(checkpoint_dir, rank=world.rank, fingerprint=fingerprint,
-                               states=loop.states, batches=loop.batches)
+                               states=loop.states, batches=loop.data)
         if cursor is not None:
             start, elapsed = cursor.batches_done, cursor.elapsed_seconds
-            log.info("resuming after batch %d of %d", start, len(loop.batches))
+            log.info("resuming after batch %d of %d", start, len(loop.data))
 
     def checkpoint(done: int) -> None:
-        cursor = Cursor(batches_done=done, samples_done=loop.batches.samples_before(done),
+        cursor = Cursor(batches_done=done, samples_done=loop.data.samples_before(done),
                         elapsed_seconds=elapsed + time.perf_counter() - t_run,
                         fingerprint=fingerprint)
         states = {key: state.state_dict() for key, state in loop.states.items()}
@@ -253,25 +250,27 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
 
     every = experiment.output.checkpoint_every
     t_run = time.perf_counter()
-    progress = Progress(total=len(loop.batches), done=start, quiet=quiet or not world.is_main)
+    progress = Progress(total=len(loop.data), done=start, quiet=quiet or not world.is_main)
     number = start
     check_each = check_every(device)
     with (stop.deferred(), torch.inference_mode(), progress,
           _sample_diagnostics(loop, lambda: number)):
-        for batch in iter_batches(loop.data, loop.batches, pad_token_id=loop.pad_token_id,
-                                  start=start):
+        for batch in loop.data.batches(start):
             number = batch.number
             input_ids, attention_mask = batch.input_ids.to(device), batch.attention_mask.to(device)
             loop.context.set(attention_mask=attention_mask,
                              field_mask=None if batch.field_mask is None
                              else batch.field_mask.to(device),
-                             input_ids=input_ids, sample_index=batch.sample_index.to(device))
+                             input_ids=input_ids, sample_index=batch.sample_index.to(device),
+                             token_fields={name: ids.to(device)
+                                           for name, ids in batch.token_fields.items()})
             loop.graph(input_ids, attention_mask)
+            loop.states[LEDGER_KEY].add(batch)
             progress.advance(samples=batch.size, tokens=int(batch.token_count.sum()))
             done = number + 1
             if done % check_each == 0 or stop.received or (every and done % every == 0):
                 check_finite(loop.plan, loop.states)  # before any checkpoint saves them
-            if every and done % every == 0 and done < len(loop.batches):
+            if every and done % every == 0 and done < len(loop.data):
                 checkpoint(done)
             if stop.received:
                 checkpoint(done)
@@ -290,20 +289,19 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
 def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore,
             world: World, seconds: dict[str, float], started: float) -> Results:
     """Merge every rank's state (rank order), write results, then the `complete` manifest."""
-    full = plan_batches(loop.data.lengths, batch_size=experiment.data.batch_size)
     states = merge_ranks(loop.states, gathered)
-    run_order = torch.cat([full.shard(rank=r, world_size=world.size).order
-                           for r in range(world.size)])
-    with _sample_diagnostics(loop, lambda: len(loop.batches) - 1):  # checks states defer
+    ledger = states[LEDGER_KEY]
+    run_order = ledger.run_order()
+    with _sample_diagnostics(loop, lambda: len(loop.data) - 1):  # checks states defer
         tensors, descriptions = collect_results(loop.plan, states, sample_index=run_order,
-                                                token_count=loop.data.lengths,
+                                                token_count=ledger.token_counts(),
                                                 selections=loop.selections)
     store.write_results(tensors, descriptions)
     seconds["total"] = time.perf_counter() - started
-    store.finish(samples=loop.data.n_samples, tokens=loop.data.n_tokens, batches=len(full),
-                 seconds=seconds)
-    log.info("run complete: %d samples, %d tokens -> %s", loop.data.n_samples,
-             loop.data.n_tokens, store.run_dir)
+    store.finish(samples=ledger.n_samples, tokens=ledger.n_tokens,
+                 batches=loop.data.total_batches, seconds=seconds)
+    log.info("run complete: %d samples, %d tokens -> %s", ledger.n_samples, ledger.n_tokens,
+             store.run_dir)
     return Results(tensors, metadata={"run_dir": str(store.run_dir)})
 
 

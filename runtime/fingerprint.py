@@ -7,8 +7,10 @@ the same. The scheme, chosen to be sound and cheap:
   fields that cannot change a number: the spec file's `path` and the `output` block (where
   the folder is, how often to checkpoint). Includes, `extends` and `--set` are resolved into
   the IR, so an edited included file changes it; comments, layout and `expc fmt` do not.
-- the data: sha256 of the data file's bytes. The run reads the whole file anyway, and hashing
-  runs at disk speed, well below tokenising it.
+- the data: sha256 of every file the source reads (`spec/data_files.source_paths`: the
+  line file, each file a parquet glob matches, each Arrow file of a saved dataset), with its
+  name, so a file added to a glob's match changes it too. The run reads every file anyway, and
+  hashing runs at disk speed, well below tokenising it.
 - the model: the folder's top-level files (the only ones a model is loaded from): sha256 of
   each small file (`config.json`, tokenizer files, the checkpoint index) and the name, size
   and modification time of each weight file or file over `SMALL_FILE_BYTES`. Hashing
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 
 from expc.spec import ir, to_json
+from expc.spec.data_files import source_paths
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import MANIFEST, RESULTS
 
@@ -64,6 +67,12 @@ def file_digest(path: str | Path) -> str:
     except OSError as exc:
         raise fail(path, f"cannot read `{path}` to fingerprint it: {exc.strerror or exc}",
                    code="fingerprint-unreadable") from None
+
+
+def data_digest(source: ir.Source) -> str:
+    """A digest of every file the data source reads (see the module docstring)."""
+    return _sha256_text("\n".join(f"{path} {file_digest(path)}"
+                                   for path in source_paths(source)))
 
 
 def model_digest(model: ir.ModelRef) -> str:
@@ -116,7 +125,7 @@ def run_fingerprint(experiment: ir.Experiment, *, world_size: int) -> dict[str, 
     head_models = () if experiment.hydra is None else experiment.hydra.head_models
     models = [experiment.model, *(ir.ModelRef(path=path) for path in head_models)]
     return {"experiment": experiment_digest(experiment),
-            "data": file_digest(experiment.data.source.path),
+            "data": data_digest(experiment.data.source),
             "model": _sha256_text(" ".join(model_digest(model) for model in models)),
             "sources": sources_digest(experiment),
             "versions": f"expc {importlib.metadata.version('expc')} torch {torch.__version__}",

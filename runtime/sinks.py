@@ -28,14 +28,17 @@ class BatchContext:
     field_mask: torch.Tensor | None = None  # [B, S] 0/1, from the data's mask field
     input_ids: torch.Tensor | None = None  # [B, S] int64 (loss: the next tokens)
     sample_index: torch.Tensor | None = None  # [B] int64, each row's sample in data order
+    token_fields: Mapping[str, torch.Tensor] = {}  # name -> [B] int64, one token id per row
 
     def set(self, *, attention_mask: torch.Tensor, field_mask: torch.Tensor | None,
             input_ids: torch.Tensor | None = None,
-            sample_index: torch.Tensor | None = None) -> None:
+            sample_index: torch.Tensor | None = None,
+            token_fields: Mapping[str, torch.Tensor] | None = None) -> None:
         self.attention_mask = attention_mask
         self.field_mask = field_mask
         self.input_ids = input_ids
         self.sample_index = sample_index
+        self.token_fields = token_fields or {}
 
 
 def capture_sink(aggregator: Aggregator, context: BatchContext) -> Callable[[torch.Tensor], None]:

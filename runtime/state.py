@@ -2,7 +2,7 @@
 
 The compiler's plan names every result key; here each capture entry gets an aggregator,
 each metric entry an importance metric (given its module's weight and the model's KV-head
-layout; a metric of whole layers needs neither) and each effect entry its effect (`logit_diff` given its samples' token ids), and at
+layout; a metric of whole layers needs neither) and each effect entry its effect, and at
 the end their results become the contract's tensors, per-sample ones put back in data
 order, each with the manifest description of docs/run-folder.md; the units every
 intervention changed join them. Results that
@@ -34,11 +34,9 @@ from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, SUFFIX_MEANING
 from expc.spec.vocabulary import METRICS
 
 
-def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int,
-                 token_fields: Mapping[str, torch.Tensor] | None = None) -> dict[str, State]:
-    """An aggregator, metric or effect for every plan key, in plan order; `token_fields`
-    holds the data's token ids per sample `[N]` (data order) by field name, for
-    `logit_diff` (on the device its logits will be on)."""
+def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int
+                 ) -> dict[str, State]:
+    """An aggregator, metric or effect for every plan key, in plan order."""
     config = model.config
     states: dict[str, State] = {}
     for entry in plan.captures:
@@ -55,10 +53,8 @@ def build_states(plan: Plan, model: torch.nn.Module, *, total_batches: int,
         except ValueError as exc:
             raise fail(entry.span, f"{entry.metric} at {entry.module_path}: {exc}",
                        code="metric") from None
-    fields = token_fields or {}
     for entry in plan.effects:
-        states[entry.key] = create_effect(entry, correct=fields.get(entry.effect.correct),
-                                          wrong=fields.get(entry.effect.wrong))
+        states[entry.key] = create_effect(entry)
     return states
 
 

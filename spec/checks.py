@@ -159,10 +159,12 @@ def _data(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> ob
     max_length = (c.integer(keys["max_length"].value, "max_length", minimum=1, allow_none=True)
                   if "max_length" in keys else None)
     limit = c.integer(keys["limit"].value, "limit", minimum=1, allow_none=True) if "limit" in keys else None
-    if _BAD in (source, batch_size, max_length, limit):
+    window = (c.integer(keys["window"].value, "window", minimum=1)
+              if "window" in keys else vocab.DEFAULT_WINDOW)
+    if _BAD in (source, batch_size, max_length, limit, window):
         return _BAD
     return ir.Data(source=source, batch_size=batch_size, max_length=max_length, limit=limit,
-                   span=block.span,
+                   window=window, span=block.span,
                    max_length_span=keys["max_length"].value.span if "max_length" in keys else block.span)
 
 
@@ -184,10 +186,11 @@ def _source(c: Checker, value: sx.Value) -> object:
     path = c.string(given["path"], "path")
     field = c.string(given["field"], "field") if "field" in given else default_field
     mask_field = c.string(given["mask_field"], "mask_field") if "mask_field" in given else None
-    if _BAD in (path, field, mask_field):
+    split = c.string(given["split"], "split") if "split" in given else None
+    if _BAD in (path, field, mask_field, split):
         return _BAD
     return ir.Source(kind=value.name, path=path, field=field, mask_field=mask_field,
-                     span=value.span)
+                     split=split, span=value.span)
 
 
 def _field_masks(c: Checker, source: ir.Source, masks: list) -> None:
@@ -212,14 +215,14 @@ def _field_masks(c: Checker, source: ir.Source, masks: list) -> None:
 
 def _token_fields(c: Checker, source: ir.Source, effects: list[ir.Effect]) -> None:
     """`logit_diff` reads each sample's `correct` and `wrong` tokens from its record's
-    fields, and only `jsonl` and `tokens` sources have records."""
+    fields, and only sources with a `field` (not `text`) have records."""
     if "field" in vocab.SOURCES[source.kind][0]:
         return
     for e in effects:
         if e.correct is not None:
             c.error(e.span, f"`{e.metric}` reads the fields `{e.correct}` and `{e.wrong}` of each "
                     f"record, and a `{source.kind}` source has no fields", code="data-field",
-                    help=("use a `jsonl(...)` source",))
+                    help=("use a `jsonl(...)` or `parquet(...)` source",))
 
 
 def _output(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> object:

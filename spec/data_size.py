@@ -1,17 +1,27 @@
-"""How many samples and batches a data file gives, counted without tokenising it.
+"""How many samples and batches a data source gives, counted without tokenising it.
 
-`iterative_channel` needs one batch per pruning round; `expc check` counts the samples as
-the run's reader does (non-blank lines, up to `limit`), streaming the file line by line,
-and only when a spec asks for a metric that needs the count.
+The run needs the count before its first batch (the progress bar, the resume cursor's
+checks, `iterative_channel`'s one batch per pruning round) and `expc check` needs it for
+`iterative_channel`. A line file is counted as the run's reader counts it (non-blank lines,
+up to `limit`), streaming its bytes once at disk speed without parsing them; a table source
+sums its files' row counts from their metadata (`spec/data_files.py`).
 """
 
 from __future__ import annotations
 
 import math
 
+from expc.spec import ir
+from expc.spec.data_files import count_rows, table_files
+from expc.spec.diagnostics import fail
+from expc.spec.vocabulary import TABLE_SOURCES
 
-def count_samples(path: str, *, limit: int | None) -> int | None:
-    """Non-blank lines of `path`, at most `limit`; None when the file cannot be read."""
+
+def count_samples(source: ir.Source, *, limit: int | None) -> int:
+    """Samples of `source`, at most `limit`; a diagnostic when its files cannot be read."""
+    if source.kind in TABLE_SOURCES:
+        return count_rows(source, table_files(source), limit=limit)
+    path = source.path
     count = 0
     try:
         with open(path, "rb") as handle:
@@ -22,8 +32,9 @@ def count_samples(path: str, *, limit: int | None) -> int | None:
                     raw = raw[3:]
                 if raw.decode("utf-8", "replace").strip():
                     count += 1
-    except (OSError, ValueError):
-        return None
+    except OSError as exc:
+        raise fail(path, f"cannot read data file: {exc.strerror or exc}",
+                   code="data-file") from None
     return count
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from expc.spec.diagnostics import Span
-from expc.spec.vocabulary import BUILTIN_PREFIX, DEFAULT_BATCH_SIZE
+from expc.spec.vocabulary import BUILTIN_PREFIX, DEFAULT_BATCH_SIZE, DEFAULT_WINDOW
 
 NO_SPAN = Span(path="<none>")  # for nodes built in code rather than parsed
 
@@ -113,12 +113,14 @@ class Hydra:
 
 @attrs.frozen(kw_only=True)
 class Source:
-    """Where samples come from: `jsonl` records, `text` lines, or pre-tokenised `tokens`."""
+    """Where samples come from: `jsonl` records, `text` lines, pre-tokenised `tokens`, or the
+    rows of `parquet` files (a glob) or of a saved Hugging Face dataset (`hf_dataset`)."""
 
-    kind: str  # jsonl | text | tokens
-    path: str
-    field: str | None = None  # record field with the text (jsonl) or the ids (tokens)
+    kind: str  # jsonl | text | tokens | parquet | hf_dataset
+    path: str  # a file; a glob for parquet; the `save_to_disk` folder for hf_dataset
+    field: str | None = None  # record field with the text (jsonl, tables) or the ids (tokens)
     mask_field: str | None = None  # optional per-token 0/1 list in each record
+    split: str | None = None  # hf_dataset: a saved DatasetDict's split (None: `train`)
     span: Span = _span_field()
 
 
@@ -128,6 +130,7 @@ class Data:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_length: int | None = None  # tokens; None = the model's maximum
     limit: int | None = None  # samples; None = all
+    window: int = DEFAULT_WINDOW  # batches read, tokenised and sorted by length together
     span: Span = _span_field()
     max_length_span: Span = _span_field()
 

@@ -6,17 +6,16 @@ and capture sites the architecture has, interventions and effects (`intervention
 inside the heads, `max_length` within the model's positions, a model that fits in memory —
 and two statements that would write the same result key (that check also runs without a
 model, on what the selectors say on their own). Against the files and the machine: the data
-file present, enough batches for `iterative_channel`'s rounds, the CUDA device present.
+files present with the columns a table source reads (`data_files`), enough batches for `iterative_channel`'s rounds, the CUDA device present.
 """
 
 from __future__ import annotations
 
-import os
-
 from expc.spec import ir
+from expc.spec.data_files import check_source
 from expc.spec.data_size import count_batches, count_samples
 from expc.spec.devices import DEVICE_HELP, cuda_problem, visible_gpus
-from expc.spec.diagnostics import Diagnostic, error
+from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
 from expc.spec.intervention_checks import check_interventions, split_trunk
 from expc.spec.model_shape import ModelShape
 from expc.spec.model_size import GIB, layer_copies, layer_parameters, machine_memory, model_bytes
@@ -106,20 +105,23 @@ def check_files(exp: ir.Experiment) -> list[Diagnostic]:
     problem = cuda_problem(exp.device, visible_gpus())
     if problem is not None:
         out.append(error(exp.device_span, problem, code="device", help=DEVICE_HELP))
-    source = exp.data.source
-    if not os.path.isfile(source.path):
-        return [*out, error(source.span, f"data file `{source.path}` does not exist",
-                            code="data", help=("paths in a spec resolve against the working "
-                                               "directory",))]
+    token_fields = tuple(name for e in exp.effects if e.correct is not None
+                         for name in (e.correct, e.wrong))
+    problems = check_source(exp.data.source, token_fields=token_fields)
+    if problems:
+        return [*out, *problems]
     return [*out, *_iteration_batches(exp)]
 
 
 def _iteration_batches(exp: ir.Experiment) -> list[Diagnostic]:
     """`iterative_channel` prunes in `iterations` rounds of at least one batch each."""
     rounds = [imp for imp in exp.importances if imp.metric == "iterative_channel"]
-    samples = count_samples(exp.data.source.path, limit=exp.data.limit) if rounds else None
-    if samples is None:
+    if not rounds:
         return []
+    try:
+        samples = count_samples(exp.data.source, limit=exp.data.limit)
+    except DiagnosticError as exc:
+        return list(exc.diagnostics)
     batches = count_batches(samples, exp.data.batch_size)
     out = []
     for imp in rounds:

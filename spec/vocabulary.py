@@ -12,12 +12,13 @@ TOP_KEYS = ("model", "dtype", "device", "seed", "compile")
 BLOCKS = ("hydra", "data", "output")
 BLOCK_KEYS = {
     "hydra": ("trunk", "heads", "head_models"),
-    "data": ("source", "batch_size", "max_length", "limit"),
+    "data": ("source", "batch_size", "max_length", "limit", "window"),
     "output": ("dir", "checkpoint_every"),
 }
 
 BUILTIN_PREFIX = "builtin:"  # `model = "builtin:NAME"`: a built-in tiny model, not a folder
 DEFAULT_BATCH_SIZE = 8  # `data { batch_size }` when the spec leaves it out
+DEFAULT_WINDOW = 32  # `data { window }`: batches whose samples are read and sorted by length together
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
@@ -44,7 +45,12 @@ SOURCES = {  # kind -> (keyword arguments it takes, default of `field`)
     "jsonl": (("path", "field", "mask_field"), "text"),
     "text": (("path",), None),
     "tokens": (("path", "field", "mask_field"), "input_ids"),
+    "parquet": (("path", "field", "mask_field"), "text"),
+    "hf_dataset": (("path", "split", "field", "mask_field"), "text"),
 }
+TABLE_SOURCES = ("parquet", "hf_dataset")  # columnar files, read with pyarrow
+TABLE_EXTRA = "parquet"  # the optional dependency group (`pip install 'expc[parquet]'`)
+DEFAULT_SPLIT = "train"  # the split `hf_dataset(...)` reads of a saved DatasetDict when not told
 
 
 @attrs.frozen(kw_only=True)

@@ -4,9 +4,9 @@ Padding every batch to its longest sample wastes compute when short and long pro
 `plan_batches` cuts the data into windows of `bucket_batches * batch_size` samples in data
 order and sorts each window by length (longest first, ties in data order) before cutting it
 into batches, so neighbours in a batch have similar lengths while memory per window stays
-bounded. The plan is a pure function of the sample lengths: a resumed run rebuilds it and
-skips to batch k (the cursor) without collating anything before it. Every batch carries
-`sample_index`, so per-sample results go back to data order with `restore_data_order`.
+bounded. The plan is a pure function of the sample lengths; the run plans one window at a
+time as it reads it (`stream.py`). Every batch carries `sample_index`, so per-sample
+results go back to data order with `restore_data_order`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import attrs
 import torch
 
 from expc.runtime.data.load import TokenizedData
-
-DEFAULT_BUCKET_BATCHES = 32
+from expc.spec.vocabulary import DEFAULT_WINDOW
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +30,7 @@ class Batch:
     attention_mask: torch.Tensor  # [B, S] int64, 1 on real tokens, 0 on padding
     field_mask: torch.Tensor | None  # [B, S] int64 0/1 from the data's mask field, or None
     token_count: torch.Tensor  # [B] int64, real tokens per row
+    token_fields: dict[str, torch.Tensor] = attrs.field(factory=dict)  # name -> [B] int64 ids
 
     @property
     def size(self) -> int:
@@ -58,18 +58,9 @@ class BatchPlan:
         """How many samples the first `number` batches hold."""
         return int(self.bounds[number])
 
-    def shard(self, *, rank: int, world_size: int) -> BatchPlan:
-        """The batches rank `rank` of `world_size` runs: every `world_size`-th, from `rank`."""
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is outside world size {world_size}")
-        picked = [self.batch(k) for k in range(rank, len(self), world_size)]
-        sizes = torch.tensor([0] + [p.numel() for p in picked], dtype=torch.int64)
-        order = torch.cat(picked) if picked else torch.zeros(0, dtype=torch.int64)
-        return BatchPlan(order=order, bounds=torch.cumsum(sizes, 0))
-
 
 def plan_batches(lengths: torch.Tensor, *, batch_size: int,
-                 bucket_batches: int = DEFAULT_BUCKET_BATCHES) -> BatchPlan:
+                 bucket_batches: int = DEFAULT_WINDOW) -> BatchPlan:
     """Bucket samples by length within windows of `bucket_batches` batches; deterministic.
 
     `lengths` is `[N]` tokens per sample; `bucket_batches = 1` keeps data order inside
@@ -93,7 +84,8 @@ def plan_batches(lengths: torch.Tensor, *, batch_size: int,
 
 def collate(data: TokenizedData, indices: torch.Tensor, *, pad_token_id: int | None,
             number: int = 0) -> Batch:
-    """Pad the samples `indices` `[B]` of `data` into one batch (pad id 0 when None)."""
+    """Pad the samples `indices` `[B]` (positions within `data`) into one batch (pad id 0
+    when None); its `sample_index` counts from the data's `first` sample."""
     starts = data.offsets[indices]  # [B]
     counts = data.offsets[indices + 1] - starts  # [B]
     width = int(counts.max()) if counts.numel() else 0
@@ -107,8 +99,9 @@ def collate(data: TokenizedData, indices: torch.Tensor, *, pad_token_id: int | N
     if data.field_mask is not None:
         field_mask = torch.where(attention.bool(), data.field_mask[gather_at].to(torch.int64),
                                  0)  # [B, S]
-    return Batch(number=number, sample_index=indices.clone(), input_ids=input_ids,
-                 attention_mask=attention, field_mask=field_mask, token_count=counts)
+    return Batch(number=number, sample_index=indices + data.first, input_ids=input_ids,
+                 attention_mask=attention, field_mask=field_mask, token_count=counts,
+                 token_fields={name: ids[indices] for name, ids in data.token_fields.items()})
 
 
 def iter_batches(data: TokenizedData, plan: BatchPlan, *, pad_token_id: int | None,

@@ -2,9 +2,9 @@
 
 The report reads only the run folder, never the checkpoint's tokenizer or the data file, so
 what it needs to show tokens as text is recorded in the manifest at run time, as
-`data.preview` (docs/run-folder.md): the first `PREVIEW_SAMPLES` samples (their index, data
+`data.preview` (docs/run-folder.md): the first `PREVIEW_SAMPLES` samples of the first window (their index, data
 line, decoded text and up to `PREVIEW_TOKENS` token ids) and `pieces`, the text of each id
-that occurs in the data (at most `MAX_PIECES` ids, first seen first) or of the whole
+that occurs in the first window (at most `MAX_PIECES` ids, first seen first) or of the whole
 vocabulary when it is small (the built-in byte tokenizer), special tokens by their name.
 """
 

@@ -1,11 +1,15 @@
-"""Read a data file into raw samples, one line at a time, with every problem tied to its line.
+"""Read a data source into raw samples, one at a time, with every problem tied to its place.
 
-The three source kinds of the `data` block (`jsonl`, `text`, `tokens`) share one reader so
-that every bad line — malformed JSON, a missing field, a value of the wrong type, a bad mask —
-becomes a `Diagnostic` naming the data file, the line number and (where known) the column.
-Samples stream out as a generator: nothing but the current line is held here, and reading
-stops as soon as `limit` samples are out. Blank lines are skipped in every kind (a trailing
-newline is not a sample); each sample keeps its 1-based line number for later messages.
+Every source kind of the `data` block shares one record check, so that every bad sample —
+malformed JSON, a missing field, a value of the wrong type, a bad mask — becomes a
+`Diagnostic` naming the data file and the line (a line file: `jsonl`, `text`, `tokens`;
+with the column where known) or the row (a table file: `parquet`, `hf_dataset`, read by
+`tables.read_table_samples`). Samples stream out as a generator: nothing but the current
+line (or the current row group) is held here, and reading stops as soon as `limit` samples
+are out. Blank lines are skipped in every line kind (a trailing newline is not a sample), so
+sample `i` is the `i`-th non-blank line; each sample keeps its `Origin` for later messages.
+`start` skips the first samples cheaply (a resumed run's earlier windows): skipped lines
+are only tested for blankness, the way `spec/data_size.count_samples` counts them.
 """
 
 from __future__ import annotations
@@ -25,34 +29,43 @@ MAX_ERRORS = 20  # stop collecting after this many bad lines; the user fixes the
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class RawSample:
-    """One sample as read: its text (jsonl, text) or token ids (tokens), its mask field, and
-    its token fields (`logit_diff`'s `correct`/`wrong`: a token id or a string, as written)."""
+class Origin:
+    """Where a sample was read: a line of a line file, or a row of a table file."""
 
-    line: int
+    path: str
+    line: int = 1  # 1-based line of a line file (1 for a table file)
+    row: int | None = None  # 0-based row within a table file
+
+    def error(self, message: str, *, code: str, **where) -> Diagnostic:
+        """A diagnostic at this place (`where`: a column span within the line)."""
+        at = "" if self.row is None else f"row {self.row}: "
+        return error(self.path, at + message, code=code, line=self.line, **where)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RawSample:
+    """One sample as read: its text (jsonl, text, tables) or token ids (tokens), its mask
+    field, and its token fields (`logit_diff`'s `correct`/`wrong`: a token id or a string,
+    as written)."""
+
+    origin: Origin
     text: str | None = None
     token_ids: list[int] | None = None
     mask: list[int] | None = None
     token_fields: dict[str, int | str] = attrs.field(factory=dict)
 
+    @property
+    def line(self) -> int:
+        return self.origin.line
 
-def read_samples(*, kind: str, path: str | Path, field: str | None = None,
-                 mask_field: str | None = None, limit: int | None = None,
-                 token_fields: Sequence[str] = ()) -> Iterator[RawSample]:
-    """Yield the samples of a data file in file order; raise `DiagnosticError` on bad lines.
 
-    `field` defaults as in the language (`text` for jsonl, `input_ids` for tokens).
-    `token_fields` are fields that hold one token per sample: a non-negative id or a string
-    (turned into an id by `load.load_data`).
-    All bad lines up to `MAX_ERRORS` (among the first `limit` samples) are reported at once.
-    A missing file or a file with no samples is an error too.
-    """
+def check_arguments(*, kind: str, path: str, mask_field: str | None,
+                    limit: int | None, token_fields: Sequence[str]) -> None:
+    """What no source kind accepts: an unknown kind, a bad limit, fields of a `text` file."""
     if kind not in SOURCES:
         raise ValueError(f"unknown data source kind {kind!r}; expected one of {list(SOURCES)}")
-    field = SOURCES[kind][1] if field is None else field
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    path = str(path)
     if kind == "text" and mask_field is not None:
         raise fail(path, f"a `text` source has no fields, so it cannot carry the mask field "
                    f"`{mask_field}`", code="data-mask-field",
@@ -61,6 +74,24 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
         raise fail(path, f"a `text` source has no fields, so it cannot carry the token field "
                    f"`{token_fields[0]}`", code="data-token-field",
                    help=["use a `jsonl` or `tokens` source whose objects hold the field"])
+
+
+def read_samples(*, kind: str, path: str | Path, field: str | None = None,
+                 mask_field: str | None = None, limit: int | None = None,
+                 token_fields: Sequence[str] = (), start: int = 0) -> Iterator[RawSample]:
+    """Yield the samples of a line file in file order; raise `DiagnosticError` on bad lines.
+
+    `field` defaults as in the language (`text` for jsonl, `input_ids` for tokens).
+    `token_fields` are fields that hold one token per sample: a non-negative id or a string
+    (turned into an id by `load.load_data`). Samples before `start` are skipped unread;
+    `limit` counts from the file's first sample.
+    All bad lines up to `MAX_ERRORS` (among the first `limit` samples) are reported at once.
+    A missing file or a file with no samples is an error too.
+    """
+    path = str(path)
+    check_arguments(kind=kind, path=path, mask_field=mask_field, limit=limit,
+                    token_fields=token_fields)
+    field = SOURCES[kind][1] if field is None else field
     try:
         handle = open(path, "rb")
     except OSError as exc:
@@ -72,12 +103,16 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
         for number, raw in enumerate(handle, start=1):
             if limit is not None and produced >= limit:
                 break
+            if produced < start:
+                produced += bool(_strip_bom(raw, number).strip())
+                continue
             text = _decode(raw, path=path, line=number, problems=problems)
             if text is not None and not text.strip():
                 continue
             produced += 1
+            origin = Origin(path=path, line=number)
             sample = None if text is None else _parse_line(
-                text, kind=kind, path=path, line=number, field=field, mask_field=mask_field,
+                text, kind=kind, origin=origin, field=field, mask_field=mask_field,
                 token_fields=token_fields, problems=problems)
             if len(problems) >= MAX_ERRORS:
                 break
@@ -90,37 +125,47 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
                    help=["every non-blank line is one sample"])
 
 
+def _strip_bom(raw: bytes, line: int) -> bytes:
+    return raw[3:] if line == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+
+
 def _decode(raw: bytes, *, path: str, line: int, problems: list[Diagnostic]) -> str | None:
-    if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
     try:
-        return raw.decode("utf-8").rstrip("\r\n")
+        return _strip_bom(raw, line).decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         problems.append(error(path, f"line is not valid UTF-8 ({exc.reason})",
                               code="data-encoding", line=line, col=exc.start + 1))
         return None
 
 
-def _parse_line(text: str, *, kind: str, path: str, line: int, field: str,
-                mask_field: str | None, token_fields: Sequence[str],
-                problems: list[Diagnostic]) -> RawSample | None:
+def _parse_line(text: str, *, kind: str, origin: Origin, field: str, mask_field: str | None,
+                token_fields: Sequence[str], problems: list[Diagnostic]) -> RawSample | None:
     if kind == "text":
-        return RawSample(line=line, text=text)
+        return RawSample(origin=origin, text=text)
     try:
         record = load_json(text)
     except json.JSONDecodeError as exc:
-        problems.append(error(path, f"malformed JSON: {exc.msg}", code="data-json",
-                              line=line, col=exc.colno))
+        problems.append(origin.error(f"malformed JSON: {exc.msg}", code="data-json",
+                                     col=exc.colno))
         return None
     if not isinstance(record, dict):
-        problems.append(error(path, f"expected a JSON object, found {_json_type(record)}",
-                              code="data-json", line=line))
+        problems.append(origin.error(f"expected a JSON object, found {_json_type(record)}",
+                                     code="data-json"))
         return None
-    where = _FieldFinder(text=text, path=path, line=line, record=record, problems=problems)
+    return parse_record(record, text=text, kind=kind, origin=origin, field=field,
+                        mask_field=mask_field, token_fields=token_fields, problems=problems)
+
+
+def parse_record(record: dict, *, text: str | None, kind: str, origin: Origin, field: str,
+                 mask_field: str | None, token_fields: Sequence[str],
+                 problems: list[Diagnostic]) -> RawSample | None:
+    """One record's sample (a JSON line's object, a table row), or None with its problems
+    added; `text` is the line the record came from (for columns), None for a table row."""
+    where = _FieldFinder(text=text, origin=origin, record=record, problems=problems)
     value = where.get(field)
     if value is None:
         return None
-    if kind == "jsonl":
+    if kind != "tokens":
         if not isinstance(value, str):
             where.report(field, f"field `{field}` should be a string, found {_json_type(value)}")
             return None
@@ -163,17 +208,17 @@ def _parse_line(text: str, *, kind: str, path: str, line: int, field: str,
                                f"id or a string, found {found}")
             return None
         tokens[name] = value
-    return RawSample(line=line, text=sample_text, token_ids=token_ids, mask=mask,
+    return RawSample(origin=origin, text=sample_text, token_ids=token_ids, mask=mask,
                      token_fields=tokens)
 
 
 @attrs.define(kw_only=True)
 class _FieldFinder:
-    """Look up fields of one JSON line and report problems at the field's column."""
+    """Look up fields of one record and report problems at the field's column (a JSON
+    line's; a table row has no columns to point at)."""
 
-    text: str
-    path: str
-    line: int
+    text: str | None
+    origin: Origin
     record: dict
     problems: list[Diagnostic]
 
@@ -190,10 +235,9 @@ class _FieldFinder:
 
     def report(self, name: str, message: str, *, help: list[str] = ()) -> None:
         key = json.dumps(name)
-        col = self.text.find(key) + 1
+        col = -1 if self.text is None else self.text.find(key) + 1
         span = {"col": col, "end_col": col + len(key)} if col > 0 else {}
-        self.problems.append(error(self.path, message, code="data-field", line=self.line,
-                                   help=help, **span))
+        self.problems.append(self.origin.error(message, code="data-field", help=help, **span))
 
 
 def _int_list(value, *, lowest: int, highest: int | None) -> list[int] | None:

@@ -4,8 +4,8 @@
   tokens; right-padded batches), in float64; a one-token sample has nothing to predict.
 - `logit_diff`: logit[correct] - logit[wrong] at the sample's last real token. The two token
   ids per sample come from the data (`correct`/`wrong` fields, resolved to ids by the data
-  loader) as `[N]` tensors in data order, given to the constructor; each batch picks its
-  rows by `BatchContext.sample_index`.
+  loader), carried by each batch beside its rows (`BatchContext.token_fields`), so no
+  per-dataset table is held.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class LossEffect(EffectState):
 class LogitDiffEffect(EffectState):
     metric = "logit_diff"
 
-    def __init__(self, *, correct: torch.Tensor, wrong: torch.Tensor):
+    def __init__(self, *, correct: str, wrong: str):
         super().__init__()
-        self.correct = correct.to(torch.int64)  # [N] token ids, data order
-        self.wrong = wrong.to(torch.int64)
+        self.correct = correct  # the data fields whose token ids each batch carries
+        self.wrong = wrong
 
     def values(self, logits: torch.Tensor, *, context: BatchContext) -> torch.Tensor:
         real = context.attention_mask.to(logits.device).bool()
@@ -50,7 +50,7 @@ class LogitDiffEffect(EffectState):
         self.flag_empty(counts, context)
         last = logits[torch.arange(len(counts), device=logits.device),
                       (counts - 1).clamp(min=0)].to(torch.float64)  # [B, V]
-        rows = context.sample_index.to(self.correct.device)
-        pick = torch.stack([self.correct[rows], self.wrong[rows]], dim=1).to(logits.device)
+        fields = context.token_fields
+        pick = torch.stack([fields[self.correct], fields[self.wrong]], dim=1).to(logits.device)
         chosen = last.gather(1, pick)  # [B, 2]
         return chosen[:, 0] - chosen[:, 1]

@@ -300,16 +300,6 @@ def test_resumed_iteration_equals_the_tail_of_a_full_one():
     assert plan.samples_before(3) == 6
 
 
-def test_shards_split_batches_without_overlap():
-    plan = plan_batches(torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]), batch_size=2)
-    shards = [plan.shard(rank=r, world_size=3) for r in range(3)]
-    assert [len(s) for s in shards] == [2, 2, 2]
-    assert sorted(torch.cat([s.order for s in shards]).tolist()) == list(range(11))
-    assert torch.equal(shards[1].batch(1), plan.batch(4))
-    with pytest.raises(ValueError):
-        plan.shard(rank=3, world_size=3)
-
-
 def test_restore_data_order_rejects_a_non_permutation():
     with pytest.raises(ValueError):
         restore_data_order(torch.zeros(3), torch.tensor([0, 0, 1]))

@@ -59,7 +59,9 @@ def feed(state, batches):
     sink = effect_sink(state, context)
     for batch in batches:
         context.set(attention_mask=batch["attention"], field_mask=batch["field"],
-                    input_ids=batch["ids"], sample_index=batch["samples"])
+                    input_ids=batch["ids"], sample_index=batch["samples"],
+                    token_fields={"good": CORRECT[batch["samples"]],
+                                  "bad": WRONG[batch["samples"]]})
         if state.metric in ("loss", "logit_diff"):
             sink(batch["head"])
         elif state.metric == "cosine":
@@ -70,7 +72,7 @@ def feed(state, batches):
 
 
 def new_state(metric, **kwargs):
-    return create_effect(entry(metric, **kwargs), correct=CORRECT, wrong=WRONG)
+    return create_effect(entry(metric, **kwargs))
 
 
 def log_softmax(row):  # [V] float64, by the definition
