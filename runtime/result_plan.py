@@ -21,7 +21,8 @@ import attrs
 
 from expc.compiler.plan import CaptureEntry, InterventionEntry, MetricEntry, Plan, build_plan
 from expc.models.tokenizer import load_tokenizer
-from expc.runtime.data.sources import RawSample, read_samples
+from expc.runtime.data.samples import source_samples
+from expc.runtime.data.sources import RawSample
 from expc.spec import ir
 from expc.spec.model_shape import ATTENTION_OUTPUT, ModelShape, read_model_shape
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, TOKEN_COUNT, importance_key,
@@ -97,8 +98,7 @@ def measure_data(experiment: ir.Experiment, shape: ModelShape, *, tokenise: bool
     tokenizer = (load_tokenizer(experiment.model.path)
                  if tokenise and source.kind != "tokens" else None)
     samples, longest = 0, 0
-    reader = read_samples(kind=source.kind, path=source.path, field=source.field,
-                          mask_field=source.mask_field, limit=experiment.data.limit)
+    reader = source_samples(source, limit=experiment.data.limit)
     try:
         for raw in reader:
             samples += 1

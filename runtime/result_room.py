@@ -88,7 +88,7 @@ def _bound_bytes(experiment: ir.Experiment) -> int:
         shape = read_model_shape(experiment.model.path, span=experiment.model.span)
     except DiagnosticError:
         return 0
-    samples = count_samples(experiment.data.source.path, limit=experiment.data.limit)
+    samples = count_samples(experiment.data.source, limit=experiment.data.limit)
     if not samples:
         return 0
     plan = build_plan(experiment, n_layers=shape.n_layers)

@@ -1,8 +1,8 @@
 """Tokenised samples of a run, packed flat, window by window, with the way back from a sample
 to its file and line (or row).
 
-`tokenized_windows` streams the raw samples of a data source (`sources.read_samples` for a
-line file, `tables.read_table_samples` for parquet and saved datasets) through the tokenizer
+`tokenized_windows` streams the raw samples of a data source (`samples.source_samples`: a
+line file's or a table's) through the tokenizer
 and packs each window of samples into flat int tensors with offsets — token ids, optional
 per-token mask field, where each sample came from — so a window of short prompts costs a few
 KB, not a Python object per token, and a run holds one window at a time (`stream.py`);
@@ -27,8 +27,8 @@ from typing import Protocol
 import attrs
 import torch
 
-from expc.runtime.data.sources import MAX_ERRORS, Origin, RawSample, read_samples
-from expc.runtime.data.tables import read_table_samples
+from expc.runtime.data.samples import source_samples
+from expc.runtime.data.sources import MAX_ERRORS, Origin, RawSample
 from expc.spec import ir
 from expc.spec.diagnostics import Diagnostic, DiagnosticError
 from expc.spec.vocabulary import TABLE_SOURCES
@@ -140,13 +140,7 @@ def tokenized_windows(source: ir.Source, *, size: int | None, start: int = 0,
         max_length = max_positions
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be positive, got {max_length}")
-    if source.kind in TABLE_SOURCES:
-        samples = read_table_samples(source, limit=limit, token_fields=tuple(token_fields),
-                                     start=start)
-    else:
-        samples = read_samples(kind=source.kind, path=source.path, field=source.field,
-                               mask_field=source.mask_field, limit=limit,
-                               token_fields=tuple(token_fields), start=start)
+    samples = source_samples(source, limit=limit, token_fields=token_fields, start=start)
     packer = _Packer(source=source, tokenizer=tokenizer, max_length=max_length,
                      vocab_size=vocab_size, token_fields=tuple(token_fields))
     with contextlib.closing(samples):

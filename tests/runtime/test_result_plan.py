@@ -273,3 +273,17 @@ def test_a_mixture_of_experts_router(project):
     assert_plan_is_the_run(spec)
     router = next(t for t in plan_results(load(str(spec))).tensors if "router_full" in t.key)
     assert router.shape[-1] == 3
+
+
+@pytest.mark.slow
+def test_a_parquet_source(project):
+    """A table source is counted and tokenised through the run's own reader."""
+    import pyarrow
+    import pyarrow.parquet as pq
+    texts = [line for line in (project / "examples/data/prompts.jsonl").read_text().splitlines()]
+    table = pyarrow.table({"text": [json.loads(line)["text"] for line in texts]})
+    pq.write_table(table, project / "prompts.parquet", row_group_size=3)
+    spec = every_site_spec(project, model="builtin:tiny-llama", sites=("resid_out",),
+                           data='parquet("prompts.parquet", field = "text")')
+    assert_plan_is_the_run(spec)
+    assert plan_results(load(str(spec))).data.samples == 6
