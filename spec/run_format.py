@@ -155,6 +155,29 @@ def parse_piece_name(name: str) -> tuple[str, int] | None:
     return None if match is None else (match.group(2), int(match.group(1)))
 
 
+STORED_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+                 "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
+                 "bool": "BOOL"}  # torch's dtype names -> safetensors' (a layout's dtypes)
+
+
+def read_results_index(path: Path) -> dict:
+    """The `metadata.keys` of a checked results index: `{key: {"dtype", "shape", "order",
+    "pieces": [{"file", "name", "rows": [first, stop] | None}]}}` (docs/run-folder.md)."""
+    index = read_json_object(path, what=RESULTS_INDEX, code=RUN_FOLDER_CODE)
+    metadata = index.get("metadata")
+    keys = metadata.get("keys") if isinstance(metadata, dict) else None
+    if not isinstance(keys, dict) or metadata.get("format") != RESULTS_FORMAT or not all(
+            isinstance(entry, dict) and isinstance(entry.get("shape"), list)
+            and isinstance(entry.get("dtype"), str) and isinstance(entry.get("pieces"), list)
+            and all(isinstance(p, dict) and isinstance(p.get("file"), str)
+                    and "/" not in p["file"] and isinstance(p.get("name"), str)
+                    for p in entry["pieces"])
+            for entry in keys.values()):
+        raise fail(path, f"{RESULTS_INDEX} is not an `{RESULTS_FORMAT}` index",
+                   code=RUN_FOLDER_CODE)
+    return keys
+
+
 def per_sample_key(key: str, entry: dict) -> bool:
     """Whether a result key has one row per sample first (its manifest `entry`): a capture
     aggregated per sample, an effect, `meta/sample_index` and `meta/token_count`."""
