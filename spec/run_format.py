@@ -123,8 +123,8 @@ def read_run_manifest(folder: str | Path) -> tuple[dict, Path | None]:
         if results.is_file():
             return manifest, results
     if manifest["status"] == "complete":
-        raise fail(folder / RESULTS, f"the run is complete but has neither {RESULTS} nor "
-                   f"{RESULTS_INDEX}", code=RUN_FOLDER_CODE)
+        raise fail(folder / RESULTS, f"the run is complete but has no {RESULTS} (nor "
+                   f"{RESULTS_INDEX})", code=RUN_FOLDER_CODE)
     return manifest, None
 
 
