@@ -107,6 +107,7 @@ def test_a_rerun_removes_the_shards_it_no_longer_writes(tmp_path):
         "manifest.json", "notes.txt", "results.safetensors"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_rewrites_byte_identical_shards(tmp_path):
     whole = run(tmp_path, "uninterrupted", shard_size=TINY, batch_size=1, every=1)
     killed = tmp_path / "killed"
@@ -135,6 +136,7 @@ def test_resume_after_sigkill_rewrites_byte_identical_shards(tmp_path):
     assert_same_tensors(killed, whole)
 
 
+@pytest.mark.slow
 def test_two_processes_join_their_shards_in_rank_order(tmp_path, whole):
     two = run(tmp_path, "two", shard_size=TINY, nproc=2)
     assert not list(two.glob("*.partial.safetensors"))
