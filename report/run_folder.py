@@ -4,21 +4,21 @@ The report and `expc diff` read only this — never the model. A folder that is 
 manifest that is not JSON or not of our format (checked by `spec/run_format.py`, the
 format's one reader), or a results file that cannot be read is a `Diagnostic` naming the
 file, not a traceback. A `running` or `failed` run may have no results yet; it opens with
-no tensors so the report can still show what there is.
+no tensors so the report can still show what there is. Results in one file or in shards
+read the same (`report/results_reader.py`): opening reads headers only, and `chunks` reads
+a slice at a time.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
 import torch
-from safetensors import SafetensorError, safe_open
 
-from expc.spec.diagnostics import fail
-from expc.spec.run_format import RESULTS, RUN_FOLDER_CODE, read_run_manifest
+from expc.report.results_reader import SingleFile, Sharded, open_results, row_count
+from expc.spec.run_format import read_run_manifest
 
 CHUNK_ELEMENTS = 1 << 23  # values per slice when streaming a large tensor
 
@@ -29,8 +29,13 @@ class RunFolder:
 
     path: Path
     manifest: Mapping
-    results_path: Path | None  # None when the run wrote no results (yet)
-    layout: Mapping[str, tuple[tuple[int, ...], str]]  # key -> (shape, dtype), from the header
+    results_path: Path | None  # results.safetensors or the shards' index; None: no results yet
+    results: SingleFile | Sharded | None
+
+    @property
+    def layout(self) -> Mapping[str, tuple[tuple[int, ...], str]]:
+        """key -> (shape, dtype as safetensors names it), from the header or the index."""
+        return {} if self.results is None else self.results.layout
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -51,51 +56,32 @@ class RunFolder:
         return self.manifest.get("tensors", {}).get(key, {})
 
     def tensor(self, key: str) -> torch.Tensor:
-        """One result tensor as stored."""
-        with safe_open(str(self.results_path), framework="pt") as handle:
-            return handle.get_tensor(key)
+        """One result tensor (rows in data order)."""
+        return self.results.read(key)
 
     def rows_per_chunk(self, key: str) -> int:
         """How many dim-0 rows of `key` make a slice of about CHUNK_ELEMENTS values."""
-        shape, _ = self.layout[key]
-        return max(1, CHUNK_ELEMENTS // max(1, math.prod(shape[1:])))
+        return row_count(self.layout, key, CHUNK_ELEMENTS)
 
     def chunks(self, key: str, rows: int) -> Iterator[torch.Tensor]:
-        """The tensor in slices of `rows` along dim 0, so a large `full` capture is never
-        held whole."""
+        """The tensor in slices of `rows` along dim 0 (data order), so a large `full`
+        capture is never held whole."""
         shape, _ = self.layout[key]
         if not shape:  # a scalar is one slice
             yield self.tensor(key)
             return
-        with safe_open(str(self.results_path), framework="pt") as handle:
-            view = handle.get_slice(key)
-            for start in range(0, shape[0], rows):
-                yield view[start:start + rows]
+        for start in range(0, shape[0], rows):
+            yield self.results.rows(key, start, min(start + rows, shape[0]))
 
     def tensors(self, keys) -> dict[str, torch.Tensor]:
-        """Several result tensors with one open of the file."""
+        """Several result tensors (one open of the file when there is one)."""
         keys = list(keys)
-        if not keys:
-            return {}
-        with safe_open(str(self.results_path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in keys}
-
-
-def _read_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            layout = {}
-            for key in handle.keys():
-                view = handle.get_slice(key)
-                layout[key] = (tuple(view.get_shape()), str(view.get_dtype()))
-            return layout
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise fail(path, f"cannot read {RESULTS}: {exc}", code=RUN_FOLDER_CODE) from None
+        return self.results.read_many(keys) if keys else {}
 
 
 def open_run_folder(path: str | Path) -> RunFolder:
-    """Read a run folder's manifest and results header; raise `DiagnosticError` if it is
-    not a readable run. A complete run must have its results file."""
+    """Read a run folder's manifest and results header (or index); raise `DiagnosticError`
+    if it is not a readable run. A complete run must have its results."""
     manifest, results = read_run_manifest(path)
     return RunFolder(path=Path(path), manifest=manifest, results_path=results,
-                     layout={} if results is None else _read_layout(results))
+                     results=open_results(results))

@@ -19,6 +19,7 @@ Registered strategies must be module-level functions for the object to stay pick
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -66,10 +67,19 @@ class Results(MutableMapping[str, torch.Tensor]):
     def __init__(self, tensors: Mapping[str, torch.Tensor] | None = None, *,
                  metadata: Mapping[str, object] | None = None,
                  aggregations: Mapping[str, Aggregation] | None = None):
-        self._tensors: dict[str, torch.Tensor] = {}
+        self._tensors: MutableMapping[str, torch.Tensor] = {}
         self.metadata: dict[str, object] = dict(metadata or {})
         self._aggregations: dict[str, Aggregation] = dict(aggregations or {})
         self.update(tensors or {})
+
+    @classmethod
+    def reading(cls, tensors: Mapping[str, torch.Tensor], *,
+                metadata: Mapping[str, object] | None = None) -> Results:
+        """Results over a lazy mapping (a sharded run folder's tensors), read on access
+        rather than copied in; keys set later are held as usual."""
+        results = cls(metadata=metadata)
+        results._tensors = collections.ChainMap({}, tensors)
+        return results
 
     # The mapping.
     def __getitem__(self, key: str) -> torch.Tensor:

@@ -59,6 +59,7 @@ class Cursor:
     samples_done: int
     elapsed_seconds: float
     fingerprint: Mapping[str, str] | None = None  # what must match to resume, by part
+    shards: tuple[Mapping, ...] = ()  # results shards complete on disk (results_writer.py)
 
 
 def cursor_name(rank: int) -> str:
@@ -90,6 +91,7 @@ def save_checkpoint(folder: str | Path, *, states: StateDicts, cursor: Cursor,
         "batches_done": cursor.batches_done, "samples_done": cursor.samples_done,
         "elapsed_seconds": cursor.elapsed_seconds,
         "fingerprint": None if cursor.fingerprint is None else dict(cursor.fingerprint),
+        "shards": [dict(shard) for shard in cursor.shards],
     })
     _remove_superseded(folder, rank=rank, keep=state_file)
     log.debug("checkpoint rank %d at batch %d", rank, cursor.batches_done)
@@ -136,7 +138,8 @@ def load_checkpoint(folder: str | Path, *, rank: int = 0,
             state_path, f"checkpoint state file is unusable: {reason}", code=_DAMAGED,
             help=_START_OVER) from None
     cursor = Cursor(batches_done=record["batches_done"], samples_done=record["samples_done"],
-                    elapsed_seconds=record["elapsed_seconds"], fingerprint=record["fingerprint"])
+                    elapsed_seconds=record["elapsed_seconds"], fingerprint=record["fingerprint"],
+                    shards=tuple(record["shards"]))
     return states, cursor
 
 
@@ -191,11 +194,25 @@ def _cursor_problem(record: dict, *, rank: int) -> str | None:
     if fingerprint is not None and not (isinstance(fingerprint, dict) and all(
             isinstance(v, str) for v in fingerprint.values())):
         bad.append("fingerprint")
+    if not _shards_record(record.get("shards", [])):
+        bad.append("shards")
     if bad:
         return "missing or impossible fields: " + ", ".join(bad)
     if record["state_file"] != state_name(rank, record["batches_done"]):
         return f"state_file must be `{state_name(rank, record['batches_done'])}`"
     return None
+
+
+def _shards_record(shards: object) -> bool:
+    """Whether `shards` is a list of results shard records (`results_writer.py`)."""
+    def piece(p: object) -> bool:
+        return (isinstance(p, dict) and isinstance(p.get("key"), str)
+                and all(type(p.get(k)) is int and p[k] >= 0 for k in ("first", "rows"))
+                and isinstance(p.get("shape"), list) and isinstance(p.get("dtype"), str))
+    return isinstance(shards, list) and all(
+        isinstance(s, dict) and isinstance(s.get("file"), str) and "/" not in s["file"]
+        and isinstance(s.get("pieces"), list) and all(map(piece, s["pieces"]))
+        for s in shards)
 
 
 def _read_cursor(path: Path, *, rank: int) -> dict:
@@ -205,6 +222,7 @@ def _read_cursor(path: Path, *, rank: int) -> dict:
         raise fail(path, f"checkpoint cursor is damaged ({problem})", code=_DAMAGED,
                    help=_START_OVER)
     record.setdefault("fingerprint", None)
+    record.setdefault("shards", [])
     return record
 
 

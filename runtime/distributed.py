@@ -3,7 +3,8 @@
 `torchrun --nproc-per-node N -m expc run SPEC` sets RANK / WORLD_SIZE; each rank runs its
 shard of the batches (every N-th batch), then every rank's aggregator and metric state goes
 to rank 0, which merges them in rank order with the states' exact `merge` and writes the one
-run folder. gloo on CPU, NCCL on CUDA.
+run folder. Each rank writes its own results shards (`runtime/results_writer.py`); rank 0
+gathers their records and joins them in rank order. gloo on CPU, NCCL on CUDA.
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ def gather_states(world: World, states: Mapping[str, Mapping[str, torch.Tensor]]
     gathered: list | None = [None] * world.size if world.is_main else None
     dist.gather_object(cpu, gathered, dst=0)
     return gathered
+
+
+def gather_objects(world: World, value: object, *, everywhere: bool = False) -> list | None:
+    """Every rank's picklable `value` in rank order: on rank 0 (None on the others), or on
+    every rank with `everywhere`; one process: `[value]`."""
+    if not world.distributed:
+        return [value]
+    gathered = [None] * world.size
+    if everywhere:
+        dist.all_gather_object(gathered, value)
+        return gathered
+    dist.gather_object(value, gathered if world.is_main else None, dst=0)
+    return gathered if world.is_main else None
 
 
 def barrier(world: World) -> None:

@@ -30,8 +30,8 @@ from expc.runtime.data.ledger import LEDGER_KEY, SampleLedger
 from expc.runtime.data.preview import data_preview
 from expc.runtime.data.stream import DataStream
 from expc.runtime.device import resolve_device
-from expc.runtime.distributed import (World, barrier, current_world, gather_states,
-                                      ignore_launcher_stop, shutdown)
+from expc.runtime.distributed import (World, barrier, current_world, gather_objects,
+                                      gather_states, ignore_launcher_stop, shutdown)
 from expc.runtime.fingerprint import run_fingerprint
 from expc.runtime.intervene.edits import build_edits
 from expc.runtime.intervene.facts import ModelFacts
@@ -42,12 +42,14 @@ from expc.runtime.nonfinite import (NonFiniteError, check_every, check_finite,
 from expc.runtime.progress import Progress
 from expc.runtime.rank_failures import clear_failures, settle
 from expc.runtime.run_lock import run_lock
+from expc.runtime.results_writer import ResultsWriter
 from expc.runtime.sample_error import SampleError
 from expc.runtime.sinks import BatchContext, bind_sinks
-from expc.runtime.state import build_states, collect_results, token_field_names
+from expc.runtime.state import (buffered_bytes, build_states, collect_results,
+                                streamed_descriptions, take_rows, token_field_names)
 from expc.runtime.state_protocol import State
 from expc.runtime.stop_signals import Interrupted, StopSignals
-from expc.runtime.store import RunStore
+from expc.runtime.store import RunStore, open_run
 from expc.spec import ir
 from expc.spec import load as load_spec
 from expc.spec import to_json
@@ -228,21 +230,44 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     loop = _prepare(experiment, device=device, world=world, seconds=seconds, store=store)
-    # A checkpoint resumes only the same work: runtime/fingerprint.py says what that covers.
-    fingerprint = run_fingerprint(experiment, world_size=world.size)
+    # A checkpoint resumes only the same work: runtime/fingerprint.py says what that covers;
+    # the shard size too, since a checkpoint's shards were cut by it.
+    fingerprint = {**run_fingerprint(experiment, world_size=world.size),
+                   "shard_size": str(experiment.output.shard_size)}
     checkpoint_dir = run_dir / CHECKPOINT_DIR
-    start, elapsed = 0, 0.0
+    start, elapsed, shards = 0, 0.0, ()
     if resume:
         cursor = resume_states(checkpoint_dir, rank=world.rank, fingerprint=fingerprint,
                                states=loop.states, batches=loop.data)
         if cursor is not None:
-            start, elapsed = cursor.batches_done, cursor.elapsed_seconds
+            start, elapsed, shards = cursor.batches_done, cursor.elapsed_seconds, cursor.shards
             log.info("resuming after batch %d of %d", start, len(loop.data))
+    writer = ResultsWriter.resume(run_dir, rank=world.rank,
+                                  shard_size=experiment.output.shard_size,
+                                  first_row=_first_row(loop, world), shards=shards)
+    try:
+        return _run_batches(experiment, loop, store=store, world=world, device=device,
+                            quiet=quiet, stop=stop, writer=writer, fingerprint=fingerprint,
+                            start=start, elapsed=elapsed, seconds=seconds, started=started)
+    finally:
+        writer.close()
+
+
+def _first_row(loop: _Loop, world: World) -> int:
+    """This rank's first row in run order: the rows of every lower rank come first."""
+    return sum(loop.data.samples_of_rank(r) for r in range(world.rank))
+
+
+def _run_batches(experiment: ir.Experiment, loop: _Loop, *, store: RunStore | None,
+                 world: World, device: torch.device, quiet: bool, stop: StopSignals,
+                 writer: ResultsWriter, fingerprint: dict[str, str], start: int,
+                 elapsed: float, seconds: dict[str, float], started: float) -> Results:
+    checkpoint_dir = writer.folder / CHECKPOINT_DIR
 
     def checkpoint(done: int) -> None:
         cursor = Cursor(batches_done=done, samples_done=loop.data.samples_before(done),
                         elapsed_seconds=elapsed + time.perf_counter() - t_run,
-                        fingerprint=fingerprint)
+                        fingerprint=fingerprint, shards=tuple(writer.flush()))
         states = {key: state.state_dict() for key, state in loop.states.items()}
         save_checkpoint(checkpoint_dir, states=states, cursor=cursor, rank=world.rank)
         if store is not None:
@@ -266,6 +291,8 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
                                            for name, ids in batch.token_fields.items()})
             loop.graph(input_ids, attention_mask)
             loop.states[LEDGER_KEY].add(batch)
+            writer.offer(buffered_bytes(loop.plan, loop.states),
+                         lambda: take_rows(loop.plan, loop.states))
             progress.advance(samples=batch.size, tokens=int(batch.token_count.sum()))
             done = number + 1
             if done % check_each == 0 or stop.received or (every and done % every == 0):
@@ -277,18 +304,34 @@ def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path
                 raise Interrupted(signal_name=stop.received, run_dir=checkpoint_dir,
                                   batches_done=done)
         check_finite(loop.plan, loop.states)  # the batches since the last check
+        shards = _last_shards(loop, world, writer)
         gathered = (gather_states(world, {k: s.state_dict() for k, s in loop.states.items()})
                     if world.distributed else None)  # one process: nothing to merge
     seconds["run"] = elapsed + time.perf_counter() - t_run
     if not world.is_main:
         return Results({})
-    return _finish(experiment, loop, gathered, store=store, world=world, seconds=seconds,
-                   started=started)
+    return _finish(experiment, loop, gathered, shards, store=store, world=world,
+                   seconds=seconds, started=started)
 
 
-def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore,
-            world: World, seconds: dict[str, float], started: float) -> Results:
-    """Merge every rank's state (rank order), write results, then the `complete` manifest."""
+def _last_shards(loop: _Loop, world: World, writer: ResultsWriter) -> list[dict] | None:
+    """Every rank's shards in rank order on rank 0 (other ranks: []), each rank's held rows
+    written as its last shard first; None when the run's rows fit one `shard_size` and no
+    shard was cut (then they go to rank 0 with the states, into one results file)."""
+    held = buffered_bytes(loop.plan, loop.states)
+    everyone = gather_objects(world, (writer.cut_any, held), everywhere=True)
+    if not any(cut for cut, _ in everyone) and sum(b for _, b in everyone) < writer.shard_size:
+        return None
+    writer.cut(take_rows(loop.plan, loop.states))
+    ranks = gather_objects(world, writer.flush())
+    return [shard for shards in ranks or () for shard in shards]
+
+
+def _finish(experiment: ir.Experiment, loop: _Loop, gathered, shards: list[dict] | None, *,
+            store: RunStore, world: World, seconds: dict[str, float],
+            started: float) -> Results:
+    """Merge every rank's state (rank order), write results (in one file, or the shards'
+    index with the last shard), then the `complete` manifest."""
     states = merge_ranks(loop.states, gathered)
     ledger = states[LEDGER_KEY]
     run_order = ledger.run_order()
@@ -296,13 +339,23 @@ def _finish(experiment: ir.Experiment, loop: _Loop, gathered, *, store: RunStore
         tensors, descriptions = collect_results(loop.plan, states, sample_index=run_order,
                                                 token_count=ledger.token_counts(),
                                                 selections=loop.selections)
-    store.write_results(tensors, descriptions)
+    if shards is None:
+        store.write_results(tensors, descriptions)
+    else:
+        keys = {piece["key"] for shard in shards for piece in shard["pieces"]}
+        store.write_sharded_results(tensors, {**descriptions,
+                                              **streamed_descriptions(loop.plan, keys)},
+                                    shards=shards, run_order=run_order,
+                                    shard_size=experiment.output.shard_size)
     seconds["total"] = time.perf_counter() - started
     store.finish(samples=ledger.n_samples, tokens=ledger.n_tokens,
                  batches=loop.data.total_batches, seconds=seconds)
     log.info("run complete: %d samples, %d tokens -> %s", ledger.n_samples, ledger.n_tokens,
              store.run_dir)
-    return Results(tensors, metadata={"run_dir": str(store.run_dir)})
+    metadata = {"run_dir": str(store.run_dir)}
+    if shards is None:
+        return Results(tensors, metadata=metadata)
+    return Results.reading(open_run(store.run_dir).tensors, metadata=metadata)
 
 
 def merge_ranks(states: dict[str, State], gathered) -> dict[str, State]:

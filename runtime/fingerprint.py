@@ -37,7 +37,7 @@ import torch
 from expc.spec import ir, to_json
 from expc.spec.data_files import source_paths
 from expc.spec.diagnostics import fail
-from expc.spec.run_format import MANIFEST, RESULTS
+from expc.spec.run_format import MANIFEST, RESULTS, RESULTS_INDEX
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SMALL_FILE_BYTES = 64 << 20  # hashed whole below this size; above, by name, size and mtime
@@ -110,6 +110,8 @@ def sources_digest(experiment: ir.Experiment) -> str:
     parts = []
     for run in source_runs(experiment):
         results = Path(run) / RESULTS
+        if not results.exists() and (Path(run) / RESULTS_INDEX).exists():  # a sharded run
+            results = Path(run) / RESULTS_INDEX
         try:
             stat = results.stat()
         except OSError as exc:

@@ -23,8 +23,8 @@ from pathlib import Path
 from expc.runtime.atomic import is_temp_of, os_errors_named, remove_stale_temps
 from expc.runtime.run_lock import LOCK_FILE
 from expc.spec.diagnostics import DiagnosticError, fail
-from expc.spec.run_format import (CHECKPOINT_DIR, MANIFEST, OUTPUT_FILES, claimed_files,
-                                  read_manifest)
+from expc.spec.run_format import (CHECKPOINT_DIR, MANIFEST, OUTPUT_FILES, PARTIAL_PATTERN,
+                                  claimed_files, read_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,10 @@ def clear_own_files(run_dir: Path, claimed: tuple[str, ...], *, keep_checkpoint:
     """Remove the previous run's outputs that its manifest claims (its checkpoint files too
     unless resuming from them) and the temporary files crashed writes of expc's names left."""
     remove_stale_temps(run_dir, accept=lambda name: _is_expc_temp(name, _TOP_NAMES))
-    for name in claimed:
-        if "/" not in name:
-            _remove(run_dir / name)
+    for name in claimed:  # a pattern (shards) removes each file it matches
+        if "/" not in name and not (keep_checkpoint and name == PARTIAL_PATTERN):
+            for path in run_dir.glob(name):  # a resumed run's shards belong to its checkpoint
+                _remove(path)
     checkpoint = run_dir / CHECKPOINT_DIR
     if not checkpoint.is_dir():
         return

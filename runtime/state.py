@@ -104,6 +104,44 @@ def _finite_result(entry: CaptureEntry | MetricEntry, key: str,
     return tensor
 
 
+def _stored_rows(entry: CaptureEntry, suffix: str, rows: torch.Tensor) -> torch.Tensor:
+    """A per-sample capture's rows as the run folder stores them."""
+    if entry.site == "attn_pattern" and entry.mode == "full" and suffix == "":
+        return rows.permute(0, 2, 1, 3)  # [N, S_q, A, S_k] -> [N, A, S_q, S_k]
+    return rows
+
+
+def _streamed(plan: Plan) -> list[CaptureEntry]:
+    """The captures whose rows the results writer takes as the run goes on."""
+    return [entry for entry in plan.captures if entry.mode in PER_SAMPLE_MODES]
+
+
+def buffered_bytes(plan: Plan, states: Mapping[str, State]) -> int:
+    """Bytes of rows the streamed captures hold (from shapes: no device sync)."""
+    return sum(states[entry.key].buffered_bytes for entry in _streamed(plan))
+
+
+def take_rows(plan: Plan, states: Mapping[str, State]) -> dict[str, torch.Tensor]:
+    """Every streamed capture's rows held so far, in run order and as stored
+    (`runtime/results_writer.py`); the states let go of them."""
+    rows = {}
+    for entry in _streamed(plan):
+        for suffix, tensor in states[entry.key].take_result().items():
+            rows[entry.key + suffix] = _stored_rows(entry, suffix, tensor.detach().cpu()
+                                                    ).contiguous()
+    return rows
+
+
+def streamed_descriptions(plan: Plan, keys) -> dict[str, dict]:
+    """The manifest entries of the streamed keys among `keys` (their rows are in shards)."""
+    found = {}
+    for entry in _streamed(plan):
+        for suffix in SUFFIX_MEANINGS:
+            if entry.key + suffix in keys:
+                found[entry.key + suffix] = _capture_description(entry, suffix)
+    return found
+
+
 def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: torch.Tensor,
                     token_count: torch.Tensor,
                     selections: Mapping[str, Selection] | None = None
@@ -122,11 +160,9 @@ def collect_results(plan: Plan, states: Mapping[str, State], *, sample_index: to
         for suffix, tensor in states[entry.key].take_result().items():
             tensor = tensor.detach().cpu()
             if entry.mode in PER_SAMPLE_MODES:
-                tensor = restore_data_order(tensor, sample_index)
+                tensor = restore_data_order(_stored_rows(entry, suffix, tensor), sample_index)
             else:
                 tensor = _finite_result(entry, entry.key + suffix, tensor)
-            if entry.site == "attn_pattern" and entry.mode == "full" and suffix == "":
-                tensor = tensor.permute(0, 2, 1, 3)  # [N, S_q, A, S_k] -> [N, A, S_q, S_k]
             tensors[entry.key + suffix] = tensor.contiguous()
             descriptions[entry.key + suffix] = _capture_description(entry, suffix)
         release_freed_memory()  # the run-order rows are gone by now

@@ -230,9 +230,33 @@ def _output(c: Checker, block: sx.BlockDecl | None, decl: sx.ExperimentDecl) -> 
     dir_ = c.string(keys["dir"].value, "dir") if "dir" in keys else f"runs/{decl.name}"
     every = (c.integer(keys["checkpoint_every"].value, "checkpoint_every", minimum=0)
              if "checkpoint_every" in keys else 0)
-    if _BAD in (dir_, every):
+    shard_size = (_size(c, keys["shard_size"].value, "shard_size") if "shard_size" in keys
+                  else vocab.DEFAULT_SHARD_SIZE)
+    if _BAD in (dir_, every, shard_size):
         return _BAD
-    return ir.Output(dir=dir_, checkpoint_every=every, span=block.span if block else decl.span)
+    return ir.Output(dir=dir_, checkpoint_every=every, shard_size=shard_size,
+                     span=block.span if block else decl.span)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _size(c: Checker, value: sx.Value, key: str) -> object:
+    """A size string, `"2GB"`, `"500 MB"`, `"4096B"` (decimal units) -> bytes (at least 1)."""
+    text = c.string(value, key)
+    if text is _BAD:
+        return _BAD
+    match = _SIZE.match(text)
+    unit = match.group(2).upper() if match else ""
+    if match is None or unit not in vocab.SIZE_UNITS:
+        return c.error(value.span, f"`{key}` must be a size such as \"2GB\", found {text!r}",
+                       code="range", help=("units: " + ", ".join(vocab.SIZE_UNITS)
+                                           + " (decimal: 1 GB = 10^9 bytes)",))
+    size = int(float(match.group(1)) * vocab.SIZE_UNITS[unit])
+    if size < 1:
+        return c.error(value.span, f"`{key}` must be at least 1 byte, found {text!r}",
+                       code="range")
+    return size
 
 
 def _capture(c: Checker, st: sx.CaptureStmt, hydra: object) -> object:

@@ -12,7 +12,8 @@ from typing import Any
 import attrs
 
 from expc.spec.diagnostics import Span
-from expc.spec.vocabulary import BUILTIN_PREFIX, DEFAULT_BATCH_SIZE, DEFAULT_WINDOW
+from expc.spec.vocabulary import (BUILTIN_PREFIX, DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE,
+                                  DEFAULT_WINDOW)
 
 NO_SPAN = Span(path="<none>")  # for nodes built in code rather than parsed
 
@@ -196,6 +197,7 @@ class Importance:
 class Output:
     dir: str
     checkpoint_every: int = 0  # batches; 0 = no intermediate checkpoints
+    shard_size: int = DEFAULT_SHARD_SIZE  # bytes of per-sample rows per results shard
     span: Span = _span_field()
 
 

@@ -24,6 +24,12 @@ FORMAT = "expc-run/1"
 STATUSES = ("running", "complete", "failed")
 MANIFEST = "manifest.json"
 RESULTS = "results.safetensors"
+# A sharded run (results over `output { shard_size }`): shards named in the Hugging Face way
+# plus their index; while running, each rank's shards carry no total yet (renamed at finish).
+RESULTS_INDEX = "results.safetensors.index.json"
+SHARD_PATTERN = "results-*-of-*.safetensors"
+PARTIAL_PATTERN = "results-rank*.partial.safetensors"
+RESULTS_FORMAT = "expc-results/1"  # the index's `metadata.format`
 CHECKPOINT_DIR = "checkpoint"
 REPORT, SUMMARY = "report.html", "summary.md"  # written by `expc report`
 DERIVED_FILES = (REPORT, SUMMARY)  # made from a run; stale once it is re-run
@@ -33,7 +39,8 @@ RANK_ERROR_PATTERN = ".rank*-error.json"  # a failed rank's own error (runtime/r
 # Every file `expc run` and `expc report` may write in a run folder besides the manifest, as
 # names or glob patterns relative to it: the manifest's `files`. Only files these name are
 # ever removed (by a re-run), and only when the folder's manifest claims them.
-OUTPUT_FILES = (RESULTS, *DERIVED_FILES, RANK_ERROR_PATTERN,
+OUTPUT_FILES = (RESULTS, RESULTS_INDEX, SHARD_PATTERN, PARTIAL_PATTERN, *DERIVED_FILES,
+                RANK_ERROR_PATTERN,
                 f"{CHECKPOINT_DIR}/{CURSOR_PATTERN}", f"{CHECKPOINT_DIR}/{STATE_PATTERN}")
 RUN_FOLDER_CODE = "report-run-folder"  # the diagnostic code of a folder that cannot be read
 
@@ -112,12 +119,71 @@ def read_run_manifest(folder: str | Path) -> tuple[dict, Path | None]:
     if not folder.is_dir():
         raise fail(folder, f"run folder `{folder}` does not exist", code=RUN_FOLDER_CODE)
     manifest = read_manifest(folder / MANIFEST)
-    results = folder / RESULTS
-    if results.is_file():
-        return manifest, results
+    for results in (folder / RESULTS, folder / RESULTS_INDEX):
+        if results.is_file():
+            return manifest, results
     if manifest["status"] == "complete":
-        raise fail(results, f"the run is complete but has no {RESULTS}", code=RUN_FOLDER_CODE)
+        raise fail(folder / RESULTS, f"the run is complete but has no {RESULTS} (nor "
+                   f"{RESULTS_INDEX})", code=RUN_FOLDER_CODE)
     return manifest, None
+
+
+# The sharded layout (docs/run-folder.md).
+def shard_name(number: int, total: int) -> str:
+    """`results-00002-of-00005.safetensors`: shard `number` (from 1) of `total`."""
+    return f"results-{number:05d}-of-{total:05d}.safetensors"
+
+
+def partial_name(rank: int, number: int) -> str:
+    """`results-rank0-00003.partial.safetensors`: a rank's shard `number` (from 1) while the
+    run goes on; the finish renames it to its `shard_name`."""
+    return f"results-rank{rank}-{number:05d}.partial.safetensors"
+
+
+def piece_name(key: str, first_row: int) -> str:
+    """The stored name of a per-sample key's rows from `first_row` on: `@{first_row}/{key}`.
+    `@` starts no key kind, so `parse_key` reads a piece name as kind `other`."""
+    return f"@{first_row}/{key}"
+
+
+_PIECE = re.compile(r"^@(\d+)/(.+)$")
+
+
+def parse_piece_name(name: str) -> tuple[str, int] | None:
+    """`@{first_row}/{key}` -> (key, first_row); None for a name that is not a piece's."""
+    match = _PIECE.match(name)
+    return None if match is None else (match.group(2), int(match.group(1)))
+
+
+STORED_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+                 "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
+                 "bool": "BOOL"}  # torch's dtype names -> safetensors' (a layout's dtypes)
+
+
+def read_results_index(path: Path) -> dict:
+    """The `metadata.keys` of a checked results index: `{key: {"dtype", "shape", "order",
+    "pieces": [{"file", "name", "rows": [first, stop] | None}]}}` (docs/run-folder.md)."""
+    index = read_json_object(path, what=RESULTS_INDEX, code=RUN_FOLDER_CODE)
+    metadata = index.get("metadata")
+    keys = metadata.get("keys") if isinstance(metadata, dict) else None
+    if not isinstance(keys, dict) or metadata.get("format") != RESULTS_FORMAT or not all(
+            isinstance(entry, dict) and isinstance(entry.get("shape"), list)
+            and isinstance(entry.get("dtype"), str) and isinstance(entry.get("pieces"), list)
+            and all(isinstance(p, dict) and isinstance(p.get("file"), str)
+                    and "/" not in p["file"] and isinstance(p.get("name"), str)
+                    for p in entry["pieces"])
+            for entry in keys.values()):
+        raise fail(path, f"{RESULTS_INDEX} is not an `{RESULTS_FORMAT}` index",
+                   code=RUN_FOLDER_CODE)
+    return keys
+
+
+def per_sample_key(key: str, entry: dict) -> bool:
+    """Whether a result key has one row per sample first (its manifest `entry`): a capture
+    aggregated per sample, an effect, `meta/sample_index` and `meta/token_count`."""
+    kind = key.partition("/")[0]
+    return (kind == "effect" or key in META_MEANINGS
+            or (kind == "capture" and entry.get("aggregate") in PER_SAMPLE_MODES))
 
 
 # Building keys.

@@ -13,12 +13,14 @@ BLOCKS = ("hydra", "data", "output")
 BLOCK_KEYS = {
     "hydra": ("trunk", "heads", "head_models"),
     "data": ("source", "batch_size", "max_length", "limit", "window"),
-    "output": ("dir", "checkpoint_every"),
+    "output": ("dir", "checkpoint_every", "shard_size"),
 }
 
 BUILTIN_PREFIX = "builtin:"  # `model = "builtin:NAME"`: a built-in tiny model, not a folder
 DEFAULT_BATCH_SIZE = 8  # `data { batch_size }` when the spec leaves it out
 DEFAULT_WINDOW = 32  # `data { window }`: batches whose samples are read and sorted by length together
+DEFAULT_SHARD_SIZE = 2_000_000_000  # `output { shard_size }` in bytes: "2GB" (decimal units)
+SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # shard_size words
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N

@@ -63,6 +63,12 @@ class Aggregator(State):
         self.finite.observe(self._add_selected(hidden, selected, counts), batch=batch,
                             rows=self.rows)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of rows held for the results writer (`runtime/results_writer.py`), read
+        from shapes alone (no device sync); 0 for a mode that keeps no rows."""
+        return self._buffered_bytes() if self.rows else 0
+
     def result(self) -> dict[str, torch.Tensor]:
         """The finished tensors by suffix; `{}` when nothing was collected."""
         self._guard.check()
@@ -101,6 +107,9 @@ class Aggregator(State):
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
                       counts: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Take the batch's selected tokens; return what was added (for `finite`)."""
+        raise NotImplementedError
+
+    def _buffered_bytes(self) -> int:
         raise NotImplementedError
 
     def _result(self) -> dict[str, torch.Tensor]:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from expc.runtime.host_rows import host_block, settle
+
 
 def pad_to(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Zero-pad every dim after the first up to `shape` (which keeps dim 0 as it is)."""
@@ -46,8 +48,10 @@ class RowBlocks:
     a new block, and `packed()` joins the blocks as `padded_cat` does.
     """
 
-    def __init__(self, *, block_bytes: int = BLOCK_BYTES):
+    def __init__(self, *, block_bytes: int = BLOCK_BYTES, host: bool = False):
         self._block_bytes = block_bytes
+        self._host = host  # blocks in host memory (`runtime/host_rows.py`), whatever the rows'
+        self._copying: torch.device | None = None  # a device copies into a block still
         self._blocks: list[torch.Tensor] = []  # each [capacity, *F]; the last may have room
         self._filled = 0  # rows used in the last block
 
@@ -55,21 +59,37 @@ class RowBlocks:
         """Rows appended (or loaded) so far."""
         return sum(len(block) for block in self._blocks[:-1]) + self._filled
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the rows held (not of the blocks' unused room)."""
+        if not self._blocks:
+            return 0
+        last = self._blocks[-1]
+        row_bytes = last[0].nbytes if len(last) else 0
+        return sum(block.nbytes for block in self._blocks[:-1]) + self._filled * row_bytes
+
     def append(self, rows: torch.Tensor) -> None:
         last = self._blocks[-1] if self._blocks else None
+        device = torch.device("cpu") if self._host else rows.device
         fits = (last is not None and last.shape[1:] == rows.shape[1:] and last.dtype == rows.dtype
-                and last.device == rows.device and self._filled + len(rows) <= len(last))
+                and last.device == device and self._filled + len(rows) <= len(last))
         if not fits:
             self._seal()
             row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
             capacity = max(len(rows), self._block_bytes // row_bytes)
-            self._blocks.append(rows.new_empty((capacity, *rows.shape[1:])))
+            self._blocks.append(host_block(rows, capacity) if self._host
+                                else rows.new_empty((capacity, *rows.shape[1:])))
             self._filled = 0
-        self._blocks[-1][self._filled:self._filled + len(rows)] = rows
+        self._blocks[-1][self._filled:self._filled + len(rows)].copy_(rows,
+                                                                      non_blocking=self._host)
+        if self._host and rows.device.type == "cuda":
+            self._copying = rows.device
         self._filled += len(rows)
 
     def packed(self) -> torch.Tensor | None:
         """Every row in one tensor (`[N, *F]`, trailing dims zero-padded), None if empty."""
+        settle(self._copying)
+        self._copying = None
         self._seal()
         if len(self._blocks) > 1:
             self.replace(padded_cat(self._blocks))

@@ -30,7 +30,7 @@ class PerSampleAggregator(Aggregator):
             raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
         super().__init__(mask=mask, field=field, eager_checks=eager_checks)
         self.mode = reduction
-        self._rows = RowBlocks()  # [N, *F] so far
+        self._rows = RowBlocks(host=True)  # [N, *F] so far, on the host
 
     def _add_selected(self, hidden: torch.Tensor, selected: torch.Tensor,
                       counts: torch.Tensor) -> torch.Tensor:
@@ -44,6 +44,9 @@ class PerSampleAggregator(Aggregator):
                 row = row / counts.clamp(min=1).view(-1, *([1] * (row.dim() - 1)))
         self._rows.append(row)
         return row
+
+    def _buffered_bytes(self) -> int:
+        return self._rows.nbytes
 
     def _packed(self) -> torch.Tensor | None:
         return self._rows.packed()

@@ -82,13 +82,20 @@ class DataStream:
     def _global(self, number: int) -> int:
         return self.rank + number * self.world_size
 
-    def samples_before(self, number: int) -> int:
-        """How many samples this rank's first `number` batches hold."""
+    def samples_before(self, number: int, *, rank: int | None = None) -> int:
+        """How many samples the first `number` batches of this rank (or of `rank`) hold:
+        every batch is full but the run's very last (a window holds whole batches)."""
         if number == 0:
             return 0
+        rank = self.rank if rank is None else rank
         last_size = self.n_samples - (self.total_batches - 1) * self.batch_size
-        short = self._global(number - 1) == self.total_batches - 1
+        short = rank + (number - 1) * self.world_size == self.total_batches - 1
         return number * self.batch_size - (self.batch_size - last_size if short else 0)
+
+    def samples_of_rank(self, rank: int) -> int:
+        """How many samples rank `rank` runs in all (its rows in the run's results)."""
+        return self.samples_before(len(range(rank, self.total_batches, self.world_size)),
+                                   rank=rank)
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
         """This rank's batches `start, start + 1, ...`, collated one at a time."""

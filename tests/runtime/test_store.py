@@ -67,7 +67,9 @@ def test_start_writes_a_running_manifest_with_the_documented_fields(tmp_path):
     assert m["format"] == "expc-run/1" and m["status"] == "running" and m["error"] is None
     assert m["spec"] == {"path": "a.exp", "text": SPEC_A, "sha256": spec_sha256(SPEC_A),
                          "ir_sha256": ir_digest(ir_of(SPEC_A))}
-    assert m["files"] == ["results.safetensors", "report.html", "summary.md", ".rank*-error.json",
+    assert m["files"] == ["results.safetensors", "results.safetensors.index.json",
+                          "results-*-of-*.safetensors", "results-rank*.partial.safetensors",
+                          "report.html", "summary.md", ".rank*-error.json",
                           "checkpoint/rank*-cursor.json", "checkpoint/rank*-state-*.safetensors"]
     assert m["model"] == MODEL and m["ir"] == {"name": "a"}
     assert m["data"]["source"] == "examples/data/prompts.jsonl"

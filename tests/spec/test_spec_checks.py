@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.spec.conftest import assert_single_diagnostic, spec_with
@@ -181,3 +183,29 @@ def test_data_file_missing_only_with_model_checks(diagnose):
     (d,) = diagnose(text)
     assert d.code == "data" and d.span.line == 4 and "absent.jsonl" in d.message
     assert diagnose(text, check_model=False) == ()
+
+
+def test_shard_size_is_a_size_string_and_a_bad_one_names_its_line(tmp_path):
+    """`output { shard_size }`: decimal units to bytes; a bad size is a diagnostic at its line."""
+    from expc.spec import load
+    from expc.spec.diagnostics import DiagnosticError
+    from expc.spec.vocabulary import DEFAULT_SHARD_SIZE
+
+    data = tmp_path / "d.txt"
+    data.write_text("hello\n")
+
+    def spec(output: str) -> Path:
+        path = tmp_path / "s.exp"
+        path.write_text(f'experiment e {{\n  model = "builtin:tiny-llama"\n'
+                        f'  data {{ source = text("{data}") }}\n  capture resid_out[0]\n'
+                        f'  output {{ {output} }}\n}}\n')
+        return path
+
+    assert load(spec('dir = "x"')).output.shard_size == DEFAULT_SHARD_SIZE == 2 * 10**9
+    assert load(spec('shard_size = "1.5MB"')).output.shard_size == 1_500_000
+    assert load(spec('shard_size = "4096 B"')).output.shard_size == 4096
+    for bad in ('"2 parsecs"', '"GB"', '"0B"', "12"):
+        with pytest.raises(DiagnosticError) as caught:
+            load(spec(f"shard_size = {bad}"))
+        where = caught.value.diagnostics[0]
+        assert "shard_size" in where.message and where.span.line == 5, where
