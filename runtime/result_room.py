@@ -1,8 +1,11 @@
 """Will a run's results fit? `expc check`'s warnings when they would not, in memory or on disk.
 
-A run holds every result tensor in memory until it writes `results.safetensors` at its
-finish, so results larger than the memory available now, or than the free space of the
-output folder's disk, end a long run at its last step. The size is the result plan's
+A run holds its reduced results (scores, `dataset_mean`, effects, `meta/*`) in memory until
+its finish, and the rows of its per-sample captures until they fill a results shard
+(`output { shard_size }`; `runtime/results_writer.py` keeps at most `SHARDS_IN_MEMORY` of them
+in hand: the one filling, one queued, one being written). Results whose held part exceeds
+the memory available now, or whose whole exceeds the free space of the output folder's disk,
+end a long run at its last step. The size is the result plan's
 (`runtime/result_plan.py`). It is a warning, not an error: the machine that checks may not
 be the one that runs. Checking stays cheap: first the bound with every sample at the most
 tokens it may keep (`max_length`, else the model's positions), from a line count of the
@@ -26,8 +29,10 @@ from expc.spec import ir
 from expc.spec.data_size import count_samples
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
 from expc.spec.model_shape import read_model_shape
+from expc.spec.run_format import parse_key
 
 MEMORY_CODE, DISK_CODE = "results-memory", "results-disk"
+SHARDS_IN_MEMORY = 3  # rows filling a shard, one shard queued, one being written
 _MEMINFO = "/proc/meminfo"
 
 
@@ -71,15 +76,26 @@ def room_warnings(experiment: ir.Experiment) -> tuple[Diagnostic, ...]:
     except DiagnosticError:
         return ()
     found = []
-    if memory is not None and plan.total_bytes > memory:
+    held = held_bytes(plan, shard_size=experiment.output.shard_size)
+    if memory is not None and held > memory:
         found.append(_warning(experiment, plan, MEMORY_CODE,
                               f"{human_bytes(memory)} of memory available; the run holds "
-                              "them in memory until it writes them at its end"))
+                              f"{human_bytes(held)} of them in memory at once (its reduced "
+                              "results until its end, per-sample rows until they fill a "
+                              "shard)"))
     if disk is not None and plan.total_bytes > disk:
         found.append(_warning(experiment, plan, DISK_CODE,
                               f"{human_bytes(disk)} free on the disk of "
                               f"`{experiment.output.dir}`"))
     return tuple(found)
+
+
+def held_bytes(plan: ResultPlan, *, shard_size: int) -> int:
+    """The most result bytes the run holds in memory at once: everything but the rows of
+    per-sample captures, which stream to shards (`SHARDS_IN_MEMORY` shards at most)."""
+    streamed = sum(t.nbytes for t in plan.tensors
+                   if t.per_sample and parse_key(t.key).kind == "capture")
+    return plan.total_bytes - streamed + min(streamed, SHARDS_IN_MEMORY * shard_size)
 
 
 def _bound_bytes(experiment: ir.Experiment) -> int:

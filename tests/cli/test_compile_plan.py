@@ -132,3 +132,17 @@ def test_a_file_with_errors_gets_errors_only(project, monkeypatch, capsys):
                                      .replace("seed   = 0", 'seed = "x"'))
     code, _, err = run(["check", "bad.exp"], capsys)
     assert code == 1 and "error:" in err and "warning" not in err
+
+
+def test_rows_that_stream_to_shards_count_only_as_the_shards_held(project, monkeypatch, capsys):
+    """quickstart's 641,600 bytes are nearly all per-sample rows: with 10 kB shards the run
+    holds at most three shards of them and its reduced results, so 100 kB of memory do."""
+    text = (project / "examples" / "quickstart.exp").read_text()
+    assert "output {" in text
+    (project / "sharded.exp").write_text(text.replace("output {", 'output {\n    shard_size = "10KB"'))
+    monkeypatch.setattr(room, "available_memory", lambda: 100_000)
+    code, _, err = run(["check", "sharded.exp"], capsys)
+    assert (code, err.strip()) == (0, "ok: 1 file checked")
+    monkeypatch.setattr(room, "available_memory", lambda: 20_000)
+    code, _, err = run(["check", "sharded.exp"], capsys)
+    assert code == 0 and "of them in memory at once" in err
