@@ -75,9 +75,9 @@ def prune(request: PruneRequest) -> PruneResult:
     source_name = config_source(run.model)
     cfg = read_config(checkpoint.config, source=source_name)
     arch = architecture_named(cfg.model_type)
+    note = check_supported(arch, kind, metric=request.metric, where=run.where)
     selection = select(run, kind=kind, metric=request.metric, head=request.head, config=cfg,
                        fraction=request.fraction, keep=request.keep)
-    note = check_supported(arch, selection, where=run.where)
     tensors = tensor_source(checkpoint)
     slices = slices_for(arch, cfg, selection, [name for names in tensors.files for name in names])
     config = pruned_config(checkpoint.config, cfg, selection, source=source_name)

@@ -24,11 +24,14 @@ entries, and the union, in stored order, is kept, so the pruned tensor has the s
 layout for the smaller config. Config fields are written under the family's own names
 (GPT-2's `n_inner`, `n_layer`).
 
-Two pairings cannot give an ordinary checkpoint whose outputs equal the zeroed original:
+Three pairings cannot give an ordinary checkpoint whose outputs equal the zeroed original:
 BERT, GPT-2 and GPT-NeoX derive their head size from `hidden_size / num_attention_heads`, so
-fewer heads would change the size of the rest (refused), and OLMo2's `q_norm`/`k_norm`
+fewer heads would change the size of the rest (refused); OLMo2's `q_norm`/`k_norm`
 normalise over all heads at once, so the kept heads' norm changes (allowed, said in a
-warning and in `expc_prune.json`).
+warning and in `expc_prune.json`); Mixtral's MLP neurons sit in its experts, which no metric
+scores yet (refused: the architecture has no `mlp.down_proj`, `ArchitectureFacts.missing_module`
+says why). Its KV heads and layers prune as Mistral's: the experts' tensors (the checkpoint's
+`block_sparse_moe.*`) are kept whole, or dropped and renumbered with their layer.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from expc.models.config import ModelConfig
 from expc.models.fused_checkpoint import CheckpointPart, whole
 from expc.models.registry import Architecture, read_config
 from expc.runtime.prune.scores import Selection
-from expc.runtime.prune.units import CODE
+from expc.runtime.prune.units import CODE, UnitKind
 from expc.spec.diagnostics import fail
 from expc.spec.model_shape import ARCHITECTURES
 
@@ -84,15 +87,25 @@ class Slice:
         return tensor if self.dim is None else tensor.index_select(self.dim, self.index)
 
 
-def check_supported(arch: Architecture, selection: Selection, *, where: str) -> str | None:
-    """Refuse what cannot be an ordinary checkpoint; the note of an inexact result."""
+def check_supported(arch: Architecture, kind: UnitKind, *, metric: str,
+                    where: str) -> str | None:
+    """Refuse what cannot be an ordinary checkpoint (before a score is read); the note of an
+    inexact result."""
+    absent = ARCHITECTURES[arch.model_type].missing_module(kind.module)
+    if absent is not None:  # Mixtral's neurons sit in its experts, which no metric scores yet
+        raise fail(where, f"`{arch.model_type}` checkpoints cannot lose "
+                   f"{kind.name.replace('_', ' ')} by `{metric}` at `{kind.module}`: {absent}, "
+                   "so the experts' neurons are not scored yet (metrics at experts are a "
+                   "follow-up)", code=CODE,
+                   help=(f"prune `{arch.model_type}`'s KV heads (kv_head_contribution) or "
+                         "layers (block_influence) instead",))
     family = HEAD_SIZE_FROM_HIDDEN.get(arch.model_type)
-    if family is not None and selection.kind.name == "kv_heads":
+    if family is not None and kind.name == "kv_heads":
         raise fail(where, f"{family} checkpoints cannot lose attention heads: Hugging Face's "
                    f"{family} derives its head size from hidden_size / num_attention_heads, so "
                    "fewer heads would resize the others", code=CODE,
                    help=(f"prune {family}'s MLP neurons or layers instead",))
-    note = NOT_EXACT.get((arch.model_type, selection.kind.name))
+    note = NOT_EXACT.get((arch.model_type, kind.name))
     if note:
         log.warning("%s", note)
     return note

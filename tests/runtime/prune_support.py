@@ -38,8 +38,9 @@ FAMILIES = ("llama", "mistral", "qwen2", "olmo2", "bert")
 # Checkpoints that store fused (and GPT-2's transposed) projections.
 FUSED_FAMILIES = ("phi3", "gpt2", "gpt_neox")
 HF_FAMILY = {"llama": "llama", "mistral": "mistral-window", "qwen2": "qwen2", "olmo2": "olmo2"}
-# family -> (config class, model class, config) of the fused families, 3 layers each
-FUSED_CONFIGS = {
+# family -> (config class, model class, config) of the families built from their own tiny
+# config here (the fused ones, and Mixtral), 3 layers each
+CONFIGS = {
     "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM, dict(
         vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
@@ -51,13 +52,19 @@ FUSED_CONFIGS = {
         vocab_size=61, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
         intermediate_size=48, max_position_embeddings=128, rotary_pct=0.5, bos_token_id=0,
         eos_token_id=0)),
+    # 4 experts, 2 per token, 4 query heads on 2 KV heads, a window of 4 tokens
+    "mixtral": (transformers.MixtralConfig, transformers.MixtralForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=24, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+        num_experts_per_tok=2, max_position_embeddings=128, tie_word_embeddings=False,
+        sliding_window=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
 }
 
 
 def build(family: str, folder: Path, *, max_shard_size: str | None = None):
     """A scrambled tiny HF model of `family`, saved to `folder` (with a tokenizer.json)."""
-    if family in FUSED_CONFIGS:
-        config_cls, model_cls, config = FUSED_CONFIGS[family]
+    if family in CONFIGS:
+        config_cls, model_cls, config = CONFIGS[family]
         hf = model_cls(config_cls(**config)).eval()
         scramble(hf)
         save(hf, folder, max_shard_size=max_shard_size)
@@ -81,9 +88,15 @@ def write_data(path: Path, vocab: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+WIDTH_METRICS = """
+    importance channel_contribution at mlp.down_proj[*]
+    importance l2_norm at mlp.down_proj[*]
+    importance kv_head_contribution at self_attn.o_proj[*]"""
+
+
 def scoring_run(folder: Path, model: Path, vocab: int, *, hydra: str = "",
-                name: str = "scores") -> Path:
-    """A real `expc run` scoring every layer with the three width metrics."""
+                name: str = "scores", statements: str = WIDTH_METRICS) -> Path:
+    """A real `expc run` scoring every layer with `statements` (the three width metrics)."""
     write_data(folder / "data.jsonl", vocab)
     spec = folder / f"{name}.exp"
     spec.write_text(f"""
@@ -91,9 +104,7 @@ experiment {name} {{
     model = "{model}"
     {hydra}
     data {{ source = tokens("{folder / 'data.jsonl'}")  batch_size = 2 }}
-    importance channel_contribution at mlp.down_proj[*]
-    importance l2_norm at mlp.down_proj[*]
-    importance kv_head_contribution at self_attn.o_proj[*]
+    {statements}
     output {{ dir = "{folder / name}" }}
 }}
 """)
