@@ -19,7 +19,7 @@ from collections.abc import Callable
 import attrs
 
 from bench import (study_check_time, study_compile_time, study_hydra, study_memory, study_nproc,
-                   study_prune, study_qwen3, study_selective, study_variants)
+                   study_prune, study_qwen3, study_selective, study_streaming, study_variants)
 from bench.results import StudyResult
 
 log = logging.getLogger("bench.studies")
@@ -35,7 +35,7 @@ class Study:
 STUDIES: dict[str, Study] = {
     module.NAME: Study(name=module.NAME, description=module.DESCRIPTION, measure=module.measure)
     for module in (study_hydra, study_compile_time, study_check_time, study_nproc, study_memory,
-                   study_variants, study_prune, study_qwen3, study_selective)
+                   study_variants, study_prune, study_qwen3, study_selective, study_streaming)
 }
 
 

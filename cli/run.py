@@ -21,7 +21,7 @@ import click
 from expc.cli._errors import Command
 from expc.cli._options import set_option
 from expc.spec import load as load_spec
-from expc.spec.run_format import RESULTS
+from expc.spec.run_format import read_run_manifest
 from expc.spec.sharding import refuse_sharded_experiment
 
 if TYPE_CHECKING:
@@ -169,5 +169,6 @@ def command(ctx: click.Context, file: str, out_dir: str | None, resume: bool, fo
                    + (f" --out {out_dir}" if out_dir else ""), err=True)
         raise SystemExit(1) from None
     run_dir = results.metadata.get("run_dir")
-    if run_dir and not quiet:
-        click.echo(f"complete: {len(results)} tensors in {Path(run_dir) / RESULTS}")
+    if run_dir and not quiet:  # one results file, or a sharded run's index (docs/run-folder.md)
+        _, stored = read_run_manifest(run_dir)
+        click.echo(f"complete: {len(results)} tensors in {stored}")
