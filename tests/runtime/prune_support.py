@@ -39,7 +39,7 @@ FAMILIES = ("llama", "mistral", "qwen2", "olmo2", "bert")
 FUSED_FAMILIES = ("phi3", "gpt2", "gpt_neox")
 HF_FAMILY = {"llama": "llama", "mistral": "mistral-window", "qwen2": "qwen2", "olmo2": "olmo2"}
 # family -> (config class, model class, config) of the families built from their own tiny
-# config here (the fused ones, and Mixtral), 3 layers each
+# config here (the fused ones and Mixtral, 3 layers each; Qwen3 and Gemma, 4 layers each)
 CONFIGS = {
     "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM, dict(
         vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
@@ -58,6 +58,25 @@ CONFIGS = {
         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
         num_experts_per_tok=2, max_position_embeddings=128, tie_word_embeddings=False,
         sliding_window=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # QK-norm per head (`[head_dim]` weights shared by every head), head_dim 16 != 32 / 4
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # sandwich norms, soft caps, query_pre_attn_scalar != head_dim, alternating windows
+    "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        query_pre_attn_scalar=24, sliding_window=4, attn_logit_softcapping=1.5,
+        final_logit_softcapping=2.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # Gemma 2's block with QK-norm per head, one global layer in 3, local and global ropes
+    "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        query_pre_attn_scalar=24, sliding_window=4, sliding_window_pattern=3,
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 1000.0}},
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)),
 }
 
 
