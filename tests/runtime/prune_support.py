@@ -18,8 +18,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import safe_open
 
 import expc
+from expc.models.loading import load_model
+from expc.runtime.prune.export import PruneRequest, prune
 from expc.spec.run_format import FORMAT, MANIFEST, RESULTS, importance_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
@@ -224,3 +227,34 @@ def assert_equals_zeroed(hf, family: str, out: Path, provenance: dict) -> None:
         hf_outputs(load_pruned(out, family), ids, mask)[real],
         hf_outputs(hf, ids, mask, zeroing_hooks(hf, family, provenance))[real],
         atol=2e-5, rtol=1e-4)
+
+
+def assert_pruned(hf, family: str, out: Path, provenance: dict) -> None:
+    """Something was removed, and the pruned folder equals the original with the units
+    zeroed (HF hooks), loaded by `transformers` and by expc alike."""
+    ids, mask = batch(hf.config.vocab_size)
+    real = mask.bool()
+    pruned = hf_outputs(load_pruned(out, family), ids, mask)
+    assert not torch.allclose(pruned[real], hf_outputs(hf, ids, mask)[real], atol=1e-3)
+    assert_equals_zeroed(hf, family, out, provenance)
+    with torch.no_grad():
+        ours = load_model(out)(ids, mask)[0]
+    torch.testing.assert_close(ours[real], pruned[real], atol=2e-5, rtol=1e-4)
+
+
+def tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a one-file checkpoint folder."""
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def prune_weakest_layer(run: Path, out: Path, *, layers: int):
+    """`expc prune` of one of `layers` layers by the run's real `block_influence` scores:
+    the result, and the layer removed (checked to be the lowest-scored)."""
+    with safe_open(str(run / RESULTS), framework="pt") as handle:
+        scores = [handle.get_tensor(importance_key("block_influence", f"layers.{layer}",
+                                                   "score")).item() for layer in range(layers)]
+    result = prune(PruneRequest(run=run, metric="block_influence", out=out, keep=layers - 1))
+    gone = min(range(layers), key=scores.__getitem__)
+    assert result.provenance["removed_layers"] == [gone]
+    return result, gone

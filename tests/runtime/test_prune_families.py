@@ -17,14 +17,12 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from expc.models.loading import load_model
 from expc.models.registry import architecture_named, read_config
 from expc.runtime.prune.export import PruneRequest, prune
 from expc.spec.model_shape import ARCHITECTURES
-from prune_support import (assert_equals_zeroed, batch, build, hf_outputs, load_pruned,
-                           scoring_run)
+from prune_support import assert_pruned, build, prune_weakest_layer, scoring_run, tensors
 
 pytestmark = pytest.mark.slow
 
@@ -45,23 +43,6 @@ def scored(request, tmp_path_factory):
     return family, hf, folder, run
 
 
-def _check(family, hf, out, provenance):
-    """Pruned = original with the units zeroed (HF hooks), in `transformers` and in expc."""
-    ids, mask = batch(hf.config.vocab_size)
-    real = mask.bool()
-    pruned = hf_outputs(load_pruned(out, family), ids, mask)
-    assert not torch.allclose(pruned[real], hf_outputs(hf, ids, mask)[real], atol=1e-3)
-    assert_equals_zeroed(hf, family, out, provenance)
-    with torch.no_grad():
-        ours = load_model(out)(ids, mask)[0]
-    torch.testing.assert_close(ours[real], pruned[real], atol=2e-5, rtol=1e-4)
-
-
-def _tensors(folder):
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}
-
-
 def _config(folder):
     return json.loads((folder / "config.json").read_text())
 
@@ -71,7 +52,7 @@ def test_neurons(scored):
     out = folder / "neurons"
     result = prune(PruneRequest(run=run, metric="channel_contribution", out=out, fraction=0.25))
     assert _config(out)["intermediate_size"] == 36 == result.selection.kept
-    _check(family, hf, out, result.provenance)
+    assert_pruned(hf, family, out, result.provenance)
 
 
 def test_kv_heads(scored):
@@ -82,7 +63,7 @@ def test_kv_heads(scored):
     assert (config["num_key_value_heads"], config["num_attention_heads"]) == (1, 2)
     assert config["head_dim"] == 16 and result.provenance["exact"] is True
     assert config.get("query_pre_attn_scalar") == source.get("query_pre_attn_scalar")
-    before, after = _tensors(folder / "ckpt"), _tensors(out)
+    before, after = tensors(folder / "ckpt"), tensors(out)
     assert after["model.layers.0.self_attn.o_proj.weight"].shape == (32, 2 * 16)
     assert after["model.layers.0.self_attn.k_proj.weight"].shape == (16, 32)
     if family in PER_HEAD_QK_NORM:  # shared by every head: kept whole
@@ -91,18 +72,13 @@ def test_kv_heads(scored):
             for norm in ("q_norm", "k_norm"):
                 key = f"model.layers.{layer}.self_attn.{norm}.weight"
                 assert torch.equal(after[key], before[key]) and after[key].shape == (16,)
-    _check(family, hf, out, result.provenance)
+    assert_pruned(hf, family, out, result.provenance)
 
 
 def test_layers(scored):
     family, hf, folder, run = scored
-    with safe_open(str(run / "results.safetensors"), framework="pt") as handle:
-        scores = [handle.get_tensor(f"importance/block_influence/layers.{layer}/score").item()
-                  for layer in range(4)]
     out = folder / "layers"
-    result = prune(PruneRequest(run=run, metric="block_influence", out=out, fraction=0.25))
-    gone = min(range(4), key=scores.__getitem__)
-    assert result.provenance["removed_layers"] == [gone]
+    result, gone = prune_weakest_layer(run, out, layers=4)
     config, source = _config(out), _config(folder / "ckpt")
     assert config["num_hidden_layers"] == 3
     if "layer_types" in source:  # Gemma: each kept layer keeps its window
@@ -111,7 +87,7 @@ def test_layers(scored):
     assert load_model(out).config.sliding_windows == tuple(
         window for layer, window in enumerate(load_model(folder / "ckpt").config.sliding_windows)
         if layer != gone)
-    _check(family, hf, out, result.provenance)
+    assert_pruned(hf, family, out, result.provenance)
 
 
 @pytest.mark.parametrize("family", [name for name, facts in ARCHITECTURES.items()
