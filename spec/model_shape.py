@@ -63,6 +63,11 @@ class ArchitectureFacts:
     # `n_inner = null`); None: the config must give it.
     mlp_ratio: int | None = None
     experts: Experts | None = None  # a mixture of experts (Mixtral) in place of the MLP
+    # What `self_attn.q_norm` / `k_norm` normalise, where the family has them: "per_head", each
+    # head's `head_dim` by one `[head_dim]` weight shared by every head (Qwen3, Gemma 3), or
+    # "projection", the whole query (key) projection at once (OLMo2).
+    qk_norm: str | None = attrs.field(
+        default=None, validator=attrs.validators.in_((None, "per_head", "projection")))
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -106,10 +111,10 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
                                has_lm_head=True, max_positions=32768),
     "olmo2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
         "post_attention_layernorm", "post_feedforward_layernorm", "self_attn.q_norm",
-        "self_attn.k_norm"), has_lm_head=True, max_positions=2048),
+        "self_attn.k_norm"), has_lm_head=True, max_positions=2048, qk_norm="projection"),
     "qwen3": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
         *_DECODER_NORMS, "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True,
-        max_positions=32768),
+        max_positions=32768, qk_norm="per_head"),
     # Gemma 2: `post_attention_layernorm` norms attention's output (OLMo2's meaning), the
     # MLP's input and output norms are `pre_` / `post_feedforward_layernorm`.
     "gemma2": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
@@ -117,7 +122,8 @@ ARCHITECTURES: dict[str, ArchitectureFacts] = {
         has_lm_head=True, max_positions=8192),
     "gemma3_text": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=(
         *_DECODER_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm",
-        "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True, max_positions=131072),
+        "self_attn.q_norm", "self_attn.k_norm"), has_lm_head=True, max_positions=131072,
+        qk_norm="per_head"),
     # Phi-3: fused `qkv_proj` / `gate_up_proj` are split into Llama's modules at load time.
     "phi3": ArchitectureFacts(linear_modules=_LLAMA_LINEAR, norm_modules=_DECODER_NORMS,
                               has_lm_head=True, max_positions=4096),

@@ -8,7 +8,9 @@ here exactly as it is there). Per unit kind:
   (weights and biases), columns I of `mlp.down_proj` (its bias stays);
 - KV heads (kept groups G of `num_key_value_heads`, g query heads each): rows of `k_proj`
   and `v_proj` of the heads in G, rows of `q_proj` and columns of `o_proj` of the query heads
-  that read them, biases on the output side likewise, OLMo2's `q_norm`/`k_norm` weights;
+  that read them, biases on the output side likewise, `q_norm`/`k_norm` weights that span
+  the whole projection (OLMo2's; Qwen3's and Gemma 3's are per head, one `[head_dim]` weight
+  shared by every head, and stay whole: `ArchitectureFacts.qk_norm` says which);
   `num_attention_heads` shrinks with them and `head_dim` is written out, since Hugging Face
   derives it from `hidden_size / num_attention_heads` when it is absent;
 - layers: every tensor of a removed layer is dropped and the later layers renumbered
@@ -27,10 +29,10 @@ layout for the smaller config. Config fields are written under the family's own 
 Three pairings cannot give an ordinary checkpoint whose outputs equal the zeroed original:
 BERT, GPT-2 and GPT-NeoX derive their head size from `hidden_size / num_attention_heads`, so
 fewer heads would change the size of the rest (refused); OLMo2's `q_norm`/`k_norm`
-normalise over all heads at once, so the kept heads' norm changes (allowed, said in a
-warning and in `expc_prune.json`); Mixtral's MLP neurons sit in its experts, which no metric
-scores yet (refused: the architecture has no `mlp.down_proj`, `ArchitectureFacts.missing_module`
-says why). Its KV heads and layers prune as Mistral's: the experts' tensors (the checkpoint's
+normalise the whole projection, over all heads at once, so the kept heads' norm changes
+(allowed, said in a warning and in `expc_prune.json`); Mixtral's MLP neurons sit in its
+experts, which no metric scores yet (refused: the architecture has no `mlp.down_proj`,
+`ArchitectureFacts.missing_module` says why). Its KV heads and layers prune as Mistral's: the experts' tensors (the checkpoint's
 `block_sparse_moe.*`) are kept whole, or dropped and renumbered with their layer.
 """
 
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 # model.layers.3. / encoder.layer.3. / GPT-2's transformer.h.3.
 LAYER_IN_KEY = re.compile(r"(?:^|\.)(?:layers?|h)\.(\d+)\.")
 # Per unit kind: module -> (the weight's dimension that loses units, which index set).
+# `q_norm`/`k_norm` lose entries only where they span the whole projection (`_width_rules`).
 WIDTH_RULES = {
     "neurons": {"mlp.gate_proj": (0, "units"), "mlp.up_proj": (0, "units"),
                 "mlp.down_proj": (1, "units")},
@@ -65,9 +68,10 @@ WIDTH_RULES = {
 }
 # Families whose Hugging Face class derives the head size from hidden_size / heads.
 HEAD_SIZE_FROM_HIDDEN = {"bert": "BERT", "gpt2": "GPT-2", "gpt_neox": "GPT-NeoX"}
-NOT_EXACT = {("olmo2", "kv_heads"): "OLMo2's q_norm/k_norm normalise over all heads together, "
-             "so the kept heads are normalised over fewer channels than before: outputs are "
-             "close to, not equal to, the original with the same heads zeroed"}
+QK_NORMS = ("self_attn.q_norm", "self_attn.k_norm")
+WHOLE_PROJECTION_NORM = ("q_norm/k_norm normalise over all heads together, so the kept heads "
+                         "are normalised over fewer channels than before: outputs are close "
+                         "to, not equal to, the original with the same heads zeroed")
 
 
 @attrs.frozen(kw_only=True)
@@ -105,10 +109,19 @@ def check_supported(arch: Architecture, kind: UnitKind, *, metric: str,
                    f"{family} derives its head size from hidden_size / num_attention_heads, so "
                    "fewer heads would resize the others", code=CODE,
                    help=(f"prune {family}'s MLP neurons or layers instead",))
-    note = NOT_EXACT.get((arch.model_type, kind.name))
-    if note:
-        log.warning("%s", note)
+    if kind.name != "kv_heads" or ARCHITECTURES[arch.model_type].qk_norm != "projection":
+        return None
+    note = f"{arch.model_type}'s {WHOLE_PROJECTION_NORM}"
+    log.warning("%s", note)
     return note
+
+
+def _width_rules(model_type: str, kind: str) -> dict:
+    """`WIDTH_RULES[kind]`, without the QK-norms of a family whose norms work per head."""
+    rules = WIDTH_RULES[kind]
+    if ARCHITECTURES[model_type].qk_norm == "per_head":  # one [head_dim] weight for every head
+        return {module: rule for module, rule in rules.items() if module not in QK_NORMS}
+    return rules
 
 
 def _kept(total: int, removed: tuple[int, ...]) -> torch.Tensor:
@@ -174,7 +187,7 @@ def _cut(owners: list[Owner], rules: dict, sets: dict) -> tuple[int | None, torc
 def width_slices(arch: Architecture, cfg: ModelConfig, selection: Selection,
                  keys: list[str]) -> dict[str, Slice]:
     """Every checkpoint key's output slice when neurons or KV heads go."""
-    rules = WIDTH_RULES[selection.kind.name]
+    rules = _width_rules(arch.model_type, selection.kind.name)
     owners = layer_parameter_keys(arch, cfg, set(keys))
     sets = {layer: _index_sets(cfg, selection, layer) for layer in range(cfg.n_layers)}
     slices = {}

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import safe_open
 
 import expc
+from expc.models.loading import load_model
+from expc.runtime.prune.export import PruneRequest, prune
 from expc.spec.run_format import FORMAT, MANIFEST, RESULTS, importance_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
@@ -39,7 +42,7 @@ FAMILIES = ("llama", "mistral", "qwen2", "olmo2", "bert")
 FUSED_FAMILIES = ("phi3", "gpt2", "gpt_neox")
 HF_FAMILY = {"llama": "llama", "mistral": "mistral-window", "qwen2": "qwen2", "olmo2": "olmo2"}
 # family -> (config class, model class, config) of the families built from their own tiny
-# config here (the fused ones, and Mixtral), 3 layers each
+# config here (the fused ones and Mixtral, 3 layers each; Qwen3 and Gemma, 4 layers each)
 CONFIGS = {
     "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM, dict(
         vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
@@ -58,6 +61,25 @@ CONFIGS = {
         num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
         num_experts_per_tok=2, max_position_embeddings=128, tie_word_embeddings=False,
         sliding_window=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # QK-norm per head (`[head_dim]` weights shared by every head), head_dim 16 != 32 / 4
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # sandwich norms, soft caps, query_pre_attn_scalar != head_dim, alternating windows
+    "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        query_pre_attn_scalar=24, sliding_window=4, attn_logit_softcapping=1.5,
+        final_logit_softcapping=2.0, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    # Gemma 2's block with QK-norm per head, one global layer in 3, local and global ropes
+    "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, dict(
+        vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+        query_pre_attn_scalar=24, sliding_window=4, sliding_window_pattern=3,
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 1000.0}},
+        pad_token_id=0, bos_token_id=1, eos_token_id=2)),
 }
 
 
@@ -205,3 +227,34 @@ def assert_equals_zeroed(hf, family: str, out: Path, provenance: dict) -> None:
         hf_outputs(load_pruned(out, family), ids, mask)[real],
         hf_outputs(hf, ids, mask, zeroing_hooks(hf, family, provenance))[real],
         atol=2e-5, rtol=1e-4)
+
+
+def assert_pruned(hf, family: str, out: Path, provenance: dict) -> None:
+    """Something was removed, and the pruned folder equals the original with the units
+    zeroed (HF hooks), loaded by `transformers` and by expc alike."""
+    ids, mask = batch(hf.config.vocab_size)
+    real = mask.bool()
+    pruned = hf_outputs(load_pruned(out, family), ids, mask)
+    assert not torch.allclose(pruned[real], hf_outputs(hf, ids, mask)[real], atol=1e-3)
+    assert_equals_zeroed(hf, family, out, provenance)
+    with torch.no_grad():
+        ours = load_model(out)(ids, mask)[0]
+    torch.testing.assert_close(ours[real], pruned[real], atol=2e-5, rtol=1e-4)
+
+
+def tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a one-file checkpoint folder."""
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+def prune_weakest_layer(run: Path, out: Path, *, layers: int):
+    """`expc prune` of one of `layers` layers by the run's real `block_influence` scores:
+    the result, and the layer removed (checked to be the lowest-scored)."""
+    with safe_open(str(run / RESULTS), framework="pt") as handle:
+        scores = [handle.get_tensor(importance_key("block_influence", f"layers.{layer}",
+                                                   "score")).item() for layer in range(layers)]
+    result = prune(PruneRequest(run=run, metric="block_influence", out=out, keep=layers - 1))
+    gone = min(range(layers), key=scores.__getitem__)
+    assert result.provenance["removed_layers"] == [gone]
+    return result, gone

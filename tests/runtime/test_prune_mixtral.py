@@ -14,14 +14,11 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from expc.cli import main
-from expc.models.loading import load_model
 from expc.runtime.prune.export import PruneRequest, prune
 from expc.spec.diagnostics import DiagnosticError
-from prune_support import (assert_equals_zeroed, batch, build, hf_outputs, load_pruned,
-                           scoring_run)
+from prune_support import assert_pruned, build, prune_weakest_layer, scoring_run, tensors
 
 pytestmark = pytest.mark.slow
 
@@ -38,23 +35,6 @@ def scored(tmp_path_factory):
     return hf, folder, run
 
 
-def _check(hf, out, provenance):
-    """Pruned = original with the units zeroed (HF hooks), in `transformers` and in expc."""
-    ids, mask = batch(hf.config.vocab_size)
-    real = mask.bool()
-    pruned = hf_outputs(load_pruned(out, "mixtral"), ids, mask)
-    assert not torch.allclose(pruned[real], hf_outputs(hf, ids, mask)[real], atol=1e-3)
-    assert_equals_zeroed(hf, "mixtral", out, provenance)
-    with torch.no_grad():
-        ours = load_model(out)(ids, mask)[0]
-    torch.testing.assert_close(ours[real], pruned[real], atol=2e-5, rtol=1e-4)
-
-
-def _keys(folder):
-    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}
-
-
 def test_kv_heads(scored):
     hf, folder, run = scored
     out = folder / "kv"
@@ -62,31 +42,26 @@ def test_kv_heads(scored):
     config = json.loads((out / "config.json").read_text())
     assert (config["num_key_value_heads"], config["num_attention_heads"]) == (1, 2)
     assert config["num_local_experts"] == 4 and result.provenance["exact"] is True
-    source, pruned = _keys(folder / "ckpt"), _keys(out)
+    source, pruned = tensors(folder / "ckpt"), tensors(out)
     assert source.keys() == pruned.keys()
     expert = "model.layers.2.block_sparse_moe.experts.3.w2.weight"
     assert torch.equal(pruned[expert], source[expert])  # experts are kept whole
     assert pruned["model.layers.0.self_attn.o_proj.weight"].shape == (32, 2 * 8)
-    _check(hf, out, result.provenance)
+    assert_pruned(hf, "mixtral", out, result.provenance)
 
 
 def test_layers(scored):
     hf, folder, run = scored
-    with safe_open(str(run / "results.safetensors"), framework="pt") as handle:
-        scores = [handle.get_tensor(f"importance/block_influence/layers.{layer}/score").item()
-                  for layer in range(3)]
     out = folder / "layers"
-    result = prune(PruneRequest(run=run, metric="block_influence", out=out, fraction=0.34))
-    gone = min(range(3), key=scores.__getitem__)
-    assert result.provenance["removed_layers"] == [gone]
+    result, gone = prune_weakest_layer(run, out, layers=3)
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
-    source, pruned = _keys(folder / "ckpt"), _keys(out)
+    source, pruned = tensors(folder / "ckpt"), tensors(out)
     assert not any(".layers.2." in key for key in pruned)
     for new, old in enumerate(layer for layer in range(3) if layer != gone):
         for name in ("block_sparse_moe.gate.weight", "block_sparse_moe.experts.1.w1.weight"):
             assert torch.equal(pruned[f"model.layers.{new}.{name}"],
                                source[f"model.layers.{old}.{name}"])
-    _check(hf, out, result.provenance)
+    assert_pruned(hf, "mixtral", out, result.provenance)
 
 
 @pytest.mark.parametrize("metric", ["channel_contribution", "l2_norm"])
