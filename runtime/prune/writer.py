@@ -5,10 +5,15 @@ to the output folder only once every file is complete, so a failure at any point
 half-written checkpoint (the temporary folder is removed). A sharded source keeps its
 sharding: each source shard becomes one output shard holding the same tensors, pruned
 (`model-0000i-of-0000n.safetensors` and `model.safetensors.index.json`, shards left empty by
-removed layers dropped); a single `model.safetensors` stays one file. Tensors are read one
-at a time through a short-lived memory map of their shard (`stream.write_streamed`), so
-memory holds one tensor and its pruned copy, never a shard. The tokenizer files beside the
-weights are copied as they are.
+removed layers dropped); a single `model.safetensors` stays one file. Each shard's header is
+read once (dtype, shape and byte range of every tensor); tensors are then copied or gathered
+from those byte ranges one at a time (`stream.write_streamed`, with one `Scratch` for the
+whole checkpoint), so memory holds one tensor and its pruned copy, never a shard. The
+tokenizer files beside the weights are copied as they are.
+
+The output is durable before it is visible: every file and the temporary folder are fsynced
+before the rename, and the parent folder after it, so a crash leaves either no output
+folder or a complete one (the benchmark's copy reference fsyncs likewise).
 """
 
 from __future__ import annotations
@@ -23,12 +28,11 @@ from pathlib import Path
 
 import attrs
 import torch
-from safetensors import safe_open
 
 from expc.models.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from expc.runtime.atomic import os_errors_named
 from expc.runtime.prune.rules import Slice
-from expc.runtime.prune.stream import DTYPES, Entry, write_streamed
+from expc.runtime.prune.stream import DTYPES, Entry, Gather, Scratch, write_streamed
 from expc.runtime.prune.units import CODE
 from expc.spec.diagnostics import fail
 
@@ -36,36 +40,27 @@ PROVENANCE = "expc_prune.json"
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                 "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model",
                 "generation_config.json")
-METADATA = {"format": "pt"}
-MIN_RUN_BYTES = 1 << 20  # row cuts copied as byte ranges only when their runs average this  # what transformers expects of a PyTorch safetensors file
+METADATA = {"format": "pt"}  # what transformers expects of a PyTorch safetensors file
+MIN_RUN_BYTES = 1 << 20  # row cuts copied as byte ranges only when their runs average this
 
 
 @attrs.frozen(kw_only=True)
 class TensorSource:
-    """A checkpoint's tensors by file: their names, dtypes and shapes, and a reader."""
+    """A checkpoint's tensors by file: their names, dtypes and shapes, and where they are."""
 
     files: tuple[tuple[str, ...], ...]  # tensor names per source file, in file order
     sharded: bool
     info: Callable[[str], tuple[torch.dtype, tuple[int, ...]]]
-    read: Callable[[str], torch.Tensor]
     folder: Path | None  # where the tokenizer files are (None: a built-in model)
     # a tensor's bytes in its file: (file, offset, length); None for a built-in model
     locate: Callable[[str], tuple[Path, int, int]] | None = None
+    read: Callable[[str], torch.Tensor] | None = None  # a built-in model's generated tensor
 
 
-def _headers(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-    infos = {}
-    for shard in shards:
-        with safe_open(str(shard), framework="pt") as handle:
-            for name in handle.keys():
-                piece = handle.get_slice(name)
-                infos[name] = (DTYPES[piece.get_dtype()], tuple(piece.get_shape()))
-    return infos
-
-
-def _byte_ranges(shards: list[Path]) -> dict[str, tuple[Path, int, int]]:
-    """Where each tensor's bytes sit in its file (the safetensors layout: an 8-byte header
-    length, the JSON header, then data at the header's `data_offsets`)."""
+def _layout(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...],
+                                                   tuple[Path, int, int]]]:
+    """Each tensor's dtype, shape and bytes in its file (the safetensors layout: an 8-byte
+    header length, the JSON header, then data at the header's `data_offsets`)."""
     found = {}
     for shard in shards:
         with open(shard, "rb") as handle:
@@ -74,7 +69,8 @@ def _byte_ranges(shards: list[Path]) -> dict[str, tuple[Path, int, int]]:
         for name, entry in header.items():
             if name != "__metadata__":
                 start, end = entry["data_offsets"]
-                found[name] = (shard, 8 + length + start, end - start)
+                found[name] = (DTYPES[entry["dtype"]], tuple(entry["shape"]),
+                               (shard, 8 + length + start, end - start))
     return found
 
 
@@ -85,28 +81,22 @@ def tensor_source(checkpoint) -> TensorSource:
                             info=lambda name: (torch.float32, checkpoint.shape(name)),
                             read=checkpoint.get_tensor)
     shards = sorted(set(checkpoint.locations.values()))
-    infos = _headers(shards)
-
-    def read(name: str) -> torch.Tensor:
-        with safe_open(str(checkpoint.locations[name]), framework="pt") as handle:
-            return handle.get_tensor(name)
-
+    layout = _layout(shards)
     files = tuple(tuple(sorted(n for n, s in checkpoint.locations.items() if s == shard))
                   for shard in shards)
     return TensorSource(files=files, sharded=checkpoint.listing.name == INDEX_FILE,
-                        info=infos.__getitem__, read=read, folder=checkpoint.folder,
-                        locate=_byte_ranges(shards).__getitem__)
+                        info=lambda name: layout[name][:2], folder=checkpoint.folder,
+                        locate=lambda name: layout[name][2])
 
 
 def _row_runs(index: torch.Tensor) -> list[tuple[int, int]]:
     """Kept rows as (first, count) runs of consecutive indices (`index` ascending)."""
-    runs: list[tuple[int, int]] = []
-    for row in index.tolist():
-        if runs and runs[-1][0] + runs[-1][1] == row:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((row, 1))
-    return runs
+    if not len(index):
+        return []
+    breaks = (torch.nonzero(index[1:] - index[:-1] != 1).reshape(-1) + 1).tolist()
+    starts, ends = [0, *breaks], [*breaks, len(index)]
+    firsts = index[starts].tolist()
+    return [(first, end - start) for first, start, end in zip(firsts, starts, ends)]
 
 
 def _ranges(source: TensorSource, name: str, cut: Slice, shape: tuple[int, ...]
@@ -128,9 +118,16 @@ def _ranges(source: TensorSource, name: str, cut: Slice, shape: tuple[int, ...]
 
 def _entry(source: TensorSource, name: str, cut: Slice) -> Entry:
     dtype, shape = source.info(name)
+    if source.locate is None:  # a built-in model: generate, then cut
+        return Entry(name=cut.key, dtype=dtype, shape=cut.shape(shape),
+                     produce=lambda: cut.apply(source.read(name)))
+    ranges = _ranges(source, name, cut, shape)
+    if ranges:
+        return Entry(name=cut.key, dtype=dtype, shape=cut.shape(shape), ranges=ranges)
+    file, offset, _ = source.locate(name)
     return Entry(name=cut.key, dtype=dtype, shape=cut.shape(shape),
-                 produce=lambda: cut.apply(source.read(name)),
-                 ranges=_ranges(source, name, cut, shape))
+                 gather=Gather(file=file, offset=offset, shape=shape, dim=cut.dim,
+                               index=cut.index.numpy()))
 
 
 def write_weights(folder: Path, source: TensorSource, slices: Mapping[str, Slice]) -> None:
@@ -138,13 +135,15 @@ def write_weights(folder: Path, source: TensorSource, slices: Mapping[str, Slice
     groups = [[_entry(source, name, slices[name]) for name in names if name in slices]
               for names in source.files]
     groups = [group for group in groups if group]
+    scratch = Scratch()
     if not source.sharded:
-        write_streamed(folder / SINGLE_FILE, [e for group in groups for e in group], METADATA)
+        write_streamed(folder / SINGLE_FILE, [e for group in groups for e in group], METADATA,
+                       scratch=scratch)
         return
     weight_map, total = {}, 0
     for number, group in enumerate(groups, start=1):
         name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
-        total += write_streamed(folder / name, group, METADATA)
+        total += write_streamed(folder / name, group, METADATA, scratch=scratch)
         weight_map.update({entry.name: name for entry in group})
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
@@ -178,11 +177,24 @@ def staged_folder(out: Path) -> Iterator[Path]:
     try:
         with os_errors_named(out):
             yield temp
+        with os_errors_named(out):
+            for path in [*sorted(temp.iterdir()), temp]:  # durable before it is visible
+                _fsync(path)
         refuse_existing(out)  # created meanwhile by someone else
         with os_errors_named(out, doing="create"):
             os.rename(temp, out)
+            _fsync(out.parent)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_json(path: Path, value) -> None:

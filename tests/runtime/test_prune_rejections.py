@@ -90,7 +90,7 @@ def test_scores_of_another_model(tmp_path, scored):
 
 
 def test_a_failure_while_writing_leaves_nothing(tmp_path, scored, monkeypatch):
-    def full_disk(path, entries, metadata):
+    def full_disk(path, entries, metadata, **_):
         path.write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 

@@ -1,52 +1,77 @@
 """`expc prune`'s writer copies whole tensors and row cuts as byte ranges of the source file
-(inside the kernel); what it writes equals slicing the loaded tensor."""
+(inside the kernel), gathers other cuts from the file's bytes; what it writes equals slicing
+the loaded tensor, and its output is fsynced before it is renamed into place."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from expc.runtime.prune import writer
 from expc.runtime.prune.rules import Slice
-from expc.runtime.prune.stream import Entry, write_streamed
-from expc.runtime.prune.writer import TensorSource, _byte_ranges, _ranges, _row_runs
+from expc.runtime.prune.stream import Scratch, write_streamed
+from expc.runtime.prune.writer import (TensorSource, _entry, _layout, _ranges, _row_runs,
+                                       staged_folder)
 
 
 def test_row_runs_group_consecutive_indices():
     assert _row_runs(torch.tensor([0, 1, 2, 5, 7, 8])) == [(0, 3), (5, 1), (7, 2)]
 
 
-def test_ranges_write_what_slicing_gives(tmp_path, monkeypatch):
-    monkeypatch.setattr("expc.runtime.prune.writer.MIN_RUN_BYTES", 1)  # tiny rows still copied
+def _source(path, tensors) -> TensorSource:
+    save_file(tensors, str(path))
+    layout = _layout([path])
+    return TensorSource(files=(tuple(tensors),), sharded=False, folder=None,
+                        info=lambda n: layout[n][:2], locate=lambda n: layout[n][2])
+
+
+@pytest.mark.parametrize("min_run", [1, 1 << 20])  # row cuts copied as ranges, or gathered
+def test_cuts_write_what_slicing_gives(tmp_path, monkeypatch, min_run):
+    monkeypatch.setattr("expc.runtime.prune.writer.MIN_RUN_BYTES", min_run)
     tensors = {"a": torch.arange(40, dtype=torch.float32).reshape(8, 5),
                "b": torch.arange(12, dtype=torch.bfloat16).reshape(3, 4),
-               "c": torch.arange(30, dtype=torch.float32).reshape(5, 6)}
-    save_file(tensors, str(tmp_path / "in.safetensors"))
-    located = _byte_ranges([tmp_path / "in.safetensors"])
-    source = TensorSource(files=(tuple(tensors),), sharded=False, folder=None,
-                          info=lambda n: (tensors[n].dtype, tuple(tensors[n].shape)),
-                          read=tensors.__getitem__, locate=located.__getitem__)
+               "c": torch.arange(30, dtype=torch.float32).reshape(5, 6),
+               "d": torch.randn(4, 9).to(torch.bfloat16), "e": torch.arange(7) % 2 == 0,
+               "f": torch.arange(24, dtype=torch.int64).reshape(2, 3, 4)}
+    source = _source(tmp_path / "in.safetensors", tensors)
     cuts = {"a": Slice(key="a", dim=0, index=torch.tensor([0, 1, 4, 6, 7])),
-            "b": Slice(key="b"), "c": Slice(key="c", dim=1, index=torch.tensor([1, 4]))}
-    entries = []
-    for name, cut in cuts.items():
-        dtype, shape = source.info(name)
-        ranges = _ranges(source, name, cut, shape)
-        assert bool(ranges) == (cut.dim != 1)  # a column cut must be read and gathered
-        entries.append(Entry(name=name, dtype=dtype, shape=cut.shape(shape),
-                             produce=lambda n=name, c=cut: c.apply(tensors[n]), ranges=ranges))
-    write_streamed(tmp_path / "out.safetensors", entries, {"format": "pt"})
-    out = load_file(str(tmp_path / "out.safetensors"))
-    for name, cut in cuts.items():
-        assert torch.equal(out[name], cut.apply(tensors[name])), name
+            "b": Slice(key="b"), "c": Slice(key="c", dim=1, index=torch.tensor([1, 4])),
+            "d": Slice(key="d", dim=1, index=torch.tensor([0, 2, 3, 8])),
+            "e": Slice(key="e", dim=0, index=torch.tensor([1, 2, 6])),
+            "f": Slice(key="f", dim=2, index=torch.tensor([0, 3]))}
+    entries = [_entry(source, name, cut) for name, cut in cuts.items()]
+    assert bool(entries[2].ranges) is False and entries[2].gather is not None  # a column cut
+    assert bool(entries[0].ranges) == (min_run == 1)
+    scratch = Scratch()
+    write_streamed(tmp_path / "out.safetensors", entries, {"format": "pt"}, scratch=scratch)
+    write_streamed(tmp_path / "again.safetensors", entries, {"format": "pt"}, scratch=scratch)
+    for file in ("out", "again"):  # the reused scratch buffers leave nothing behind
+        out = load_file(str(tmp_path / f"{file}.safetensors"))
+        for name, cut in cuts.items():
+            assert torch.equal(out[name], cut.apply(tensors[name])), name
 
 
 def test_scattered_small_rows_are_gathered_not_copied_range_by_range(tmp_path):
-    tensors = {"a": torch.zeros(64, 4)}
-    save_file(tensors, str(tmp_path / "in.safetensors"))
-    located = _byte_ranges([tmp_path / "in.safetensors"])
-    source = TensorSource(files=(("a",),), sharded=False, folder=None,
-                          info=lambda n: (torch.float32, (64, 4)), read=tensors.__getitem__,
-                          locate=located.__getitem__)
+    source = _source(tmp_path / "in.safetensors", {"a": torch.zeros(64, 4)})
     scattered = Slice(key="a", dim=0, index=torch.arange(0, 64, 2))
     assert _ranges(source, "a", scattered, (64, 4)) == ()
     assert len(_ranges(source, "a", Slice(key="a"), (64, 4))) == 1  # a whole tensor is one
+
+
+def test_staged_folder_fsyncs_every_file_and_both_folders_before_it_is_visible(
+        tmp_path, monkeypatch):
+    synced = []
+
+    def fsync(path):
+        synced.append((path.name, (tmp_path / "o").exists()))
+
+    monkeypatch.setattr(writer, "_fsync", fsync)
+    with staged_folder(tmp_path / "o") as folder:
+        (folder / "a.safetensors").write_bytes(b"x")
+        (folder / "config.json").write_text("{}")
+    temp = f".o.expc-prune-{os.getpid()}.tmp"
+    assert synced == [("a.safetensors", False), ("config.json", False), (temp, False),
+                      (tmp_path.name, True)]
