@@ -4,7 +4,9 @@ A random Llama-style checkpoint (bf16, sharded like a real one) is built once un
 `.cache/bench`; a one-batch `expc run` scores `channel_contribution` at every
 `mlp.down_proj`; then `expc prune --fraction 0.25` removes a quarter of the MLP neurons.
 Measured, with the shards in the page cache (each read once before): the copy of the shards
-(`shutil.copyfile`, what `cp` does), the prune's own work in a fresh process after its
+(`shutil.copyfile`, what `cp` does), plain and durable (each copied file and the folder
+fsynced, as `expc prune` fsyncs its output before renaming it into place: the like-for-like
+reference the verdicts use), the prune's own work in a fresh process after its
 imports (`bench.prune_probe`: time and peak RSS above the post-import baseline), and the
 whole `expc prune` command (a fresh `python -m expc prune`), and beside it the floor any
 command on that import path pays: a fresh `python -c "import torch"` (~1 s on this machine,
@@ -115,12 +117,18 @@ def score(checkpoint: Path, work: Path) -> Path:
     return work / "scores"
 
 
-def copy_seconds(checkpoint: Path, target: Path) -> float:
+def copy_seconds(checkpoint: Path, target: Path, *, durable: bool) -> float:
+    """Copy the shards; `durable`: then fsync each copy and the folder (what prune does)."""
     shards = sorted(checkpoint.glob("*.safetensors"))
     target.mkdir()
     started = time.perf_counter()
     for shard in shards:
         shutil.copyfile(shard, target / shard.name)
+    if durable:
+        for path in [*(target / shard.name for shard in shards), target]:
+            descriptor = os.open(path, os.O_RDONLY)
+            os.fsync(descriptor)
+            os.close(descriptor)
     return time.perf_counter() - started
 
 
@@ -155,7 +163,7 @@ def measure(*, quick: bool) -> StudyResult:
     shards = sorted(checkpoint.glob("*.safetensors"))
     total_mib = sum(s.stat().st_size for s in shards) / 2**20
     largest_mib = max(s.stat().st_size for s in shards) / 2**20
-    copies, works, peaks, commands, imports = [], [], [], [], []
+    copies, synced, works, peaks, commands, imports = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(dir=CACHE_DIR) as folder:
         work = Path(folder)
         run = score(checkpoint, work)
@@ -165,7 +173,10 @@ def measure(*, quick: bool) -> StudyResult:
             # Each step starts with no dirty pages of the step before (their writeback would
             # stall whichever step came next) and leaves no output behind.
             os.sync()
-            copies.append(copy_seconds(checkpoint, work / "copy"))
+            copies.append(copy_seconds(checkpoint, work / "copy", durable=False))
+            shutil.rmtree(work / "copy")
+            os.sync()
+            synced.append(copy_seconds(checkpoint, work / "copy", durable=True))
             shutil.rmtree(work / "copy")
             os.sync()
             probe = prune_probe(run, work / "probe")
@@ -176,11 +187,13 @@ def measure(*, quick: bool) -> StudyResult:
             commands.append(command_seconds(run, work / "command"))
             shutil.rmtree(work / "command")
             imports.append(torch_import_seconds())
-            log.info("rep %d: copy %.2f s, prune work %.2f s, command %.2f s, peak +%.0f MiB",
-                     rep, copies[-1], works[-1], commands[-1], peaks[-1])
+            log.info("rep %d: copy %.2f s (fsynced %.2f s), prune work %.2f s, command "
+                     "%.2f s, peak +%.0f MiB",
+                     rep, copies[-1], synced[-1], works[-1], commands[-1], peaks[-1])
     # The best of the repetitions: this disk's writeback stalls a write now and then by
     # seconds (copies of the same shards measured 0.4 s and 3.7 s), and load only adds time.
-    copy, work_s, command, torch_s = (min(x) for x in (copies, works, commands, imports))
+    plain, copy, work_s, command, torch_s = (min(x) for x in (copies, synced, works, commands,
+                                                                imports))
     peak = max(peaks)
     time_ratio, memory_ratio = work_s / copy, peak / largest_mib
     hidden, inter, layers, vocab, heads, kv = shape
@@ -193,22 +206,28 @@ def measure(*, quick: bool) -> StudyResult:
                   f"{hidden}, {layers} layers; 25% of MLP neurons removed; {REPEATS[mode]} "
                   "repetitions, the best of each (the disk's writeback stalls single writes by seconds); shards in the page cache"),
         columns=("what", "time", "vs copy", "peak RSS above start"),
-        rows=(("copy the shards (`shutil.copyfile`)", f"{copy:.2f} s", "1.00×", "—"),
+        rows=(("copy the shards (`shutil.copyfile`), not fsynced", f"{plain:.2f} s",
+               f"{plain / copy:.2f}×", "—"),
+              ("copy the shards, fsynced (like `expc prune`: the reference)", f"{copy:.2f} s",
+               "1.00×", "—"),
               ("`expc prune`, its work (fresh process, after imports)", f"{work_s:.2f} s",
                f"{time_ratio:.2f}×", f"+{peak:,.0f} MiB ({memory_ratio:.2f}× the largest shard)"),
               ("`expc prune`, the whole command (torch's import included)", f"{command:.2f} s",
                f"{command / copy:.2f}×", "—"),
               ("`python -c \"import torch\"` alone (the command's floor)", f"{torch_s:.2f} s",
                f"{torch_s / copy:.2f}×", "—")),
-        raw={"copy_s": copies, "work_s": works, "command_s": commands, "peak_mib": peaks,
+        raw={"copy_s": copies, "copy_fsync_s": synced, "work_s": works, "command_s": commands,
+             "peak_mib": peaks,
              "torch_import_s": imports,
              "largest_shard_mib": largest_mib, "total_mib": total_mib, "parameters": parameters},
         verdicts=(
-            StudyVerdict(target=f"`expc prune` ≤ {PRUNE_TIME_RATIO:.0f}× copying the safetensors",
-                         measured=f"{time_ratio:.2f}× ({work_s:.2f} s vs {copy:.2f} s)",
+            StudyVerdict(target=f"`expc prune` ≤ {PRUNE_TIME_RATIO:.0f}× copying the safetensors "
+                                "(both fsynced)",
+                         measured=f"{time_ratio:.2f}× ({work_s:.2f} s vs {copy:.2f} s; "
+                                  f"{work_s / plain:.2f}× the plain copy's {plain:.2f} s)",
                          met=time_ratio <= PRUNE_TIME_RATIO),
             StudyVerdict(target=f"the whole `expc prune` command ≤ {PRUNE_TIME_RATIO:.0f}× "
-                                "copying the safetensors",
+                                "copying the safetensors (both fsynced)",
                          measured=f"{command / copy:.2f}× ({command:.2f} s; importing torch "
                                   f"alone {torch_s:.2f} s = {torch_s / copy:.2f}×)",
                          met=command / copy <= PRUNE_TIME_RATIO),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import pkgutil
+import subprocess
+import sys
 
 import click
 import pytest
@@ -17,16 +19,31 @@ from expc.cli._options import set_option
 from expc.spec.diagnostics import DiagnosticError, fail
 
 
+def _commands() -> dict[str, click.Command]:
+    return {name: cli.get_command(None, name) for name in cli.list_commands(None)}
+
+
 def test_every_command_module_is_added_to_the_group():
     modules = {info.name for info in pkgutil.iter_modules(expc.cli.__path__)
                if not info.name.startswith("_")}
-    assert set(cli.commands) == modules
-    assert all(isinstance(command, Command) for command in cli.commands.values())
+    assert set(_commands()) == modules
+    assert all(isinstance(command, Command) for command in _commands().values())
+    assert cli.get_command(None, "nonesuch") is None
+
+
+def test_a_command_imports_only_its_own_module():
+    # `expc prune` must not pay for the .exp parser and checker that `expc check` loads.
+    code = ("import sys; from expc.cli import cli; cli.get_command(None, 'prune'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('expc.cli.', 'lark'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert "expc.cli.prune" in loaded
+    assert "expc.cli.check" not in loaded and "'lark'" not in loaded
 
 
 def test_commands_taking_overrides_share_the_one_set_option():
     reference = set_option(click.Command("x")).params[0]
-    takers = {name: p for name, command in cli.commands.items() for p in command.params
+    takers = {name: p for name, command in _commands().items() for p in command.params
               if p.name == "overrides"}
     assert set(takers) == {"check", "compile", "run"}
     for param in takers.values():
