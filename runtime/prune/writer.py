@@ -30,6 +30,7 @@ import attrs
 import torch
 
 from expc.models.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
+from expc.runtime.atomic import _fsync_folder as _fsync  # O_RDONLY fsync: files too
 from expc.runtime.atomic import os_errors_named
 from expc.runtime.prune.rules import Slice
 from expc.runtime.prune.stream import DTYPES, Entry, Gather, Scratch, write_streamed
@@ -186,15 +187,6 @@ def staged_folder(out: Path) -> Iterator[Path]:
             _fsync(out.parent)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's data and metadata to the disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def write_json(path: Path, value) -> None:
