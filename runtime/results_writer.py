@@ -15,10 +15,11 @@ shard is fsynced before it gets its name, so no name ever shows a torn shard) fr
 queue of at most one waiting shard: the loop goes on while a shard is written, and blocks
 only if a second one is ready before the first is on disk, so memory holds at most about
 three shards' worth of rows (buffered, queued, being written). `flush` waits for the queue
-and fsyncs the folder once for every shard renamed since the last flush (a folder fsync
-per shard halved the write speed of small shards); a checkpoint calls it, then records
-`shards` (every shard now complete on disk, names included) in its cursor, beside the states that hold the rows not yet in a shard. `resume` takes that record
-back and removes this rank's later shards (written after the checkpoint, so rewritten).
+and fsyncs the folder once for every shard renamed since the last flush (a folder
+fsync per shard halved the write speed of small shards); a checkpoint calls it, then
+records `shards` (every shard now complete on disk, names included) in its cursor, beside
+the states that hold the rows not yet in a shard. `resume` takes that record back and
+removes this rank's later shards (written after the checkpoint, so rewritten).
 The finish (`runtime/store.py`) joins every rank's shards into the final layout.
 """
 

@@ -1,4 +1,4 @@
-"""The results writer fsyncs every shard but its folder once per flush (runtime/results_writer.py)."""
+"""The results writer fsyncs every shard, its folder once per flush (runtime/results_writer.py)."""
 
 from __future__ import annotations
 
