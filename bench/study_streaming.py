@@ -5,13 +5,15 @@
 sequences, with a small `output { shard_size }` so that the rows stream to shards
 (`runtime/results_writer.py`). Each run is a fresh `expc run` process, launched by
 `bench_runtime`'s launcher, which reads its own peak RSS (`wait4`): it must grow < 10% from N
-to 10N. Inside the run (this module's `--probe`), every shard write
-(`save_safetensors_atomic`: temporary file, fsync, rename, folder fsync) is timed; write
-throughput is the shards' bytes over those seconds. The disk's sequential speed is measured
-right after each run by the same function writing one file of the same bytes (median of
-three), so both have the same flush semantics; the target is 80% of it. The same bytes in as
-many files as the run wrote shards, with no model running, tell the cost of files apart from
-the cost of writing beside the model.
+to 10N. Shards are 64 MB, as large as a real run's are small (the default is 2 GB), and N
+already cuts several, so memory is at its plateau in both runs. Inside the run (this
+module's `--probe`), every shard write (`save_safetensors_atomic`: temporary file, fsync,
+rename) and every folder fsync the writer does once per flush is timed; write throughput is
+the shards' bytes over those seconds. The disk's sequential speed is measured right after
+each run by the same functions writing one file of the same bytes (median of three), so
+both have the same flush semantics; the target is 80% of it. The same bytes in as many
+files as the run wrote shards (each fsynced, the folder once), with no model running, tell
+the cost of files apart from the cost of writing beside the model.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ DESCRIPTION = ("`full` captures of every layer's `resid_out` streamed to shards:
                "whole `expc run` processes at N and 10N samples, and shard write throughput "
                "against the disk's sequential write speed")
 MODEL = "builtin:tiny-llama"
-DATA = {"full": (64, 512), "quick": (16, 256)}  # N samples, tokens each (10N in the large run)
-SHARD_SIZE = {"full": "4MB", "quick": "1MB"}  # N's run cuts several: memory at its plateau
+DATA = {"full": (384, 512), "quick": (16, 256)}  # N samples, tokens each (10N in the large run)
+SHARD_SIZE = {"full": "64MB", "quick": "1MB"}  # N's run cuts several: memory at its plateau
 BATCH_SIZE = 8
 DISK_REPEATS = 3  # the disk's speed: the median of this many writes after each run
 GROWTH_TARGET, THROUGHPUT_TARGET = 0.10, 0.80  # the issue's bounds
@@ -77,14 +79,22 @@ def probe(spec: Path, writes_to: Path, *, overrides: list[str]) -> None:
     writes: list[dict] = []
 
     def timed(save):
-        def save_timed(path, tensors, metadata=None):
+        def save_timed(path, tensors, metadata=None, **how):
             started = time.perf_counter()
-            save(path, tensors, metadata)
+            save(path, tensors, metadata, **how)
             writes.append({"file": Path(path).name, "seconds": time.perf_counter() - started})
         return save_timed
 
     for module in (results_writer, store):
         module.save_safetensors_atomic = timed(module.save_safetensors_atomic)
+    sync = results_writer.fsync_folder
+
+    def sync_timed(folder):
+        started = time.perf_counter()
+        sync(folder)
+        writes.append({"file": None, "seconds": time.perf_counter() - started})
+
+    results_writer.fsync_folder = sync_timed
     try:
         cli.main(["run", str(spec), "--force", "--quiet",
                   *(arg for value in overrides for arg in ("--set", value))],
@@ -110,7 +120,7 @@ def run_measured(spec: Path, samples: int) -> dict:
     out = spec.parent / "run"
     shards = sorted(out.glob(SHARD_PATTERN))
     writes = json.loads(writes_to.read_text())
-    if not shards or len(writes) != len(shards):
+    if not shards or len([w for w in writes if w["file"]]) != len(shards):
         raise RuntimeError(f"{len(shards)} shards but {len(writes)} results writes in {out}")
     manifest = json.loads((out / "manifest.json").read_text())
     return {"peak_rss_mib": measured["maxrss_kib"] / 1024, "wall_s": measured["wall"],
@@ -122,17 +132,20 @@ def run_measured(spec: Path, samples: int) -> dict:
 
 def disk_seconds(folder: Path, size: int, *, files: int = 1) -> list[float]:
     """Seconds to write `size` bytes in `files` safetensors files as the run writes its
-    shards, `DISK_REPEATS` times (this shared disk's speed varies from write to write)."""
+    shards (each fsynced, the folder once), `DISK_REPEATS` times (this shared disk's speed
+    varies from write to write)."""
     import torch
 
-    from expc.runtime.atomic import save_safetensors_atomic
+    from expc.runtime.atomic import fsync_folder, save_safetensors_atomic
 
     tensor = torch.ones(size // 4 // files, dtype=torch.float32)  # touched before the clock
     seconds = []
     for _ in range(DISK_REPEATS):
         started = time.perf_counter()
         for number in range(files):
-            save_safetensors_atomic(folder / f"disk-{number}.safetensors", {"bytes": tensor})
+            save_safetensors_atomic(folder / f"disk-{number}.safetensors", {"bytes": tensor},
+                                    sync_folder=False)
+        fsync_folder(folder)
         seconds.append(time.perf_counter() - started)
         for number in range(files):
             (folder / f"disk-{number}.safetensors").unlink()
@@ -198,8 +211,8 @@ def measure(*, quick: bool) -> StudyResult:
                   f" (1 KiB of float32 rows per token), N = {samples} and 10N = {10 * samples} "
                   f"samples of {length} random byte tokens, batch {BATCH_SIZE}, "
                   f"`shard_size = \"{SHARD_SIZE[mode]}\"`; one fresh `expc run` per row; the "
-                  "disk: one `save_safetensors_atomic` file of the same bytes, median of "
-                  f"{DISK_REPEATS} after each run"),
+                  "disk: one `save_safetensors_atomic` file of the same bytes (fsync, rename, "
+                  f"folder fsync), median of {DISK_REPEATS} after each run"),
         columns=("samples", "tokens", "peak RSS", "shards", "batch loop", "writing shards",
                  "write throughput", "disk sequential", "disk, shard-sized files", "of disk"),
         rows=tuple(row_cells(count, run) for count, run in runs.items()),

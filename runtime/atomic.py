@@ -46,10 +46,15 @@ def write_json_atomic(path: str | Path, value) -> None:
 
 
 def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor],
-                            metadata: Mapping[str, str] | None = None) -> None:
-    """Save tensors (moved to contiguous CPU, un-aliased) as a safetensors file atomically."""
+                            metadata: Mapping[str, str] | None = None, *,
+                            sync_folder: bool = True) -> None:
+    """Save tensors (moved to contiguous CPU, un-aliased) as a safetensors file atomically.
+
+    `sync_folder=False` leaves the folder's fsync to the caller (`fsync_folder`), which
+    batches it over many files: each file is still complete on disk before its name is, so
+    a crash loses at most a rename, never leaves a torn file under the name."""
     ready = _standalone_cpu(tensors)
-    with _replacing(Path(path)) as temp:
+    with _replacing(Path(path), sync_folder=sync_folder) as temp:
         save_file(ready, str(temp), metadata=dict(metadata) if metadata else None)
         _fsync_file(temp)
 
@@ -83,7 +88,7 @@ def os_errors_named(path: Path, *, doing: str = "write") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
+def _replacing(path: Path, *, sync_folder: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success rename it over `path`, else delete it."""
     with os_errors_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,14 @@ def _replacing(path: Path) -> Iterator[Path]:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_folder(path.parent)
+        if sync_folder:
+            _fsync_folder(path.parent)
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Make the renames into `folder` durable (after writes with `sync_folder=False`)."""
+    with os_errors_named(Path(folder)):
+        _fsync_folder(Path(folder))
 
 
 def _fsync_file(path: Path) -> None:

@@ -10,13 +10,16 @@ So a shard holds at least `shard_size` bytes of rows and at most that plus one b
 where shards are cut depends only on `shard_size` and the batch plan: a resumed run cuts
 them exactly where an uninterrupted one does.
 
-Shards are written by one background thread (atomic writes, `runtime/atomic.py`) from a
+Shards are written by one background thread (atomic writes, `runtime/atomic.py`: each
+shard is fsynced before it gets its name, so no name ever shows a torn shard) from a
 queue of at most one waiting shard: the loop goes on while a shard is written, and blocks
 only if a second one is ready before the first is on disk, so memory holds at most about
-three shards' worth of rows (buffered, queued, being written). `flush` waits for the queue;
-a checkpoint calls it, then records `shards` (every shard now complete on disk) in its
-cursor, beside the states that hold the rows not yet in a shard. `resume` takes that record
-back and removes this rank's later shards (written after the checkpoint, so rewritten).
+three shards' worth of rows (buffered, queued, being written). `flush` waits for the queue
+and fsyncs the folder once for every shard renamed since the last flush (a folder
+fsync per shard halved the write speed of small shards); a checkpoint calls it, then
+records `shards` (every shard now complete on disk, names included) in its cursor, beside
+the states that hold the rows not yet in a shard. `resume` takes that record back and
+removes this rank's later shards (written after the checkpoint, so rewritten).
 The finish (`runtime/store.py`) joins every rank's shards into the final layout.
 """
 
@@ -31,7 +34,8 @@ from pathlib import Path
 import attrs
 import torch
 
-from expc.runtime.atomic import os_errors_named, remove_stale_temps, save_safetensors_atomic
+from expc.runtime.atomic import (fsync_folder, os_errors_named, remove_stale_temps,
+                                 save_safetensors_atomic)
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import PARTIAL_PATTERN, partial_name, piece_name
 
@@ -58,6 +62,7 @@ class ResultsWriter:
     _queue: queue.Queue = attrs.field(factory=lambda: queue.Queue(maxsize=1))
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
+    _unsynced: bool = False  # a shard was renamed into the folder since its last fsync
 
     @classmethod
     def resume(cls, folder: Path, *, rank: int, shard_size: int, first_row: int,
@@ -113,10 +118,14 @@ class ResultsWriter:
         log.debug("rank %d: shard %s queued", self.rank, name)
 
     def flush(self) -> list[dict]:
-        """Wait until every queued shard is on disk; return the record of all of them."""
+        """Wait until every queued shard is on disk, names included (the folder fsynced);
+        return the record of all of them."""
         if self._thread is not None:
             self._queue.join()
         self._raise()
+        if self._unsynced:
+            fsync_folder(self.folder)
+            self._unsynced = False
         return [dict(shard) for shard in self.shards]
 
     def close(self) -> None:
@@ -145,7 +154,8 @@ class ResultsWriter:
                 if item is None:
                     return
                 if self._error is None:
-                    save_safetensors_atomic(*item)
+                    self._unsynced = True
+                    save_safetensors_atomic(*item, sync_folder=False)
             except BaseException as exc:  # handed to the loop's thread by `_raise`
                 self._error = exc
             finally:

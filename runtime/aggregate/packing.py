@@ -7,22 +7,12 @@ padded places are zeros and the mask beside the tensor marks them as not tokens.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from expc.runtime.host_rows import host_block, settle
-
-
-def pad_to(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Zero-pad every dim after the first up to `shape` (which keeps dim 0 as it is)."""
-    if tuple(tensor.shape[1:]) == tuple(shape[1:]):
-        return tensor
-    widths: list[int] = []
-    for have, want in zip(reversed(tensor.shape[1:]), reversed(shape[1:])):
-        widths += [0, want - have]
-    return F.pad(tensor, widths)
 
 
 def padded_cat(chunks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -32,7 +22,19 @@ def padded_cat(chunks: Sequence[torch.Tensor]) -> torch.Tensor:
         raise ValueError(f"cannot concatenate tensors of different ranks {sorted(ranks)}")
     longest = [max(sizes) for sizes in zip(*(chunk.shape for chunk in chunks))]
     device = chunks[-1].device
-    return torch.cat([pad_to(chunk.to(device), longest) for chunk in chunks])
+    # Each chunk is copied once, straight into its place (padding it first copied it twice).
+    out = torch.empty((sum(len(chunk) for chunk in chunks), *longest[1:]),
+                      dtype=functools.reduce(torch.promote_types,
+                                             (chunk.dtype for chunk in chunks)),
+                      device=device)
+    first = 0
+    for chunk in chunks:
+        place = out[first:first + len(chunk)]
+        if tuple(chunk.shape[1:]) != tuple(longest[1:]):
+            place.zero_()
+        place[(slice(None), *(slice(0, size) for size in chunk.shape[1:]))].copy_(chunk)
+        first += len(chunk)
+    return out
 
 
 BLOCK_BYTES = 4 * 1024 * 1024  # one row block's size, whatever the row width
