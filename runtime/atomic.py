@@ -56,7 +56,7 @@ def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor
     ready = _standalone_cpu(tensors)
     with _replacing(Path(path), sync_folder=sync_folder) as temp:
         save_file(ready, str(temp), metadata=dict(metadata) if metadata else None)
-        _fsync_file(temp)
+        fsync_path(temp)
 
 
 def is_temp_of(name: str, target: str) -> bool:
@@ -101,22 +101,18 @@ def _replacing(path: Path, *, sync_folder: bool = True) -> Iterator[Path]:
             temp.unlink(missing_ok=True)
             raise
         if sync_folder:
-            _fsync_folder(path.parent)
+            fsync_path(path.parent)
 
 
 def fsync_folder(folder: str | Path) -> None:
     """Make the renames into `folder` durable (after writes with `sync_folder=False`)."""
     with os_errors_named(Path(folder)):
-        _fsync_folder(Path(folder))
+        fsync_path(Path(folder))
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by its path (a read-only descriptor serves both)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

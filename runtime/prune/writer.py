@@ -30,7 +30,7 @@ import attrs
 import torch
 
 from expc.models.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
-from expc.runtime.atomic import _fsync_folder as _fsync  # O_RDONLY fsync: files too
+from expc.runtime.atomic import fsync_path
 from expc.runtime.atomic import os_errors_named
 from expc.runtime.prune.rules import Slice
 from expc.runtime.prune.stream import DTYPES, Entry, Gather, Scratch, write_streamed
@@ -180,11 +180,11 @@ def staged_folder(out: Path) -> Iterator[Path]:
             yield temp
         with os_errors_named(out):
             for path in [*sorted(temp.iterdir()), temp]:  # durable before it is visible
-                _fsync(path)
+                fsync_path(path)
         refuse_existing(out)  # created meanwhile by someone else
         with os_errors_named(out, doing="create"):
             os.rename(temp, out)
-            _fsync(out.parent)
+            fsync_path(out.parent)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -68,7 +68,7 @@ def test_staged_folder_fsyncs_every_file_and_both_folders_before_it_is_visible(
     def fsync(path):
         synced.append((path.name, (tmp_path / "o").exists()))
 
-    monkeypatch.setattr(writer, "_fsync", fsync)
+    monkeypatch.setattr(writer, "fsync_path", fsync)
     with staged_folder(tmp_path / "o") as folder:
         (folder / "a.safetensors").write_bytes(b"x")
         (folder / "config.json").write_text("{}")
