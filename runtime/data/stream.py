@@ -100,17 +100,26 @@ class DataStream:
     def batches(self, start: int = 0) -> Iterator[Batch]:
         """This rank's batches `start, start + 1, ...`, collated one at a time."""
         first = self._global(start)
-        window = first // self.window
-        span = self.window * self.batch_size
-        for data in self.read(size=span, start=window * span):
-            plan = plan_batches(data.lengths, batch_size=self.batch_size,
-                                bucket_batches=self.window)
-            self._held = (window, data, plan)
+        for window, data, plan in self._windows(first // self.window):
             for k in range(window * self.window, window * self.window + len(plan)):
                 if k >= first and (k - self.rank) % self.world_size == 0:
                     yield collate(data, plan.batch(k - window * self.window),
                                   pad_token_id=self.pad_token_id,
                                   number=(k - self.rank) // self.world_size)
+
+    def _windows(self, window: int) -> Iterator[tuple[int, TokenizedData, BatchPlan]]:
+        """Windows `window, window + 1, ...`, tokenised and planned; the one in hand (the
+        report's preview read the first) is not tokenised again."""
+        span = self.window * self.batch_size
+        if self._held is not None and self._held[0] == window:
+            yield self._held
+            window += 1
+            if window * span >= self.n_samples:
+                return
+        for data in self.read(size=span, start=window * span):
+            self._held = (window, data, plan_batches(data.lengths, batch_size=self.batch_size,
+                                                     bucket_batches=self.window))
+            yield self._held
             window += 1
 
     def _window(self, window: int) -> tuple[TokenizedData, BatchPlan]:

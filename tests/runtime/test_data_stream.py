@@ -277,3 +277,18 @@ def test_without_pyarrow_a_table_source_names_the_extra(tmp_path, monkeypatch):
         stream(source)
     (diag,) = excinfo.value.diagnostics
     assert "pip install 'expc[parquet]'" in diag.help
+
+
+@pytest.mark.parametrize("limit", [None, 6])  # several windows; exactly one
+def test_the_previewed_first_window_is_not_tokenised_again(tmp_path, limit):
+    """The run reads the first window for the report's preview, then its batches: the same
+    batches as a fresh stream, with the first window tokenised once."""
+    source = jsonl_source(tmp_path)
+    fresh = rows(stream(source, limit=limit).batches())
+    previewed = stream(source, limit=limit)
+    starts = []
+    read = previewed.read
+    previewed.read = lambda **kw: (starts.append(kw["start"]), read(**kw))[1]
+    previewed.first_window()
+    assert rows(previewed.batches()) == fresh
+    assert starts.count(0) == 1
