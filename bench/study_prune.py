@@ -45,21 +45,24 @@ LAYERS_PER_SHARD = 2
 
 
 def build_checkpoint(shape: tuple[int, ...], folder: Path) -> Path:
-    """A random Llama checkpoint in bf16, `LAYERS_PER_SHARD` layers a shard (built once)."""
+    """A random Llama checkpoint in bf16, `LAYERS_PER_SHARD` layers a shard (built once per
+    shape)."""
     import torch
     from safetensors.torch import save_file
 
-    if (folder / "model.safetensors.index.json").exists():
-        return folder
     hidden, inter, layers, vocab, heads, kv = shape
-    head_dim = hidden // heads
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    (staging / "config.json").write_text(json.dumps({
+    config = {
         "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
         "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
         "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
-        "tie_word_embeddings": False, "hidden_act": "silu"}))
+        "tie_word_embeddings": False, "hidden_act": "silu"}
+    if ((folder / "model.safetensors.index.json").exists()
+            and json.loads((folder / "config.json").read_text()) == config):
+        return folder  # built before, at this very shape
+    head_dim = hidden // heads
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    (staging / "config.json").write_text(json.dumps(config))
     generator = torch.Generator().manual_seed(0)
 
     def random(*size: int) -> torch.Tensor:
@@ -91,7 +94,7 @@ def build_checkpoint(shape: tuple[int, ...], folder: Path) -> Path:
         weight_map.update({key: name for key in tensors})
     (staging / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {}, "weight_map": weight_map}))
-    if folder.exists():  # a half-built folder from an interrupted build
+    if folder.exists():  # a half-built folder, or one of an older shape
         shutil.rmtree(folder)
     staging.rename(folder)
     return folder

@@ -12,9 +12,9 @@ tensor is written in turn, one of three ways:
 - cut along any dimension otherwise (an MLP's `down_proj` loses columns): its bytes are read
   (`os.preadv`) into a scratch buffer, the kept entries gathered by one `numpy.take` on the raw
   elements (a dtype-agnostic unsigned view, several times faster than torch's strided
-  `index_select` on bf16) into a second buffer, which is written with one `write`. The two
-  buffers are reused from tensor to tensor (`Scratch`), so memory holds one source tensor and
-  its cut, and pages are not faulted in afresh for every tensor;
+  `index_select` on bf16) into a second buffer, which the kernel copies to the output
+  (`Scratch.send`). The two buffers are reused from tensor to tensor, so memory holds one
+  source tensor and its cut, and pages are not faulted in afresh for every tensor;
 - a built-in model's generated tensor: produced, then written.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -71,16 +72,66 @@ class Entry:
 
 
 class Scratch:
-    """Two byte buffers reused by every gathered tensor: the source's bytes and the cut."""
+    """The two buffers every gathered tensor reuses: the stored tensor's bytes and its cut.
+
+    The cut lives in a memory-mapped anonymous file (`os.memfd_create`) and reaches the output
+    by `os.sendfile`, the kernel's file-to-file copy that `shutil.copyfile` uses, rather than
+    by `write` from process memory: on this Linux (6.x, ext4) buffered `write`s are throttled
+    to the disk's estimated bandwidth once a few hundred megabytes are dirty (17 MB writes went
+    from 3 ms to 35 ms after ~550 MB) while the kernel's own copies are not (a steady 5 ms), so
+    a checkpoint's gathered tensors took 1.0 s to write by `write` and ~0.3 s this way. The
+    bytes reach the disk at the same fsync either way. Where there is no memfd (not Linux)
+    the cut is an ordinary buffer, written by `write`.
+    """
 
     def __init__(self) -> None:
-        self._buffers = [np.empty(0, np.uint8), np.empty(0, np.uint8)]
+        self._stored = np.empty(0, np.uint8)
+        self._cut = np.empty(0, np.uint8)
+        self._file: int | None = None  # the memfd behind `_cut`, where there is one
 
-    def get(self, slot: int, nbytes: int) -> np.ndarray:
-        if self._buffers[slot].size < nbytes:
-            self._buffers[slot] = np.empty(0, np.uint8)  # free the old one before growing
-            self._buffers[slot] = np.empty(nbytes, np.uint8)
-        return self._buffers[slot][:nbytes]
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stored(self, nbytes: int) -> np.ndarray:
+        """A buffer of `nbytes` for a stored tensor's bytes."""
+        if self._stored.size < nbytes:
+            self._stored = np.empty(0, np.uint8)  # free the old one before growing
+            self._stored = np.empty(nbytes, np.uint8)
+        return self._stored[:nbytes]
+
+    def cut(self, nbytes: int) -> np.ndarray:
+        """A buffer of `nbytes` for a cut, which `send` then appends to a file."""
+        if self._cut.size < nbytes:
+            self.close()
+            if hasattr(os, "memfd_create"):
+                self._file = os.memfd_create("expc-prune-cut")
+                os.ftruncate(self._file, nbytes)
+                self._cut = np.frombuffer(mmap.mmap(self._file, nbytes), np.uint8)
+            else:
+                self._cut = np.empty(nbytes, np.uint8)
+        return self._cut[:nbytes]
+
+    def send(self, target: int, nbytes: int) -> None:
+        """Append the first `nbytes` of the cut to the file `target`."""
+        offset = 0
+        while offset < nbytes and self._file is not None:
+            try:
+                done = os.sendfile(target, self._file, offset, nbytes - offset)
+            except OSError:  # an output file system that takes no sendfile: `write` the rest
+                break
+            if done == 0:
+                raise OSError(f"the cut ended {nbytes - offset} bytes early")
+            offset += done
+        _write_all(target, self._cut[offset:nbytes])
+
+    def close(self) -> None:
+        self._cut = np.empty(0, np.uint8)  # the mapping goes with the last array that holds it
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
 
 
 def header_bytes(entries: Sequence[Entry], metadata: Mapping[str, str]) -> bytes:
@@ -123,23 +174,23 @@ def _write_all(target: int, data) -> None:
         view = view[os.write(target, view):]
 
 
-def _gathered(gather: Gather, itemsize: int, source: int, scratch: Scratch) -> np.ndarray:
-    """The kept entries of a stored tensor, as raw elements in `scratch`'s second buffer."""
+def _gather(gather: Gather, itemsize: int, source: int, scratch: Scratch) -> int:
+    """Gather the kept entries of a stored tensor into `scratch.cut`; their bytes."""
     element = np.dtype(f"<u{itemsize}") if itemsize > 1 else np.dtype(np.uint8)
-    stored = scratch.get(0, math.prod(gather.shape) * itemsize)
+    stored = scratch.stored(math.prod(gather.shape) * itemsize)
     _read_into(source, stored, gather.offset)
     shape = list(gather.shape)
     shape[gather.dim] = len(gather.index)
-    cut = scratch.get(1, math.prod(shape) * itemsize).view(element).reshape(shape)
+    nbytes = math.prod(shape) * itemsize
+    cut = scratch.cut(nbytes).view(element).reshape(shape)
     np.take(stored.view(element).reshape(gather.shape), gather.index, axis=gather.dim,
             out=cut, mode="clip")  # indices are in range; "clip" writes `out` unbuffered
-    return cut
+    return nbytes
 
 
 def write_streamed(path: Path, entries: Sequence[Entry], metadata: Mapping[str, str], *,
-                   scratch: Scratch | None = None) -> int:
+                   scratch: Scratch) -> int:
     """Write `entries` to `path` as one safetensors file; returns the bytes of tensor data."""
-    scratch = scratch or Scratch()
     sources: dict[Path, int] = {}
 
     def opened(file: Path) -> int:
@@ -159,7 +210,7 @@ def write_streamed(path: Path, entries: Sequence[Entry], metadata: Mapping[str, 
                     for file, offset, length in entry.ranges:
                         _copy_range(opened(file), target, offset, length)
                 elif entry.gather is not None:
-                    _write_all(target, _gathered(entry.gather, entry.dtype.itemsize,
+                    scratch.send(target, _gather(entry.gather, entry.dtype.itemsize,
                                                  opened(entry.gather.file), scratch))
                 else:
                     _write_all(target, _produced(entry))

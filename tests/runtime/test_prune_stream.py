@@ -75,3 +75,44 @@ def test_staged_folder_fsyncs_every_file_and_both_folders_before_it_is_visible(
     temp = f".o.expc-prune-{os.getpid()}.tmp"
     assert synced == [("a.safetensors", False), ("config.json", False), (temp, False),
                       (tmp_path.name, True)]
+
+
+@pytest.mark.parametrize("kernel", ["memfd", "no memfd", "no sendfile"])
+def test_gathered_cuts_reach_the_file_whichever_way_the_platform_allows(
+        tmp_path, monkeypatch, kernel):
+    if kernel == "no memfd":  # not Linux: the cut is an ordinary buffer, written by `write`
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    elif kernel == "no sendfile":  # an output file system without it: `write` the rest
+        def refuse(*args):
+            raise OSError(22, "Invalid argument")
+        monkeypatch.setattr(os, "sendfile", refuse)
+    tensors = {"a": torch.randn(6, 10), "b": torch.randn(3, 40)}  # the second grows the cut
+    source = _source(tmp_path / "in.safetensors", tensors)
+    cuts = {"a": Slice(key="a", dim=1, index=torch.tensor([9, 0, 4])),
+            "b": Slice(key="b", dim=1, index=torch.arange(0, 40, 3))}
+    with Scratch() as scratch:
+        write_streamed(tmp_path / "out.safetensors",
+                       [_entry(source, name, cut) for name, cut in cuts.items()],
+                       {"format": "pt"}, scratch=scratch)
+    out = load_file(str(tmp_path / "out.safetensors"))
+    for name, cut in cuts.items():
+        assert torch.equal(out[name], cut.apply(tensors[name])), name
+
+
+def test_shards_are_fsynced_as_they_are_finished_and_a_failed_fsync_is_raised(
+        tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(writer, "fsync_path", synced.append)
+    with writer.synced_behind() as sync:
+        for name in ("a", "b"):
+            (tmp_path / name).write_bytes(b"x")
+            sync(tmp_path / name)
+    assert synced == [tmp_path / "a", tmp_path / "b"]
+
+    def broken(path):
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(writer, "fsync_path", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        with writer.synced_behind() as sync:
+            sync(tmp_path / "a")
