@@ -3,8 +3,8 @@
     python -m bench.prune_probe RUN_DIR OUT_DIR
 
 Prints one JSON line `{"seconds": ..., "peak_mib": ...}`: the prune (25% of MLP neurons by
-`channel_contribution`) timed from after `import torch` and expc's modules, and the peak RSS
-above the RSS at that point (`bench.rss_probe`'s high-water mark).
+`channel_contribution`) timed from after expc's prune modules are imported, and the peak
+RSS above the RSS at that point (`bench.rss_probe`'s high-water mark).
 """
 
 from __future__ import annotations

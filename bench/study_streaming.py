@@ -136,7 +136,8 @@ def disk_seconds(folder: Path, size: int, *, files: int = 1) -> list[float]:
     varies from write to write)."""
     import torch
 
-    from expc.runtime.atomic import fsync_folder, save_safetensors_atomic
+    from expc.runtime.atomic import fsync_folder
+    from expc.runtime.atomic_tensors import save_safetensors_atomic
 
     tensor = torch.ones(size // 4 // files, dtype=torch.float32)  # touched before the clock
     seconds = []

@@ -40,27 +40,6 @@ from expc.models.layers import ACTIVATIONS, ForwardContext
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
 
-# Our parameter path (after `layers.L.`) -> the BERT checkpoint's (after `encoder.layer.L.`).
-LAYER_KEYS = {
-    "self_attn.q_proj": "attention.self.query",
-    "self_attn.k_proj": "attention.self.key",
-    "self_attn.v_proj": "attention.self.value",
-    "self_attn.o_proj": "attention.output.dense",
-    "post_attention_layernorm": "attention.output.LayerNorm",
-    "mlp.up_proj": "intermediate.dense",
-    "mlp.down_proj": "output.dense",
-    "post_feedforward_layernorm": "output.LayerNorm",
-}
-EMBEDDING_KEYS = {
-    "word_embeddings": "word_embeddings",
-    "position_embeddings": "position_embeddings",
-    "token_type_embeddings": "token_type_embeddings",
-    "norm": "LayerNorm",
-}
-# Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
-LEGACY_NORM_NAMES = {"weight": "gamma", "bias": "beta"}
-
-
 def _unfilled_embedding(rows: int, size: int) -> nn.Embedding:
     """An embedding table left uninitialised: the loader fills it. (nn.Embedding's random
     init on the meta device costs seconds and ~75 MB of one-time imports.)"""
@@ -173,31 +152,8 @@ def build_final_norm(cfg: ModelConfig) -> nn.Module:
     return nn.Identity()  # every BERT block already ends in a LayerNorm
 
 
-def _bert_name(name: str) -> str:
-    """One of our parameter names as BertModel saves it (without a `bert.` prefix)."""
-    parts = name.split(".")
-    if parts[0] == "embed_tokens":
-        return ".".join(["embeddings", EMBEDDING_KEYS[parts[1]], *parts[2:]])
-    if parts[0] == "layers":
-        module, param = ".".join(parts[2:-1]), parts[-1]
-        return f"encoder.layer.{parts[1]}.{LAYER_KEYS[module]}.{param}"
-    raise KeyError(f"no BERT checkpoint name for `{name}`")
-
-
-def checkpoint_keys(name: str) -> tuple[str, ...]:
-    """Where parameter `name` may sit: BertModel saves, `bert.`-prefixed heads, TF names."""
-    plain = _bert_name(name)
-    candidates = [plain, f"bert.{plain}"]
-    stem, _, param = plain.rpartition(".")
-    if stem.endswith("LayerNorm") and param in LEGACY_NORM_NAMES:
-        legacy = f"{stem}.{LEGACY_NORM_NAMES[param]}"
-        candidates += [legacy, f"bert.{legacy}"]
-    return tuple(candidates)
-
-
 BERT = register(Architecture(
     model_type="bert", hf_architectures=("BertModel", "BertForMaskedLM", "BertForPreTraining"),
     causal=False, uses_rope=False, config_from_hf=bert_config,
     build_embeddings=BertEmbeddings, build_block=BertBlock, build_final_norm=build_final_norm,
-    checkpoint_keys=checkpoint_keys,
 ))

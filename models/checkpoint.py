@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import torch
 from safetensors import SafetensorError, safe_open
 
 from expc.spec.diagnostics import fail
 from expc.spec.json_files import parse_json_object
+
+if TYPE_CHECKING:  # tensors are handed out by safetensors; indexing a folder needs no torch
+    import torch
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -70,7 +73,7 @@ def load_config(folder: str | Path) -> dict:
 def _shard_keys(shard: Path) -> set[str]:
     """Tensor names in one safetensors file (reads only its header)."""
     try:
-        with safe_open(shard, framework="pt") as handle:
+        with safe_open(shard, framework="numpy") as handle:  # names only: no torch needed
             return set(handle.keys())
     except (SafetensorError, OSError) as exc:
         raise fail(shard, f"cannot read safetensors file `{shard.name}`: {exc}",

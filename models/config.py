@@ -15,11 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from typing import TYPE_CHECKING
+
 import attrs
-import torch
 
 from expc.spec.config_fields import ConfigFields
 from expc.spec.model_shape import shape_from_config
+
+if TYPE_CHECKING:
+    import torch
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -36,7 +40,12 @@ class RopeConfig:
     original_max_position_embeddings: int = 8192
 
     def inverse_frequencies(self, head_dim: int) -> torch.Tensor:  # [head_dim // 2] float32
-        """Per-pair rotation frequencies, computed exactly as Hugging Face does (float32, CPU)."""
+        """Per-pair rotation frequencies, computed exactly as Hugging Face does (float32, CPU).
+
+        torch is imported here, not with the module: reading a config (`expc prune`, which
+        only rewrites files) needs no torch, and only building a model computes these."""
+        import torch
+
         steps = torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").to(torch.float32)
         inv_freq = 1.0 / (self.theta ** (steps / head_dim))
         if self.rope_type == "linear":
@@ -47,6 +56,8 @@ class RopeConfig:
 
     def _llama3_scaled(self, inv_freq: torch.Tensor) -> torch.Tensor:
         """Llama 3 scaling: low frequencies divided by `factor`, a smooth ramp in between."""
+        import torch
+
         low_freq_wavelen = self.original_max_position_embeddings / self.low_freq_factor
         high_freq_wavelen = self.original_max_position_embeddings / self.high_freq_factor
         wavelen = 2 * math.pi / inv_freq

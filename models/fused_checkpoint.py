@@ -9,13 +9,14 @@ Conv1D weights (`[in, out]`, transposed) and fuses q/k/v as column thirds of `c_
 GPT-NeoX fuses `query_key_value` per head (rows `[head, (q | k | v), head_dim]`).
 
 An architecture names, per parameter, the checkpoint tensor that holds it
-(`Architecture.checkpoint_keys`, the fused key) and a `CheckpointPart`: that tensor's shape,
-the entries along its fused dimension that are ours, in our order, and whether ours is the
-transpose. The loader reads through `take` (a contiguous run of rows is a view, no copy);
-`expc prune` inverts it with `stored_entries` to cut the fused tensor so that the pruned
-checkpoint keeps the same fused layout. A fused tensor of the wrong shape is the loader's
-ordinary `checkpoint-shape-mismatch`, naming the fused key and the shape that config.json
-implies for it.
+(`checkpoint_keys`, the fused key) and a `CheckpointPart`: that tensor's shape, the entries
+along its fused dimension that are ours, in our order, and whether ours is the transpose.
+The loader reads through it (`expc.models.loading.take_part`: a contiguous run of rows is a
+view, no copy); `expc prune` inverts it with `stored_entries` to cut the fused tensor so
+that the pruned checkpoint keeps the same fused layout. A fused tensor of the wrong shape is
+the loader's ordinary `checkpoint-shape-mismatch`, naming the fused key and the shape that
+config.json implies for it. Indices are numpy arrays: the description needs no torch, so
+`expc prune`, which only rewrites files, never imports it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import attrs
-import torch
+import numpy as np
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -32,31 +33,19 @@ class CheckpointPart:
     checkpoint tensor of shape `stored_shape`, transposed when `transposed` (Conv1D)."""
 
     stored_shape: tuple[int, ...]
-    index: torch.Tensor | None = None  # [K] int64
+    index: np.ndarray | None = None  # [K] int64
     dim: int = 0
     transposed: bool = False
-
-    def take(self, stored: torch.Tensor, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Our parameter's tensor from the stored one, cast to `dtype` after the cut (so only
-        our part is copied); a run of rows stays a view of the stored tensor."""
-        if self.index is not None:
-            first, count = int(self.index[0]), len(self.index)
-            if bool((self.index == torch.arange(first, first + count)).all()):
-                stored = stored.narrow(self.dim, first, count)
-            else:
-                stored = stored.index_select(self.dim, self.index)
-        ours = stored.T if self.transposed else stored
-        return (ours if dtype is None or ours.dtype == dtype else ours.to(dtype)).contiguous()
 
     def stored_dim(self, dim: int) -> int:
         """The stored tensor's dimension that is our parameter's dimension `dim`."""
         return len(self.stored_shape) - 1 - dim if self.transposed else dim
 
-    def stored_entries(self, dim: int, kept: torch.Tensor | None) -> torch.Tensor:
+    def stored_entries(self, dim: int, kept: np.ndarray | None) -> np.ndarray:
         """The entries along `stored_dim(dim)` that our entries `kept` (along our `dim`; None:
         all) are read from."""
         if self.index is None or self.stored_dim(dim) != self.dim:
-            return torch.arange(self.stored_shape[self.stored_dim(dim)]) if kept is None else kept
+            return np.arange(self.stored_shape[self.stored_dim(dim)]) if kept is None else kept
         return self.index if kept is None else self.index[kept]
 
 
@@ -66,24 +55,24 @@ def whole(shape: Sequence[int], *, transposed: bool = False) -> CheckpointPart:
     return CheckpointPart(stored_shape=stored, transposed=transposed)
 
 
-def consecutive(sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+def consecutive(sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
     """Part name -> its entries, for parts stored one after another (`[q | k | v]`)."""
     found, start = {}, 0
     for name, size in sizes.items():
-        found[name] = torch.arange(start, start + size)
+        found[name] = np.arange(start, start + size)
         start += size
     return found
 
 
-def interleaved(n_groups: int, sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+def interleaved(n_groups: int, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
     """Part name -> its entries, for `n_groups` groups each holding every part in turn
     (GPT-NeoX's `[head, (q | k | v), head_dim]`)."""
     width = sum(sizes.values())
-    return {name: (torch.arange(n_groups)[:, None] * width + index).reshape(-1)
+    return {name: (np.arange(n_groups)[:, None] * width + index).reshape(-1)
             for name, index in consecutive(sizes).items()}
 
 
-def fused_part(parts: Mapping[str, torch.Tensor], name: str, *, other_dims: Sequence[int] = (),
+def fused_part(parts: Mapping[str, np.ndarray], name: str, *, other_dims: Sequence[int] = (),
                dim: int = 0, transposed: bool = False) -> CheckpointPart:
     """Part `name` of a tensor fused from `parts` along `dim`; `other_dims` are the stored
     tensor's remaining sizes, in order (none for a bias)."""

@@ -32,7 +32,7 @@ from expc.models.layers import (
     ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, RotaryEmbedding,
     TokenEmbedding,
 )
-from expc.models.llama import decoder_checkpoint_keys, decoder_config
+from expc.models.llama import decoder_config
 from expc.models.qwen3 import HeadRMSNorm
 from expc.models.registry import Architecture, linear_lm_head, register
 from expc.spec.config_fields import ConfigFields
@@ -194,7 +194,7 @@ GEMMA2 = register(Architecture(
     model_type="gemma2", hf_architectures=("Gemma2ForCausalLM", "Gemma2Model"), causal=True,
     uses_rope=True, config_from_hf=gemma2_config,
     build_embeddings=build_scaled_embeddings, build_block=Gemma2Block,
-    build_final_norm=build_gemma_final_norm, checkpoint_keys=decoder_checkpoint_keys,
+    build_final_norm=build_gemma_final_norm,
     build_lm_head=build_capped_lm_head,
 ))
 
@@ -203,6 +203,6 @@ GEMMA3 = register(Architecture(
     model_type="gemma3_text", hf_architectures=("Gemma3ForCausalLM", "Gemma3TextModel"),
     causal=True, uses_rope=True, config_from_hf=gemma3_config,
     build_embeddings=build_scaled_embeddings, build_block=Gemma3Block,
-    build_final_norm=build_gemma_final_norm, checkpoint_keys=decoder_checkpoint_keys,
+    build_final_norm=build_gemma_final_norm,
     build_lm_head=build_capped_lm_head,
 ))

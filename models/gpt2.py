@@ -3,7 +3,8 @@
 Hugging Face's GPT-2 stores its projections as `Conv1D` (weight `[in, out]`, the transpose
 of `nn.Linear`'s) and fuses q, k and v into one `c_attn`. We hold Llama's roles
 (contracts §1) as plain `nn.Linear`s and cut them from the checkpoint at load time
-(`checkpoint_part`, a `CheckpointPart` of `expc.models.fused_checkpoint`), so captures and importance metrics address GPT-2 like any decoder:
+(`expc.models.checkpoint_names`), so captures and importance metrics address GPT-2 like
+any decoder:
 
     ours                                    GPT-2 checkpoint (optionally under `transformer.`)
     embed_tokens.weight                     wte.weight
@@ -33,18 +34,8 @@ from expc.models.bert import BertMLP, BidirectionalAttention
 from expc.models.config import ModelConfig, parse_common
 from expc.models.layers import ACTIVATIONS, TokenEmbedding
 from expc.models.llama import PreNormBlock
-from expc.models.fused_checkpoint import CheckpointPart, consecutive, fused_part, whole
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
-
-LAYER_KEYS = {
-    "input_layernorm": "ln_1", "post_attention_layernorm": "ln_2",
-    "self_attn.q_proj": "attn.c_attn", "self_attn.k_proj": "attn.c_attn",
-    "self_attn.v_proj": "attn.c_attn", "self_attn.o_proj": "attn.c_proj",
-    "mlp.up_proj": "mlp.c_fc", "mlp.down_proj": "mlp.c_proj",
-}
-FUSED_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
-
 
 class GPT2Embeddings(TokenEmbedding):
     """Token table (`weight`, which the LM head ties) plus learned absolute positions."""
@@ -93,50 +84,8 @@ def build_final_norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
 
-def _gpt2_name(name: str) -> str:
-    parts = name.split(".")
-    if name == "embed_tokens.weight":
-        return "wte.weight"
-    if name == "embed_tokens.position_embeddings.weight":
-        return "wpe.weight"
-    if parts[0] == "norm":
-        return f"ln_f.{parts[-1]}"
-    if parts[0] == "layers":
-        return f"h.{parts[1]}.{LAYER_KEYS['.'.join(parts[2:-1])]}.{parts[-1]}"
-    raise KeyError(f"no GPT-2 checkpoint name for `{name}`")
-
-
-def checkpoint_keys(name: str) -> tuple[str, ...]:
-    """GPT2LMHeadModel saves under `transformer.`, GPT2Model without it."""
-    if name.startswith("lm_head."):
-        return (name,)
-    plain = _gpt2_name(name)
-    return (f"transformer.{plain}", plain)
-
-
-def checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
-    """q/k/v: a third of `c_attn`'s columns; every Conv1D weight transposed."""
-    if not name.startswith("layers."):
-        return None
-    module, param = name.split(".", 2)[2].rpartition(".")[::2]
-    if module not in LAYER_KEYS or "layernorm" in module:
-        return None
-    hidden = cfg.hidden_size
-    if module in FUSED_QKV:
-        thirds = consecutive(dict.fromkeys(FUSED_QKV, hidden))
-        if param == "bias":
-            return fused_part(thirds, module)
-        return fused_part(thirds, module, other_dims=(hidden,), dim=1, transposed=True)
-    if param == "bias":
-        return None
-    width = {"mlp.up_proj": cfg.intermediate_size}.get(module, hidden)
-    fan_in = {"mlp.down_proj": cfg.intermediate_size}.get(module, hidden)
-    return whole((width, fan_in), transposed=True)
-
-
 GPT2 = register(Architecture(
     model_type="gpt2", hf_architectures=("GPT2LMHeadModel", "GPT2Model"), causal=True,
     uses_rope=False, config_from_hf=gpt2_config, build_embeddings=GPT2Embeddings,
-    build_block=GPT2Block, build_final_norm=build_final_norm, checkpoint_keys=checkpoint_keys,
-    checkpoint_part=checkpoint_part,
+    build_block=GPT2Block, build_final_norm=build_final_norm,
 ))

@@ -34,7 +34,6 @@ import torch
 
 from expc.models import markers
 from expc.models.config import ModelConfig, parse_common, parse_rope
-from expc.models.fused_checkpoint import CheckpointPart, fused_part, interleaved
 from expc.models.gpt2 import GPT2Block, activation, build_final_norm
 from expc.models.layers import ForwardContext, RotaryAttention
 from expc.models.llama import build_token_embeddings
@@ -42,15 +41,6 @@ from expc.models.partial_rotary import PartialRope, apply_partial_rotary, partia
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
 
-LAYER_KEYS = {"input_layernorm": "input_layernorm",
-              "post_attention_layernorm": "post_attention_layernorm",
-              "self_attn.q_proj": "attention.query_key_value",
-              "self_attn.k_proj": "attention.query_key_value",
-              "self_attn.v_proj": "attention.query_key_value",
-              "self_attn.o_proj": "attention.dense",
-              "mlp.up_proj": "mlp.dense_h_to_4h", "mlp.down_proj": "mlp.dense_4h_to_h"}
-FUSED_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
-NAMES = {"embed_tokens": "embed_in", "norm": "final_layer_norm"}
 PARALLEL = "use_parallel_residual"
 
 
@@ -115,34 +105,8 @@ def gpt_neox_config(raw: Mapping, source: str) -> ModelConfig:
     return attrs.evolve(cfg, rope=_rope(fields, raw, source, cfg.head_dim))
 
 
-def _neox_name(name: str) -> str:
-    parts = name.split(".")
-    if parts[0] == "layers":
-        return f"layers.{parts[1]}.{LAYER_KEYS['.'.join(parts[2:-1])]}.{parts[-1]}"
-    return ".".join([NAMES[parts[0]], *parts[1:]])
-
-
-def checkpoint_keys(name: str) -> tuple[str, ...]:
-    """GPTNeoXForCausalLM saves under `gpt_neox.` (its head as `embed_out`), GPTNeoXModel
-    without the prefix."""
-    if name.startswith("lm_head."):
-        return (name.replace("lm_head.", "embed_out.", 1),)
-    plain = _neox_name(name)
-    return (f"gpt_neox.{plain}", plain)
-
-
-def checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
-    """q/k/v: their rows of each head's `[q | k | v]` block in `query_key_value`."""
-    module, _, param = name.partition(".")[2].partition(".")[2].rpartition(".")
-    if not name.startswith("layers.") or module not in FUSED_QKV:
-        return None
-    parts = interleaved(cfg.n_attention_heads, dict.fromkeys(FUSED_QKV, cfg.head_dim))
-    return fused_part(parts, module, other_dims=() if param == "bias" else (cfg.hidden_size,))
-
-
 GPT_NEOX = register(Architecture(
     model_type="gpt_neox", hf_architectures=("GPTNeoXForCausalLM", "GPTNeoXModel"), causal=True,
     uses_rope=True, config_from_hf=gpt_neox_config, build_embeddings=build_token_embeddings,
-    build_block=NeoXBlock, build_final_norm=build_final_norm, checkpoint_keys=checkpoint_keys,
-    checkpoint_part=checkpoint_part,
+    build_block=NeoXBlock, build_final_norm=build_final_norm,
 ))

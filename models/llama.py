@@ -53,13 +53,6 @@ def build_rms_final_norm(cfg: ModelConfig) -> nn.Module:
     return RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
 
-def decoder_checkpoint_keys(name: str) -> tuple[str, ...]:
-    """`layers.3.mlp.down_proj.weight` -> `model.layers.3...` (or bare, for base-model saves)."""
-    if name.startswith("lm_head."):
-        return (name,)
-    return (f"model.{name}", name)
-
-
 def _windows_from_layer_types(fields: ConfigFields, n_layers: int) -> tuple[int | None, ...] | None:
     types = fields.words("layer_types")
     if not types:
@@ -113,7 +106,7 @@ def _decoder(model_type: str, hf_names: tuple[str, ...], config_from_hf) -> Arch
         model_type=model_type, hf_architectures=hf_names, causal=True, uses_rope=True,
         config_from_hf=config_from_hf,
         build_embeddings=build_token_embeddings, build_block=PreNormBlock,
-        build_final_norm=build_rms_final_norm, checkpoint_keys=decoder_checkpoint_keys,
+        build_final_norm=build_rms_final_norm,
     ))
 
 

@@ -20,12 +20,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from expc.models.builtin import builtin_config, is_builtin, open_builtin
 from expc.models.checkpoint import load_config, open_checkpoint
 from expc.models.config import ModelConfig
+from expc.models.fused_checkpoint import CheckpointPart
 from expc.models.hydra import HydraTransformer
 from expc.models.hydra_split import HydraSplit
 from expc.models.registry import read_config
@@ -63,6 +65,20 @@ def _checkpoint_key(checkpoint, candidates: tuple[str, ...]) -> str:
     return next((key for key in candidates if key in checkpoint), candidates[0])
 
 
+def take_part(part: CheckpointPart, stored: torch.Tensor, *,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Our parameter's tensor from the stored one, cast to `dtype` after the cut (so only
+    our part is copied); a run of rows stays a view of the stored tensor."""
+    if part.index is not None:
+        first, count = int(part.index[0]), len(part.index)
+        if bool((part.index == np.arange(first, first + count)).all()):
+            stored = stored.narrow(part.dim, first, count)
+        else:
+            stored = stored.index_select(part.dim, torch.from_numpy(part.index))
+    ours = stored.T if part.transposed else stored
+    return (ours if dtype is None or ours.dtype == dtype else ours.to(dtype)).contiguous()
+
+
 def _set_parameter(model: nn.Module, name: str, parameter: nn.Parameter) -> None:
     owner_path, _, attr = name.rpartition(".")
     owner = model.get_submodule(owner_path) if owner_path else model
@@ -88,7 +104,7 @@ def materialize(model: HydraTransformer, checkpoint, *, dtype: torch.dtype, devi
             part = model.arch.checkpoint_part(model.config, base_name)
             source.expect_shape(key, param.shape if part is None else part.stored_shape)
             tensor = (source.get_tensor(key, dtype=dtype) if part is None
-                      else part.take(source.get_tensor(key), dtype=dtype)).to(device)
+                      else take_part(part, source.get_tensor(key), dtype=dtype)).to(device)
             parameter = loaded[id(source), base_name] = nn.Parameter(tensor, requires_grad=False)
         _set_parameter(model, name, parameter)
     model.tie_weights()

@@ -19,8 +19,8 @@ Face's loop), and `compile = true` breaks its graph there.
 Sites: `router` marks the router logits `[B, S, n_experts]`; `mlp_out` (marked by the
 block) is the MoE's output. There is no `mlp_post`: each expert's neurons exist only for
 the rows routed to it (`expc check` says so). Checkpoints keep Mixtral's own names
-(`block_sparse_moe.gate`, `block_sparse_moe.experts.E.w1|w2|w3`), which `checkpoint_keys`
-maps onto ours.
+(`block_sparse_moe.gate`, `block_sparse_moe.experts.E.w1|w2|w3`), which
+`expc.models.checkpoint_names` maps onto ours.
 """
 
 from __future__ import annotations
@@ -35,16 +35,12 @@ from expc.models import markers
 from expc.models.config import ModelConfig
 from expc.models.layers import GatedMLP
 from expc.models.llama import (
-    PreNormBlock, build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys,
+    PreNormBlock, build_rms_final_norm, build_token_embeddings,
     decoder_config,
 )
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
 from expc.spec.model_shape import shape_from_config
-
-# Our expert modules -> Mixtral's checkpoint names (w1 = gate, w3 = up, w2 = down).
-EXPERT_KEYS = {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}
-
 
 @attrs.frozen(kw_only=True)
 class MoEConfig(ModelConfig):
@@ -107,22 +103,9 @@ def mixtral_config(raw: Mapping, source: str) -> MoEConfig:
     return MoEConfig(**attrs.asdict(cfg, recurse=False), n_experts=shape.n_experts, top_k=top_k)
 
 
-def checkpoint_keys(name: str) -> tuple[str, ...]:
-    """`layers.L.mlp.gate.weight` -> `model.layers.L.block_sparse_moe.gate.weight`,
-    `layers.L.mlp.experts.E.down_proj.weight` -> `...block_sparse_moe.experts.E.w2.weight`
-    (each also bare, for base-model saves); everything else as for Llama."""
-    parts = name.split(".")
-    if len(parts) < 4 or parts[0] != "layers" or parts[2] != "mlp":
-        return decoder_checkpoint_keys(name)
-    inner = parts[3:]
-    if inner[0] == "experts":
-        inner = [*inner[:2], EXPERT_KEYS[inner[2]], *inner[3:]]
-    return decoder_checkpoint_keys(".".join([*parts[:2], "block_sparse_moe", *inner]))
-
-
 MIXTRAL = register(Architecture(
     model_type="mixtral", hf_architectures=("MixtralForCausalLM", "MixtralModel"), causal=True,
     uses_rope=True, config_from_hf=mixtral_config,
     build_embeddings=build_token_embeddings, build_block=MixtralBlock,
-    build_final_norm=build_rms_final_norm, checkpoint_keys=checkpoint_keys,
+    build_final_norm=build_rms_final_norm,
 ))

@@ -17,7 +17,7 @@ from expc.models import markers
 from expc.models.config import ModelConfig
 from expc.models.layers import ForwardContext, GatedMLP, RMSNorm, RotaryAttention
 from expc.models.llama import (
-    build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys, decoder_config,
+    build_rms_final_norm, build_token_embeddings, decoder_config,
 )
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
@@ -55,5 +55,5 @@ OLMO2 = register(Architecture(
     model_type="olmo2", hf_architectures=("Olmo2ForCausalLM", "Olmo2Model"), causal=True,
     uses_rope=True, config_from_hf=olmo2_config,
     build_embeddings=build_token_embeddings, build_block=Olmo2Block,
-    build_final_norm=build_rms_final_norm, checkpoint_keys=decoder_checkpoint_keys,
+    build_final_norm=build_rms_final_norm,
 ))

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from expc.models.config import ModelConfig
-from expc.models.fused_checkpoint import CheckpointPart, consecutive, fused_part
 from expc.models.llama import (
-    PreNormBlock, build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys,
+    PreNormBlock, build_rms_final_norm, build_token_embeddings,
     decoder_config,
 )
 from expc.models.partial_rotary import partial_rotary_factor
@@ -40,43 +39,9 @@ def phi3_config(raw: Mapping, source: str) -> ModelConfig:
     return decoder_config(raw, source, sliding_windows=(window,) * n_layers)
 
 
-# Our module -> the fused module that holds it.
-FUSED = {"self_attn.q_proj": "self_attn.qkv_proj", "self_attn.k_proj": "self_attn.qkv_proj",
-         "self_attn.v_proj": "self_attn.qkv_proj", "mlp.gate_proj": "mlp.gate_up_proj",
-         "mlp.up_proj": "mlp.gate_up_proj"}
-
-
-def _module(name: str) -> tuple[str, str, str]:
-    """`layers.3.mlp.up_proj.weight` -> (`layers.3.`, `mlp.up_proj`, `weight`)."""
-    if not name.startswith("layers."):
-        return "", "", name
-    first, layer, rest = name.split(".", 2)
-    module, _, param = rest.rpartition(".")
-    return f"{first}.{layer}.", module, param
-
-
-def checkpoint_keys(name: str) -> tuple[str, ...]:
-    """Llama's keys, with q/k/v and gate/up read from their fused tensor."""
-    prefix, module, param = _module(name)
-    return decoder_checkpoint_keys(f"{prefix}{FUSED[module]}.{param}" if module in FUSED else name)
-
-
-def checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
-    """q/k/v: consecutive row blocks of `qkv_proj`; gate/up: the halves of `gate_up_proj`."""
-    _, module, param = _module(name)
-    if module not in FUSED:
-        return None
-    q, kv, inner = cfg.n_attention_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.intermediate_size
-    parts = consecutive({"self_attn.q_proj": q, "self_attn.k_proj": kv, "self_attn.v_proj": kv}
-                        if module.startswith("self_attn.") else
-                        {"mlp.gate_proj": inner, "mlp.up_proj": inner})
-    return fused_part(parts, module, other_dims=() if param == "bias" else (cfg.hidden_size,))
-
-
 PHI3 = register(Architecture(
     model_type="phi3", hf_architectures=("Phi3ForCausalLM", "Phi3Model"), causal=True,
     uses_rope=True, config_from_hf=phi3_config,
     build_embeddings=build_token_embeddings, build_block=PreNormBlock,
-    build_final_norm=build_rms_final_norm, checkpoint_keys=checkpoint_keys,
-    checkpoint_part=checkpoint_part,
+    build_final_norm=build_rms_final_norm,
 ))

@@ -17,7 +17,7 @@ import torch
 from expc.models.config import ModelConfig
 from expc.models.layers import RMSNorm, RotaryAttention
 from expc.models.llama import (
-    PreNormBlock, build_rms_final_norm, build_token_embeddings, decoder_checkpoint_keys,
+    PreNormBlock, build_rms_final_norm, build_token_embeddings,
     qwen2_config,
 )
 from expc.models.registry import Architecture, register
@@ -59,6 +59,6 @@ QWEN3 = register(Architecture(
     model_type="qwen3", hf_architectures=("Qwen3ForCausalLM", "Qwen3Model"), causal=True,
     uses_rope=True, config_from_hf=qwen3_config,
     build_embeddings=build_token_embeddings, build_block=Qwen3Block,
-    build_final_norm=build_rms_final_norm, checkpoint_keys=decoder_checkpoint_keys,
+    build_final_norm=build_rms_final_norm,
 ))
 

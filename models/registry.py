@@ -3,7 +3,8 @@
 Each architecture module (`llama.py`, `olmo2.py`, `bert.py`) describes itself with one
 `Architecture` and calls `register` at import; `HydraTransformer` and the loader only ever
 talk to this interface, so adding a family is one new module plus one line in
-`ARCHITECTURE_MODULES`. `read_config` is the one way from a `config.json` dict to a
+`ARCHITECTURE_MODULES`, its facts in `expc.spec.model_shape.ARCHITECTURES` and its
+checkpoint names in `expc.models.checkpoint_names` (torch-free: `expc prune` reads them). `read_config` is the one way from a `config.json` dict to a
 `ModelConfig`: the architecture decides how its config is read, so that lookup lives here
 and `expc.models.config` (which this module imports) knows nothing of the registry.
 """
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 import attrs
 from torch import nn
 
+from expc.models.checkpoint_names import CHECKPOINT_NAMES
 from expc.models.config import ModelConfig
 from expc.models.fused_checkpoint import CheckpointPart
 from expc.spec.config_fields import ConfigFields
@@ -26,11 +28,6 @@ from expc.spec.model_shape import ARCHITECTURES
 ARCHITECTURE_MODULES = ("expc.models.llama", "expc.models.olmo2", "expc.models.qwen3",
                         "expc.models.gemma", "expc.models.bert", "expc.models.phi3",
                         "expc.models.gpt2", "expc.models.gpt_neox", "expc.models.mixtral")
-
-
-def no_checkpoint_part(cfg: ModelConfig, name: str) -> CheckpointPart | None:
-    """Every parameter is stored exactly as we hold it."""
-    return None
 
 
 def linear_lm_head(cfg: ModelConfig) -> nn.Module:
@@ -48,13 +45,12 @@ class Architecture:
     - `build_block(cfg, layer, head)`: the block of global `layer` (in Hydra head `head`, or
       None in the trunk), called as `(hidden [B, S, H], ctx: ForwardContext)`.
     - `build_final_norm(cfg)`: the shared final norm (`nn.Identity` when there is none).
-    - `checkpoint_keys(name)`: candidate checkpoint keys of one of our parameter names
-      (without the `heads.{h}.` prefix), most likely first.
     - `build_lm_head(cfg)`: the `lm_head` of a model that has one (an `nn.Linear`, whose
       `weight` the embeddings may tie; Gemma 2's soft-caps the logits it returns).
-    - `checkpoint_part(cfg, name)`: how parameter `name` is cut from the checkpoint tensor
-      `checkpoint_keys` names (a fused or transposed one: `expc.models.fused_checkpoint`),
-      or None when that tensor is the parameter itself.
+
+    Where the family's checkpoint keeps each parameter is `checkpoint_keys` /
+    `checkpoint_part`, read from `expc.models.checkpoint_names` (torch-free, so that
+    `expc prune` reads it without building a model).
     """
 
     model_type: str
@@ -65,9 +61,17 @@ class Architecture:
     build_embeddings: Callable[[ModelConfig], nn.Module]
     build_block: Callable[[ModelConfig, int, int | None], nn.Module]
     build_final_norm: Callable[[ModelConfig], nn.Module]
-    checkpoint_keys: Callable[[str], tuple[str, ...]]
     build_lm_head: Callable[[ModelConfig], nn.Module] = linear_lm_head
-    checkpoint_part: Callable[[ModelConfig, str], CheckpointPart | None] = no_checkpoint_part
+
+    def checkpoint_keys(self, name: str) -> tuple[str, ...]:
+        """Candidate checkpoint keys of one of our parameter names (without the
+        `heads.{h}.` prefix), most likely first."""
+        return CHECKPOINT_NAMES[self.model_type].keys(name)
+
+    def checkpoint_part(self, cfg: ModelConfig, name: str) -> CheckpointPart | None:
+        """How parameter `name` is cut from the checkpoint tensor `checkpoint_keys` names
+        (a fused or transposed one), or None when that tensor is the parameter itself."""
+        return CHECKPOINT_NAMES[self.model_type].part(cfg, name)
 
     @property
     def has_lm_head(self) -> bool:

@@ -7,7 +7,8 @@ rename survives a power loss. If anything fails before the rename, the temporary
 removed and the destination is untouched. A write the file system refuses (a read-only or
 full disk, a folder where a file should be, a name too long) is a `DiagnosticError` naming
 the path: one mechanism for every file of a run folder, so none of them can end in a
-traceback.
+traceback. Tensors are saved the same way by `expc.runtime.atomic_tensors`, apart so that
+what only writes files (`expc prune`) never imports torch.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import fnmatch
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import save_file
 
 from expc.spec.diagnostics import fail
 
@@ -32,7 +31,7 @@ IO_CODE = "run-folder-io"
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
-    with _replacing(Path(path)) as temp:
+    with replacing(Path(path)) as temp:
         with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -43,20 +42,6 @@ def write_json_atomic(path: str | Path, value) -> None:
     """Write `value` as indented UTF-8 JSON to `path` atomically."""
     text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor],
-                            metadata: Mapping[str, str] | None = None, *,
-                            sync_folder: bool = True) -> None:
-    """Save tensors (moved to contiguous CPU, un-aliased) as a safetensors file atomically.
-
-    `sync_folder=False` leaves the folder's fsync to the caller (`fsync_folder`), which
-    batches it over many files: each file is still complete on disk before its name is, so
-    a crash loses at most a rename, never leaves a torn file under the name."""
-    ready = _standalone_cpu(tensors)
-    with _replacing(Path(path), sync_folder=sync_folder) as temp:
-        save_file(ready, str(temp), metadata=dict(metadata) if metadata else None)
-        fsync_path(temp)
 
 
 def is_temp_of(name: str, target: str) -> bool:
@@ -88,7 +73,7 @@ def os_errors_named(path: Path, *, doing: str = "write") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _replacing(path: Path, *, sync_folder: bool = True) -> Iterator[Path]:
+def replacing(path: Path, *, sync_folder: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success rename it over `path`, else delete it."""
     with os_errors_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,20 +102,3 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _standalone_cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous CPU tensors that share no memory (safetensors refuses aliased tensors)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for key, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{key!r} is a {type(tensor).__name__}, not a tensor")
-        t = tensor.detach().to("cpu").contiguous()
-        storage = t.untyped_storage()
-        if storage.data_ptr() in seen or storage.nbytes() != t.nbytes:
-            t = t.clone()
-        if t.nbytes:
-            seen.add(t.untyped_storage().data_ptr())
-        out[key] = t
-    return out

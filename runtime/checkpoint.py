@@ -30,7 +30,8 @@ import attrs
 import torch
 from safetensors import SafetensorError, safe_open
 
-from expc.runtime.atomic import remove_stale_temps, save_safetensors_atomic, write_json_atomic
+from expc.runtime.atomic import remove_stale_temps, write_json_atomic
+from expc.runtime.atomic_tensors import save_safetensors_atomic
 from expc.runtime.fingerprint import changed_parts, file_digest
 from expc.runtime.state_protocol import State
 from expc.spec.diagnostics import DiagnosticError, fail

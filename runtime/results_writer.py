@@ -34,8 +34,8 @@ from pathlib import Path
 import attrs
 import torch
 
-from expc.runtime.atomic import (fsync_folder, os_errors_named, remove_stale_temps,
-                                 save_safetensors_atomic)
+from expc.runtime.atomic import fsync_folder, os_errors_named, remove_stale_temps
+from expc.runtime.atomic_tensors import save_safetensors_atomic
 from expc.spec.diagnostics import fail
 from expc.spec.run_format import PARTIAL_PATTERN, partial_name, piece_name
 

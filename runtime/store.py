@@ -27,7 +27,8 @@ import attrs
 import torch
 
 from expc.report.results_reader import SingleFile, Sharded, open_results
-from expc.runtime.atomic import os_errors_named, save_safetensors_atomic, write_json_atomic
+from expc.runtime.atomic import os_errors_named, write_json_atomic
+from expc.runtime.atomic_tensors import save_safetensors_atomic
 from expc.runtime.fingerprint import ir_digest
 from expc.runtime.folder_claim import claim_folder, clear_own_files
 from expc.spec.diagnostics import DiagnosticError

@@ -17,6 +17,7 @@ import torch
 from expc.compiler.plan import InterventionEntry
 from expc.runtime.intervene.facts import ModelFacts
 from expc.runtime.intervene.sources import RunSources
+from expc.runtime.unit_ranking import ranked
 from expc.spec import ir
 from expc.spec.diagnostics import Span, fail
 
@@ -53,12 +54,6 @@ def unit_count(units: ir.Units, total: int, *, span: Span | None) -> int:
     return wanted
 
 
-def ranked(scores: torch.Tensor, k: int, *, highest: bool) -> torch.Tensor:
-    """The indices of the `k` lowest (highest) scores, ties to the lower index, sorted."""
-    order = torch.sort(scores.detach().cpu(), descending=highest, stable=True).indices
-    return order[:k].sort().values.to(torch.int64)
-
-
 def chosen_units(entry: InterventionEntry, *, total: int, sources: RunSources,
                  span: Span | None) -> tuple[torch.Tensor, str | None]:
     """The selected unit indices `[K]` (of `total`) and the scores key they came from."""
@@ -82,7 +77,8 @@ def chosen_units(entry: InterventionEntry, *, total: int, sources: RunSources,
                          "scored channels",))
     key, scores = sources.scores(units.run, metric=units.metric, module_path=entry.module_path,
                                  head=entry.head, count=total, span=span)
-    return ranked(scores, k, highest=units.kind == "highest"), key
+    chosen = ranked(scores.detach().cpu().double().numpy(), k, highest=units.kind == "highest")
+    return torch.from_numpy(chosen), key
 
 
 def select_units(entry: InterventionEntry, *, facts: ModelFacts,

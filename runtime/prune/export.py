@@ -5,6 +5,13 @@ read (the run is complete, the metric and module name a prunable unit, the outpu
 is new, the scores cover every layer, the count removes some units but not all), then
 streams the pruned tensors into a temporary folder and renames it into place, with
 `config.json` updated, the tokenizer files copied and the provenance in `expc_prune.json`.
+
+Pruning a checkpoint folder by neurons or KV heads never imports torch: the sizes come from
+`parse_common` (the fields every family reads alike), the checkpoint's names from
+`expc.models.checkpoint_names`, the tensors are moved as bytes. torch's import alone takes
+about as long as copying a 1B-parameter checkpoint's shards, so it would double the time
+of the command. A built-in model (whose tensors torch generates) and layer removal (whose
+per-layer sliding windows each family reads in its own way) import it where they need it.
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ from pathlib import Path
 
 import attrs
 
-from expc.models.checkpoint import CONFIG_FILE
-from expc.models.loading import config_source, open_source
-from expc.models.registry import architecture_named, read_config
+from expc.models.checkpoint import CONFIG_FILE, open_checkpoint
+from expc.models.config import parse_common
 from expc.runtime.prune.rules import check_supported, pruned_config, slices_for
 from expc.runtime.prune.scores import Selection, open_scoring_run, select
 from expc.runtime.prune.units import unit_kind
 from expc.runtime.prune.writer import (PROVENANCE, copy_tokenizer, refuse_existing,
                                        staged_folder, tensor_source, write_json, write_weights)
+from expc.spec.vocabulary import BUILTIN_PREFIX
 
 FORMAT = "expc-prune/1"
 COUNT_RULE = ("units removed per layer = round(fraction * units) (Python's round, as "
@@ -66,21 +73,32 @@ def _provenance(request: PruneRequest, *, model: str, selection: Selection, conf
     }
 
 
+def _open_model(ref: str):
+    """The checkpoint a run scored, its `config.json` dict, and where diagnostics about that
+    config point (the loader's `open_source` and `config_source`, without torch for a
+    folder)."""
+    if not ref.startswith(BUILTIN_PREFIX):
+        checkpoint = open_checkpoint(ref)
+        return checkpoint, checkpoint.config, str(Path(ref) / CONFIG_FILE)
+    from expc.models.builtin import open_builtin  # generates its tensors with torch
+
+    checkpoint = open_builtin(ref)
+    return checkpoint, checkpoint.config, ref
+
+
 def prune(request: PruneRequest) -> PruneResult:
     """Write the pruned checkpoint of `request` (a `DiagnosticError` for bad input)."""
     run = open_scoring_run(request.run)
     kind = unit_kind(request.metric, request.module, where=run.where)
     refuse_existing(request.out)
-    checkpoint = open_source(run.model)
-    source_name = config_source(run.model)
-    cfg = read_config(checkpoint.config, source=source_name)
-    arch = architecture_named(cfg.model_type)
-    note = check_supported(arch, kind, metric=request.metric, where=run.where)
+    checkpoint, raw, source_name = _open_model(run.model)
+    cfg = parse_common(raw, source_name)
+    note = check_supported(cfg.model_type, kind, metric=request.metric, where=run.where)
     selection = select(run, kind=kind, metric=request.metric, head=request.head, config=cfg,
                        fraction=request.fraction, keep=request.keep)
     tensors = tensor_source(checkpoint)
-    slices = slices_for(arch, cfg, selection, [name for names in tensors.files for name in names])
-    config = pruned_config(checkpoint.config, cfg, selection, source=source_name)
+    slices = slices_for(cfg, selection, tensors.shapes())
+    config = pruned_config(raw, cfg, selection, source=source_name)
     with staged_folder(request.out) as folder:
         write_weights(folder, tensors, slices)
         write_json(folder / CONFIG_FILE, config)

@@ -43,11 +43,11 @@ import re
 from collections.abc import Mapping
 
 import attrs
-import torch
+import numpy as np
 
+from expc.models.checkpoint_names import CHECKPOINT_NAMES
 from expc.models.config import ModelConfig
 from expc.models.fused_checkpoint import CheckpointPart, whole
-from expc.models.registry import Architecture, read_config
 from expc.runtime.prune.scores import Selection
 from expc.runtime.prune.units import CODE, UnitKind
 from expc.spec.diagnostics import fail
@@ -80,38 +80,39 @@ class Slice:
 
     key: str
     dim: int | None = None
-    index: torch.Tensor | None = None  # [K] int64
+    index: np.ndarray | None = None  # [K] int64
 
     def shape(self, source: tuple[int, ...]) -> tuple[int, ...]:
         if self.dim is None:
             return source
         return tuple(len(self.index) if d == self.dim else n for d, n in enumerate(source))
 
-    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.dim is None else tensor.index_select(self.dim, self.index)
+    def apply(self, tensor):
+        """The kept part of a whole tensor (numpy or torch: indexed alike)."""
+        return tensor if self.dim is None else tensor[(slice(None),) * self.dim + (self.index,)]
 
 
-def check_supported(arch: Architecture, kind: UnitKind, *, metric: str,
+def check_supported(model_type: str, kind: UnitKind, *, metric: str,
                     where: str) -> str | None:
     """Refuse what cannot be an ordinary checkpoint (before a score is read); the note of an
     inexact result."""
-    absent = ARCHITECTURES[arch.model_type].missing_module(kind.module)
+    absent = ARCHITECTURES[model_type].missing_module(kind.module)
     if absent is not None:  # Mixtral's neurons sit in its experts, which no metric scores yet
-        raise fail(where, f"`{arch.model_type}` checkpoints cannot lose "
+        raise fail(where, f"`{model_type}` checkpoints cannot lose "
                    f"{kind.name.replace('_', ' ')} by `{metric}` at `{kind.module}`: {absent}, "
                    "so the experts' neurons are not scored yet (metrics at experts are a "
                    "follow-up)", code=CODE,
-                   help=(f"prune `{arch.model_type}`'s KV heads (kv_head_contribution) or "
+                   help=(f"prune `{model_type}`'s KV heads (kv_head_contribution) or "
                          "layers (block_influence) instead",))
-    family = HEAD_SIZE_FROM_HIDDEN.get(arch.model_type)
+    family = HEAD_SIZE_FROM_HIDDEN.get(model_type)
     if family is not None and kind.name == "kv_heads":
         raise fail(where, f"{family} checkpoints cannot lose attention heads: Hugging Face's "
                    f"{family} derives its head size from hidden_size / num_attention_heads, so "
                    "fewer heads would resize the others", code=CODE,
                    help=(f"prune {family}'s MLP neurons or layers instead",))
-    if kind.name != "kv_heads" or ARCHITECTURES[arch.model_type].qk_norm != "projection":
+    if kind.name != "kv_heads" or ARCHITECTURES[model_type].qk_norm != "projection":
         return None
-    note = f"{arch.model_type}'s {WHOLE_PROJECTION_NORM}"
+    note = f"{model_type}'s {WHOLE_PROJECTION_NORM}"
     log.warning("%s", note)
     return note
 
@@ -124,19 +125,18 @@ def _width_rules(model_type: str, kind: str) -> dict:
     return rules
 
 
-def _kept(total: int, removed: tuple[int, ...]) -> torch.Tensor:
-    gone = set(removed)
-    return torch.tensor([i for i in range(total) if i not in gone], dtype=torch.int64)
+def _kept(total: int, removed: tuple[int, ...]) -> np.ndarray:
+    return np.delete(np.arange(total, dtype=np.int64), list(removed))
 
 
-def _index_sets(cfg: ModelConfig, selection: Selection, layer: int) -> dict[str, torch.Tensor]:
+def _index_sets(cfg: ModelConfig, selection: Selection, layer: int) -> dict[str, np.ndarray]:
     kept = _kept(selection.total, selection.removed[layer])  # [K]
     if selection.kind.name == "neurons":
         return {"units": kept}
     d, g = cfg.head_dim, cfg.kv_groups
-    kv = (kept[:, None] * d + torch.arange(d)).reshape(-1)  # channels of the kept KV heads
-    heads = (kept[:, None] * g + torch.arange(g)).reshape(-1)  # the query heads reading them
-    q = (heads[:, None] * d + torch.arange(d)).reshape(-1)
+    kv = (kept[:, None] * d + np.arange(d)).reshape(-1)  # channels of the kept KV heads
+    heads = (kept[:, None] * g + np.arange(g)).reshape(-1)  # the query heads reading them
+    q = (heads[:, None] * d + np.arange(d)).reshape(-1)
     return {"kv": kv, "q": q}
 
 
@@ -150,23 +150,28 @@ class Owner:
     part: CheckpointPart
 
 
-def layer_parameter_keys(arch: Architecture, cfg: ModelConfig, present) -> dict[str, list[Owner]]:
-    """Checkpoint key -> the parameters read from it (several for a fused tensor), per the
-    loader's own mapping, for the keys the checkpoint holds."""
-    with torch.device("meta"):
-        params = [(name, p.shape) for name, p in arch.build_block(cfg, 0, None).named_parameters()]
+def layer_parameter_keys(model_type: str, cfg: ModelConfig,
+                         shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[Owner]]:
+    """Checkpoint key -> the parameters read from it (several for a fused tensor), for the
+    keys the checkpoint holds (`shapes`: each key's stored shape). The parameters are the
+    weights and biases of every module role the architecture has (the spec's facts, the list
+    `expc check` knows), named through the loader's own `checkpoint_names`; a test holds
+    them to the parameters of each family's built block."""
+    facts, names = ARCHITECTURES[model_type], CHECKPOINT_NAMES[model_type]
     found: dict[str, list[Owner]] = {}
     for layer in range(cfg.n_layers):
-        for name, shape in params:
-            full = f"layers.{layer}.{name}"
-            key = next((k for k in arch.checkpoint_keys(full) if k in present), None)
-            if key is not None:
-                part = arch.checkpoint_part(cfg, full) or whole(shape)
-                found.setdefault(key, []).append(Owner(layer=layer, name=name, part=part))
+        for module in (*facts.linear_modules, *facts.norm_modules):
+            for param in ("weight", "bias"):
+                name = f"{module}.{param}"
+                full = f"layers.{layer}.{name}"
+                key = next((k for k in names.keys(full) if k in shapes), None)
+                if key is not None:
+                    part = names.part(cfg, full) or whole(shapes[key])
+                    found.setdefault(key, []).append(Owner(layer=layer, name=name, part=part))
     return found
 
 
-def _cut(owners: list[Owner], rules: dict, sets: dict) -> tuple[int | None, torch.Tensor | None]:
+def _cut(owners: list[Owner], rules: dict, sets: dict) -> tuple[int | None, np.ndarray | None]:
     """The stored dimension and kept entries of a tensor its `owners` are read from."""
     dims, kept = set(), []
     for owner in owners:
@@ -181,17 +186,17 @@ def _cut(owners: list[Owner], rules: dict, sets: dict) -> tuple[int | None, torc
     entries = [owner.part.stored_entries(dim, index) for owner, dim, index in kept]
     entries += [owner.part.stored_entries(stored, None) for owner in owners
                 if owner not in {k[0] for k in kept} and owner.part.dim == stored]
-    return stored, torch.cat(entries).unique(sorted=True)
+    return stored, np.unique(np.concatenate(entries))
 
 
-def width_slices(arch: Architecture, cfg: ModelConfig, selection: Selection,
-                 keys: list[str]) -> dict[str, Slice]:
+def width_slices(cfg: ModelConfig, selection: Selection,
+                 shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Slice]:
     """Every checkpoint key's output slice when neurons or KV heads go."""
-    rules = _width_rules(arch.model_type, selection.kind.name)
-    owners = layer_parameter_keys(arch, cfg, set(keys))
+    rules = _width_rules(cfg.model_type, selection.kind.name)
+    owners = layer_parameter_keys(cfg.model_type, cfg, shapes)
     sets = {layer: _index_sets(cfg, selection, layer) for layer in range(cfg.n_layers)}
     slices = {}
-    for key in keys:
+    for key in shapes:
         dim, index = _cut(owners.get(key, []), rules, sets)
         slices[key] = Slice(key=key, dim=dim, index=index)
     return slices
@@ -213,12 +218,13 @@ def layer_slices(selection: Selection, keys: list[str]) -> dict[str, Slice]:
     return slices
 
 
-def slices_for(arch: Architecture, cfg: ModelConfig, selection: Selection,
-               keys: list[str]) -> dict[str, Slice]:
-    """Checkpoint key -> its output tensor; keys that are dropped are absent."""
+def slices_for(cfg: ModelConfig, selection: Selection,
+               shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Slice]:
+    """Checkpoint key (with its stored shape) -> its output tensor; keys that are dropped
+    are absent."""
     if selection.kind.name == "layers":
-        return layer_slices(selection, keys)
-    return width_slices(arch, cfg, selection, keys)
+        return layer_slices(selection, list(shapes))
+    return width_slices(cfg, selection, shapes)
 
 
 def pruned_config(raw: Mapping, cfg: ModelConfig, selection: Selection, *, source: str) -> dict:
@@ -232,13 +238,29 @@ def pruned_config(raw: Mapping, cfg: ModelConfig, selection: Selection, *, sourc
         out.update(num_key_value_heads=kept, num_attention_heads=kept * cfg.kv_groups,
                    head_dim=cfg.head_dim)
     else:
-        layers = [layer for layer in range(cfg.n_layers) if layer not in selection.removed_layers]
-        out[names.get("num_hidden_layers", "num_hidden_layers")] = kept
-        for field, value in raw.items():
-            if isinstance(value, list) and len(value) == cfg.n_layers:
-                out[field] = [value[layer] for layer in layers]
-        windows = tuple(cfg.sliding_windows[layer] for layer in layers)
-        if read_config(out, source=source).sliding_windows != windows:  # e.g. Qwen2's
-            out["layer_types"] = ["full_attention" if w is None else "sliding_attention"
-                                  for w in windows]  # max_window_layers counts from layer 0
+        out.update(_without_layers(raw, cfg, selection, source=source))
+    return out
+
+
+def _without_layers(raw: Mapping, cfg: ModelConfig, selection: Selection, *,
+                    source: str) -> dict:
+    """The config fields that change when whole layers go: the layer count, per-layer
+    lists, and per-layer sliding windows written out where the family derives them from the
+    layer index (Qwen2's `max_window_layers` counts from layer 0).
+
+    The windows are each family's own reading of its config, which lives with the model
+    code, so this (and only this) imports the registry, and torch with it."""
+    from expc.models.registry import read_config
+
+    names = ARCHITECTURES[cfg.model_type].config_names
+    layers = [layer for layer in range(cfg.n_layers) if layer not in selection.removed_layers]
+    out = {names.get("num_hidden_layers", "num_hidden_layers"): selection.kept}
+    for field, value in raw.items():
+        if isinstance(value, list) and len(value) == cfg.n_layers:
+            out[field] = [value[layer] for layer in layers]
+    before = read_config(raw, source=source).sliding_windows
+    windows = tuple(before[layer] for layer in layers)
+    if read_config({**raw, **out}, source=source).sliding_windows != windows:  # e.g. Qwen2's
+        out["layer_types"] = ["full_attention" if w is None else "sliding_attention"
+                              for w in windows]  # max_window_layers counts from layer 0
     return out

@@ -7,7 +7,8 @@ in the heads, else the trunk's (`importance/{metric}/layers.{L}...`); without `-
 only the trunk's (unsplit) keys, and a layer that was scored per head only is a diagnostic
 asking for `--head`. The lowest-scored units go, ties to the lower index, by the very
 ranking `channels = lowest(...)` uses, so the pruned checkpoint removes exactly the units
-such an intervention zeroes.
+such an intervention zeroes. Scores are read from either results layout (one
+`results.safetensors`, or shards joined by their index) as numpy arrays: no torch.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-import torch
+import numpy as np
 from safetensors import safe_open
 
 from expc.models.config import ModelConfig
-from expc.runtime.intervene.units import ranked
 from expc.runtime.prune.units import CODE, LAYERS_MODULE, UnitKind, removed_count
+from expc.runtime.unit_ranking import ranked
 from expc.spec.diagnostics import fail
-from expc.spec.run_format import MANIFEST, importance_key, read_run_manifest
+from expc.spec.run_format import (MANIFEST, RESULTS, importance_key, read_results_index,
+                                  read_run_manifest)
 
 HEADS_HELP = "choose the head whose scores decide with `--head H`"
 
@@ -33,8 +35,18 @@ class ScoringRun:
 
     folder: Path
     manifest: dict
-    results: Path
+    results: Path  # results.safetensors, or the sharded layout's index
     model: str  # the model reference the run loaded (`model.path` of the manifest)
+
+    def stored(self) -> dict[str, tuple[Path, str]]:
+        """Every result key stored whole -> its file and stored name (a sharded run keeps
+        its reduced results, the scores among them, each as one piece)."""
+        if self.results.name == RESULTS:
+            with safe_open(self.results, framework="numpy") as handle:
+                return {key: (self.results, key) for key in handle.keys()}
+        return {key: (self.folder / entry["pieces"][0]["file"], entry["pieces"][0]["name"])
+                for key, entry in read_results_index(self.results).items()
+                if len(entry["pieces"]) == 1}
 
     @property
     def where(self) -> str:
@@ -107,13 +119,17 @@ def _score_key(held: set[str], run: ScoringRun, kind: UnitKind, metric: str, lay
                      f"run `importance {metric} at layers[*]` on the model first",))
 
 
-def _read(run: ScoringRun, keys: list[str], *, size: int | None) -> list[torch.Tensor]:
-    with safe_open(str(run.results), framework="pt", device="cpu") as handle:
-        scores = [handle.get_tensor(key).to(torch.float64).reshape(-1) for key in keys]
+def _read(run: ScoringRun, stored: dict[str, tuple[Path, str]], keys: list[str], *,
+          size: int | None) -> list[np.ndarray]:
+    scores = []
+    for key in keys:
+        file, name = stored[key]
+        with safe_open(file, framework="numpy") as handle:
+            scores.append(handle.get_tensor(name).astype(np.float64).reshape(-1))
     for key, score in zip(keys, scores):
         want = 1 if size is None else size
-        if score.numel() != want:
-            raise fail(run.where, f"`{key}` has {score.numel()} entries; the model has {want} "
+        if score.size != want:
+            raise fail(run.where, f"`{key}` has {score.size} entries; the model has {want} "
                        f"units there", code=CODE,
                        help=("the run must have scored this very model",))
     return scores
@@ -122,8 +138,8 @@ def _read(run: ScoringRun, keys: list[str], *, size: int | None) -> list[torch.T
 def select(run: ScoringRun, *, kind: UnitKind, metric: str, head: int | None,
            config: ModelConfig, fraction: float | None, keep: int | None) -> Selection:
     """The lowest-scored units of every layer (or the lowest-scored layers)."""
-    with safe_open(str(run.results), framework="pt", device="cpu") as handle:
-        held = set(handle.keys())
+    stored = run.stored()
+    held = set(stored)
     if head is not None and not any(k.startswith(f"importance/{metric}/head{head}/") for k in held):
         has_heads = any(k.startswith(f"importance/{metric}/head") for k in held)
         raise fail(run.where, f"run `{run.folder}` holds no `{metric}` scores of head {head}"
@@ -132,7 +148,7 @@ def select(run: ScoringRun, *, kind: UnitKind, metric: str, head: int | None,
     layers = range(config.n_layers)
     keys = [_score_key(held, run, kind, metric, layer, head) for layer in layers]
     if kind.name == "layers":
-        scores = torch.cat(_read(run, keys, size=None))
+        scores = np.concatenate(_read(run, stored, keys, size=None))
         k = removed_count(config.n_layers, fraction=fraction, keep=keep, what="layers",
                           where=run.where)
         gone = tuple(ranked(scores, k, highest=False).tolist())
@@ -143,6 +159,6 @@ def select(run: ScoringRun, *, kind: UnitKind, metric: str, head: int | None,
     k = removed_count(total, fraction=fraction, keep=keep, what=f"{what} per layer",
                       where=run.where)
     removed = {layer: tuple(ranked(score, k, highest=False).tolist())
-               for layer, score in zip(layers, _read(run, keys, size=total))}
+               for layer, score in zip(layers, _read(run, stored, keys, size=total))}
     return Selection(kind=kind, metric=metric, head=head, total=total, removed=removed,
                      keys=tuple(keys))

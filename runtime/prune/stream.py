@@ -15,7 +15,10 @@ tensor is written in turn, one of three ways:
   `index_select` on bf16) into a second buffer, which the kernel copies to the output
   (`Scratch.send`). The two buffers are reused from tensor to tensor, so memory holds one
   source tensor and its cut, and pages are not faulted in afresh for every tensor;
-- a built-in model's generated tensor: produced, then written.
+- a built-in model's generated tensor: produced (as a numpy array), then written.
+
+Tensors are described by their safetensors dtype names and shapes, as the source's header
+gives them, and moved as bytes: nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -30,16 +33,10 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-import torch
 
-# torch dtype <-> the safetensors header's dtype names.
-DTYPE_NAMES = {
-    torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16",
-    torch.int32: "I32", torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.float32: "F32", torch.float64: "F64",
-    torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
-}
-DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+# The safetensors header's dtype names -> bytes per element.
+ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
+            "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -60,15 +57,15 @@ class Entry:
     of `ranges`, `gather` and `produce`)."""
 
     name: str
-    dtype: torch.dtype
+    dtype: str  # the safetensors name: "BF16", "F32", ...
     shape: tuple[int, ...]
     ranges: tuple[tuple[Path, int, int], ...] = ()  # (file, offset, length) to copy
     gather: Gather | None = None
-    produce: Callable[[], torch.Tensor] | None = None  # called once, when it is written
+    produce: Callable[[], np.ndarray] | None = None  # called once, when it is written
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
+        return math.prod(self.shape) * ITEMSIZE[self.dtype]
 
 
 class Scratch:
@@ -139,7 +136,7 @@ def header_bytes(entries: Sequence[Entry], metadata: Mapping[str, str]) -> bytes
     header: dict[str, object] = {"__metadata__": dict(metadata)}
     offset = 0
     for entry in entries:
-        header[entry.name] = {"dtype": DTYPE_NAMES[entry.dtype], "shape": list(entry.shape),
+        header[entry.name] = {"dtype": entry.dtype, "shape": list(entry.shape),
                               "data_offsets": [offset, offset + entry.nbytes]}
         offset += entry.nbytes
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -210,7 +207,7 @@ def write_streamed(path: Path, entries: Sequence[Entry], metadata: Mapping[str, 
                     for file, offset, length in entry.ranges:
                         _copy_range(opened(file), target, offset, length)
                 elif entry.gather is not None:
-                    scratch.send(target, _gather(entry.gather, entry.dtype.itemsize,
+                    scratch.send(target, _gather(entry.gather, ITEMSIZE[entry.dtype],
                                                  opened(entry.gather.file), scratch))
                 else:
                     _write_all(target, _produced(entry))
@@ -221,8 +218,8 @@ def write_streamed(path: Path, entries: Sequence[Entry], metadata: Mapping[str, 
 
 
 def _produced(entry: Entry) -> np.ndarray:
-    tensor = entry.produce()
-    if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
-        raise RuntimeError(f"{entry.name}: produced {tensor.dtype} {list(tensor.shape)}, "
+    array = np.ascontiguousarray(entry.produce())
+    if array.shape != entry.shape or array.nbytes != entry.nbytes:
+        raise RuntimeError(f"{entry.name}: produced {array.dtype} {list(array.shape)}, "
                            f"expected {entry.dtype} {list(entry.shape)}")
-    return tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+    return array.reshape(-1).view(np.uint8)

@@ -29,13 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
-import torch
+import numpy as np
 
 from expc.models.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
-from expc.runtime.atomic import fsync_path
-from expc.runtime.atomic import os_errors_named
+from expc.runtime.atomic import fsync_path, os_errors_named
 from expc.runtime.prune.rules import Slice
-from expc.runtime.prune.stream import DTYPES, Entry, Gather, Scratch, write_streamed
+from expc.runtime.prune.stream import Entry, Gather, Scratch, write_streamed
 from expc.runtime.prune.units import CODE
 from expc.spec.diagnostics import fail
 
@@ -53,14 +52,18 @@ class TensorSource:
 
     files: tuple[tuple[str, ...], ...]  # tensor names per source file, in file order
     sharded: bool
-    info: Callable[[str], tuple[torch.dtype, tuple[int, ...]]]
+    info: Callable[[str], tuple[str, tuple[int, ...]]]  # safetensors dtype name, shape
     folder: Path | None  # where the tokenizer files are (None: a built-in model)
     # a tensor's bytes in its file: (file, offset, length); None for a built-in model
     locate: Callable[[str], tuple[Path, int, int]] | None = None
-    read: Callable[[str], torch.Tensor] | None = None  # a built-in model's generated tensor
+    read: Callable[[str], np.ndarray] | None = None  # a built-in model's generated tensor
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's stored shape, in file order."""
+        return {name: self.info(name)[1] for names in self.files for name in names}
 
 
-def _layout(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...],
+def _layout(shards: list[Path]) -> dict[str, tuple[str, tuple[int, ...],
                                                    tuple[Path, int, int]]]:
     """Each tensor's dtype, shape and bytes in its file (the safetensors layout: an 8-byte
     header length, the JSON header, then data at the header's `data_offsets`)."""
@@ -72,7 +75,7 @@ def _layout(shards: list[Path]) -> dict[str, tuple[torch.dtype, tuple[int, ...],
         for name, entry in header.items():
             if name != "__metadata__":
                 start, end = entry["data_offsets"]
-                found[name] = (DTYPES[entry["dtype"]], tuple(entry["shape"]),
+                found[name] = (entry["dtype"], tuple(entry["shape"]),
                                (shard, 8 + length + start, end - start))
     return found
 
@@ -81,8 +84,8 @@ def tensor_source(checkpoint) -> TensorSource:
     """The tensors of an opened checkpoint folder or built-in model."""
     if not isinstance(checkpoint, Checkpoint):  # a built-in: generated float32 tensors
         return TensorSource(files=(tuple(checkpoint.keys()),), sharded=False, folder=None,
-                            info=lambda name: (torch.float32, checkpoint.shape(name)),
-                            read=checkpoint.get_tensor)
+                            info=lambda name: ("F32", checkpoint.shape(name)),
+                            read=lambda name: checkpoint.get_tensor(name).numpy())
     shards = sorted(set(checkpoint.locations.values()))
     layout = _layout(shards)
     files = tuple(tuple(sorted(n for n, s in checkpoint.locations.items() if s == shard))
@@ -92,11 +95,11 @@ def tensor_source(checkpoint) -> TensorSource:
                         locate=lambda name: layout[name][2])
 
 
-def _row_runs(index: torch.Tensor) -> list[tuple[int, int]]:
+def _row_runs(index: np.ndarray) -> list[tuple[int, int]]:
     """Kept rows as (first, count) runs of consecutive indices (`index` ascending)."""
     if not len(index):
         return []
-    breaks = (torch.nonzero(index[1:] - index[:-1] != 1).reshape(-1) + 1).tolist()
+    breaks = (np.flatnonzero(index[1:] - index[:-1] != 1) + 1).tolist()
     starts, ends = [0, *breaks], [*breaks, len(index)]
     firsts = index[starts].tolist()
     return [(first, end - start) for first, start, end in zip(firsts, starts, ends)]
@@ -130,7 +133,7 @@ def _entry(source: TensorSource, name: str, cut: Slice) -> Entry:
     file, offset, _ = source.locate(name)
     return Entry(name=cut.key, dtype=dtype, shape=cut.shape(shape),
                  gather=Gather(file=file, offset=offset, shape=shape, dim=cut.dim,
-                               index=cut.index.numpy()))
+                               index=cut.index))
 
 
 @contextmanager

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from expc.runtime import atomic
-from expc.runtime.atomic import save_safetensors_atomic, write_bytes_atomic, write_json_atomic
+from expc.runtime.atomic import write_bytes_atomic, write_json_atomic
+from expc.runtime.atomic_tensors import save_safetensors_atomic
 
 
 class Crash(Exception):
