@@ -35,6 +35,7 @@ from expc.models.layers import (
 from expc.models.llama import decoder_config
 from expc.models.qwen3 import HeadRMSNorm
 from expc.models.registry import Architecture, linear_lm_head, register
+from expc.models.sliding_windows import sliding_windows
 from expc.spec.config_fields import ConfigFields
 
 
@@ -136,7 +137,8 @@ def build_capped_lm_head(cfg: ModelConfig) -> nn.Module:
 def gemma2_config(raw: Mapping, source: str) -> ModelConfig:
     """Gemma 2's own fields: `hidden_activation`, `query_pre_attn_scalar`, the two soft-caps
     (`null` turns one off) and the sliding layers (`layer_types`, else every even layer)."""
-    return _gemma_config(raw, source, pattern=2, attn_softcap=50.0, final_softcap=30.0)
+    return _gemma_config(raw, source, model_type="gemma2", attn_softcap=50.0,
+                         final_softcap=30.0)
 
 
 def gemma3_config(raw: Mapping, source: str) -> ModelConfig:
@@ -146,8 +148,8 @@ def gemma3_config(raw: Mapping, source: str) -> ModelConfig:
     if fields.flag("use_bidirectional_attention"):
         raise fields.fail("use_bidirectional_attention", "bidirectional Gemma 3 is not supported",
                           code="model-unsupported")
-    pattern = fields.integer("sliding_window_pattern", default=6)
-    return _gemma_config(raw, source, pattern=pattern, attn_softcap=None, final_softcap=None,
+    return _gemma_config(raw, source, model_type="gemma3_text", attn_softcap=None,
+                         final_softcap=None,
                          rope=_gemma3_rope(raw, source, "full_attention", "rope_theta", 1e6),
                          local_rope=_gemma3_rope(raw, source, "sliding_attention",
                                                  "rope_local_base_freq", 1e4))
@@ -166,7 +168,7 @@ def _gemma3_rope(raw: Mapping, source: str, layer_type: str, theta_key: str,
     return parse_rope(flat, source)
 
 
-def _gemma_config(raw: Mapping, source: str, *, pattern: int, attn_softcap: float | None,
+def _gemma_config(raw: Mapping, source: str, *, model_type: str, attn_softcap: float | None,
                   final_softcap: float | None, **overrides) -> ModelConfig:
     fields = ConfigFields(raw=raw, source=source)
     act_key = "hidden_activation" if "hidden_activation" in raw else "hidden_act"
@@ -174,14 +176,10 @@ def _gemma_config(raw: Mapping, source: str, *, pattern: int, attn_softcap: floa
     if act not in ACTIVATIONS:
         raise fields.fail(act_key, f"unsupported activation `{act}`", code="model-unsupported",
                           help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
-    n_layers = fields.integer("num_hidden_layers")
-    types = fields.words("layer_types") or tuple(
-        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers))
-    window = fields.optional_integer("sliding_window", default=4096)
     bias = fields.flag("attention_bias")
     cfg = decoder_config(
         {**raw, "hidden_act": act}, source, hidden_act=act, qkv_bias=bias, o_bias=bias,
-        sliding_windows=tuple(window if t == "sliding_attention" else None for t in types[:n_layers]),
+        sliding_windows=sliding_windows(model_type, raw, source),
         query_pre_attn_scalar=fields.number("query_pre_attn_scalar", default=256.0),
         attn_logit_softcap=fields.optional_number("attn_logit_softcapping", default=attn_softcap),
         final_logit_softcap=fields.optional_number("final_logit_softcapping",

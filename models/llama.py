@@ -13,6 +13,7 @@ from torch import nn
 
 from expc.models import markers
 from expc.models.config import ModelConfig, parse_common, parse_rope
+from expc.models.sliding_windows import sliding_windows
 from expc.models.layers import (
     ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding,
 )
@@ -53,14 +54,6 @@ def build_rms_final_norm(cfg: ModelConfig) -> nn.Module:
     return RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
 
-def _windows_from_layer_types(fields: ConfigFields, n_layers: int) -> tuple[int | None, ...] | None:
-    types = fields.words("layer_types")
-    if not types:
-        return None
-    window = fields.optional_integer("sliding_window", default=None)
-    return tuple(window if t == "sliding_attention" else None for t in types[:n_layers])
-
-
 def decoder_config(raw: Mapping, source: str, **overrides) -> ModelConfig:
     """`parse_common` plus what every rotary decoder needs: rope and a known activation."""
     fields = ConfigFields(raw=raw, source=source)
@@ -81,24 +74,12 @@ def llama_config(raw: Mapping, source: str) -> ModelConfig:
 
 
 def mistral_config(raw: Mapping, source: str) -> ModelConfig:
-    fields = ConfigFields(raw=raw, source=source)
-    n_layers = fields.integer("num_hidden_layers")
-    windows = _windows_from_layer_types(fields, n_layers)
-    if windows is None:
-        windows = (fields.optional_integer("sliding_window", default=4096),) * n_layers
-    return decoder_config(raw, source, sliding_windows=windows)
+    return decoder_config(raw, source, sliding_windows=sliding_windows("mistral", raw, source))
 
 
 def qwen2_config(raw: Mapping, source: str) -> ModelConfig:
-    fields = ConfigFields(raw=raw, source=source)
-    n_layers = fields.integer("num_hidden_layers")
-    windows = _windows_from_layer_types(fields, n_layers)
-    if windows is None:
-        use = fields.flag("use_sliding_window")
-        window = fields.optional_integer("sliding_window", default=4096)
-        first = fields.integer("max_window_layers", default=28, minimum=0)
-        windows = tuple(window if use and i >= first else None for i in range(n_layers))
-    return decoder_config(raw, source, qkv_bias=True, o_bias=False, sliding_windows=windows)
+    return decoder_config(raw, source, qkv_bias=True, o_bias=False,
+                          sliding_windows=sliding_windows("qwen2", raw, source))
 
 
 def _decoder(model_type: str, hf_names: tuple[str, ...], config_from_hf) -> Architecture:

@@ -39,6 +39,7 @@ from expc.models.llama import (
     decoder_config,
 )
 from expc.models.registry import Architecture, register
+from expc.models.sliding_windows import sliding_windows
 from expc.spec.config_fields import ConfigFields
 from expc.spec.model_shape import shape_from_config
 
@@ -98,8 +99,7 @@ def mixtral_config(raw: Mapping, source: str) -> MoEConfig:
     fields = ConfigFields(raw=raw, source=source)
     shape = shape_from_config(raw, source=source)
     top_k = fields.integer("num_experts_per_tok", default=2, maximum=shape.n_experts)
-    window = fields.optional_integer("sliding_window", default=None)
-    cfg = decoder_config(raw, source, sliding_windows=(window,) * shape.n_layers)
+    cfg = decoder_config(raw, source, sliding_windows=sliding_windows("mixtral", raw, source))
     return MoEConfig(**attrs.asdict(cfg, recurse=False), n_experts=shape.n_experts, top_k=top_k)
 
 

@@ -22,6 +22,7 @@ from expc.models.llama import (
     decoder_config,
 )
 from expc.models.partial_rotary import partial_rotary_factor
+from expc.models.sliding_windows import sliding_windows
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
 
@@ -34,9 +35,7 @@ def phi3_config(raw: Mapping, source: str) -> ModelConfig:
         raise where.fail(key, f"unsupported partial_rotary_factor {factor}",
                          code="model-unsupported",
                          help=("phi3 models load with rotary positions on the whole head only",))
-    n_layers = fields.integer("num_hidden_layers")
-    window = fields.optional_integer("sliding_window", default=None)
-    return decoder_config(raw, source, sliding_windows=(window,) * n_layers)
+    return decoder_config(raw, source, sliding_windows=sliding_windows("phi3", raw, source))
 
 
 PHI3 = register(Architecture(

@@ -6,12 +6,12 @@ is new, the scores cover every layer, the count removes some units but not all),
 streams the pruned tensors into a temporary folder and renames it into place, with
 `config.json` updated, the tokenizer files copied and the provenance in `expc_prune.json`.
 
-Pruning a checkpoint folder by neurons or KV heads never imports torch: the sizes come from
+Pruning a checkpoint folder never imports torch: the sizes come from
 `parse_common` (the fields every family reads alike), the checkpoint's names from
-`expc.models.checkpoint_names`, the tensors are moved as bytes. torch's import alone takes
-about as long as copying a 1B-parameter checkpoint's shards, so it would double the time
-of the command. A built-in model (whose tensors torch generates) and layer removal (whose
-per-layer sliding windows each family reads in its own way) import it where they need it.
+`expc.models.checkpoint_names`, per-layer windows from `expc.models.sliding_windows`, the
+tensors are moved as bytes. torch's import alone takes about as long as copying a
+1B-parameter checkpoint's shards, so it would double the time of the command. Only a
+built-in model, whose tensors torch generates, imports it.
 """
 
 from __future__ import annotations

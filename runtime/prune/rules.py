@@ -48,6 +48,7 @@ import numpy as np
 from expc.models.checkpoint_names import CHECKPOINT_NAMES
 from expc.models.config import ModelConfig
 from expc.models.fused_checkpoint import CheckpointPart, whole
+from expc.models.sliding_windows import sliding_windows
 from expc.runtime.prune.scores import Selection
 from expc.runtime.prune.units import CODE, UnitKind
 from expc.spec.diagnostics import fail
@@ -246,21 +247,17 @@ def _without_layers(raw: Mapping, cfg: ModelConfig, selection: Selection, *,
                     source: str) -> dict:
     """The config fields that change when whole layers go: the layer count, per-layer
     lists, and per-layer sliding windows written out where the family derives them from the
-    layer index (Qwen2's `max_window_layers` counts from layer 0).
-
-    The windows are each family's own reading of its config, which lives with the model
-    code, so this (and only this) imports the registry, and torch with it."""
-    from expc.models.registry import read_config
-
+    layer index (Qwen2's `max_window_layers` counts from layer 0), read as the family's
+    config reader reads them (`expc.models.sliding_windows`)."""
     names = ARCHITECTURES[cfg.model_type].config_names
     layers = [layer for layer in range(cfg.n_layers) if layer not in selection.removed_layers]
     out = {names.get("num_hidden_layers", "num_hidden_layers"): selection.kept}
     for field, value in raw.items():
         if isinstance(value, list) and len(value) == cfg.n_layers:
             out[field] = [value[layer] for layer in layers]
-    before = read_config(raw, source=source).sliding_windows
+    before = sliding_windows(cfg.model_type, raw, source)
     windows = tuple(before[layer] for layer in layers)
-    if read_config({**raw, **out}, source=source).sliding_windows != windows:  # e.g. Qwen2's
+    if sliding_windows(cfg.model_type, {**raw, **out}, source) != windows:  # e.g. Qwen2's
         out["layer_types"] = ["full_attention" if w is None else "sliding_attention"
                               for w in windows]  # max_window_layers counts from layer 0
     return out

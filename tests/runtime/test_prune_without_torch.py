@@ -25,7 +25,7 @@ from expc.runtime.prune.rules import layer_parameter_keys
 from expc.runtime.prune.writer import tensor_source
 from expc.spec.model_shape import ARCHITECTURES
 from expc.spec.run_format import RESULTS, RESULTS_INDEX
-from prune_support import CONFIGS, FAMILIES, build, scoring_run, write_data
+from prune_support import CONFIGS, FAMILIES, build, layer_run, scoring_run, write_data
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +47,12 @@ def scored(tmp_path_factory):
     return folder, hf, scoring_run(folder, folder / "ckpt", hf.config.vocab_size)
 
 
-@pytest.mark.parametrize("metric", ["channel_contribution", "kv_head_contribution"])
-def test_pruning_neurons_or_kv_heads_never_imports_torch(tmp_path, scored, metric):
-    _, _, run = scored
+@pytest.mark.parametrize("metric", ["channel_contribution", "kv_head_contribution",
+                                    "block_influence"])
+def test_pruning_a_checkpoint_folder_never_imports_torch(tmp_path, scored, metric):
+    folder, _, run = scored
+    if metric == "block_influence":  # windows per layer are read too (Qwen2's, say)
+        run = layer_run(tmp_path / "layers", folder / "ckpt", [0.3, 0.1, 0.2])
     out = tmp_path / "pruned"
     done = subprocess.run([sys.executable, "-c", PROBE, "prune", str(run), "--metric", metric,
                            "--fraction", "0.5", "-o", str(out)], capture_output=True, text=True)
