@@ -17,6 +17,22 @@ from expc.spec.diagnostics import fail
 from expc.spec.vocabulary import TABLE_SOURCES
 
 
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark a line file's first line may start with
+
+
+def strip_bom(raw: bytes, line: int) -> bytes:
+    """A line file's line `line` (1-based) without a leading byte-order mark."""
+    return raw[len(BOM):] if line == 1 and raw.startswith(BOM) else raw
+
+
+def is_sample_line(raw: bytes, line: int) -> bool:
+    """Whether line `line` of a line file is a sample: the one blankness rule of the run's
+    reader (`runtime/data/sources.py`), this counter and the reader's skipping of earlier
+    samples. Blank is any Unicode whitespace; a line that is not valid UTF-8 is a sample
+    (the reader reports it)."""
+    return bool(strip_bom(raw, line).decode("utf-8", "replace").strip())
+
+
 def count_samples(source: ir.Source, *, limit: int | None) -> int:
     """Samples of `source`, at most `limit`; a diagnostic when its files cannot be read."""
     if source.kind in TABLE_SOURCES:
@@ -28,10 +44,7 @@ def count_samples(source: ir.Source, *, limit: int | None) -> int:
             for number, raw in enumerate(handle, start=1):
                 if limit is not None and count >= limit:
                     break
-                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                if raw.decode("utf-8", "replace").strip():
-                    count += 1
+                count += is_sample_line(raw, number)
     except OSError as exc:
         raise fail(path, f"cannot read data file: {exc.strerror or exc}",
                    code="data-file") from None

@@ -9,7 +9,7 @@ line (or the current row group) is held here, and reading stops as soon as `limi
 are out. Blank lines are skipped in every line kind (a trailing newline is not a sample), so
 sample `i` is the `i`-th non-blank line; each sample keeps its `Origin` for later messages.
 `start` skips the first samples cheaply (a resumed run's earlier windows): skipped lines
-are only tested for blankness, the way `spec/data_size.count_samples` counts them.
+are only tested for blankness by the rule `spec/data_size.count_samples` counts with.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import attrs
 
+from expc.spec.data_size import is_sample_line, strip_bom
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error, fail
 from expc.spec.json_files import load_json
 from expc.spec.vocabulary import SOURCES
@@ -104,7 +105,7 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
             if limit is not None and produced >= limit:
                 break
             if produced < start:
-                produced += bool(_strip_bom(raw, number).strip())
+                produced += is_sample_line(raw, number)
                 continue
             text = _decode(raw, path=path, line=number, problems=problems)
             if text is not None and not text.strip():
@@ -125,13 +126,9 @@ def read_samples(*, kind: str, path: str | Path, field: str | None = None,
                    help=["every non-blank line is one sample"])
 
 
-def _strip_bom(raw: bytes, line: int) -> bytes:
-    return raw[3:] if line == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
-
-
 def _decode(raw: bytes, *, path: str, line: int, problems: list[Diagnostic]) -> str | None:
     try:
-        return _strip_bom(raw, line).decode("utf-8").rstrip("\r\n")
+        return strip_bom(raw, line).decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         problems.append(error(path, f"line is not valid UTF-8 ({exc.reason})",
                               code="data-encoding", line=line, col=exc.start + 1))

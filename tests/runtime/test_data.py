@@ -18,6 +18,8 @@ from expc.runtime.data.batches import (
     collate, iter_batches, plan_batches, restore_data_order,
 )
 from expc.runtime.data.sources import MAX_ERRORS, read_samples
+from expc.spec import ir
+from expc.spec.data_size import count_samples
 from expc.spec.diagnostics import DiagnosticError
 
 BOS, PAD = 1, 0
@@ -87,6 +89,17 @@ def test_text_source_is_one_sample_a_line(tmp_path):
     data = load_data(kind="text", path=path, tokenizer=CharTokenizer())
     assert data.n_samples == 2
     assert data.sample(1)[0].tolist() == CharTokenizer().encode("world wide")
+
+
+def test_skipping_earlier_samples_counts_unicode_blank_lines_as_blank(tmp_path):
+    """A line of only Unicode whitespace (no-break space, ideographic space) is blank for
+    the reader, for `count_samples` and for the resume skip alike: sample k is the same."""
+    path = write(tmp_path, "\ufeffa\n\u00a0\nb\nc\n\u3000\nd\n", name="data.txt")
+    every = [s.text for s in read_samples(kind="text", path=path)]
+    assert every == ["a", "b", "c", "d"]
+    assert count_samples(ir.Source(kind="text", path=path), limit=None) == len(every)
+    for start in range(len(every)):
+        assert [s.text for s in read_samples(kind="text", path=path, start=start)] == every[start:]
 
 
 def test_limit_stops_reading_before_later_bad_lines(tmp_path):
