@@ -222,7 +222,7 @@ def _sample_diagnostics(loop: _Loop, batch_number: Callable[[], int]):
                                                      code=exc.code)) from None
     except NonFiniteError as exc:
         raise nonfinite_diagnostic(exc, samples=loop.data.batch(exc.at.batch).tolist(),
-                                   locate=loop.data.locate) from None
+                                   origin=loop.data.origin) from None
 
 
 def _execute(experiment: ir.Experiment, *, store: RunStore | None, run_dir: Path, world: World,

@@ -20,7 +20,8 @@ import torch
 from expc.compiler.plan import CaptureEntry, MetricEntry, Plan
 from expc.runtime.finite_watch import NonFinite
 from expc.runtime.state_protocol import State
-from expc.spec.diagnostics import DiagnosticError, fail
+from expc.runtime.data.sources import Origin
+from expc.spec.diagnostics import DiagnosticError
 
 ACCELERATOR_CHECK_EVERY = 64  # batches between checks off CPU (bounds the queued sums too)
 SHOWN_SAMPLES = 8  # sample numbers named for a batch-wide reduction
@@ -84,10 +85,11 @@ def describe(entry: CaptureEntry | MetricEntry, key: str | None = None) -> str:
 
 
 def nonfinite_diagnostic(exc: NonFiniteError, *, samples: Sequence[int],
-                         locate: Callable[[int], tuple[str, int]]) -> DiagnosticError:
+                         origin: Callable[[int], Origin]) -> DiagnosticError:
     """The run's error for `exc`, at the data line of the sample (per-sample values) or of
     the batch's first sample (a reduction over the batch, whose samples are listed);
-    `samples` are the batch's sample numbers, `locate` gives a sample's file and line."""
+    `samples` are the batch's sample numbers, `origin` gives a sample's file and line (or
+    table row), so this error names its place as every other sample error does."""
     what = describe(exc.entry)
     if exc.at.row is not None:
         sample = samples[exc.at.row]
@@ -98,5 +100,4 @@ def nonfinite_diagnostic(exc: NonFiniteError, *, samples: Sequence[int],
         more = f" and {len(samples) - SHOWN_SAMPLES} more" if len(samples) > SHOWN_SAMPLES else ""
         message = (f"sample {sample}: {what} took NaN or inf from batch {exc.at.batch}, "
                    f"samples {shown}{more} (the batch's first sample is here)")
-    path, line = locate(sample)
-    return fail(path, message, code="nonfinite", line=line, help=HELP)
+    return DiagnosticError(origin(sample).error(message, code="nonfinite", help=HELP))

@@ -146,11 +146,6 @@ class DataStream:
         data, _ = self._window(sample // (self.window * self.batch_size))
         return data.origin(sample)
 
-    def locate(self, sample: int) -> tuple[str, int]:
-        """The data file and 1-based line (1 for a table row) of sample number `sample`."""
-        origin = self.origin(sample)
-        return origin.path, origin.line
-
     def sample_error(self, sample: int, message: str, *, code: str) -> Diagnostic:
         """A diagnostic about sample number `sample`, at its line (or row) in the data."""
         return self.origin(sample).error(f"sample {sample}: {message}", code=code)

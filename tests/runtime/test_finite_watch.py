@@ -15,6 +15,7 @@ from expc.models.hydra_split import HydraSplit
 from expc.runtime.aggregate.create import create_aggregator
 from expc.runtime.finite_watch import NonFinite
 from expc.runtime.importance.create import METRICS, create_metric
+from expc.runtime.data.sources import Origin
 from expc.runtime.nonfinite import NonFiniteError, check_finite, nonfinite_diagnostic
 from expc.spec.vocabulary import MASKS
 
@@ -128,13 +129,17 @@ def test_the_diagnostic_names_a_sample_or_a_batch_of_samples():
     capture = CaptureEntry(**{**{f: getattr(capture, f) for f in
                                  ("key", "site", "name", "layer", "mode")}, "head": 1})
     row = nonfinite_diagnostic(NonFiniteError(capture, NonFinite(batch=4, row=1)),
-                               samples=[10, 11, 12], locate=lambda s: ("data.jsonl", lines[s]))
+                               samples=[10, 11, 12], origin=lambda s: Origin(path="data.jsonl", line=lines[s]))
     (diagnostic,) = row.diagnostics
     assert (diagnostic.span.path, diagnostic.span.line, diagnostic.code) == (
         "data.jsonl", 12, "nonfinite")
     assert diagnostic.message == ("sample 11: capture/head1/resid_out_3 (layer 3, head 1) is "
                                   "NaN or inf for this sample")
     batch = nonfinite_diagnostic(NonFiniteError(capture, NonFinite(batch=4)),
-                                 samples=[10, 11, 12], locate=lambda s: ("data.jsonl", lines[s]))
+                                 samples=[10, 11, 12], origin=lambda s: Origin(path="data.jsonl", line=lines[s]))
     assert batch.diagnostics[0].span.line == 11
     assert "batch 4, samples 10, 11, 12 " in batch.diagnostics[0].message
+    table = nonfinite_diagnostic(NonFiniteError(capture, NonFinite(batch=4, row=1)),
+                                 samples=[10, 11, 12],
+                                 origin=lambda s: Origin(path="part-0.parquet", row=s + 100))
+    assert table.diagnostics[0].message.startswith("row 111: sample 11: ")  # a table's row
