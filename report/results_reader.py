@@ -103,8 +103,9 @@ class Sharded:
     def rows(self, key: str, start: int, stop: int) -> torch.Tensor:
         entry = self.index[key]
         shape = tuple(entry["shape"])
-        if entry.get("order") != "run":
-            return self.read(key)[start:stop]
+        if entry.get("order") != "run":  # stored whole: slice it, never read it all
+            (piece,) = entry["pieces"]
+            return self._slice(piece, start, stop)
         samples, positions = self._order()
         wanted = positions[start:stop]  # the run-order rows holding samples start..stop-1
         out = None

@@ -3,9 +3,10 @@
 `set = mean(run)` needs a `dataset_mean` capture, `set = patch(run)` a `full` capture and
 the run's token counts, `add = vector(run, key)` a stored vector, and `lowest`/`highest`
 units an importance score. Each folder's manifest is read and checked once (it must be a
-complete run, `expc.spec.run_format.read_run_manifest`), its results file opened once,
-memory-mapped (`safe_open`), and each tensor moved to the run's device once. Shapes are
-checked from the file's header before any tensor is read. Every problem is a diagnostic at
+complete run, `expc.spec.run_format.read_run_manifest`), its results opened once through
+the one reader of both layouts (one file, or shards and their index:
+`expc.report.results_reader`), and each tensor moved to the run's device once. Shapes are
+checked from the headers (or the index) before any tensor is read. Every problem is a diagnostic at
 the span of the statement part that asked (the operation or the units), naming the run
 folder and the key.
 """
@@ -16,8 +17,8 @@ from collections.abc import Sequence
 
 import attrs
 import torch
-from safetensors import safe_open
 
+from expc.report.results_reader import SingleFile, Sharded, open_results
 from expc.spec.diagnostics import DiagnosticError, Span, fail
 from expc.spec.run_format import (TOKEN_COUNT, capture_key, importance_key,
                                   read_run_manifest, split_head_prefix)
@@ -29,7 +30,7 @@ CODE = "intervention-source"
 class _Folder:
     run: str
     tensors: dict  # the manifest's per-key descriptions
-    handle: object  # the open safetensors file
+    results: SingleFile | Sharded
 
 
 def candidates_by_head(build, head: int | None) -> tuple[str, ...]:
@@ -59,32 +60,30 @@ class RunSources:
                 raise fail(span, f"run folder `{run}` is not a finished run "
                            f"(status `{manifest['status']}`)", code=CODE,
                            help=("finish that run first (`expc run --resume`)",))
-            handle = safe_open(str(results), framework="pt", device="cpu")
             self._folders[run] = _Folder(run=run, tensors=manifest.get("tensors", {}),
-                                         handle=handle)
+                                         results=open_results(results))
         return self._folders[run]
 
     def choose(self, run: str, keys: Sequence[str], *, span: Span, what: str) -> str:
         """The first of `keys` the run holds; else a diagnostic naming them all."""
         folder = self._folder(run, span)
-        held = set(folder.handle.keys())
         for key in keys:
-            if key in held:
+            if key in folder.results.layout:
                 return key
         tried = ", ".join(f"`{key}`" for key in keys)
         raise fail(span, f"run folder `{run}` holds no {what} (looked for {tried})", code=CODE,
                    help=(f"run an experiment that stores {what} into `{run}` first",))
 
     def shape(self, run: str, key: str, *, span: Span) -> tuple[int, ...]:
-        """The stored shape of `key`, read from the file header (no tensor is loaded)."""
-        return tuple(self._folder(run, span).handle.get_slice(key).get_shape())
+        """The stored shape of `key`, read from the header or index (no tensor is loaded)."""
+        return self._folder(run, span).results.layout[key][0]
 
     def tensor(self, run: str, key: str, *, span: Span) -> torch.Tensor:
         """The tensor `key` of run folder `run`, on the device (loaded once)."""
         if (run, key) not in self._loaded:
             self.choose(run, (key,), span=span, what=f"key `{key}`")
-            handle = self._folder(run, span).handle
-            self._loaded[run, key] = handle.get_tensor(key).to(self.device)
+            results = self._folder(run, span).results
+            self._loaded[run, key] = results.read(key).to(self.device)
         return self._loaded[run, key]
 
     def aggregate_of(self, run: str, key: str) -> str | None:

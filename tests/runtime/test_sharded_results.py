@@ -97,6 +97,37 @@ def test_shards_hold_the_same_tensors_as_one_file(tmp_path, whole):
     assert diff.returncode == 0 and "runs are the same" in diff.stdout, diff.stdout + diff.stderr
 
 
+def test_interventions_read_a_sharded_source_run_as_they_read_one_file(tmp_path, whole):
+    """`patch(run)` (a per-sample `full` capture, stored in run order across shards, and the
+    token counts), `mean(run)` and `lowest(run, ...)` take the same values from a sharded
+    source run as from the one-file run of the same spec."""
+    sharded = run(tmp_path, "source", shard_size=TINY)
+    outs = []
+    for name, source in (("from_whole", whole), ("from_sharded", sharded)):
+        spec = write_spec(tmp_path, f"""
+experiment {name} {{
+    model = "builtin:tiny-llama"
+    hydra {{ trunk = auto  heads = 4 }}
+    data {{
+        source = jsonl("{REPO / 'examples/data/prompts.jsonl'}", field = "text")
+        batch_size = 2
+        max_length = 32
+    }}
+    intervene resid_out[0] of heads[1] {{ set = patch(run = "{source}") }}
+    intervene resid_mid[1] of heads[2] {{ set = mean(run = "{source}") }}
+    intervene mlp.down_proj[0] of heads[3] {{ set = zero, channels = lowest(run = "{source}", metric = l2_norm, fraction = 0.25) }}
+    effect kl of heads[1:] vs heads[0]
+    output {{ dir = "{tmp_path / name}" }}
+}}
+""", name=f"{name}.exp")
+        expc.run(spec, quiet=True)
+        outs.append(expc.open_run(tmp_path / name))
+    a, b = outs  # the manifests differ only in the source folders their meanings name
+    assert set(a.tensors) == set(b.tensors) and any(k.startswith("effect/") for k in a.tensors)
+    for key in a.tensors:
+        assert torch.equal(a.tensors[key], b.tensors[key]), key
+
+
 def test_a_rerun_removes_the_shards_it_no_longer_writes(tmp_path):
     out = run(tmp_path, "again", shard_size=TINY)
     spec = write_spec(tmp_path, spec_text(out, shard_size="2GB"), name="again.exp")
