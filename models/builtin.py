@@ -22,10 +22,6 @@ from expc.spec.vocabulary import BUILTIN_PREFIX
 INIT_STD = 0.02
 
 
-def is_builtin(ref: str) -> bool:
-    return str(ref).startswith(BUILTIN_PREFIX)
-
-
 def builtin_config(ref: str) -> dict:
     """The `config.json` dict of `builtin:NAME`; an unknown name is a diagnostic."""
     name = str(ref)[len(BUILTIN_PREFIX):]

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from expc.models.builtin import builtin_config, is_builtin, open_builtin
-from expc.models.checkpoint import load_config, open_checkpoint
+from expc.models.builtin import builtin_config
+from expc.models.checkpoint import load_config
 from expc.models.config import ModelConfig
 from expc.models.fused_checkpoint import CheckpointPart
 from expc.models.hydra import HydraTransformer
 from expc.models.hydra_split import HydraSplit
+from expc.models.model_source import config_source, is_builtin, open_source
 from expc.models.registry import read_config
 from expc.spec import ir
 from expc.spec.diagnostics import fail
@@ -40,16 +41,6 @@ log = logging.getLogger(__name__)
 
 # The language's dtype words (`expc.spec.vocabulary.DTYPES`) are torch's own names.
 DTYPES = {name: getattr(torch, name) for name in vocabulary.DTYPES}
-
-
-def open_source(ref: str | Path):
-    """The checkpoint behind a model reference: `builtin:NAME` or a local folder."""
-    return open_builtin(str(ref)) if is_builtin(str(ref)) else open_checkpoint(ref)
-
-
-def config_source(ref: str | Path) -> str:
-    """Where diagnostics about a model's config point."""
-    return str(ref) if is_builtin(str(ref)) else str(Path(ref) / "config.json")
 
 
 def read_model_config(ref: str | Path) -> ModelConfig:

@@ -21,8 +21,7 @@ import attrs
 
 from expc.compiler.plan import CaptureEntry, InterventionEntry, MetricEntry, Plan, build_plan
 from expc.models.tokenizer import load_tokenizer
-from expc.runtime.data.samples import source_samples
-from expc.runtime.data.sources import RawSample
+from expc.runtime.data.samples import sample_tokens, source_samples
 from expc.spec import ir
 from expc.spec.model_shape import ATTENTION_OUTPUT, ModelShape, read_model_shape
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, TOKEN_COUNT, importance_key,
@@ -103,18 +102,10 @@ def measure_data(experiment: ir.Experiment, shape: ModelShape, *, tokenise: bool
         for raw in reader:
             samples += 1
             if tokenise:
-                longest = max(longest, min(_token_count(raw, tokenizer, most), most))
+                longest = max(longest, min(len(sample_tokens(raw, tokenizer, most)), most))
     finally:
         reader.close()
     return DataSize(samples=samples, longest=longest if tokenise else None, tokenised=tokenise)
-
-
-def _token_count(raw: RawSample, tokenizer, most: int) -> int:
-    if raw.token_ids is not None:
-        return len(raw.token_ids)
-    if raw.mask is not None:  # a mask field is cut after tokenising the whole text
-        return len(tokenizer.encode(raw.text))
-    return len(tokenizer.encode(raw.text, max_length=most))
 
 
 def planned_tensors(plan: Plan, shape: ModelShape, *, dtype: str,

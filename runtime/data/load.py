@@ -27,7 +27,7 @@ from typing import Protocol
 import attrs
 import torch
 
-from expc.runtime.data.samples import source_samples
+from expc.runtime.data.samples import sample_tokens, source_samples
 from expc.runtime.data.sources import MAX_ERRORS, Origin, RawSample
 from expc.spec import ir
 from expc.spec.diagnostics import Diagnostic, DiagnosticError
@@ -215,12 +215,7 @@ class _Packer:
 
     def _tokenise(self, raw: RawSample) -> tuple[Diagnostic | None, list[int], dict]:
         """(what is wrong with the sample or None, its tokens, its token fields' ids)."""
-        if raw.token_ids is not None:
-            tokens = raw.token_ids
-        elif raw.mask is not None:
-            tokens = self.tokenizer.encode(raw.text)
-        else:
-            tokens = self.tokenizer.encode(raw.text, max_length=self.max_length)
+        tokens = sample_tokens(raw, self.tokenizer, self.max_length)
         problem = _check_tokens(raw, tokens, mask_field=self.source.mask_field,
                                 vocab_size=self.vocab_size)
         resolved = {}

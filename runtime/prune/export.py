@@ -21,14 +21,14 @@ from pathlib import Path
 
 import attrs
 
-from expc.models.checkpoint import CONFIG_FILE, open_checkpoint
+from expc.models.checkpoint import CONFIG_FILE
 from expc.models.config import parse_common
+from expc.models.model_source import config_source, open_source
 from expc.runtime.prune.rules import check_supported, pruned_config, slices_for
 from expc.runtime.prune.scores import Selection, open_scoring_run, select
 from expc.runtime.prune.units import unit_kind
 from expc.runtime.prune.writer import (PROVENANCE, copy_tokenizer, refuse_existing,
                                        staged_folder, tensor_source, write_json, write_weights)
-from expc.spec.vocabulary import BUILTIN_PREFIX
 
 FORMAT = "expc-prune/1"
 COUNT_RULE = ("units removed per layer = round(fraction * units) (Python's round, as "
@@ -73,25 +73,13 @@ def _provenance(request: PruneRequest, *, model: str, selection: Selection, conf
     }
 
 
-def _open_model(ref: str):
-    """The checkpoint a run scored, its `config.json` dict, and where diagnostics about that
-    config point (the loader's `open_source` and `config_source`, without torch for a
-    folder)."""
-    if not ref.startswith(BUILTIN_PREFIX):
-        checkpoint = open_checkpoint(ref)
-        return checkpoint, checkpoint.config, str(Path(ref) / CONFIG_FILE)
-    from expc.models.builtin import open_builtin  # generates its tensors with torch
-
-    checkpoint = open_builtin(ref)
-    return checkpoint, checkpoint.config, ref
-
-
 def prune(request: PruneRequest) -> PruneResult:
     """Write the pruned checkpoint of `request` (a `DiagnosticError` for bad input)."""
     run = open_scoring_run(request.run)
     kind = unit_kind(request.metric, request.module, where=run.where)
     refuse_existing(request.out)
-    checkpoint, raw, source_name = _open_model(run.model)
+    checkpoint, source_name = open_source(run.model), config_source(run.model)
+    raw = checkpoint.config
     cfg = parse_common(raw, source_name)
     note = check_supported(cfg.model_type, kind, metric=request.metric, where=run.where)
     selection = select(run, kind=kind, metric=request.metric, head=request.head, config=cfg,

@@ -144,6 +144,23 @@ def header_bytes(entries: Sequence[Entry], metadata: Mapping[str, str]) -> bytes
     return struct.pack("<Q", len(text)) + text
 
 
+def read_layout(shards: list[Path]) -> dict[str, tuple[str, tuple[int, ...],
+                                                   tuple[Path, int, int]]]:
+    """Each tensor's dtype name, shape and bytes in its file, from the files' headers (the
+    layout `header_bytes` writes)."""
+    found = {}
+    for shard in shards:
+        with open(shard, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                start, end = entry["data_offsets"]
+                found[name] = (entry["dtype"], tuple(entry["shape"]),
+                               (shard, 8 + length + start, end - start))
+    return found
+
+
 def _copy_range(source: int, target: int, offset: int, length: int) -> None:
     """Append `length` bytes of `source` from `offset` to `target` inside the kernel."""
     while length:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,7 +33,7 @@ import numpy as np
 from expc.models.checkpoint import INDEX_FILE, SINGLE_FILE, Checkpoint
 from expc.runtime.atomic import fsync_path, os_errors_named
 from expc.runtime.prune.rules import Slice
-from expc.runtime.prune.stream import Entry, Gather, Scratch, write_streamed
+from expc.runtime.prune.stream import Entry, Gather, Scratch, read_layout, write_streamed
 from expc.runtime.prune.units import CODE
 from expc.spec.diagnostics import fail
 
@@ -63,23 +62,6 @@ class TensorSource:
         return {name: self.info(name)[1] for names in self.files for name in names}
 
 
-def _layout(shards: list[Path]) -> dict[str, tuple[str, tuple[int, ...],
-                                                   tuple[Path, int, int]]]:
-    """Each tensor's dtype, shape and bytes in its file (the safetensors layout: an 8-byte
-    header length, the JSON header, then data at the header's `data_offsets`)."""
-    found = {}
-    for shard in shards:
-        with open(shard, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                start, end = entry["data_offsets"]
-                found[name] = (entry["dtype"], tuple(entry["shape"]),
-                               (shard, 8 + length + start, end - start))
-    return found
-
-
 def tensor_source(checkpoint) -> TensorSource:
     """The tensors of an opened checkpoint folder or built-in model."""
     if not isinstance(checkpoint, Checkpoint):  # a built-in: generated float32 tensors
@@ -87,7 +69,7 @@ def tensor_source(checkpoint) -> TensorSource:
                             info=lambda name: ("F32", checkpoint.shape(name)),
                             read=lambda name: checkpoint.get_tensor(name).numpy())
     shards = sorted(set(checkpoint.locations.values()))
-    layout = _layout(shards)
+    layout = read_layout(shards)
     files = tuple(tuple(sorted(n for n, s in checkpoint.locations.items() if s == shard))
                   for shard in shards)
     return TensorSource(files=files, sharded=checkpoint.listing.name == INDEX_FILE,

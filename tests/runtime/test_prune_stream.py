@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from expc.runtime.prune import writer
 from expc.runtime.prune.rules import Slice
-from expc.runtime.prune.stream import Scratch, write_streamed
-from expc.runtime.prune.writer import (TensorSource, _entry, _layout, _ranges, _row_runs,
+from expc.runtime.prune.stream import Scratch, read_layout, write_streamed
+from expc.runtime.prune.writer import (TensorSource, _entry, _ranges, _row_runs,
                                        staged_folder)
 
 
@@ -24,7 +24,7 @@ def test_row_runs_group_consecutive_indices():
 
 def _source(path, tensors) -> TensorSource:
     save_file(tensors, str(path))
-    layout = _layout([path])
+    layout = read_layout([path])
     return TensorSource(files=(tuple(tensors),), sharded=False, folder=None,
                         info=lambda n: layout[n][:2], locate=lambda n: layout[n][2])
 
