@@ -29,7 +29,6 @@ class RunFolder:
 
     path: Path
     manifest: Mapping
-    results_path: Path | None  # results.safetensors or the shards' index; None: no results yet
     results: SingleFile | Sharded | None
 
     @property
@@ -83,5 +82,4 @@ def open_run_folder(path: str | Path) -> RunFolder:
     """Read a run folder's manifest and results header (or index); raise `DiagnosticError`
     if it is not a readable run. A complete run must have its results."""
     manifest, results = read_run_manifest(path)
-    return RunFolder(path=Path(path), manifest=manifest, results_path=results,
-                     results=open_results(results))
+    return RunFolder(path=Path(path), manifest=manifest, results=open_results(results))

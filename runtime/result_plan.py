@@ -22,13 +22,13 @@ import attrs
 from expc.compiler.plan import CaptureEntry, InterventionEntry, MetricEntry, Plan, build_plan
 from expc.models.tokenizer import load_tokenizer
 from expc.runtime.data.samples import sample_tokens, source_samples
-from expc.spec import ir
+from expc.spec import ir, model_size
 from expc.spec.model_shape import ATTENTION_OUTPUT, ModelShape, read_model_shape
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, TOKEN_COUNT, importance_key,
                                   intervention_key)
 from expc.spec.vocabulary import METRICS
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1}
+DTYPE_BYTES = {**model_size.DTYPE_BYTES, "int64": 8, "bool": 1}  # the model's, and ids/masks
 SEQUENCE_SITES = ("attn_pattern",)  # a token's features hold the key axis, `[n_heads, S]`
 INTEGER_METRICS = ("iterative_channel",)  # ranks and channel ids, int64; others float32
 UNITS_FIELD = "channels"  # an intervention's one stored field
@@ -67,13 +67,15 @@ class ResultPlan:
         return sum(t.nbytes for t in self.tensors)
 
 
-def plan_results(experiment: ir.Experiment) -> ResultPlan:
+def plan_results(experiment: ir.Experiment, *, shape: ModelShape | None = None,
+                 plan: Plan | None = None) -> ResultPlan:
     """The exact result tensors of a checked experiment: reads the model's config.json and
     the data (tokenising it only when a tensor has a sequence axis). A line the run's reader
     refuses raises its diagnostic; what only tokens can show (a mask field of the wrong
-    length) is left to the run."""
-    shape = read_model_shape(experiment.model.path, span=experiment.model.span)
-    plan = build_plan(experiment, n_layers=shape.n_layers)
+    length) is left to the run. `shape` and `plan`: the model's shape and the compiler's
+    plan, when the caller has them already."""
+    shape = shape or read_model_shape(experiment.model.path, span=experiment.model.span)
+    plan = plan or build_plan(experiment, n_layers=shape.n_layers)
     data = measure_data(experiment, shape, tokenise=needs_lengths(plan))
     return ResultPlan(tensors=planned_tensors(plan, shape, dtype=experiment.dtype, data=data),
                       data=data)

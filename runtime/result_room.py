@@ -22,13 +22,13 @@ from pathlib import Path
 
 import attrs
 
-from expc.compiler.plan import build_plan
+from expc.compiler.plan import Plan, build_plan
 from expc.runtime.result_plan import (DataSize, ResultPlan, human_bytes, max_tokens,
                                       needs_lengths, plan_results, planned_tensors)
 from expc.spec import ir
 from expc.spec.data_size import count_samples
 from expc.spec.diagnostics import Diagnostic, DiagnosticError, error
-from expc.spec.model_shape import read_model_shape
+from expc.spec.model_shape import ModelShape, read_model_shape
 from expc.spec.run_format import parse_key
 
 MEMORY_CODE, DISK_CODE = "results-memory", "results-disk"
@@ -68,11 +68,14 @@ def room_warnings(experiment: ir.Experiment) -> tuple[Diagnostic, ...]:
     memory available or on the output folder's disk; none when they fit or when the model
     or the data cannot be read."""
     memory, disk = available_memory(), free_disk(experiment.output.dir)
-    room = min((r for r in (memory, disk) if r is not None), default=None)
-    if room is None or _bound_bytes(experiment) <= room:
+    if memory is None and disk is None:
         return ()
+    bound = _bound(experiment)
+    if bound is None or _fits(experiment, bound[2], memory=memory, disk=disk):
+        return ()  # the exact results are no larger than the bound: they fit too
+    shape, compiled, _ = bound
     try:
-        plan = plan_results(experiment)
+        plan = plan_results(experiment, shape=shape, plan=compiled)
     except DiagnosticError:
         return ()
     found = []
@@ -98,19 +101,28 @@ def held_bytes(plan: ResultPlan, *, shard_size: int) -> int:
     return plan.total_bytes - streamed + min(streamed, SHARDS_IN_MEMORY * shard_size)
 
 
-def _bound_bytes(experiment: ir.Experiment) -> int:
-    """The results' size with every sample at its most tokens (0: nothing to size)."""
+def _fits(experiment: ir.Experiment, results: ResultPlan, *, memory: int | None,
+          disk: int | None) -> bool:
+    held = held_bytes(results, shard_size=experiment.output.shard_size)
+    return (memory is None or held <= memory) and (disk is None or results.total_bytes <= disk)
+
+
+def _bound(experiment: ir.Experiment) -> tuple[ModelShape, Plan, ResultPlan] | None:
+    """The model's shape, the plan and the results with every sample at its most tokens
+    (from a line count, no tokenising); None when there is nothing to size. Both the held
+    bytes and the total only grow with the tensors, so results within this bound fit."""
     try:
         shape = read_model_shape(experiment.model.path, span=experiment.model.span)
     except DiagnosticError:
-        return 0
+        return None
     samples = count_samples(experiment.data.source, limit=experiment.data.limit)
     if not samples:
-        return 0
+        return None
     plan = build_plan(experiment, n_layers=shape.n_layers)
     longest = max_tokens(experiment, shape) if needs_lengths(plan) else None
     data = DataSize(samples=samples, longest=longest, tokenised=False)
-    return sum(t.nbytes for t in planned_tensors(plan, shape, dtype=experiment.dtype, data=data))
+    return shape, plan, ResultPlan(
+        tensors=planned_tensors(plan, shape, dtype=experiment.dtype, data=data), data=data)
 
 
 def _warning(experiment: ir.Experiment, plan: ResultPlan, code: str, room: str) -> Diagnostic:

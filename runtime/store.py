@@ -29,6 +29,7 @@ import torch
 from expc.report.results_reader import SingleFile, Sharded, open_results
 from expc.runtime.atomic import os_errors_named, write_json_atomic
 from expc.runtime.atomic_tensors import save_safetensors_atomic
+from expc.runtime.results_writer import dtype_name
 from expc.runtime.fingerprint import ir_digest
 from expc.runtime.folder_claim import claim_folder, clear_own_files
 from expc.spec.diagnostics import DiagnosticError
@@ -47,10 +48,6 @@ def spec_sha256(text: str) -> str:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 @attrs.define(kw_only=True)
@@ -122,7 +119,7 @@ class RunStore:
         docs/run-folder.md; shape and dtype are taken from the tensor. The `meta/` keys
         have a default description.
         """
-        entries = {key: _describe(key, list(tensor.shape), _dtype_name(tensor.dtype),
+        entries = {key: _describe(key, list(tensor.shape), dtype_name(tensor.dtype),
                                   descriptions.get(key)) for key, tensor in tensors.items()}
         save_safetensors_atomic(self.results_path, tensors)
         self.manifest["tensors"] = entries
@@ -146,7 +143,7 @@ class RunStore:
             last[name] = tensor.contiguous()
             pieces.append({"key": key, "first": 0 if per_sample else None,
                            "rows": len(tensor) if per_sample else None,
-                           "shape": list(tensor.shape), "dtype": _dtype_name(tensor.dtype)})
+                           "shape": list(tensor.shape), "dtype": dtype_name(tensor.dtype)})
         files = [shard["file"] for shard in shards]
         final = [shard_name(number, len(files) + 1) for number in range(1, len(files) + 2)]
         for old, new in zip(files, final):
@@ -225,7 +222,7 @@ def _index_keys(files: list[tuple[str, list[Mapping]]], *, rows: int) -> tuple[d
     total = 0
     for file, pieces in files:
         for piece in pieces:
-            size = torch.empty((), dtype=getattr(torch, piece["dtype"])).element_size()
+            size = getattr(torch, piece["dtype"]).itemsize
             total += math.prod(piece["shape"]) * size
             entry = keys.setdefault(piece["key"], {
                 "dtype": STORED_DTYPES[piece["dtype"]], "shape": list(piece["shape"]),

@@ -146,15 +146,6 @@ def piece_name(key: str, first_row: int) -> str:
     return f"@{first_row}/{key}"
 
 
-_PIECE = re.compile(r"^@(\d+)/(.+)$")
-
-
-def parse_piece_name(name: str) -> tuple[str, int] | None:
-    """`@{first_row}/{key}` -> (key, first_row); None for a name that is not a piece's."""
-    match = _PIECE.match(name)
-    return None if match is None else (match.group(2), int(match.group(1)))
-
-
 STORED_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
                  "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
                  "bool": "BOOL"}  # torch's dtype names -> safetensors' (a layout's dtypes)

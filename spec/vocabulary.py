@@ -51,7 +51,6 @@ SOURCES = {  # kind -> (keyword arguments it takes, default of `field`)
     "hf_dataset": (("path", "split", "field", "mask_field"), "text"),
 }
 TABLE_SOURCES = ("parquet", "hf_dataset")  # columnar files, read with pyarrow
-TABLE_EXTRA = "parquet"  # the optional dependency group (`pip install 'expc[parquet]'`)
 DEFAULT_SPLIT = "train"  # the split `hf_dataset(...)` reads of a saved DatasetDict when not told
 
 

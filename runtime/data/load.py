@@ -77,9 +77,6 @@ class TokenizedData:
         mask = None if self.field_mask is None else self.field_mask[lo:hi]
         return self.token_ids[lo:hi], mask
 
-    def holds(self, sample: int) -> bool:
-        return self.first <= sample < self.first + self.n_samples
-
     def origin(self, sample: int) -> Origin:
         """The file and line (or row) that sample number `sample` came from."""
         at = sample - self.first

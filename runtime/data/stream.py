@@ -27,7 +27,6 @@ accelerator), its window is read again to find its batch or its line: an error p
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterator, Sequence
 
 import attrs
@@ -37,7 +36,7 @@ from expc.runtime.data.batches import Batch, BatchPlan, collate, plan_batches
 from expc.runtime.data.load import TokenizedData, Tokenizer, tokenized_windows
 from expc.runtime.data.sources import Origin
 from expc.spec import ir
-from expc.spec.data_size import count_samples
+from expc.spec.data_size import count_batches, count_samples
 from expc.spec.diagnostics import Diagnostic
 
 
@@ -73,7 +72,7 @@ class DataStream:
     @property
     def total_batches(self) -> int:
         """Batches of every rank together."""
-        return math.ceil(self.n_samples / self.batch_size)
+        return count_batches(self.n_samples, self.batch_size)
 
     def __len__(self) -> int:
         """This rank's batches."""

@@ -108,7 +108,7 @@ def test_check_warns_in_json_and_for_the_disk(monkeypatch, capsys):
 
 
 def test_check_tokenises_only_when_the_bound_does_not_fit(monkeypatch, capsys):
-    def boom(experiment):
+    def boom(experiment, **prepared):
         raise AssertionError("the data was tokenised")
 
     monkeypatch.setattr(room, "plan_results", boom)
@@ -141,8 +141,15 @@ def test_rows_that_stream_to_shards_count_only_as_the_shards_held(project, monke
     assert "output {" in text
     (project / "sharded.exp").write_text(text.replace("output {", 'output {\n    shard_size = "10KB"'))
     monkeypatch.setattr(room, "available_memory", lambda: 100_000)
+    exact = room.plan_results
+
+    def untokenised(experiment, **prepared):  # the bound's held rows fit: nothing to measure
+        raise AssertionError("the data was tokenised")
+
+    monkeypatch.setattr(room, "plan_results", untokenised)
     code, _, err = run(["check", "sharded.exp"], capsys)
     assert (code, err.strip()) == (0, "ok: 1 file checked")
+    monkeypatch.setattr(room, "plan_results", exact)
     monkeypatch.setattr(room, "available_memory", lambda: 20_000)
     code, _, err = run(["check", "sharded.exp"], capsys)
     assert code == 0 and "of them in memory at once" in err
