@@ -10,6 +10,7 @@ heads at a layer (variance across heads, averaged over samples and channels).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import attrs
@@ -35,6 +36,16 @@ class Family:
     @property
     def label(self) -> str:
         return f"{self.name} ({self.aggregate})" if self.aggregate else self.name
+
+    @functools.cached_property
+    def disagreement(self) -> list[tuple[int, float]]:
+        """`head_disagreement`, computed once (the captures section asks several times)."""
+        return head_disagreement(self)
+
+    @functools.cached_property
+    def identical(self) -> bool:
+        """`heads_identical`, computed once (the captures section asks several times)."""
+        return heads_identical(self)
 
     def paths(self) -> dict[int | None, list[tuple[int, torch.Tensor]]]:
         """Each head's forward path (trunk layers then its own), or the trunk alone."""

@@ -23,7 +23,7 @@ import math
 import attrs
 import torch
 
-from expc.spec.rankings import ORDER
+from expc.spec.rankings import ORDER, ranked
 
 TOP_K_FRACTION = 0.10
 
@@ -80,8 +80,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 def top_k_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
     """The share of A's k highest-scored units among B's k highest (ties: lower index first)."""
-    best_a = set(torch.argsort(a, descending=True, stable=True)[:k].tolist())
-    best_b = set(torch.argsort(b, descending=True, stable=True)[:k].tolist())
+    best_a, best_b = (set(ranked(x, k, highest=True).tolist()) for x in (a, b))
     return len(best_a & best_b) / k
 
 

@@ -16,7 +16,7 @@ import math
 from matplotlib.ticker import MaxNLocator
 
 from expc.report.capture_stats import (Family, captured_layers, consecutive_cosine, families,
-                                       head_disagreement, heads_identical, mean_norm)
+                                       mean_norm)
 from expc.report.figures import FULL_WIDTH, TRUNK_COLOR, head_color, new_figure, to_svg
 from expc.report.html_parts import Section, esc, figure, fmt_number, table
 from expc.report.run_folder import RunFolder
@@ -29,7 +29,7 @@ PANEL_COLUMNS = 3
 def _line_label(head: int | None, family: Family) -> str:
     if head is None:
         return "trunk"
-    if heads_identical(family):
+    if family.identical:
         return f"heads {min(family.heads)}-{max(family.heads)} (all heads identical)"
     return f"head {head}"
 
@@ -38,7 +38,7 @@ def _path_lines(family: Family, values) -> list[tuple[int | None, list[tuple[int
     """(head, points) per line: the trunk in black, each head from the trunk's last point;
     heads identical to float precision as one line (the first head's)."""
     paths = family.paths()
-    if heads_identical(family):
+    if family.identical:
         first = min(family.heads)
         paths = {first: paths[first]}
     trunk_layers = set(family.trunk)
@@ -97,9 +97,9 @@ def _norm_points(path):
 def _disagreement(families_: list[Family]) -> str:
     """The heads' disagreement plot of the families whose heads differ; a sentence instead
     for families whose heads agree to float precision (or for all of them)."""
-    split = [f for f in families_ if len(f.heads) >= 2 and head_disagreement(f)]
-    same = [f for f in split if heads_identical(f)]
-    differ = [f for f in split if not heads_identical(f)]
+    split = [f for f in families_ if len(f.heads) >= 2 and f.disagreement]
+    same = [f for f in split if f.identical]
+    differ = [f for f in split if not f.identical]
     parts = []
     if same:
         names = ", ".join(f.label for f in same)
@@ -115,7 +115,7 @@ def _disagreement(families_: list[Family]) -> str:
 
 
 def _disagreement_svg(families_: list[Family]) -> str:
-    lines = [(f, head_disagreement(f)) for f in families_]
+    lines = [(f, f.disagreement) for f in families_]
     fig = new_figure(FULL_WIDTH, 3.4)
     ax = fig.add_subplot()
     for family, points in lines:

@@ -100,7 +100,6 @@ def _distributions(metric: str, roles: dict[str, list[Scored]]) -> str:
 
 def _layer_lines(metric: str, series: dict[int | None, list[Scored]]) -> str:
     """One marked line over the layers per model: the score of each whole layer."""
-    layers = max(len(s) for s in series.values())
     fig = new_figure(FULL_WIDTH, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     for head, scored in series.items():

@@ -9,7 +9,6 @@ nothing stops at the first. Model-dependent checks live in `model_checks.py`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from expc.spec import ir
 from expc.spec import syntax as sx

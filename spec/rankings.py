@@ -6,9 +6,18 @@ intervention does with it depends only on that order, not on the values. An orde
 lists the unit indices themselves, least important first (`iterative_channel`'s
 `channels_importance_ascending`). Both are compared as rankings; every other key (the
 score's factors `weight_norm` and `activation_mean_abs`, captures, effects) as values.
+
+`ranked` is the one rule that picks units by their scores: the K lowest (or highest), ties
+to the lower index. `channels = lowest(...)` / `highest(...)` interventions, `expc prune`
+(so a pruned checkpoint removes exactly the units such an intervention zeroes), `expc diff`'s
+top-k overlap and the report's top tokens all pick by it. numpy, not torch: `expc prune`
+never imports torch. Scores are compared in float64 (exact for float32 and bfloat16 scores,
+so ties stay ties).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from expc.spec.run_format import KeyInfo
 
@@ -27,3 +36,11 @@ def ranking_kind(info: KeyInfo) -> str | None:
     if info.field in ORDER_FIELDS:
         return ORDER
     return None
+
+
+def ranked(scores, k: int, *, highest: bool) -> np.ndarray:
+    """The indices `[k]` (int64, ascending) of the `k` lowest (highest) of `scores` (any
+    array-like of numbers, a CPU tensor included)."""
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-values if highest else values, kind="stable")  # stable: lower index first
+    return np.sort(order[:k]).astype(np.int64)

@@ -17,9 +17,9 @@ import torch
 from expc.compiler.plan import InterventionEntry
 from expc.runtime.intervene.facts import ModelFacts
 from expc.runtime.intervene.sources import RunSources
-from expc.runtime.unit_ranking import ranked
 from expc.spec import ir
 from expc.spec.diagnostics import Span, fail
+from expc.spec.rankings import ranked
 
 CODE = "intervention-units"
 

@@ -21,8 +21,8 @@ from safetensors import safe_open
 
 from expc.models.config import ModelConfig
 from expc.runtime.prune.units import CODE, LAYERS_MODULE, UnitKind, removed_count
-from expc.runtime.unit_ranking import ranked
 from expc.spec.diagnostics import fail
+from expc.spec.rankings import ranked
 from expc.spec.run_format import (MANIFEST, RESULTS, importance_key, read_results_index,
                                   read_run_manifest)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from expc.runtime.unit_ranking import ranked
+from expc.spec.rankings import ranked
 
 
 def _reference(scores, k, highest):
