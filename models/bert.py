@@ -36,24 +36,18 @@ from torch import nn
 
 from expc.models import markers
 from expc.models.config import ModelConfig, parse_common
-from expc.models.layers import ACTIVATIONS, ForwardContext
+from expc.models.layers import ACTIVATIONS, ForwardContext, unfilled_embedding
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
-
-def _unfilled_embedding(rows: int, size: int) -> nn.Embedding:
-    """An embedding table left uninitialised: the loader fills it. (nn.Embedding's random
-    init on the meta device costs seconds and ~75 MB of one-time imports.)"""
-    return nn.Embedding(rows, size, _weight=torch.empty(rows, size))
-
 
 class BertEmbeddings(nn.Module):
     """Word + absolute position + token type (0) embeddings, then LayerNorm."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.word_embeddings = _unfilled_embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embeddings = _unfilled_embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type_embeddings = _unfilled_embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.word_embeddings = unfilled_embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = unfilled_embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type_embeddings = unfilled_embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:

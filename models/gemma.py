@@ -29,8 +29,8 @@ from torch import nn
 from expc.models import markers
 from expc.models.config import ModelConfig, RopeConfig, parse_rope
 from expc.models.layers import (
-    ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, RotaryEmbedding,
-    TokenEmbedding,
+    ForwardContext, GatedMLP, RMSNorm, RotaryAttention, RotaryEmbedding, TokenEmbedding,
+    unfilled_embedding,
 )
 from expc.models.llama import decoder_config
 from expc.models.qwen3 import HeadRMSNorm
@@ -64,8 +64,9 @@ class Gemma3Attention(RotaryAttention):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
         if self.local_rotary is not None:
-            cos, sin = self.local_rotary(ctx.position_ids, x.dtype)  # [B, S, d] each
-            ctx = attrs.evolve(ctx, cos=cos, sin=sin)
+            if ctx.local_cos is None:  # the first sliding layer of the pass; the rest reuse
+                ctx.local_cos, ctx.local_sin = self.local_rotary(ctx.position_ids, x.dtype)
+            ctx = attrs.evolve(ctx, cos=ctx.local_cos, sin=ctx.local_sin)
         return super().forward(x, ctx)
 
 
@@ -120,8 +121,7 @@ class Gemma3Block(Gemma2Block):
 
 
 def build_scaled_embeddings(cfg: ModelConfig) -> nn.Module:
-    weight = torch.empty(cfg.vocab_size, cfg.hidden_size)  # skips the random init
-    return ScaledTokenEmbedding(cfg.vocab_size, cfg.hidden_size, _weight=weight)
+    return unfilled_embedding(cfg.vocab_size, cfg.hidden_size, cls=ScaledTokenEmbedding)
 
 
 def build_gemma_final_norm(cfg: ModelConfig) -> nn.Module:
@@ -172,13 +172,9 @@ def _gemma_config(raw: Mapping, source: str, *, model_type: str, attn_softcap: f
                   final_softcap: float | None, **overrides) -> ModelConfig:
     fields = ConfigFields(raw=raw, source=source)
     act_key = "hidden_activation" if "hidden_activation" in raw else "hidden_act"
-    act = fields.word(act_key, default="gelu_pytorch_tanh")
-    if act not in ACTIVATIONS:
-        raise fields.fail(act_key, f"unsupported activation `{act}`", code="model-unsupported",
-                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
     bias = fields.flag("attention_bias")
     cfg = decoder_config(
-        {**raw, "hidden_act": act}, source, hidden_act=act, qkv_bias=bias, o_bias=bias,
+        raw, source, act_key=act_key, act_default="gelu_pytorch_tanh", qkv_bias=bias, o_bias=bias,
         sliding_windows=sliding_windows(model_type, raw, source),
         query_pre_attn_scalar=fields.number("query_pre_attn_scalar", default=256.0),
         attn_logit_softcap=fields.optional_number("attn_logit_softcapping", default=attn_softcap),

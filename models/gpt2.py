@@ -32,7 +32,7 @@ from torch import nn
 
 from expc.models.bert import BertMLP, BidirectionalAttention
 from expc.models.config import ModelConfig, parse_common
-from expc.models.layers import ACTIVATIONS, TokenEmbedding
+from expc.models.layers import TokenEmbedding, activation, unfilled_embedding
 from expc.models.llama import PreNormBlock
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
@@ -43,9 +43,8 @@ class GPT2Embeddings(TokenEmbedding):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg.vocab_size, cfg.hidden_size,
                          _weight=torch.empty(cfg.vocab_size, cfg.hidden_size))
-        self.position_embeddings = nn.Embedding(
-            cfg.max_position_embeddings, cfg.hidden_size,
-            _weight=torch.empty(cfg.max_position_embeddings, cfg.hidden_size))
+        self.position_embeddings = unfilled_embedding(cfg.max_position_embeddings,
+                                                      cfg.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(input_ids, position_ids) + self.position_embeddings(position_ids)
@@ -60,15 +59,6 @@ class GPT2Block(PreNormBlock):
         self.self_attn = BidirectionalAttention(cfg, layer=layer, head=head)
         self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.mlp = BertMLP(cfg, layer=layer, head=head)
-
-
-def activation(fields: ConfigFields, key: str, *, default: str) -> str:
-    """The activation named by field `key`, one we implement (else a diagnostic there)."""
-    act = fields.word(key, default=default)
-    if act not in ACTIVATIONS:
-        raise fields.fail(key, f"unsupported activation `{act}`", code="model-unsupported",
-                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
-    return act
 
 
 def gpt2_config(raw: Mapping, source: str) -> ModelConfig:

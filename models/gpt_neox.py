@@ -34,8 +34,8 @@ import torch
 
 from expc.models import markers
 from expc.models.config import ModelConfig, parse_common, parse_rope
-from expc.models.gpt2 import GPT2Block, activation, build_final_norm
-from expc.models.layers import ForwardContext, RotaryAttention
+from expc.models.gpt2 import GPT2Block, build_final_norm
+from expc.models.layers import ForwardContext, RotaryAttention, activation
 from expc.models.llama import build_token_embeddings
 from expc.models.partial_rotary import PartialRope, apply_partial_rotary, partial_rotary_factor
 from expc.models.registry import Architecture, register

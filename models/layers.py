@@ -19,6 +19,7 @@ from torch import nn
 
 from expc.models import markers
 from expc.models.config import ModelConfig
+from expc.spec.config_fields import ConfigFields
 
 
 @attrs.define(kw_only=True)
@@ -26,13 +27,17 @@ class ForwardContext:
     """What every block of one forward pass shares, built once by the model.
 
     `masks` maps a sliding window (None = full attention) to a boolean mask
-    `[B, 1, S, S]` (True = may attend); `cos`/`sin` are the rotary tables of rotary models.
+    `[B, 1, S, S]` (True = may attend); `cos`/`sin` are the rotary tables of rotary models,
+    `local_cos`/`local_sin` those of a second, local rope (Gemma 3's sliding-window layers),
+    computed by the first layer that needs them and reused by the others.
     """
 
     position_ids: torch.Tensor  # [B, S]
     masks: Mapping[int | None, torch.Tensor]
     cos: torch.Tensor | None = None  # [B, S, d]
     sin: torch.Tensor | None = None  # [B, S, d]
+    local_cos: torch.Tensor | None = None  # [B, S, d]
+    local_sin: torch.Tensor | None = None  # [B, S, d]
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -43,6 +48,15 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
     "relu": F.relu,
 }
+
+
+def activation(fields: ConfigFields, key: str, *, default: str) -> str:
+    """The activation named by field `key`, one we implement (else a diagnostic there)."""
+    act = fields.word(key, default=default)
+    if act not in ACTIVATIONS:
+        raise fields.fail(key, f"unsupported activation `{act}`", code="model-unsupported",
+                          help=(f"supported activations: {', '.join(ACTIVATIONS)}",))
+    return act
 
 
 class RMSNorm(nn.Module):
@@ -71,6 +85,14 @@ class TokenEmbedding(nn.Embedding):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(input_ids)  # [B, S] -> [B, S, H]
+
+
+def unfilled_embedding(rows: int, size: int, *, cls: type[nn.Embedding] = nn.Embedding
+                       ) -> nn.Embedding:
+    """An embedding table of class `cls` left uninitialised: the loader fills every weight,
+    and nn.Embedding's random init on the meta device costs seconds and ~75 MB of one-time
+    imports."""
+    return cls(rows, size, _weight=torch.empty(rows, size))
 
 
 class RotaryEmbedding(nn.Module):

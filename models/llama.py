@@ -15,7 +15,8 @@ from expc.models import markers
 from expc.models.config import ModelConfig, parse_common, parse_rope
 from expc.models.sliding_windows import sliding_windows
 from expc.models.layers import (
-    ACTIVATIONS, ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding,
+    ForwardContext, GatedMLP, RMSNorm, RotaryAttention, TokenEmbedding, activation,
+    unfilled_embedding,
 )
 from expc.models.registry import Architecture, register
 from expc.spec.config_fields import ConfigFields
@@ -44,26 +45,19 @@ class PreNormBlock(nn.Module):
 
 
 def build_token_embeddings(cfg: ModelConfig) -> nn.Module:
-    # An explicit empty weight skips nn.Embedding's random init, which on the meta device
-    # costs seconds of one-time imports; the loader fills every weight anyway.
-    weight = torch.empty(cfg.vocab_size, cfg.hidden_size)
-    return TokenEmbedding(cfg.vocab_size, cfg.hidden_size, _weight=weight)
+    return unfilled_embedding(cfg.vocab_size, cfg.hidden_size, cls=TokenEmbedding)
 
 
 def build_rms_final_norm(cfg: ModelConfig) -> nn.Module:
     return RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
 
-def decoder_config(raw: Mapping, source: str, **overrides) -> ModelConfig:
-    """`parse_common` plus what every rotary decoder needs: rope and a known activation."""
-    fields = ConfigFields(raw=raw, source=source)
-    act = fields.word("hidden_act", default="silu")
-    if act not in ACTIVATIONS:
-        raise fields.fail(
-            "hidden_act", f"unsupported activation `{act}`", code="model-unsupported",
-            help=(f"supported activations: {', '.join(ACTIVATIONS)}",),
-        )
-    return parse_common(raw, source, rope=parse_rope(raw, source), **overrides)
+def decoder_config(raw: Mapping, source: str, *, act_key: str = "hidden_act",
+                   act_default: str = "silu", **overrides) -> ModelConfig:
+    """`parse_common` plus what every rotary decoder needs: rope and a known activation
+    (field `act_key`: Gemma's is `hidden_activation`)."""
+    act = activation(ConfigFields(raw=raw, source=source), act_key, default=act_default)
+    return parse_common(raw, source, rope=parse_rope(raw, source), hidden_act=act, **overrides)
 
 
 def llama_config(raw: Mapping, source: str) -> ModelConfig:
