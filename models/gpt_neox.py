@@ -55,14 +55,22 @@ class NeoXAttention(RotaryAttention):
         return apply_partial_rotary(x, ctx.cos, ctx.sin, self.rotary_dims)
 
 
+@attrs.frozen(kw_only=True)
+class NeoXConfig(ModelConfig):
+    """`ModelConfig` plus whether attention and the MLP run side by side
+    (`use_parallel_residual`, Pythia's default) or one after the other."""
+
+    parallel_residual: bool
+
+
 class NeoXBlock(GPT2Block):
     """GPT-2's block (LayerNorms, ungated MLP) with partial-rotary causal attention, its two
     branches in parallel or in sequence."""
 
-    def __init__(self, cfg: ModelConfig, layer: int, head: int | None):
+    def __init__(self, cfg: NeoXConfig, layer: int, head: int | None):
         super().__init__(cfg, layer, head)
         self.self_attn = NeoXAttention(cfg, layer=layer, head=head)
-        self.parallel = bool(cfg.raw.get(PARALLEL, True))  # checked by `gpt_neox_config`
+        self.parallel = cfg.parallel_residual
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # [B, S, H]
         if not self.parallel:
@@ -94,15 +102,17 @@ def _rope(fields: ConfigFields, raw: Mapping, source: str, head_dim: int) -> Par
     return PartialRope(**attrs.asdict(rope, recurse=False), dims=dims)
 
 
-def gpt_neox_config(raw: Mapping, source: str) -> ModelConfig:
+def gpt_neox_config(raw: Mapping, source: str) -> NeoXConfig:
     """GPT-NeoX's config.json: LayerNorm eps, GELU, biases (`attention_bias`), partial rope."""
     fields = ConfigFields(raw=raw, source=source)
     act = activation(fields, "hidden_act", default="gelu")
-    fields.flag(PARALLEL, default=True)  # a non-boolean is a diagnostic here, not in a block
+    parallel = fields.flag(PARALLEL, default=True)
     bias = fields.flag("attention_bias", default=True)
     cfg = parse_common(raw, source, hidden_act=act, qkv_bias=bias, o_bias=bias, mlp_bias=True,
                        norm_eps=fields.number("layer_norm_eps", default=1e-5))
-    return attrs.evolve(cfg, rope=_rope(fields, raw, source, cfg.head_dim))
+    rope = _rope(fields, raw, source, cfg.head_dim)
+    return NeoXConfig(**{**attrs.asdict(cfg, recurse=False), "rope": rope},
+                      parallel_residual=parallel)
 
 
 GPT_NEOX = register(Architecture(
