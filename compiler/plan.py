@@ -21,6 +21,7 @@ import attrs
 from expc.models.hydra_split import HydraSplit
 from expc.spec import ir
 from expc.spec.diagnostics import Span
+from expc.spec.model_shape import ATTENTION_OUTPUT
 from expc.spec.run_format import capture_key, effect_key, importance_key, intervention_key
 from expc.spec.vocabulary import LAYER_TARGET, LENS_SITE, METRICS, PER_HEAD_MODEL_SITES
 
@@ -80,6 +81,14 @@ class InterventionEntry:
     head: int | None  # None without a split
     intervention: ir.Intervention  # operation, channels, positions as checked
     span: Span | None = attrs.field(default=None, eq=False)
+
+    @property
+    def kv_units(self) -> bool:
+        """Whether the units are KV-head groups: scored by `kv_head_contribution` at the
+        attention output projection (every other selection names channels)."""
+        units = self.intervention.channels
+        return (self.kind == "linear" and self.target == ATTENTION_OUTPUT
+                and units is not None and units.metric == "kv_head_contribution")
 
 
 @attrs.frozen(kw_only=True)

@@ -23,7 +23,7 @@ from expc.compiler.plan import CaptureEntry, InterventionEntry, MetricEntry, Pla
 from expc.models.tokenizer import load_tokenizer
 from expc.runtime.data.samples import sample_tokens, source_samples
 from expc.spec import ir, model_size
-from expc.spec.model_shape import ATTENTION_OUTPUT, ModelShape, read_model_shape
+from expc.spec.model_shape import ModelShape, read_model_shape
 from expc.spec.run_format import (PER_SAMPLE_MODES, SAMPLE_INDEX, TOKEN_COUNT, importance_key,
                                   intervention_key)
 from expc.spec.vocabulary import METRICS
@@ -175,15 +175,13 @@ def _metric_tensors(entry: MetricEntry, shape: ModelShape) -> list[PlannedTensor
 def _intervention_tensor(entry: InterventionEntry, shape: ModelShape) -> PlannedTensor:
     """The units one intervention changes, `[K]` int64 (`runtime/intervene/units.py`)."""
     units = entry.intervention.channels
-    kv = (entry.kind == "linear" and entry.target == ATTENTION_OUTPUT
-          and units is not None and units.metric == "kv_head_contribution")
-    total = shape.n_kv_heads if kv else shape.target_width(entry.target, entry.kind)
+    total = shape.n_kv_heads if entry.kv_units else shape.target_width(entry.target, entry.kind)
     if units is None:
         count = total
     elif units.kind == "list":
         count = len(units.indices)
     else:
-        count = units.count if units.count is not None else round(units.fraction * total)
+        count = units.wanted(total)
     return PlannedTensor(key=intervention_key(entry.target, entry.layer, entry.head,
                                               UNITS_FIELD),
                          shape=(count,), dtype="int64", per_sample=False)

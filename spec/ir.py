@@ -239,6 +239,11 @@ class Units:
     seed: int = 0
     span: Span = _span_field()
 
+    def wanted(self, total: int) -> int:
+        """K of `lowest`/`highest`/`random` over `total` units: `count`, else
+        `round(fraction * total)` (Python's `round`), before any range check."""
+        return self.count if self.count is not None else round(self.fraction * total)
+
 
 @attrs.frozen(kw_only=True)
 class Positions:

@@ -12,7 +12,6 @@ import attrs
 import torch
 
 from expc.compiler.plan import InterventionEntry
-from expc.spec.model_shape import ATTENTION_OUTPUT
 
 
 @attrs.frozen(kw_only=True)
@@ -50,16 +49,9 @@ class ModelFacts:
                 "v": self.n_kv_heads * self.head_dim,
                 "values": self.n_kv_heads * self.head_dim}.get(entry.site, self.hidden_size)
 
-    def kv_units(self, entry: InterventionEntry) -> bool:
-        """Whether the units are KV-head groups: scored by `kv_head_contribution` at the
-        attention output projection (every other selection names channels)."""
-        units = entry.intervention.channels
-        return (entry.kind == "linear" and entry.target == ATTENTION_OUTPUT
-                and units is not None and units.metric == "kv_head_contribution")
-
     def unit_count(self, entry: InterventionEntry) -> int:
         """D, how many units there are to choose from: KV heads or channels."""
-        return self.n_kv_heads if self.kv_units(entry) else self.width(entry)
+        return self.n_kv_heads if entry.kv_units else self.width(entry)
 
     def kv_channels(self, groups: torch.Tensor) -> torch.Tensor:
         """KV-head indices -> the `o_proj` input channels of their query heads, sorted.

@@ -43,7 +43,7 @@ def span_of(node_span: Span, entry: InterventionEntry) -> Span | None:
 
 def unit_count(units: ir.Units, total: int, *, span: Span | None) -> int:
     """K from `count` or `fraction` of `total` units; 1 <= K < total."""
-    wanted = units.count if units.count is not None else round(units.fraction * total)
+    wanted = units.wanted(total)
     what = (f"count = {units.count}" if units.count is not None
             else f"fraction = {units.fraction} of {total} (rounds to {wanted})")
     if not 1 <= wanted < total:
@@ -86,7 +86,7 @@ def select_units(entry: InterventionEntry, *, facts: ModelFacts,
     """The units `entry` changes, checked against the model (diagnostics at the units)."""
     units = entry.intervention.channels
     span = span_of(units.span, entry) if units is not None else entry.span
-    kv = facts.kv_units(entry)
+    kv = entry.kv_units
     chosen, key = chosen_units(entry, total=facts.unit_count(entry), sources=sources,
                                span=span)
     return Selection(entry=entry, units=chosen, kv=kv, width=facts.width(entry),
