@@ -56,7 +56,8 @@ TINY = 1e-4  # below this magnitude a number is written in scientific notation
 def fmt_number(value: float | int | None, digits: int = 4) -> str:
     """A number for people, the one formatter of the report (tables, captions, axis ticks):
     thousands separated and never in scientific notation from 1,000 up (`19,720`, not
-    `1.972e+04`), `digits` significant digits below (`0.0767`, `5.544`), scientific only
+    `1.972e+04`; decimals there only when `digits` exceeds the whole digits: `1,000.25` at 6),
+    `digits` significant digits below (`0.0767`, `5.544`), scientific only
     for magnitudes under 1e-4 (`3.2e-06`); NaN and infinities by name."""
     if value is None:
         return ""
@@ -69,7 +70,10 @@ def fmt_number(value: float | int | None, digits: int = 4) -> str:
     if abs(value) < TINY:
         return f"{value:.{max(1, digits - 2)}e}"
     text = f"{value:.{digits}g}"
-    return f"{round(value):,}" if abs(float(text)) >= 1000 else text
+    if abs(float(text)) < 1000:
+        return text
+    whole = len(str(abs(round(value))))  # digits before the point
+    return f"{value:,.{max(0, digits - whole)}f}"  # decimals only when `digits` asks for them
 
 
 def fmt_interval(low: float | None, high: float | None, digits: int = 4) -> str:

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from expc.report.build import build_report
-from expc.report.figures import FULL_WIDTH
+from expc.report.figures import FULL_WIDTH, HumanTicks
 from expc.report.html_parts import fmt_number
 from expc.report.section_run import hydra_svg
 
@@ -36,6 +36,16 @@ def _edit_manifest(run, **changes) -> None:
     (float("nan"), "NaN"), (None, "")])
 def test_numbers_are_formatted_for_people(value, shown):
     assert fmt_number(value) == shown
+
+
+@pytest.mark.parametrize("locs", [[1000, 1000.25, 1000.5, 1000.75, 1001],
+                                  [5.54, 5.542, 5.544], [0, 2000, 4000]])
+def test_neighbouring_tick_labels_differ_even_above_a_thousand(locs):
+    ticks = HumanTicks()
+    ticks.set_locs(locs)
+    labels = [ticks(v) for v in locs]
+    assert len(set(labels)) == len(labels), labels
+    assert all("e+" not in label for label in labels)
 
 
 def test_figures_fill_a_laptop_width_and_ticks_use_the_number_format(write_run, tmp_path):
